@@ -1,0 +1,38 @@
+# gdcode: `make demo` runs a real comparison, `make test` runs the tests.
+# Both install what they need into .venv first (pip, PyPI only; the MPI comes from the mpich wheel).
+
+VENV     ?= .venv
+PYTHON   ?= python3
+VENV_BIN := $(abspath $(VENV))/bin
+PY       := $(VENV_BIN)/python
+STAMP    := $(VENV)/.installed
+# the editable build re-runs meson/ninja/cython on import; they must be found from any shell
+export PATH := $(VENV_BIN):$(PATH)
+
+.PHONY: install demo test bench lint clean experiment
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml meson.build meson.options kernels/meson.build
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check meson-python meson ninja cython numpy
+	CYTHON=$(VENV_BIN)/cython $(PY) -m pip install -q --disable-pip-version-check \
+		--no-build-isolation --editable '.[test,plot,ec2,dev]'
+	touch $@
+
+demo: install
+	$(PY) experiments/demo.py --out demo-results
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(VENV_BIN)/gdcode bench kernels
+	$(VENV_BIN)/gdcode bench engine
+
+lint: install
+	$(VENV_BIN)/ruff check gdcode tests experiments data_prepare tools
+
+clean:
+	rm -rf build .venv demo-results results .pytest_cache

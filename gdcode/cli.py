@@ -1,0 +1,52 @@
+"""The ``gdcode`` command: one subcommand per module in :mod:`gdcode.commands`.
+
+Adding a subcommand is one module with ``add_arguments(parser)`` and ``main(args) -> int``,
+plus one line in :data:`SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from gdcode import __version__
+from gdcode.errors import ConfigError
+
+#: subcommand name -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("gdcode.commands.info", "versions, MPI library and whether compiled kernels are used"),
+    "run": ("gdcode.commands.run", "one training run (launches itself under mpiexec)"),
+}
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="gdcode",
+        description="Straggler-tolerant distributed gradient descent over MPI.",
+    )
+    parser.add_argument("--version", action="version", version=f"gdcode {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or "").strip())
+        module.add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args._argv = list(argv)
+    try:
+        return int(args._module.main(args) or 0)
+    except ConfigError as exc:
+        print(f"gdcode {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

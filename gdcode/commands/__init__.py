@@ -1,0 +1,1 @@
+"""One module per ``gdcode`` subcommand (registered in :data:`gdcode.cli.SUBCOMMANDS`)."""

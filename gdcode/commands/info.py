@@ -1,0 +1,55 @@
+"""Show versions of gdcode, Python, numpy and mpi4py, the MPI library, and the kernels in use."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def collect() -> dict:
+    """The facts ``gdcode info`` prints."""
+    import numpy as np
+
+    import gdcode
+    from gdcode import kernels
+
+    facts = {
+        "gdcode": gdcode.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "compiled_kernels": kernels.COMPILED,
+        "kernels": "compiled (Cython)" if kernels.COMPILED else "numpy reference (extension not built)",
+    }
+    try:
+        import mpi4py
+
+        facts["mpi4py"] = mpi4py.__version__
+        from mpi4py import MPI
+
+        facts["mpi_library"] = MPI.Get_library_version().strip().splitlines()[0]
+        facts["mpi_standard"] = "{}.{}".format(*MPI.Get_version())
+    except ImportError as exc:  # pragma: no cover - mpi4py is a dependency
+        facts["mpi4py"] = f"not importable: {exc}"
+    from gdcode.runtime.launch import find_mpiexec
+
+    try:
+        facts["mpiexec"] = find_mpiexec()
+    except Exception as exc:  # noqa: BLE001
+        facts["mpiexec"] = f"not found: {exc}"
+    return facts
+
+
+def main(args: argparse.Namespace) -> int:
+    facts = collect()
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        width = max(len(k) for k in facts)
+        for key, value in facts.items():
+            print(f"{key:<{width}}  {value}")
+    return 0

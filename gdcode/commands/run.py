@@ -1,0 +1,69 @@
+"""Train one model: ``gdcode run [CONFIG.toml] [--option value ...]``.
+
+Outside an MPI job it checks every option, then launches itself as
+``mpiexec -n W+1 python -m mpi4py -m gdcode run ...``; inside one, the world size must be W+1.
+Exit codes: 0 done, 2 bad input, 3 ``--timeout`` reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from gdcode import config
+from gdcode.errors import ConfigError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    config.add_run_arguments(parser)
+
+
+def resolve_args(args: argparse.Namespace):
+    toml = config.load_toml(args.config) if args.config else {}
+    return config.resolve(config.merge(args, toml))
+
+
+def main(args: argparse.Namespace) -> int:
+    from gdcode.runtime.launch import in_mpi_job, launch
+
+    argv = [a for a in args._argv if a != "run"] if args._argv[:1] == ["run"] else args._argv
+    if not in_mpi_job():
+        cfg = resolve_args(args)
+        run_dir = _run_dir(cfg)
+        if cfg.name is None:
+            argv = [*argv, "--name", run_dir.name]
+        return launch(cfg.workers + 1, ["run", *argv], timeout=cfg.timeout)
+
+    try:
+        cfg = resolve_args(args)
+    except ConfigError as exc:
+        if _mpi_rank() == 0:
+            print(f"gdcode run: error: {exc}", file=sys.stderr)
+        return 2
+    from gdcode.runtime import session
+
+    return session.run(cfg, ["run", *argv], None)
+
+
+def _run_dir(cfg) -> Path:
+    from gdcode.runtime.session import choose_run_dir
+
+    path = choose_run_dir(cfg)
+    check_new_run_dir(path)
+    return path
+
+
+def check_new_run_dir(path: Path) -> None:
+    """Refuse to start a run over an existing one, so that nothing written is lost."""
+    if (path / "metrics.jsonl").exists() or (path / "summary.json").exists():
+        raise ConfigError(f"the run directory {path} already holds a run; choose another --name "
+                          "or --out (nothing was overwritten)")
+
+
+def _mpi_rank() -> int:
+    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0

@@ -1,0 +1,234 @@
+"""Options of ``gdcode run``: one table, read by the command line and by TOML configs.
+
+Every option is declared once in :data:`OPTIONS`. Values resolve in the order defaults,
+then the TOML file, then the command line. :func:`resolve` checks everything that can be
+checked without MPI, so that bad input fails before any job starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gdcode.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+MODES = ("coded", "hogwild", "gossip", "allreduce", "local")
+UPDATES = ("gd", "agd", "momentum", "adam")
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One ``gdcode run`` option: its name (``--name``), type, default and help."""
+
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple | None = None
+    flag: bool = False  # a switch: ``--name`` sets True
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+
+def _positive_int(text: str) -> int:
+    return int(text)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("mode", str, "coded", "training mode", choices=MODES),
+    Option("scheme", str, "uncoded", "gradient code (coded mode); see `gdcode codes --list`"),
+    Option("workers", int, 4, "number of worker ranks W (the job has W+1 ranks)"),
+    Option("stragglers", int, 0, "stragglers S the code tolerates (0 <= S < W)"),
+    Option("collect", int, None, "replies an approximate code waits for (default W-S)"),
+    Option("dataset", str, "synthetic:4000x100", "synthetic:ROWSxCOLS, sklearn:NAME or a prepared dataset directory"),
+    Option("test-fraction", float, 0.2, "held-out fraction of a dataset that is not already split (0 keeps all rows)"),
+    Option("model", str, "logistic", "objective (see gdcode.models)"),
+    Option("intercept", bool, False, "append a constant column to X", flag=True),
+    Option("l2", float, None, "L2 coefficient lambda (default 1/n)"),
+    Option("update", str, "gd", "update rule", choices=UPDATES),
+    Option("lr", float, 0.5, "step size eta"),
+    Option("iterations", int, 100, "iterations (asynchronous modes: steps per worker)"),
+    Option("delay", str, "none", "straggler delay: none, exp:MEAN, ..."),
+    Option("delay-scale-with-load", bool, False, "multiply each pause by the worker's load", flag=True),
+    Option("seed", int, 0, "seed of data, initial point, codes and delays"),
+    Option("out", str, "results", "parent directory of the run directory"),
+    Option("name", str, None, "run directory name (default: scheme, workers and time)"),
+    Option("timeout", float, None, "abort the run after this many seconds (summary status timeout)"),
+)
+
+OPTION_BY_DEST = {opt.dest: opt for opt in OPTIONS}
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add every option of :data:`OPTIONS` to ``parser`` with a default of "not given"."""
+    parser.add_argument("config", nargs="?", help="TOML file of options (command-line options override it)")
+    for opt in OPTIONS:
+        if opt.flag:
+            parser.add_argument(f"--{opt.name}", dest=opt.dest, action="store_const", const=True,
+                                default=None, help=opt.help)
+            parser.add_argument(f"--no-{opt.name}", dest=opt.dest, action="store_const", const=False,
+                                default=None, help=argparse.SUPPRESS)
+        else:
+            parser.add_argument(f"--{opt.name}", dest=opt.dest, type=str, default=None,
+                                metavar=opt.dest.upper(), help=_help(opt))
+
+
+def _help(opt: Option) -> str:
+    extra = f" {{{','.join(opt.choices)}}}" if opt.choices else ""
+    return f"{opt.help}{extra} (default: {opt.default})"
+
+
+def _convert(opt: Option, value: Any, origin: str) -> Any:
+    if value is None:
+        return None
+    try:
+        if opt.flag or opt.type is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if opt.type is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return opt.type(value)
+    except (TypeError, ValueError):
+        kind = "true or false" if opt.flag else opt.type.__name__
+        raise ConfigError(f"--{opt.name} {value!r} ({origin}) is not a valid {kind}") from None
+
+
+def load_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a TOML config: option names as keys (dashes or underscores), flat or under ``[run]``."""
+    p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    data = data.get("run", data)
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            continue  # other tables (e.g. experiment sweeps) are not run options
+        dest = key.replace("-", "_")
+        if dest not in OPTION_BY_DEST:
+            raise ConfigError(f"config file {p}: unknown option {key!r}; "
+                              f"known: {', '.join(o.name for o in OPTIONS)}")
+        out[dest] = _convert(OPTION_BY_DEST[dest], value, str(p))
+    return out
+
+
+def merge(args: argparse.Namespace | None = None, toml: dict | None = None,
+          **overrides: Any) -> dict[str, Any]:
+    """Defaults, then ``toml``, then the given command-line ``args``, then ``overrides``."""
+    values = {opt.dest: opt.default for opt in OPTIONS}
+    values.update(toml or {})
+    if args is not None:
+        for opt in OPTIONS:
+            given = getattr(args, opt.dest, None)
+            if given is not None:
+                values[opt.dest] = _convert(opt, given, "command line")
+    values.update(overrides)
+    return values
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Every resolved option of one run (attribute names are the option names with underscores)."""
+
+    values: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def resolve(values: dict[str, Any]) -> RunConfig:
+    """Check every option that can be checked without MPI and return the config.
+
+    Raises
+    ------
+    ConfigError
+        Naming the bad option and what is allowed.
+    """
+    from gdcode import codes, delays, models
+    from gdcode.data import parse_dataset_spec
+
+    v = dict(values)
+    for opt in OPTIONS:
+        if opt.choices and v[opt.dest] not in opt.choices:
+            raise ConfigError(f"--{opt.name} {v[opt.dest]!r} is not one of: {', '.join(opt.choices)}")
+    W, S = v["workers"], v["stragglers"]
+    _require(W >= 1, f"--workers {W} must be at least 1")
+    _require(0 <= S < W, f"--stragglers {S} must satisfy 0 <= S < W (W = {W})")
+    _require(v["iterations"] >= 1, f"--iterations {v['iterations']} must be a positive integer")
+    _require(v["lr"] > 0, f"--lr {v['lr']} must be positive")
+    _require(v["l2"] is None or v["l2"] >= 0, f"--l2 {v['l2']} must be non-negative")
+    _require(0 <= v["test_fraction"] < 1, f"--test-fraction {v['test_fraction']} must be in [0, 1)")
+    _require(v["timeout"] is None or v["timeout"] > 0, f"--timeout {v['timeout']} must be positive")
+    if v["collect"] is not None:
+        _require(1 <= v["collect"] <= W, f"--collect {v['collect']} must be between 1 and W = {W}")
+    models.get(v["model"])  # raises ConfigError for an unknown model
+    delays.parse(v["delay"])
+    parse_dataset_spec(v["dataset"])
+    if v["mode"] == "coded":
+        try:
+            codes.get_class(v["scheme"])
+            codes.build(v["scheme"], n_workers=W, n_stragglers=S, seed=v["seed"],
+                        **code_options(v))
+        except ValueError as exc:
+            raise ConfigError(f"--scheme {v['scheme']}: {exc}") from None
+    else:
+        raise ConfigError(f"--mode {v['mode']} is not available yet in this version; use --mode coded")
+    _check_out_dir(v["out"])
+    return RunConfig(v)
+
+
+def code_options(values: dict[str, Any]) -> dict[str, Any]:
+    """Keyword options passed to :func:`gdcode.codes.build` from the run options."""
+    from gdcode import codes
+
+    accepted = codes.accepted_options(values["scheme"])
+    opts: dict[str, Any] = {}
+    if values.get("collect") is not None:
+        if "collect" not in accepted:
+            raise ConfigError(f"--collect applies to approximate codes; --scheme {values['scheme']} "
+                              "does not take it")
+        opts["collect"] = values["collect"]
+    return opts
+
+
+def _check_out_dir(out: str) -> None:
+    p = Path(out)
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and (not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK)):
+        raise ConfigError(f"--out {out}: {probe} is not a writable directory; choose another --out")

@@ -1,0 +1,103 @@
+"""Message layout and waiting that does not spin (DESIGN section 6).
+
+Every hot-path message is a float64 numpy buffer whose first :data:`HEADER` entries are
+``(kind, iteration, seconds, part)``; the payload follows. Waits poll with ``Test`` and sleep
+between polls, backing off from :data:`BACKOFF_START` to :data:`BACKOFF_CAP`: a blocking
+``Recv`` under the MPICH wheel spins a full core while it waits, which starves the computing
+ranks when ranks outnumber cores.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+# message kinds (header[0])
+MODEL, STOP, GRADIENT, DONE = 0.0, 1.0, 2.0, 3.0
+# tags: one stream coordinator -> worker, one worker -> coordinator
+TAG_CONTROL, TAG_REPLY, TAG_DONE = 11, 12, 13
+
+HEADER = 4  # kind, iteration, seconds (worker compute time), part (message index)
+BACKOFF_START = 1e-5
+BACKOFF_CAP = 1e-3
+
+
+class Backoff:
+    """Sleep between polls: ``start``, doubling up to ``cap`` seconds; ``reset`` after progress."""
+
+    def __init__(self, start: float = BACKOFF_START, cap: float = BACKOFF_CAP) -> None:
+        self.start, self.cap = start, cap
+        self.current = start
+
+    def reset(self) -> None:
+        self.current = self.start
+
+    def sleep(self) -> None:
+        time.sleep(self.current)
+        self.current = min(self.current * 2.0, self.cap)
+
+
+class Timeout(Exception):
+    """A wait passed the run's deadline."""
+
+
+def poll_until(ready: Callable[[], bool], deadline: float | None = None,
+               backoff: Backoff | None = None) -> None:
+    """Call ``ready()`` until it returns True, sleeping with back-off between calls.
+
+    Raises
+    ------
+    Timeout
+        When ``time.monotonic()`` passes ``deadline``.
+    """
+    backoff = backoff or Backoff()
+    while not ready():
+        if deadline is not None and time.monotonic() > deadline:
+            raise Timeout
+        backoff.sleep()
+
+
+def pack(buf: np.ndarray, kind: float, iteration: int, seconds: float = 0.0, part: int = 0) -> np.ndarray:
+    """Write the header into ``buf`` (in place) and return it."""
+    buf[0], buf[1], buf[2], buf[3] = kind, iteration, seconds, part
+    return buf
+
+
+def header(buf: np.ndarray) -> tuple[float, int, float, int]:
+    """``(kind, iteration, seconds, part)`` of a received buffer."""
+    return float(buf[0]), int(buf[1]), float(buf[2]), int(buf[3])
+
+
+class SendPool:
+    """Reusable send buffers: a buffer is handed out again only once its ``Isend``s completed."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._busy: list[tuple[np.ndarray, list]] = []
+        self._free: list[np.ndarray] = []
+
+    def get(self) -> np.ndarray:
+        from mpi4py import MPI
+
+        still = []
+        for buf, reqs in self._busy:
+            if MPI.Request.Testall(reqs):
+                self._free.append(buf)
+            else:
+                still.append((buf, reqs))
+        self._busy = still
+        return self._free.pop() if self._free else np.empty(self.size)
+
+    def sent(self, buf: np.ndarray, reqs: list) -> None:
+        """Hand ``buf`` back, busy until ``reqs`` complete."""
+        self._busy.append((buf, reqs))
+
+    def wait_all(self, deadline: float | None = None) -> None:
+        from mpi4py import MPI
+
+        reqs = [r for _, reqs in self._busy for r in reqs]
+        poll_until(lambda: MPI.Request.Testall(reqs), deadline)
+        self._free.extend(buf for buf, _ in self._busy)
+        self._busy = []
