@@ -31,6 +31,7 @@ class Model:
 
     def __init__(self, compiled: bool | None = None) -> None:
         self._kernel = kernels.get(self.kernel, compiled=compiled)
+        self._reference = kernels.get(self.kernel, compiled=False)
 
     def n_params(self, n_cols: int, n_classes: int = 2) -> int:
         """Length of the parameter vector."""
@@ -41,6 +42,8 @@ class Model:
         """Add ``sum_i coef_i * grad loss_i(w)`` to ``grad`` (in place); return ``sum_i coef_i loss_i(w)``."""
         if X.shape[0] == 0:
             return 0.0
+        if not isinstance(X, np.ndarray):  # scipy.sparse rows: the numpy twin handles them
+            return float(self._reference(X, y, coef, w, grad))
         return float(self._kernel(X, y, coef, w, grad))
 
     def objective(self, X: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float) -> float:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 
-from gdcode.data.partition import partition_bounds, partition_sizes, worker_rows
+from gdcode.data.partition import partition_bounds, partition_sizes, stack_rows, worker_rows
 from gdcode.data.source import DataSource
 from gdcode.data.synthetic import SyntheticSource
 from gdcode.errors import ConfigError
 
 __all__ = ["DataSource", "SyntheticSource", "open_dataset", "parse_dataset_spec",
-           "partition_bounds", "partition_sizes", "worker_rows"]
+           "partition_bounds", "partition_sizes", "stack_rows", "worker_rows"]
 
 _SYNTHETIC = re.compile(r"^synthetic:(-?\d+)x(-?\d+)$")
 

@@ -53,3 +53,15 @@ def worker_rows(bounds: np.ndarray, coefficients: np.ndarray) -> tuple[list[tupl
         coefs.append(np.full(hi - lo, float(coefficients[j])))
     row_coef = np.concatenate(coefs) if coefs else np.empty(0)
     return ranges, row_coef
+
+
+def stack_rows(blocks: list[tuple]) -> tuple:
+    """Concatenate ``(X, y)`` row blocks (dense or scipy.sparse) into one ``(X, y)``."""
+    import scipy.sparse as sp
+
+    Xs = [b[0] for b in blocks]
+    if any(sp.issparse(X) for X in Xs):
+        X = sp.vstack(Xs, format="csr")
+    else:
+        X = np.ascontiguousarray(np.vstack(Xs))
+    return X, np.concatenate([b[1] for b in blocks])

@@ -22,7 +22,7 @@ import numpy as np
 
 from gdcode import codes
 from gdcode.config import code_options
-from gdcode.data import partition_bounds, worker_rows
+from gdcode.data import partition_bounds, stack_rows, worker_rows
 from gdcode.results import RunWriter
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
@@ -252,11 +252,11 @@ def work(ctx: Context) -> int:
     gather_hosts_on_workers(ctx)
     bounds = partition_bounds(ctx.source.n_train, code.n_partitions)
     ranges, coef = worker_rows(bounds, code.B[me])
-    parts = [ctx.rows(lo, hi) for lo, hi in ranges]
     d = ctx.n_params
-    X = np.ascontiguousarray(np.vstack([p[0] for p in parts])) if parts else np.empty((0, d))
-    y = np.concatenate([p[1] for p in parts]) if parts else np.empty(0)
-    del parts
+    if ranges:
+        X, y = stack_rows([ctx.rows(lo, hi) for lo, hi in ranges])
+    else:
+        X, y = np.empty((0, d)), np.empty(0)
     load = float(code.load()[me])
     blocks = [(lo, min(lo + BLOCK_ROWS, X.shape[0])) for lo in range(0, X.shape[0], BLOCK_ROWS)]
     kernel = ctx.model.loss_grad_sum

@@ -78,7 +78,13 @@ class Context:
         X, y = self.source.test_set()
         return self._features(X), y
 
-    def _features(self, X: np.ndarray) -> np.ndarray:
+    def _features(self, X):
+        import scipy.sparse as sp
+
+        if sp.issparse(X):
+            if self.cfg.intercept:
+                X = sp.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)], format="csr")
+            return X.tocsr()
         X = np.ascontiguousarray(X)
         if self.cfg.intercept:
             X = np.ascontiguousarray(np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)]))
