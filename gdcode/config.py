@@ -224,11 +224,14 @@ def code_options(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_out_dir(out: str) -> None:
+    """Create ``--out`` if needed and prove it writable, before any job starts."""
+    import tempfile
+
     p = Path(out)
-    probe = p
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and (not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK)):
-        raise ConfigError(f"--out {out}: {probe} is not a writable directory; choose another --out")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".gdcode-write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--out {out} is not a writable directory ({exc.strerror}); "
+                          "choose another --out") from None

@@ -95,6 +95,7 @@ def coordinate(ctx: Context) -> int:
     t = 0
     decoded = np.empty(d)
     backoff = tp.Backoff()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
 
     def finalize_before(worker: int, t_reply: int) -> None:
         """Replies from one worker arrive in order: a reply to ``t_reply`` means none will come
@@ -146,7 +147,7 @@ def coordinate(ctx: Context) -> int:
                     finalize_before(i, t_reply)
             t_combine = time.perf_counter()
             decoded[:] = 0.0
-            for j in responders:
+            for j in sorted(responders):  # a fixed order: the same sum whatever the arrival order
                 if weights[j] != 0.0:
                     decoded += weights[j] * recv_bufs[j][tp.HEADER:]
             for j in responders:
@@ -171,12 +172,15 @@ def coordinate(ctx: Context) -> int:
         status = "timeout"
         t -= 1
 
-    _shutdown(ctx, sends, recv_reqs, recv_bufs, pending, writer, finalize_before,
-              deadline=time.monotonic() + 10.0)
+    usage = _shutdown(ctx, sends, recv_reqs, recv_bufs, pending, writer, finalize_before,
+                      deadline=time.monotonic() + 10.0)
     writer.save_model(opt.params)
     summary = {"status": status, "iterations": t, "elapsed": elapsed,
                "train_loss": ctx.model.objective(Xtr, ytr, opt.params, ctx.l2)}
     summary.update(ctx.model.test_metrics(Xte, yte, opt.params))
+    summary.update({"worker_cpu_seconds": usage[:, 0].tolist(), "worker_wall_seconds": usage[:, 1].tolist(),
+                    "coordinator_cpu_seconds": time.process_time() - cpu0,
+                    "coordinator_wall_seconds": time.perf_counter() - wall0})
     writer.write_summary(summary)
     writer.close()
     if status == "timeout":
@@ -193,14 +197,17 @@ def _flush(writer: RunWriter, rec: _Iteration) -> None:
 
 
 def _shutdown(ctx, sends, recv_reqs, recv_bufs, pending, writer, finalize_before, deadline) -> None:
-    """Stop the workers, record the replies still in flight as late, and release every request."""
+    """Stop the workers, record the replies still in flight as late, and release every request.
+
+    Returns each worker's (CPU seconds, wall seconds) of its training loop, shape (W, 2).
+    """
     from mpi4py import MPI
 
     comm, W = ctx.comm, ctx.cfg.workers
     stop = np.zeros(tp.HEADER + ctx.n_params)
     tp.pack(stop, tp.STOP, 0)
     stop_reqs = [comm.Isend(stop, dest=i + 1, tag=tp.TAG_CONTROL) for i in range(W)]
-    done_bufs = [np.empty(1) for _ in range(W)]
+    done_bufs = [np.empty(2) for _ in range(W)]
     done_reqs = [comm.Irecv(done_bufs[i], source=i + 1, tag=tp.TAG_DONE) for i in range(W)]
     backoff = tp.Backoff()
     clean = True
@@ -233,10 +240,12 @@ def _shutdown(ctx, sends, recv_reqs, recv_bufs, pending, writer, finalize_before
         print("gdcode run: error: workers did not stop within 10 s; aborting the job", file=sys.stderr)
         comm.Abort(3)
     for r in recv_reqs:
-        r.Cancel()
+        if r != MPI.REQUEST_NULL:
+            r.Cancel()
     MPI.Request.Waitall(recv_reqs)
     MPI.Request.Waitall(stop_reqs)
     sends.wait_all()
+    return np.array([b for b in done_bufs])
 
 
 # ----------------------------------------------------------------------------- worker
@@ -244,9 +253,7 @@ def _shutdown(ctx, sends, recv_reqs, recv_bufs, pending, writer, finalize_before
 
 def work(ctx: Context) -> int:
     """Run one worker until the coordinator says stop; return the process exit code."""
-    from mpi4py import MPI  # noqa: F401  (initialised by the caller)
-
-    cfg, comm = ctx.cfg, ctx.comm
+    comm = ctx.comm
     me = ctx.worker
     code = build_code(ctx)
     gather_hosts_on_workers(ctx)
@@ -266,6 +273,7 @@ def work(ctx: Context) -> int:
     ctrl_req = comm.Irecv(ctrl, source=0, tag=tp.TAG_CONTROL)
     sends = tp.SendPool(size)
     backoff = tp.Backoff()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
 
     while True:
         # wait (without spinning) for the next control message, then skip to the newest
@@ -301,7 +309,8 @@ def work(ctx: Context) -> int:
         sends.sent(out, [comm.Isend(out, dest=0, tag=tp.TAG_REPLY)])
 
     sends.wait_all()
-    comm.Send(np.zeros(1), dest=0, tag=tp.TAG_DONE)
+    usage = np.array([time.process_time() - cpu0, time.perf_counter() - wall0])
+    comm.Send(usage, dest=0, tag=tp.TAG_DONE)
     return 0
 
 

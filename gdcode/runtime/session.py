@@ -26,7 +26,9 @@ def run(cfg: RunConfig, argv: list[str], run_dir: Path | None) -> int:
                   f"{cfg.workers} needs {cfg.workers + 1} (one coordinator and W workers); launch with "
                   f"`mpiexec -n {cfg.workers + 1}` or set --workers {comm.Get_size() - 1}",
                   file=sys.stderr)
-        return 2
+        # only rank 0 reports the failure, so the launcher sees one clean exit code
+        comm.Barrier()
+        return 2 if comm.Get_rank() == 0 else 0
     if run_dir is None:
         run_dir = comm.bcast(choose_run_dir(cfg) if comm.Get_rank() == 0 else None, root=0)
     ctx = make_context(cfg, comm, run_dir, argv)
