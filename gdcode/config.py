@@ -59,6 +59,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("l2", float, None, "L2 coefficient lambda (default 1/n)"),
     Option("update", str, "gd", "update rule", choices=UPDATES),
     Option("lr", float, 0.5, "step size eta"),
+    Option("lr-schedule", str, "constant", "step sizes: constant, inv-sqrt (lr/sqrt(t)) or step",
+           choices=("constant", "inv-sqrt", "step")),
+    Option("lr-step-every", int, 100, "step schedule: iterations between decays"),
+    Option("lr-decay", float, 0.5, "step schedule: factor applied every --lr-step-every iterations"),
+    Option("momentum", float, 0.9, "heavy-ball coefficient beta of --update momentum"),
+    Option("target-loss", float, None, "stop once the training loss reaches this value"),
     Option("iterations", int, 100, "iterations (asynchronous modes: steps per worker)"),
     Option("delay", str, "none", "straggler delay: none, exp:MEAN, ..."),
     Option("delay-scale-with-load", bool, False, "multiply each pause by the worker's load", flag=True),
@@ -66,7 +72,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("out", str, "results", "parent directory of the run directory"),
     Option("name", str, None, "run directory name (default: scheme, workers and time)"),
     Option("timeout", float, None, "abort the run after this many seconds (summary status timeout)"),
+    Option("checkpoint-every", int, 0, "save a checkpoint every K iterations (0: never)"),
+    Option("resume", str, None, "continue the run in this run directory from its last checkpoint"),
+    Option("record-delays", str, None, "write the workers' measured compute seconds to this CSV (a trace:FILE)"),
+    Option("track-gradient-error", bool, False, "record ||g_hat - g|| / ||g|| per iteration (off the clock)",
+           flag=True),
 )
+
+#: options a resumed run may change; every other one comes from the run's metadata.json
+RESUME_OVERRIDES = ("iterations", "timeout", "checkpoint_every", "target_loss", "resume")
 
 OPTION_BY_DEST = {opt.dest: opt for opt in OPTIONS}
 
@@ -176,7 +190,7 @@ def resolve(values: dict[str, Any]) -> RunConfig:
     ConfigError
         Naming the bad option and what is allowed.
     """
-    from gdcode import codes, delays, models
+    from gdcode import codes, delays, models, optim
     from gdcode.data import parse_dataset_spec
 
     v = dict(values)
@@ -191,10 +205,13 @@ def resolve(values: dict[str, Any]) -> RunConfig:
     _require(v["l2"] is None or v["l2"] >= 0, f"--l2 {v['l2']} must be non-negative")
     _require(0 <= v["test_fraction"] < 1, f"--test-fraction {v['test_fraction']} must be in [0, 1)")
     _require(v["timeout"] is None or v["timeout"] > 0, f"--timeout {v['timeout']} must be positive")
+    _require(v["checkpoint_every"] >= 0, f"--checkpoint-every {v['checkpoint_every']} must be >= 0")
+    optim.Schedule(v["lr"], v["lr_schedule"], v["lr_step_every"], v["lr_decay"])
+    _require(0 <= v["momentum"] < 1, f"--momentum {v['momentum']} must be in [0, 1)")
     if v["collect"] is not None:
         _require(1 <= v["collect"] <= W, f"--collect {v['collect']} must be between 1 and W = {W}")
     models.get(v["model"])  # raises ConfigError for an unknown model
-    delays.parse(v["delay"])
+    delays.parse(v["delay"], n_workers=W)
     parse_dataset_spec(v["dataset"])
     if v["mode"] == "coded":
         try:

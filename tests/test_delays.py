@@ -32,3 +32,58 @@ def test_none_is_zero():
 def test_bad_specs(spec):
     with pytest.raises(ConfigError):
         delays.parse(spec)
+
+
+def test_shifted_exp_and_pareto_moments():
+    se = delays.parse("shifted-exp:1,0.5", seed=2)
+    d = np.array([se.draw(w, t) for w in range(5) for t in range(1, 2001)])
+    assert d.min() >= 1.0 and d.mean() == pytest.approx(1.5, rel=0.03)
+    pa = delays.parse("pareto:0.1,3", seed=2)
+    d = np.array([pa.draw(w, t) for w in range(5) for t in range(1, 2001)])
+    assert d.min() >= 0.1 and d.mean() == pytest.approx(0.1 * 3 / 2, rel=0.05)  # mean = scale*a/(a-1)
+    assert np.mean(d > 0.2) == pytest.approx(0.5 ** 3, abs=0.01)
+
+
+def test_persistent_slows_the_same_workers_by_factor():
+    p = delays.parse("persistent:2,5,0.01", seed=4, n_workers=6)
+    slow = p.slow_workers(6)
+    assert len(slow) == 2 and slow == delays.parse("persistent:2,5", seed=4, n_workers=6).slow_workers(6)
+    for w in range(6):
+        pause = p.draw(w, 3, compute=0.002)
+        total = pause + 0.002
+        expected = 5 * (0.002 + 0.01) if w in slow else 0.002 + 0.01
+        assert total == pytest.approx(expected)
+    assert p.describe()["slow_workers"] == [w + 1 for w in slow]
+    with pytest.raises(ConfigError, match="only 3"):
+        delays.parse("persistent:4,2", n_workers=3)
+
+
+def test_trace_replay_and_wraparound(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("worker,iteration,seconds\n1,1,0.1\n1,2,0.2\n2,1,0.5\n2,2,0.6\n")
+    tr = delays.parse(f"trace:{f}", n_workers=2)
+    assert [tr.draw(0, 1), tr.draw(0, 2), tr.draw(1, 2)] == [0.1, 0.2, 0.6]
+    assert tr.draw(0, 3) == 0.1 and tr.draw(1, 4) == 0.6
+    with pytest.raises(ConfigError, match="no rows for worker"):
+        delays.parse(f"trace:{f}", n_workers=3)
+
+
+@pytest.mark.parametrize("text, message", [("", "empty"), ("1,2\n", "line 1"), ("1,x,0.1\n", "line 1"),
+                                           ("1,1,0.1\n0,1,0.1\n", "line 2")])
+def test_bad_traces(tmp_path, text, message):
+    f = tmp_path / "t.csv"
+    f.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        delays.parse(f"trace:{f}")
+
+
+def test_missing_trace_file():
+    with pytest.raises(ConfigError, match="cannot read"):
+        delays.parse("trace:no/such.csv")
+
+
+@pytest.mark.parametrize("spec", ["shifted-exp:1", "shifted-exp:-1,1", "pareto:1,0", "persistent:1.5,2",
+                                  "persistent:1,0.5", "persistent:1", "trace:", "weibull:1"])
+def test_more_bad_specs(spec):
+    with pytest.raises(ConfigError):
+        delays.parse(spec, n_workers=4)

@@ -21,8 +21,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_args(args: argparse.Namespace):
+    """The run's config: defaults, TOML, command line; or, with ``--resume``, the run's own options."""
+    if args.resume:
+        return resolve_resume(args)
     toml = config.load_toml(args.config) if args.config else {}
     return config.resolve(config.merge(args, toml))
+
+
+def resolve_resume(args: argparse.Namespace):
+    """Options of a resumed run: those in its ``metadata.json``, with the few that may change."""
+    from gdcode.runtime import checkpoint
+
+    run_dir = Path(args.resume)
+    meta = checkpoint.read_metadata(run_dir)
+    changed = [f"--{o.name}" for o in config.OPTIONS
+               if getattr(args, o.dest, None) is not None and o.dest not in config.RESUME_OVERRIDES]
+    if changed or args.config:
+        allowed = ", ".join("--" + d.replace("_", "-") for d in config.RESUME_OVERRIDES if d != "resume")
+        raise ConfigError(f"--resume continues a run with its own options; {' '.join(changed) or args.config} "
+                          f"cannot be given (only {allowed} may)")
+    stored = {k: v for k, v in meta.get("options", {}).items() if k in config.OPTION_BY_DEST}
+    values = config.merge(args, None, **stored)
+    for dest in config.RESUME_OVERRIDES:
+        given = getattr(args, dest, None)
+        if given is not None:
+            values[dest] = config._convert(config.OPTION_BY_DEST[dest], given, "command line")
+    values.update(resume=str(run_dir), out=str(run_dir.parent), name=run_dir.name)
+    state = checkpoint.load(run_dir)
+    if values["iterations"] <= state["iteration"]:
+        raise ConfigError(f"--resume {run_dir}: its checkpoint is at iteration {state['iteration']}; "
+                          f"give --iterations above that (now {values['iterations']})")
+    return config.resolve(values)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -31,9 +60,10 @@ def main(args: argparse.Namespace) -> int:
     argv = [a for a in args._argv if a != "run"] if args._argv[:1] == ["run"] else args._argv
     if not in_mpi_job():
         cfg = resolve_args(args)
-        run_dir = _run_dir(cfg)
-        if cfg.name is None:
-            argv = [*argv, "--name", run_dir.name]
+        if not cfg.resume:
+            run_dir = _run_dir(cfg)
+            if cfg.name is None:
+                argv = [*argv, "--name", run_dir.name]
         return launch(cfg.workers + 1, ["run", *argv], timeout=cfg.timeout)
 
     try:

@@ -2,28 +2,33 @@
 
 Coordinator (rank 0), per iteration ``t``:
   1. send the model ``opt.point()`` tagged ``t`` to every worker (``Isend``, numpy buffers);
-  2. collect replies until ``code.decode(responders)`` returns weights -- never waiting for a
-     worker the code does not need; a reply tagged with an older iteration is recorded as
-     ``late`` and discarded;
-  3. decode ``sum_i a_i y_i``, divide by n, add ``lambda w`` and take the step.
-The clock stops there; the losses are evaluated with the clock stopped, before the next
-model goes out, so evaluation never inflates ``elapsed``.
+  2. collect replies until ``code.decode(...)`` returns weights -- never waiting for a worker
+     the code does not need; a reply tagged with an older iteration is recorded as ``late``
+     and discarded;
+  3. decode ``sum_i a_i y_i`` (summed in a fixed worker order), divide by n, add ``lambda w``
+     and take the step.
+The clock stops there; losses (and the gradient error, checkpoints) are computed with the
+clock stopped, before the next model goes out, so they never inflate ``elapsed``.
 
-Worker (rank ``i + 1``): compute ``y_i = sum_j B[i, j] g_j`` over its rows in blocks, then serve
-its injected pause in short slices, polling for a newer model between blocks and slices; a
+Worker (rank ``i + 1``): for each message ``k`` of its code (one, or two for the partial
+schemes), compute ``y_ik = sum_j M_k[i, j] g_j`` over its rows in blocks, then serve its share
+of the injected pause in short slices, polling for a newer model between blocks and slices; a
 newer model cancels the old work at once.
 """
 
 from __future__ import annotations
 
+import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from gdcode import codes
 from gdcode.config import code_options
 from gdcode.data import partition_bounds, stack_rows, worker_rows
-from gdcode.results import RunWriter
+from gdcode.results import RunWriter, read_metrics, read_workers
+from gdcode.runtime import checkpoint
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
 
@@ -37,215 +42,315 @@ def build_code(ctx: Context) -> codes.GradientCode:
     """The run's code; identical on every rank (its randomness comes from the seed)."""
     cfg = ctx.cfg
     opts = code_options(cfg.as_dict())
+    cls = codes.get_class(cfg.scheme)
     if "partition_sizes" in codes.accepted_options(cfg.scheme):
-        opts["partition_sizes"] = _partition_sizes(ctx, codes.get_class(cfg.scheme), opts)
-    return codes.build(cfg.scheme, n_workers=cfg.workers, n_stragglers=cfg.stragglers,
-                       seed=cfg.seed, **opts)
+        probe = cls(cfg.workers, cfg.stragglers, cfg.seed, **opts)
+        opts["partition_sizes"] = np.diff(partition_bounds(ctx.source.n_train, probe.n_partitions))
+    return codes.build(cfg.scheme, n_workers=cfg.workers, n_stragglers=cfg.stragglers, seed=cfg.seed, **opts)
 
 
-def _partition_sizes(ctx: Context, cls: type, opts: dict) -> np.ndarray:
-    probe = codes.build(cls.name, n_workers=ctx.cfg.workers, n_stragglers=ctx.cfg.stragglers,
-                        seed=ctx.cfg.seed, **opts)
-    return np.diff(partition_bounds(ctx.source.n_train, probe.n_partitions))
+def message_matrices(code: codes.GradientCode) -> list[np.ndarray]:
+    """Per-message encoding matrices: ``[B]`` for single-message codes."""
+    return list(getattr(code, "message_matrices", None) or [code.B])
 
 
 # ----------------------------------------------------------------------------- coordinator
 
 
+@dataclass
 class _Iteration:
-    """Book-keeping of one iteration's replies, kept until every worker's status is final."""
+    """Book-keeping of one iteration's replies, kept until every worker's status is final.
 
-    __slots__ = ("t", "start", "arrivals", "status")
+    A reply stream is one (worker, message) pair; replies on a stream arrive in order, so a
+    reply to a later iteration closes the stream for this one.
+    """
 
-    def __init__(self, t: int, start: float) -> None:
-        self.t, self.start = t, start
-        self.arrivals: dict[int, float] = {}
-        self.status: dict[int, str] = {}
+    t: int
+    start: float
+    arrivals: dict = field(default_factory=dict)  # (worker, message) -> (seconds, before decode)
+    closed: set = field(default_factory=set)  # streams that will send nothing more for t
+    weights: np.ndarray | None = None  # (n_messages, W) once decoded
+
+    def status_rows(self, n_workers: int, n_messages: int) -> list[tuple]:
+        rows = []
+        for w in range(n_workers):
+            got = [(self.arrivals[(w, k)], k) for k in range(n_messages) if (w, k) in self.arrivals]
+            before = [(sec, k) for (sec, pre), k in got if pre]
+            after = [sec for (sec, pre), _ in got if not pre]
+            if before and self.weights is not None and any(self.weights[k, w] != 0.0 for _, k in before):
+                rows.append((self.t, w + 1, max(sec for sec, _ in before), "used"))
+            elif before:
+                rows.append((self.t, w + 1, max(sec for sec, _ in before), "ignored"))
+            elif after:
+                rows.append((self.t, w + 1, min(after), "late"))
+            else:
+                rows.append((self.t, w + 1, None, "cancelled"))
+        return rows
+
+
+class Coordinator:
+    """Rank 0 of a coded run."""
+
+    def __init__(self, ctx: Context) -> None:
+        from gdcode import optim
+
+        self.ctx = ctx
+        self.cfg = cfg = ctx.cfg
+        self.comm = ctx.comm
+        self.W = cfg.workers
+        self.code = build_code(ctx)
+        self.M = getattr(self.code, "n_messages", 1)
+        self.n = ctx.source.n_train
+        self.d = ctx.n_params
+        self.Xtr, self.ytr = ctx.rows(0, self.n)
+        self.Xte, self.yte = ctx.test_set()
+        schedule = optim.Schedule(cfg.lr, cfg.lr_schedule, cfg.lr_step_every, cfg.lr_decay)
+        kwargs = {"beta": cfg.momentum} if cfg.update == "momentum" else {}
+        self.opt = optim.make(cfg.update, ctx.w0, schedule, **kwargs)
+        self.pending: dict[int, _Iteration] = {}
+        self.elapsed = 0.0
+        self.first = 1
+        self.recorded_delays: list[tuple[int, int, float]] = []
+
+    # --- replies -------------------------------------------------------------------------
+
+    def _post(self, stream: int) -> None:
+        w = stream // self.M
+        self.recv_reqs[stream] = self.comm.Irecv(self.recv_bufs[stream], source=w + 1,
+                                                 tag=tp.TAG_REPLY + stream % self.M)
+
+    def _note(self, stream: int, t_reply: int, seconds: float, now: float, current: _Iteration | None) -> None:
+        """Record one reply; close its stream for every earlier iteration it skipped."""
+        w, k = divmod(stream, self.M)
+        rec = self.pending.get(t_reply)
+        if rec is not None:
+            rec.arrivals[(w, k)] = (now - rec.start, rec is current and rec.weights is None)
+            rec.closed.add((w, k))
+        if self.cfg.record_delays:
+            self.recorded_delays.append((w + 1, t_reply, seconds))
+        for it in [it for it in self.pending if it < t_reply]:
+            self.pending[it].closed.add((w, k))
+        self._flush_finished(current)
+
+    def _flush_finished(self, current: _Iteration | None) -> None:
+        for it in sorted(self.pending):
+            rec = self.pending[it]
+            if rec is current or len(rec.closed) < self.W * self.M:
+                continue
+            self.writer.append_workers(rec.status_rows(self.W, self.M))
+            del self.pending[it]
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from mpi4py import MPI
+
+        cfg, comm, W, M, d = self.cfg, self.comm, self.W, self.M, self.d
+        self._open_run_dir()
+        size = tp.HEADER + d
+        self.recv_bufs = [np.empty(size) for _ in range(W * M)]
+        self.recv_reqs = [MPI.REQUEST_NULL] * (W * M)
+        for s in range(W * M):
+            self._post(s)
+        sends = tp.SendPool(size)
+        deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
+        decoded = np.empty(d)
+        backoff = tp.Backoff()
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        status, t, last = "ok", self.first - 1, self.first - 1
+        try:
+            for t in range(self.first, cfg.iterations + 1):
+                point = self.opt.point().copy()  # the step may update params in place
+                buf = sends.get()
+                tp.pack(buf, tp.MODEL, t)
+                buf[tp.HEADER:] = point
+                start = time.perf_counter()
+                sends.sent(buf, [comm.Isend(buf, dest=i + 1, tag=tp.TAG_CONTROL) for i in range(W)])
+                rec = _Iteration(t, start)
+                self.pending[t] = rec
+                responders: list = []
+                held: list[int] = []  # streams whose buffer holds a reply to t (re-posted after decode)
+                weights = None
+                decode_seconds = 0.0
+                backoff.reset()
+                while weights is None:
+                    idx = MPI.Request.Testsome(self.recv_reqs)
+                    if not idx:
+                        if deadline is not None and time.monotonic() > deadline:
+                            raise tp.Timeout
+                        backoff.sleep()
+                        continue
+                    now = time.perf_counter()
+                    for s in idx:
+                        _, t_reply, seconds, _ = tp.header(self.recv_bufs[s])
+                        self._note(s, t_reply, seconds, now, rec)
+                        if t_reply != t:  # a straggler's reply to an iteration already decoded
+                            self._post(s)
+                            continue
+                        held.append(s)
+                        w, k = divmod(s, M)
+                        responders.append((w, k) if M > 1 else w)
+                        if weights is None:
+                            t0 = time.perf_counter()
+                            weights = self.code.decode(responders)
+                            decode_seconds = time.perf_counter() - t0
+                t_combine = time.perf_counter()
+                weights = np.asarray(weights, dtype=float).reshape(M, W)
+                rec.weights = weights
+                decoded[:] = 0.0
+                for s in sorted(held):  # a fixed order: the same sum whatever the arrival order
+                    a = weights[s % M, s // M]
+                    if a != 0.0:
+                        decoded += a * self.recv_bufs[s][tp.HEADER:]
+                grad = decoded / self.n + self.ctx.l2 * point
+                for s in held:
+                    self._post(s)
+                self.opt.step(grad)
+                end = time.perf_counter()
+                self.elapsed += end - start
+                # --- clock stopped: evaluation, checkpoint ---
+                self._flush_finished(None)
+                record = self._evaluate(t)
+                record.update({"responders": len(responders), "decode_seconds": decode_seconds + end - t_combine})
+                if cfg.track_gradient_error:
+                    exact = self.ctx.model.full_gradient(self.Xtr, self.ytr, point, self.ctx.l2)
+                    record["gradient_error"] = float(np.linalg.norm(grad - exact) / np.linalg.norm(exact))
+                self.writer.append_metrics(record)
+                last = t
+                if cfg.checkpoint_every and t % cfg.checkpoint_every == 0:
+                    checkpoint.save(self.ctx.run_dir, t, self.elapsed, self.opt)
+                if cfg.target_loss is not None and record["train_loss"] <= cfg.target_loss:
+                    break
+        except tp.Timeout:
+            status = "timeout"
+        usage = self._shutdown(sends, deadline=time.monotonic() + 10.0)
+        return self._finish(status, last, usage, time.process_time() - cpu0, time.perf_counter() - wall0)
+
+    def _evaluate(self, t: int) -> dict:
+        model, params = self.ctx.model, self.opt.params
+        record = {"iteration": t, "elapsed": self.elapsed,
+                  "train_loss": model.objective(self.Xtr, self.ytr, params, self.ctx.l2)}
+        record.update(model.test_metrics(self.Xte, self.yte, params))
+        return record
+
+    def _open_run_dir(self) -> None:
+        ctx, cfg = self.ctx, self.cfg
+        extra = {"code": {"name": self.code.name, "exact": self.code.exact, "n_partitions": self.code.n_partitions,
+                          "n_messages": self.M, "load": self.code.load().tolist()},
+                 "delay": ctx.delay.describe()}
+        if cfg.resume:
+            state = checkpoint.load(ctx.run_dir)
+            self.opt.load_state(state["optimizer"])
+            self.first, self.elapsed = state["iteration"] + 1, state["elapsed"]
+            _truncate_run(ctx.run_dir, state["iteration"])
+            self.writer = RunWriter(ctx.run_dir, append=True)
+            meta = checkpoint.read_metadata(ctx.run_dir)
+            meta.setdefault("resumed", []).append({"from_iteration": state["iteration"],
+                                                   "command": ["gdcode", *ctx.argv],
+                                                   "start_time": metadata(ctx)["start_time"]})
+            meta["options"]["iterations"] = cfg.iterations
+            self.writer.write_metadata(meta)
+        else:
+            self.writer = RunWriter(ctx.run_dir)
+            self.writer.write_metadata(metadata(ctx, extra))
+
+    def _finish(self, status: str, last: int, usage: np.ndarray, cpu: float, wall: float) -> int:
+        ctx, cfg, w = self.ctx, self.cfg, self.opt.params
+        self.writer.save_model(w)
+        summary = {"status": status, "iterations": last, "elapsed": self.elapsed,
+                   "train_loss": ctx.model.objective(self.Xtr, self.ytr, w, ctx.l2)}
+        summary.update(ctx.model.test_metrics(self.Xte, self.yte, w))
+        if cfg.target_loss is not None:
+            summary["target_loss_reached"] = bool(summary["train_loss"] <= cfg.target_loss)
+        summary.update({"worker_cpu_seconds": usage[:, 0].tolist(), "worker_wall_seconds": usage[:, 1].tolist(),
+                        "coordinator_cpu_seconds": cpu, "coordinator_wall_seconds": wall})
+        self.writer.write_summary(summary)
+        self.writer.close()
+        if cfg.record_delays:
+            _write_delays(cfg.record_delays, self.recorded_delays)
+        if status == "timeout":
+            print(f"gdcode run: error: --timeout {cfg.timeout:g} s reached after {last} iterations; "
+                  f"the run directory {ctx.run_dir} has every finished iteration", file=sys.stderr)
+            return 3
+        return 0
+
+    def _shutdown(self, sends: tp.SendPool, deadline: float) -> np.ndarray:
+        """Stop the workers, record replies still in flight as late, and release every request.
+
+        Returns each worker's (CPU seconds, wall seconds) of its training loop, shape (W, 2).
+        """
+        from mpi4py import MPI
+
+        comm, W = self.comm, self.W
+        stop = np.zeros(tp.HEADER + self.d)
+        tp.pack(stop, tp.STOP, 0)
+        stop_reqs = [comm.Isend(stop, dest=i + 1, tag=tp.TAG_CONTROL) for i in range(W)]
+        done_bufs = [np.empty(2) for _ in range(W)]
+        done_reqs = [comm.Irecv(done_bufs[i], source=i + 1, tag=tp.TAG_DONE) for i in range(W)]
+        backoff = tp.Backoff()
+        clean = True
+        while not MPI.Request.Testall(done_reqs):
+            idx = MPI.Request.Testsome(self.recv_reqs)
+            if idx:
+                now = time.perf_counter()
+                for s in idx:
+                    _, t_reply, seconds, _ = tp.header(self.recv_bufs[s])
+                    self._note(s, t_reply, seconds, now, None)
+                    self._post(s)
+                continue
+            if time.monotonic() > deadline:
+                clean = False
+                break
+            backoff.sleep()
+        for it in sorted(self.pending):  # nothing more comes once the workers have stopped
+            self.writer.append_workers(self.pending[it].status_rows(self.W, self.M))
+        self.pending.clear()
+        if not clean:
+            self.writer.close()
+            print("gdcode run: error: workers did not stop within 10 s; aborting the job", file=sys.stderr)
+            comm.Abort(3)
+        for r in self.recv_reqs:
+            if r != MPI.REQUEST_NULL:
+                r.Cancel()
+        MPI.Request.Waitall(self.recv_reqs)
+        MPI.Request.Waitall(stop_reqs)
+        sends.wait_all()
+        return np.array(done_bufs)
 
 
 def coordinate(ctx: Context) -> int:
     """Run the coordinator; return the process exit code."""
-    from mpi4py import MPI
-
-    cfg, comm = ctx.cfg, ctx.comm
-    W = cfg.workers
-    code = build_code(ctx)
-    n = ctx.source.n_train
-    d = ctx.n_params
-    Xtr, ytr = ctx.rows(0, n)
-    Xte, yte = ctx.test_set()
-
-    writer = RunWriter(ctx.run_dir)
-    writer.write_metadata(metadata(ctx, {"code": {"name": code.name, "exact": code.exact,
-                                                   "n_partitions": code.n_partitions,
-                                                   "load": code.load().tolist()}}))
-    from gdcode import optim
-
-    schedule = optim.Schedule(cfg.lr)
-    opt = optim.make(cfg.update, ctx.w0, schedule)
-
-    size = tp.HEADER + d
-    recv_bufs = [np.empty(size) for _ in range(W)]
-    recv_reqs = [comm.Irecv(recv_bufs[i], source=i + 1, tag=tp.TAG_REPLY) for i in range(W)]
-    sends = tp.SendPool(size)
-    deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
-    pending: dict[int, _Iteration] = {}  # iterations with workers whose status is not final
-    elapsed = 0.0
-    status = "ok"
-    t = 0
-    decoded = np.empty(d)
-    backoff = tp.Backoff()
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-
-    def finalize_before(worker: int, t_reply: int) -> None:
-        """Replies from one worker arrive in order: a reply to ``t_reply`` means none will come
-        for the earlier iterations it left unanswered, which were cancelled."""
-        for it in list(pending):
-            rec = pending[it]
-            if it < t_reply and worker not in rec.status:
-                rec.status[worker] = "cancelled"
-            if len(rec.status) == W:
-                _flush(writer, pending.pop(it))
-
-    try:
-        for t in range(1, cfg.iterations + 1):
-            point = opt.point()
-            buf = sends.get()
-            tp.pack(buf, tp.MODEL, t)
-            buf[tp.HEADER:] = point
-            start = time.perf_counter()
-            sends.sent(buf, [comm.Isend(buf, dest=i + 1, tag=tp.TAG_CONTROL) for i in range(W)])
-            rec = _Iteration(t, start)
-            pending[t] = rec
-            responders: list[int] = []
-            weights = None
-            decode_seconds = 0.0
-            backoff.reset()
-            while weights is None:
-                idx = MPI.Request.Testsome(recv_reqs)
-                if not idx:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise tp.Timeout
-                    backoff.sleep()
-                    continue
-                now = time.perf_counter()
-                for i in idx:
-                    _, t_reply, _, _ = tp.header(recv_bufs[i])
-                    if t_reply != t:  # a straggler's reply to an iteration already decoded
-                        old = pending.get(t_reply)
-                        if old is not None:
-                            old.arrivals[i] = now - old.start
-                            old.status[i] = "late"
-                        recv_reqs[i] = comm.Irecv(recv_bufs[i], source=i + 1, tag=tp.TAG_REPLY)
-                    else:  # its buffer is re-posted only after the decode has read it
-                        rec.arrivals[i] = now - start
-                        responders.append(i)
-                        if weights is None:
-                            t_decode = time.perf_counter()
-                            weights = code.decode(responders)
-                            decode_seconds = time.perf_counter() - t_decode
-                    finalize_before(i, t_reply)
-            t_combine = time.perf_counter()
-            decoded[:] = 0.0
-            for j in sorted(responders):  # a fixed order: the same sum whatever the arrival order
-                if weights[j] != 0.0:
-                    decoded += weights[j] * recv_bufs[j][tp.HEADER:]
-            for j in responders:
-                recv_reqs[j] = comm.Irecv(recv_bufs[j], source=j + 1, tag=tp.TAG_REPLY)
-            # replies already in hand but not used are "ignored"
-            for j in responders:
-                rec.status[j] = "used" if weights[j] != 0.0 else "ignored"
-            grad = decoded / n + ctx.l2 * point
-            opt.step(grad)
-            end = time.perf_counter()
-            decode_seconds += end - t_combine
-            elapsed += end - start
-            if len(rec.status) == W:
-                _flush(writer, pending.pop(t))
-            # --- clock stopped: evaluation ---
-            record = {"iteration": t, "elapsed": elapsed,
-                      "train_loss": ctx.model.objective(Xtr, ytr, opt.params, ctx.l2)}
-            record.update(ctx.model.test_metrics(Xte, yte, opt.params))
-            record.update({"responders": len(responders), "decode_seconds": decode_seconds})
-            writer.append_metrics(record)
-    except tp.Timeout:
-        status = "timeout"
-        t -= 1
-
-    usage = _shutdown(ctx, sends, recv_reqs, recv_bufs, pending, writer, finalize_before,
-                      deadline=time.monotonic() + 10.0)
-    writer.save_model(opt.params)
-    summary = {"status": status, "iterations": t, "elapsed": elapsed,
-               "train_loss": ctx.model.objective(Xtr, ytr, opt.params, ctx.l2)}
-    summary.update(ctx.model.test_metrics(Xte, yte, opt.params))
-    summary.update({"worker_cpu_seconds": usage[:, 0].tolist(), "worker_wall_seconds": usage[:, 1].tolist(),
-                    "coordinator_cpu_seconds": time.process_time() - cpu0,
-                    "coordinator_wall_seconds": time.perf_counter() - wall0})
-    writer.write_summary(summary)
-    writer.close()
-    if status == "timeout":
-        import sys
-
-        print(f"gdcode run: error: --timeout {cfg.timeout:g} s reached after {t} iterations; "
-              f"the run directory {ctx.run_dir} has every finished iteration", file=sys.stderr)
-        return 3
-    return 0
+    return Coordinator(ctx).run()
 
 
-def _flush(writer: RunWriter, rec: _Iteration) -> None:
-    writer.append_workers([(rec.t, w + 1, rec.arrivals.get(w), rec.status[w]) for w in sorted(rec.status)])
+def _truncate_run(run_dir, iteration: int) -> None:
+    """Drop metrics and worker rows past ``iteration`` (a run killed after its last checkpoint)."""
+    import csv
+
+    metrics = [m for m in read_metrics(run_dir / "metrics.jsonl") if m["iteration"] <= iteration]
+    import json
+
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    path = run_dir / "workers.csv"
+    if path.exists():
+        rows = [r for r in read_workers(path) if r["iteration"] <= iteration]
+        with path.open("w", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(("iteration", "worker", "arrival", "status"))
+            for r in rows:
+                arrival = "" if r["arrival"] is None else f"{r['arrival']:.6f}"
+                out.writerow((r["iteration"], r["worker"], arrival, r["status"]))
 
 
-def _shutdown(ctx, sends, recv_reqs, recv_bufs, pending, writer, finalize_before, deadline) -> None:
-    """Stop the workers, record the replies still in flight as late, and release every request.
-
-    Returns each worker's (CPU seconds, wall seconds) of its training loop, shape (W, 2).
-    """
-    from mpi4py import MPI
-
-    comm, W = ctx.comm, ctx.cfg.workers
-    stop = np.zeros(tp.HEADER + ctx.n_params)
-    tp.pack(stop, tp.STOP, 0)
-    stop_reqs = [comm.Isend(stop, dest=i + 1, tag=tp.TAG_CONTROL) for i in range(W)]
-    done_bufs = [np.empty(2) for _ in range(W)]
-    done_reqs = [comm.Irecv(done_bufs[i], source=i + 1, tag=tp.TAG_DONE) for i in range(W)]
-    backoff = tp.Backoff()
-    clean = True
-    while not MPI.Request.Testall(done_reqs):
-        idx = MPI.Request.Testsome(recv_reqs)
-        if idx:
-            now = time.perf_counter()
-            for i in idx:
-                _, t_reply, _, _ = tp.header(recv_bufs[i])
-                old = pending.get(t_reply)
-                if old is not None:
-                    old.arrivals[i] = now - old.start
-                    old.status[i] = "late"
-                finalize_before(i, t_reply)
-                recv_reqs[i] = comm.Irecv(recv_bufs[i], source=i + 1, tag=tp.TAG_REPLY)
-            continue
-        if time.monotonic() > deadline:
-            clean = False
-            break
-        backoff.sleep()
-    for rec in pending.values():  # no reply came before the workers stopped
-        for w in range(W):
-            rec.status.setdefault(w, "cancelled")
-        _flush(writer, rec)
-    pending.clear()
-    if not clean:
-        writer.close()
-        import sys
-
-        print("gdcode run: error: workers did not stop within 10 s; aborting the job", file=sys.stderr)
-        comm.Abort(3)
-    for r in recv_reqs:
-        if r != MPI.REQUEST_NULL:
-            r.Cancel()
-    MPI.Request.Waitall(recv_reqs)
-    MPI.Request.Waitall(stop_reqs)
-    sends.wait_all()
-    return np.array([b for b in done_bufs])
+def _write_delays(path: str, rows: list[tuple[int, int, float]]) -> None:
+    """``--record-delays``: the measured compute seconds, as a ``trace:FILE`` for replay."""
+    total: dict[tuple[int, int], float] = {}
+    for w, t, sec in rows:
+        total[(w, t)] = total.get((w, t), 0.0) + sec
+    with open(path, "w") as fh:
+        fh.write("worker,iteration,seconds\n")
+        for (w, t), sec in sorted(total.items()):
+            fh.write(f"{w},{t},{sec:.9f}\n")
 
 
 # ----------------------------------------------------------------------------- worker
@@ -257,15 +362,22 @@ def work(ctx: Context) -> int:
     me = ctx.worker
     code = build_code(ctx)
     gather_hosts_on_workers(ctx)
-    bounds = partition_bounds(ctx.source.n_train, code.n_partitions)
-    ranges, coef = worker_rows(bounds, code.B[me])
     d = ctx.n_params
-    if ranges:
-        X, y = stack_rows([ctx.rows(lo, hi) for lo, hi in ranges])
-    else:
-        X, y = np.empty((0, d)), np.empty(0)
+    bounds = partition_bounds(ctx.source.n_train, code.n_partitions)
+    mats = message_matrices(code)
+    # one row set per message: its partitions' rows and one coefficient per row
+    messages = []
+    for k, mat in enumerate(mats):
+        ranges, coef = worker_rows(bounds, mat[me])
+        if ranges:
+            X, y = stack_rows([ctx.rows(lo, hi) for lo, hi in ranges])
+        else:
+            X, y = np.empty((0, d)), np.empty(0)
+        blocks = [(lo, min(lo + BLOCK_ROWS, X.shape[0])) for lo in range(0, X.shape[0], BLOCK_ROWS)]
+        messages.append((k, X, y, coef, blocks))
     load = float(code.load()[me])
-    blocks = [(lo, min(lo + BLOCK_ROWS, X.shape[0])) for lo in range(0, X.shape[0], BLOCK_ROWS)]
+    share = np.array([np.count_nonzero(m[me]) for m in mats], dtype=float)
+    share = share / share.sum() if share.sum() else np.full(len(mats), 1.0 / len(mats))
     kernel = ctx.model.loss_grad_sum
 
     size = tp.HEADER + d
@@ -289,24 +401,27 @@ def work(ctx: Context) -> int:
         w = ctrl[tp.HEADER:].copy()
         ctrl_req = comm.Irecv(ctrl, source=0, tag=tp.TAG_CONTROL)
 
-        out = sends.get()
-        g = out[tp.HEADER:]
-        g[:] = 0.0
-        t0 = time.perf_counter()
-        cancelled = False
-        for lo, hi in blocks:
-            kernel(X[lo:hi], y[lo:hi], coef[lo:hi], w, g)
-            if ctrl_req.Test():
-                cancelled = True
+        for k, X, y, coef, blocks in messages:
+            out = sends.get()
+            g = out[tp.HEADER:]
+            g[:] = 0.0
+            t0 = time.perf_counter()
+            cancelled = False
+            for lo, hi in blocks:
+                kernel(X[lo:hi], y[lo:hi], coef[lo:hi], w, g)
+                if ctrl_req.Test():
+                    cancelled = True
+                    break
+            compute = time.perf_counter() - t0
+            if not cancelled:
+                # this message's share of the iteration's pause (all of it for one message)
+                pause = share[k] * ctx.delay.draw(me, t, load, compute=compute / share[k] if share[k] else 0.0)
+                cancelled = _pause(pause, ctrl_req)
+            if cancelled:  # ctrl_req has completed (Test stays True): the newer model is in ctrl
+                sends.sent(out, [])
                 break
-        compute = time.perf_counter() - t0
-        if not cancelled:
-            cancelled = _pause(ctx.delay.draw(me, t, load), ctrl_req)
-        if cancelled:
-            sends.sent(out, [])
-            continue  # ctrl_req completed (Test on it stays True): the newer model is in ctrl
-        tp.pack(out, tp.GRADIENT, t, compute)
-        sends.sent(out, [comm.Isend(out, dest=0, tag=tp.TAG_REPLY)])
+            tp.pack(out, tp.GRADIENT, t, compute, k)
+            sends.sent(out, [comm.Isend(out, dest=0, tag=tp.TAG_REPLY + k)])
 
     sends.wait_all()
     usage = np.array([time.process_time() - cpu0, time.perf_counter() - wall0])

@@ -102,7 +102,8 @@ def make_context(cfg: RunConfig, comm: Any, run_dir: Path, argv: list[str]) -> C
     n_cols = source.n_cols + (1 if cfg.intercept else 0)
     w0 = optim.initial_point(model.n_params(n_cols, source.n_classes), cfg.seed)
     l2 = 1.0 / source.n_train if cfg.l2 is None else cfg.l2
-    delay = delays.parse(cfg.delay, seed=cfg.seed, scale_with_load=cfg.delay_scale_with_load)
+    delay = delays.parse(cfg.delay, seed=cfg.seed, scale_with_load=cfg.delay_scale_with_load,
+                         n_workers=cfg.workers)
     return Context(cfg=cfg, comm=comm, source=source, model=model, l2=l2, w0=w0, delay=delay,
                    run_dir=run_dir, argv=argv)
 
