@@ -156,6 +156,7 @@ class Coordinator:
         deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
         decoded = np.empty(d)
         backoff = tp.Backoff()
+        tp.barrier(comm)  # every worker has its rows: set-up stays off the clock
         cpu0, wall0 = time.process_time(), time.perf_counter()
         status, t, last = "ok", self.first - 1, self.first - 1
         try:
@@ -385,7 +386,9 @@ def work(ctx: Context) -> int:
     ctrl_req = comm.Irecv(ctrl, source=0, tag=tp.TAG_CONTROL)
     sends = tp.SendPool(size)
     backoff = tp.Backoff()
+    tp.barrier(comm)
     cpu0, wall0 = time.process_time(), time.perf_counter()
+    fail_at = _injected_failure(me)
 
     while True:
         # wait (without spinning) for the next control message, then skip to the newest
@@ -400,6 +403,8 @@ def work(ctx: Context) -> int:
             break
         w = ctrl[tp.HEADER:].copy()
         ctrl_req = comm.Irecv(ctrl, source=0, tag=tp.TAG_CONTROL)
+        if t == fail_at:
+            raise RuntimeError(f"worker {me + 1}: failure injected at iteration {t} by GDCODE_FAIL_WORKER")
 
         for k, X, y, coef, blocks in messages:
             out = sends.get()
@@ -427,6 +432,17 @@ def work(ctx: Context) -> int:
     usage = np.array([time.process_time() - cpu0, time.perf_counter() - wall0])
     comm.Send(usage, dest=0, tag=tp.TAG_DONE)
     return 0
+
+
+def _injected_failure(me: int) -> int | None:
+    """``GDCODE_FAIL_WORKER=W:T`` makes worker W raise at iteration T (fault injection for tests)."""
+    import os
+
+    spec = os.environ.get("GDCODE_FAIL_WORKER")
+    if not spec:
+        return None
+    worker, _, iteration = spec.partition(":")
+    return int(iteration or 1) if int(worker) == me + 1 else None
 
 
 def _pause(seconds: float, ctrl_req) -> bool:

@@ -114,3 +114,9 @@ class SendPool:
         poll_until(lambda: MPI.Request.Testall(reqs), deadline)
         self._free.extend(buf for buf, _ in self._busy)
         self._busy = []
+
+
+def barrier(comm, deadline: float | None = None) -> None:
+    """A barrier that sleeps while it waits (``Ibarrier`` + polling), unlike a blocking ``Barrier``."""
+    req = comm.Ibarrier()
+    poll_until(req.Test, deadline)
