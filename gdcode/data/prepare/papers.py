@@ -90,7 +90,7 @@ def covtype(raw: str | os.PathLike, bins: int = 0) -> Table:
 
     if bins < 0 or bins == 1:
         raise ConfigError(f"--bins {bins}: give 0 (one bin per distinct value) or at least 2")
-    table = read_csv(raw, 54, header=False, option="the class column (54)")
+    table = read_csv(raw, -1, header=False, option="the class column (the last)")
     if table.X.shape[1] != 54:
         raise ConfigError(f"{raw} has {table.X.shape[1] + 1} columns per line; covtype.data has 55 "
                           "(54 features and the class)")

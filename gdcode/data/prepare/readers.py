@@ -101,8 +101,11 @@ def _header(p: Path, header: bool, delimiter: str) -> list[str]:
 
 def _csv_fast(p: Path, names, header, label_col, features, delimiter) -> Table | None:
     """All-numeric files through numpy's C parser; None when anything is unusual."""
+    import warnings
+
     try:
-        with open_text(p) as fh:
+        with open_text(p) as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "input contained no data": reported below
             arr = np.loadtxt(fh, delimiter=delimiter, comments=None, ndmin=2, quotechar='"',
                              skiprows=1 if header else 0, dtype=np.float64)
     except (ValueError, UnicodeDecodeError):
@@ -268,6 +271,16 @@ def read_npz(path: str | os.PathLike) -> Table:
     import scipy.sparse as sp
 
     p = Path(path)
+    try:
+        with p.open("rb") as fh:
+            magic = fh.read(6)
+    except IsADirectoryError:
+        raise ConfigError(f"--raw {p} is a directory; give the .npz file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read --raw {p}: {exc.strerror or exc}") from None
+    if magic[:4] != b"PK\x03\x04" and magic != b"\x93NUMPY":
+        raise ConfigError(f"{p} is not a .npz archive (not a zip file of .npy arrays); write one "
+                          "with np.savez(FILE, X=X, y=y)")
     try:
         archive = np.load(p, allow_pickle=False)
     except IsADirectoryError:
