@@ -136,7 +136,7 @@ def test_paper_raw_files_that_are_wrong(tmp_path, capsys):
     line = (FIXTURES / "covtype.data").read_text().splitlines()[0]
     bad_class.write_text(line + "\n" + line[: line.rindex(",")] + ",9\n")
     code, err = _exit_code(["prepare", "covtype", "--raw", str(bad_class)], capsys)
-    assert code == 2 and "line 2: class" in err and "1..7" in err
+    assert code == 2 and "data row 2: class" in err and "1..7" in err
     code, err = _exit_code(["prepare", "kc_house"], capsys)
     assert code == 2 and "needs --raw FILE (or --download)" in err
     assert not (Path("prepared") / "kc_house").exists()
@@ -193,6 +193,12 @@ def test_svmlight_matches_scikit_learn_dump(tmp_path):
     order = np.random.default_rng([1, 0x5B117]).permutation(50)  # the documented split
     np.testing.assert_allclose(Xp.toarray(), X.toarray()[order][:, : Xp.shape[1]])
     np.testing.assert_array_equal(yp, y[order])
+    scaled = _prepare("svmlight", tmp_path, "sc", raw=str(tmp_path / "d.svm"), test_fraction=0.0,
+                      standardize=True)
+    Xs = scaled.train_rows(0, 50)[0]
+    assert sp.issparse(Xs) and Xs.nnz == X.nnz  # scaled, not centred: zeros stay zeros
+    np.testing.assert_allclose(Xs.toarray().std(axis=0), 1.0)
+    assert json.loads((scaled.path / "meta.json").read_text())["standardized"] == "scale"
     fixture = _prepare("svmlight", tmp_path, "fx", raw=str(FIXTURES / "small.svm"))
     assert fixture.n_cols == 8 and fixture.n_train + fixture.n_test == 24
     dump_svmlight_file(X, y, str(tmp_path / "z.svm"), zero_based=True)
@@ -249,6 +255,7 @@ CSV_CASES = [
     ("x,y,label\n1,2,a\n", ["--label", "target"], "no label column 'target'"),
     ("x,y,label\n1,2,a\n", [], "--label COLUMN is required"),
     ("", ["--label", "label"], "is empty"),
+    ("\nx,y,label\n1,2,a\n", ["--label", "label"], "line 1 is empty"),
     ("x,y,label\n", ["--label", "label"], "has a header but no data lines"),
     ("x,y,label\n1,2,3\n1,2,oops\n", ["--label", "label", "--task", "regression"],
      "line 3, column 'label': 'oops' is not a number"),

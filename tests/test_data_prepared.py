@@ -169,7 +169,8 @@ def test_a_damaged_directory_is_a_clear_config_error(tmp_path, damage, message, 
 
 
 def test_missing_directory_and_unknown_specs(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="does not exist; write one with `gdcode prepare"):
+    with pytest.raises(ConfigError, match="no such directory exists; use synthetic:ROWSxCOLS, "
+                                          "sklearn:NAME or the directory of a prepared dataset"):
         parse_dataset_spec(str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="is not a directory"):
         (tmp_path / "file").write_text("x")
@@ -183,7 +184,7 @@ def test_missing_directory_and_unknown_specs(tmp_path, capsys):
     assert parse_dataset_spec("synthetic:10x3") == ("synthetic", {"rows": 10, "cols": 3})
     assert parse_dataset_spec("sklearn:iris") == ("sklearn", {"name": "iris"})
     assert cli.main(["run", "--dataset", str(tmp_path / "nowhere")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no such directory" in capsys.readouterr().err
 
 
 def test_npy_rows_reader(tmp_path):

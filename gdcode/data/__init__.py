@@ -54,8 +54,9 @@ def parse_dataset_spec(spec: str) -> tuple[str, dict]:
     from gdcode.data.prepared import PreparedSource
 
     path = Path(spec)
-    if not path.exists() and ":" in spec and "/" not in spec:
-        raise ConfigError(f"--dataset {spec!r} is not a known dataset; use {_FORMS}")
+    if not path.exists():
+        raise ConfigError(f"--dataset {spec!r} is not a known dataset and no such directory "
+                          f"exists; use {_FORMS} (`gdcode prepare KIND --out DIR` writes one)")
     try:
         PreparedSource(path)  # reads meta.json and the .npy headers only
     except ConfigError as exc:

@@ -98,7 +98,7 @@ def covtype(raw: str | os.PathLike, bins: int = 0) -> Table:
     bad = ~np.isin(labels, np.arange(1, 8))
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise ConfigError(f"{raw} line {row + 1}: class {table.labels[row]!r} is not one of 1..7")
+        raise ConfigError(f"{raw} data row {row + 1}: class {table.labels[row]!r} is not one of 1..7")
     keep = np.flatnonzero((labels == 1) | (labels == 2))
     if keep.size == 0:
         raise ConfigError(f"{raw} has no rows of class 1 or 2")
@@ -108,7 +108,7 @@ def covtype(raw: str | os.PathLike, bins: int = 0) -> Table:
     indicators = X[:, 10:54]
     if not np.isin(indicators, (0.0, 1.0)).all():
         row = int(keep[np.flatnonzero(~np.isin(indicators, (0.0, 1.0)).all(axis=1))[0]])
-        raise ConfigError(f"{raw} line {row + 1}: the wilderness and soil columns (11-54) must "
+        raise ConfigError(f"{raw} data row {row + 1}: the wilderness and soil columns (11-54) must "
                           "be 0 or 1")
     Xi = sp.csr_matrix(indicators)
     X_all = sp.hstack([Xn, Xi], format="csr")

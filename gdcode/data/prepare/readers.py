@@ -84,6 +84,8 @@ def _header(p: Path, header: bool, delimiter: str) -> list[str]:
             for first in csv.reader(fh, delimiter=delimiter):
                 if first:
                     break
+                if header:
+                    raise ConfigError(f"{p} line 1 is empty; the first line must name the columns")
             else:
                 raise ConfigError(f"{p} is empty: no header and no data lines")
         except UnicodeDecodeError:
