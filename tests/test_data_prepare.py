@@ -241,6 +241,8 @@ def test_bundled_sets_in_process_equal_their_prepared_directories(tmp_path):
                                   np.where(digits.train_rows(0, 1797)[1] < 5, 1.0, -1.0))
     iris = _prepare("sklearn", tmp_path, "iris", name="iris", task="binary", test_fraction=0.0)
     assert np.sum(iris.train_rows(0, 150)[1] == 1) == 50  # setosa against the rest
+    wine2 = _prepare("sklearn", tmp_path, "wine2", name="wine", positive="2", test_fraction=0.0)
+    assert wine2.task == "binary" and np.sum(wine2.train_rows(0, 178)[1] == 1) == 48
     with pytest.raises(ConfigError, match="regression dataset"):
         open_dataset("sklearn:diabetes", task="binary")
 

@@ -161,7 +161,8 @@ def prepare(kind: str, opts: PrepareOptions, progress=None) -> tuple[Path, dict[
         if opts.name is None:
             raise ConfigError(f"sklearn needs --name NAME, one of: {', '.join(bundled.names())}")
         table, natural = bundled.load_table(opts.name)
-        lab = bundled.labels_for(table, natural, opts.task, opts.positive)
+        task = opts.task or ("binary" if opts.positive is not None else None)
+        lab = bundled.labels_for(table, natural, task, opts.positive)
         return common.finish(table, task=lab.task, positive=None, labels=lab,
                              source={"name": opts.name}, **finish)
 
