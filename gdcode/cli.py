@@ -17,6 +17,7 @@ from gdcode.errors import ConfigError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("gdcode.commands.info", "versions, MPI library and whether compiled kernels are used"),
     "run": ("gdcode.commands.run", "one training run (launches itself under mpiexec)"),
+    "prepare": ("gdcode.commands.prepare", "write a prepared dataset directory from a raw file"),
 }
 
 EXIT_USAGE = 2
