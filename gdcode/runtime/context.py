@@ -93,8 +93,8 @@ class Context:
 
 def make_context(cfg: RunConfig, comm: Any, run_dir: Path, argv: list[str]) -> Context:
     """Build the context every rank computes identically from the options."""
-    source = open_dataset(cfg.dataset, seed=cfg.seed, test_fraction=cfg.test_fraction)
     model = models.get(cfg.model)
+    source = open_dataset(cfg.dataset, seed=cfg.seed, test_fraction=cfg.test_fraction, task=model.task)
     if model.task != source.task and not (model.task == "regression" and source.task == "binary"):
         from gdcode.errors import ConfigError
 
