@@ -17,6 +17,8 @@ from gdcode.errors import ConfigError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("gdcode.commands.info", "versions, MPI library and whether compiled kernels are used"),
     "run": ("gdcode.commands.run", "one training run (launches itself under mpiexec)"),
+    "hostfile": ("gdcode.commands.hostfile", "write a hostfile for MPICH or Open MPI"),
+    "ec2": ("gdcode.commands.ec2", "launch, inspect, set up and tear down an EC2 cluster"),
 }
 
 EXIT_USAGE = 2
