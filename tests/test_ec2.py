@@ -330,6 +330,11 @@ def test_dry_run_needs_no_credentials(no_aws_env, tmp_path, capsys):
     cfg = write_config(tmp_path / "c.toml")
     assert main(["ec2", "launch", "-c", str(cfg), "--dry-run"]) == 0
     assert "run_instances" in capsys.readouterr().out
+    # tools/ec2.py is the same tool
+    res = subprocess.run([sys.executable, str(REPO / "tools" / "ec2.py"), "launch", "-c",
+                          str(cfg), "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count(".run_instances(") == 2
 
 
 # --- clear errors --------------------------------------------------------------------------

@@ -470,6 +470,8 @@ def launch(api: Api, out: TextIO | None = None) -> list[Instance]:
                 api.call("create_tags", Resources=[iid],
                          Tags=[{"Key": TAG_INDEX, "Value": str(index)},
                                {"Key": "Name", "Value": name}])
+        if not api.dry_run:
+            print(f"waiting until {len(started)} instance(s) run", file=out, flush=True)
         api.wait("instance_running", InstanceIds=started)
     except (ClusterError, ConfigError) as exc:
         if started and not api.dry_run:
