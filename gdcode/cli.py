@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("gdcode.commands.info", "versions, MPI library and whether compiled kernels are used"),
     "run": ("gdcode.commands.run", "one training run (launches itself under mpiexec)"),
     "prepare": ("gdcode.commands.prepare", "write a prepared dataset directory from a raw file"),
+    "hostfile": ("gdcode.commands.hostfile", "write a hostfile for MPICH or Open MPI"),
+    "ec2": ("gdcode.commands.ec2", "launch, inspect, set up and tear down an EC2 cluster"),
 }
 
 EXIT_USAGE = 2
