@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("gdcode.commands.prepare", "write a prepared dataset directory from a raw file"),
     "hostfile": ("gdcode.commands.hostfile", "write a hostfile for MPICH or Open MPI"),
     "ec2": ("gdcode.commands.ec2", "launch, inspect, set up and tear down an EC2 cluster"),
+    "codes": ("gdcode.commands.codes", "a gradient code's decode diagnostics (gdcode codes --list)"),
 }
 
 EXIT_USAGE = 2

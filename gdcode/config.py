@@ -216,8 +216,9 @@ def resolve(values: dict[str, Any]) -> RunConfig:
     if v["mode"] == "coded":
         try:
             codes.get_class(v["scheme"])
-            codes.build(v["scheme"], n_workers=W, n_stragglers=S, seed=v["seed"],
-                        **code_options(v))
+            code = codes.build(v["scheme"], n_workers=W, n_stragglers=S, seed=v["seed"],
+                               **code_options(v))
+            codes.check_usable(code)
         except ValueError as exc:
             raise ConfigError(f"--scheme {v['scheme']}: {exc}") from None
     else:

@@ -6,11 +6,22 @@
 array([1., 1., 1., 1.])
 
 Adding a code is one module that decorates its class with ``@register("name")`` and one
-import line below.
+import line below. :func:`diagnose` reports how well a code decodes over its straggler
+patterns, and :func:`check_usable` refuses an exact code that decodes inaccurately.
 """
 
-from gdcode.codes import uncoded  # noqa: F401  (registers uncoded, ignore)
+from gdcode.codes import (  # noqa: F401  (each import registers its codes)
+    bcc,  # bcc
+    cyclic,  # cyclic, cyclic-mds
+    expander,  # expander
+    partial,  # partial-frc, partial-cyclic
+    repetition,  # frc, approx
+    sgc,  # sgc
+    uncoded,  # uncoded, ignore
+)
 from gdcode.codes.base import GradientCode
-from gdcode.codes.registry import accepted_options, build, get_class, names, register
+from gdcode.codes.diagnostics import Diagnosis, check_usable, diagnose
+from gdcode.codes.registry import accepted_options, build, describe, get_class, names, register
 
-__all__ = ["GradientCode", "accepted_options", "build", "get_class", "names", "register"]
+__all__ = ["Diagnosis", "GradientCode", "accepted_options", "build", "check_usable", "describe",
+           "diagnose", "get_class", "names", "register"]

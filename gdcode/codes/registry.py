@@ -34,6 +34,12 @@ def get_class(name: str) -> type:
         raise ValueError(f"unknown code {name!r}; known codes: {', '.join(names())}") from None
 
 
+def describe(name: str) -> str:
+    """The one-line description of the code ``name`` (the first line of its docstring)."""
+    doc = (get_class(name).__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
 def accepted_options(name: str) -> set[str]:
     """Keyword options (beyond W, S and seed) that the code ``name`` accepts."""
     params = inspect.signature(get_class(name).__init__).parameters
@@ -53,4 +59,6 @@ def build(name: str, n_workers: int, n_stragglers: int = 0, seed: int = 0, **opt
     if unknown:
         raise ValueError(f"code {name!r} takes no option {', '.join(sorted(unknown))}; "
                          f"it takes: {', '.join(sorted(accepted_options(name))) or 'none'}")
-    return cls(n_workers, n_stragglers, seed, **options)
+    code = cls(n_workers, n_stragglers, seed, **options)
+    code.options = dict(options)
+    return code

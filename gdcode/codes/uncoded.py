@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdcode.codes.base import GradientCode, unique_in_order
+from gdcode.codes.base import GradientCode
 from gdcode.codes.registry import register
 
 
@@ -14,17 +14,29 @@ from gdcode.codes.registry import register
 class Uncoded(GradientCode):
     """Uncoded gradient descent: worker i holds partition i and the coordinator waits for all W.
 
-    Exact. Load 1/W. The baseline of every gradient-coding paper (Tandon et al., ICML 2017).
+    Construction: the identity, ``B = I`` (load 1/W, no redundancy).
+
+    Decode: once all W workers have replied, weight 1 on each. Exact, but it tolerates no
+    straggler whatever S is (``straggler_tolerance`` is 0): S is accepted only so that every
+    scheme takes the same arguments.
+
+    Reference: the baseline of every gradient-coding paper, e.g. Tandon, Lei, Dimakis,
+    Karampatziakis, "Gradient Coding", ICML 2017, arXiv:1612.03301.
     """
 
     exact = True
+    exact_by_construction = True
 
     def __init__(self, n_workers: int, n_stragglers: int = 0, seed: int = 0) -> None:
         super().__init__(n_workers, n_stragglers, seed)
         self.B = np.eye(self.n_workers)
 
+    @property
+    def straggler_tolerance(self) -> int:
+        return 0
+
     def decode(self, responders: Sequence[int]) -> np.ndarray | None:
-        got = unique_in_order(responders)
+        got = self._arrivals(responders)
         if len(got) < self.n_workers:
             return None
         return np.ones(self.n_workers)
@@ -34,9 +46,16 @@ class Uncoded(GradientCode):
 class IgnoreStragglers(GradientCode):
     """Ignore stragglers: use the first W-S replies and drop the rest.
 
-    Not exact: the decoded sum covers only the rows received, rescaled so that dividing by
-    n gives the mean gradient of those rows (Tandon et al.'s "avoidstragg"; Chen et al.,
-    "Revisiting distributed synchronous SGD", 2016, with b = S backup workers).
+    Construction: the identity, ``B = I`` (load 1/W).
+
+    Decode: at the first W-S replies, weight ``n / (rows received)`` on each of them, so that
+    the decoded sum divided by n is the mean gradient of the rows received. Not exact: the
+    stragglers' partitions are missing (``exact`` is False, and the diagnostics show a
+    residual of 1).
+
+    Reference: Tandon et al.'s "avoidstragg" baseline (ICML 2017, arXiv:1612.03301); Chen,
+    Pan, Monga, Bengio, Jozefowicz, "Revisiting Distributed Synchronous SGD",
+    arXiv:1604.00981, with b = S backup workers.
 
     Parameters
     ----------
@@ -56,7 +75,7 @@ class IgnoreStragglers(GradientCode):
         self.partition_sizes = sizes
 
     def decode(self, responders: Sequence[int]) -> np.ndarray | None:
-        got = unique_in_order(responders)
+        got = self._arrivals(responders)
         need = self.n_workers - self.n_stragglers
         if len(got) < need:
             return None
