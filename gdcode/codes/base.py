@@ -106,6 +106,10 @@ class GradientCode:
         """``max_j |(a.B)_j - 1|``: 0 for an exact decode (up to rounding)."""
         return float(np.max(np.abs(self.combined(weights) - 1.0)))
 
+    def facts(self) -> dict:
+        """Construction facts worth reporting beside the diagnostics (none by default)."""
+        return {}
+
     def _arrivals(self, responders: Sequence[int]) -> list[int]:
         """The responders as checked worker indices without repeats, first arrival kept."""
         got = unique_in_order(responders)

@@ -52,6 +52,10 @@ class BatchedCouponCollector(GradientCode):
         self.exact = bool(W // self.n_batches >= self.n_stragglers + 1)
         self.exact_by_construction = self.exact
 
+    def facts(self) -> dict:
+        return {"batches": self.n_batches,
+                "workers_per_batch": np.bincount(self.batch_of, minlength=self.n_batches).tolist()}
+
     def decode(self, responders: Sequence[int]) -> np.ndarray | None:
         first: dict[int, int] = {}
         for r in self._arrivals(responders):

@@ -46,6 +46,7 @@ class Diagnosis:
     n_messages: int
     exact: bool
     options: dict
+    facts: dict
     load: list[float]
     patterns_checked: int
     patterns_total: int
@@ -53,6 +54,7 @@ class Diagnosis:
     undecoded_patterns: int
     worst_residual: float
     mean_residual: float
+    mean_rms_error: float
     worst_condition: float
     max_weight: float
     float32_error: float
@@ -159,7 +161,9 @@ def diagnose(code: GradientCode, max_patterns: int = MAX_PATTERNS, seed: int = 0
     Returns
     -------
     Diagnosis
-        ``worst_residual`` is ``max |a.B - 1|`` over the patterns that decoded;
+        ``worst_residual`` is ``max |a.B - 1|`` over the patterns that decoded (and
+        ``mean_residual`` its mean); ``mean_rms_error`` the mean of ``||a.B - 1|| / sqrt(k)``,
+        the typical per-partition weight error of an approximate code;
         ``worst_condition`` the largest condition number of the rows a decode used
         (:func:`_condition`); ``max_weight`` the largest ``|a_i|``; ``float32_error`` the
         largest ``||sum_i a_i (y32_i - y_i)|| / ||sum_j g_j||`` with ``g_j`` seeded standard
@@ -176,7 +180,7 @@ def diagnose(code: GradientCode, max_patterns: int = MAX_PATTERNS, seed: int = 0
     g_norm = float(np.linalg.norm(G.sum(axis=0))) or 1.0
     all_rows = np.concatenate(mats, axis=0)
 
-    residuals = []
+    residuals, rms = [], []
     worst_cond = max_weight = f32 = 0.0
     undecoded = 0
     replies = []
@@ -186,7 +190,9 @@ def diagnose(code: GradientCode, max_patterns: int = MAX_PATTERNS, seed: int = 0
             undecoded += 1
             continue
         a = np.asarray(a, dtype=float).reshape(code.n_messages, code.n_workers)
-        residuals.append(float(np.max(np.abs(code.combined(a) - 1.0))))
+        gap = code.combined(a) - 1.0
+        residuals.append(float(np.max(np.abs(gap))))
+        rms.append(float(np.sqrt(np.mean(gap ** 2))))
         used = np.flatnonzero(a.ravel())
         worst_cond = max(worst_cond, _condition(all_rows[used]))
         max_weight = max(max_weight, float(np.max(np.abs(a))))
@@ -203,10 +209,11 @@ def diagnose(code: GradientCode, max_patterns: int = MAX_PATTERNS, seed: int = 0
         name=code.name, n_workers=code.n_workers, n_stragglers=code.n_stragglers,
         straggler_tolerance=code.straggler_tolerance,
         n_partitions=code.n_partitions, n_messages=code.n_messages, exact=bool(code.exact),
-        options=_plain(code.options), load=[float(x) for x in code.load()],
+        options=_plain(code.options), facts=_plain(code.facts()), load=[float(x) for x in code.load()],
         patterns_checked=len(seqs), patterns_total=total, all_patterns=len(seqs) == total,
         undecoded_patterns=undecoded, worst_residual=worst,
         mean_residual=float(np.mean(residuals)) if residuals else float("nan"),
+        mean_rms_error=float(np.mean(rms)) if rms else float("nan"),
         worst_condition=worst_cond, max_weight=max_weight, float32_error=f32,
         replies_to_decode=({"min": int(min(replies)), "mean": float(np.mean(replies)),
                             "max": int(max(replies))} if replies else {}),

@@ -101,6 +101,10 @@ class ExpanderCode(GradientCode):
         eig = np.sort(np.abs(np.linalg.eigvalsh(self.adjacency.astype(float))))
         self.lambda2 = float(eig[-2]) if W > 1 else 0.0
 
+    def facts(self) -> dict:
+        return {"degree": self.degree, "lambda2": self.lambda2, "collect": self.collect,
+                "decoder": self.decoder, "error_bound": self.error_bound()}
+
     def error_bound(self) -> float:
         """Bound on ``||a B - 1||_2^2`` for any decode: ``(lambda2/d)^2 W s/(W - s)``, ``s = W - collect``."""
         s = self.n_workers - self.collect

@@ -44,6 +44,10 @@ class _Partial(GradientCode):
     def message_matrices(self) -> list[np.ndarray]:
         return self._messages
 
+    def facts(self) -> dict:
+        return {"pieces": self.pieces, "private_pieces": self.n_private,
+                "slowdown_tolerated": self.slowdown_tolerated()}
+
     def slowdown_tolerated(self) -> float:
         """How many times slower a partial straggler may be: ``P / (P - S - 1)`` (Tandon's print-out)."""
         return self.pieces / self.n_private

@@ -103,6 +103,9 @@ class ErasureHead(GradientCode):
         self.n_groups = self.n_workers // self.group_size
         self.group_of = np.arange(self.n_workers) // self.group_size
 
+    def facts(self) -> dict:
+        return {"groups": self.n_groups, "collect": self.collect, "rescale": self.rescale}
+
     def decode(self, responders: Sequence[int]) -> np.ndarray | None:
         first: dict[int, int] = {}
         for count, r in enumerate(self._arrivals(responders), start=1):

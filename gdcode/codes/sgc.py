@@ -130,6 +130,10 @@ class StochasticGradientCode(GradientCode):
         off = lam[np.triu_indices(W, 1)]
         self.pair_overlap_range = (int(off.min()), int(off.max())) if off.size else (0, 0)
 
+    def facts(self) -> dict:
+        return {"degree": self.degree, "p": self.p, "weight": self.weight, "collect": self.collect,
+                "pair_overlap_range": list(self.pair_overlap_range)}
+
     def decode(self, responders: Sequence[int]) -> np.ndarray | None:
         got = self._arrivals(responders)
         if len(got) < self.collect:

@@ -91,6 +91,7 @@ def format_report(d, description: str = "") -> str:
         ("workers W", str(d.n_workers)),
         ("stragglers S", str(d.n_stragglers)),
         ("options", ", ".join(f"{k}={v}" for k, v in d.options.items()) or "defaults"),
+        ("construction", ", ".join(f"{k}={_fact(v)}" for k, v in d.facts.items()) or "-"),
         ("partitions", str(d.n_partitions)),
         ("messages", f"{d.n_messages} per worker per iteration"),
         ("load", load_text),
@@ -99,6 +100,7 @@ def format_report(d, description: str = "") -> str:
         ("not decoded", f"{d.undecoded_patterns} patterns"),
         ("worst residual", f"{_num(d.worst_residual)}  max_j |(a.B)_j - 1|"),
         ("mean residual", _num(d.mean_residual)),
+        ("mean rms error", f"{_num(d.mean_rms_error)}  ||a.B - 1|| / sqrt(partitions)"),
         ("worst condition", f"{_num(d.worst_condition)}  of the rows a decode uses"),
         ("max weight", f"{_num(d.max_weight)}  max |a_i|"),
         ("float32 error", f"{_num(d.float32_error)}  relative, messages rounded to float32"),
@@ -109,6 +111,10 @@ def format_report(d, description: str = "") -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _fact(v) -> str:
+    return _num(v) if isinstance(v, float) else str(v)
 
 
 def _num(x: float) -> str:
