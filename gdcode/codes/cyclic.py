@@ -123,7 +123,7 @@ class CyclicMDS(GradientCode):
     else the W bursts plus 10^4 seeded ones; seed 0): the worst residual ``max|a.B - 1|``
     stays below 1e-9 for every S at every W <= 30 (9.0e-10 at W=30, S=15; 1.5e-9 at W=31),
     and first exceeds 1e-6, so that :func:`gdcode.codes.check_usable` refuses it, at W=43
-    (S=20). With few stragglers it stays accurate much further (5.6e-10 at W=100, S=5), but
+    (S=20; 7.5e-7 at W=42 over every S). With few stragglers it stays accurate much further (5.6e-10 at W=100, S=5), but
     with many, bursts make it worse than ``cyclic`` (7e-5 against 5e-9 at W=100, S=10).
 
     Reference: Raviv, Tamo, Tandon, Dimakis, "Gradient Coding from Cyclic MDS Codes and
