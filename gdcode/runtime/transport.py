@@ -16,8 +16,9 @@ import numpy as np
 
 # message kinds (header[0])
 MODEL, STOP, GRADIENT, DONE = 0.0, 1.0, 2.0, 3.0
-# tags: one stream coordinator -> worker, one worker -> coordinator
-TAG_CONTROL, TAG_REPLY, TAG_DONE = 11, 12, 13
+# tags: one stream coordinator -> worker, one worker -> coordinator per message: message k of a
+# multi-message code uses TAG_REPLY + k, so TAG_DONE must not lie just above TAG_REPLY
+TAG_CONTROL, TAG_DONE, TAG_REPLY = 11, 12, 20
 
 HEADER = 4  # kind, iteration, seconds (worker compute time), part (message index)
 BACKOFF_START = 1e-5
