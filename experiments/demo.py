@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The demo: uncoded GD against straggler-tolerant schemes under exponential delays.
+"""The demo: uncoded GD against exact and approximate gradient codes under exponential delays.
 
 Launch: ``make demo`` (or ``.venv/bin/python experiments/demo.py --out demo-results``).
 
@@ -18,7 +18,9 @@ from pathlib import Path
 
 SCHEMES = [
     ("uncoded", []),
-    ("ignore", ["--stragglers", "1"]),
+    ("frc", ["--stragglers", "1"]),
+    ("cyclic-mds", ["--stragglers", "1"]),
+    ("approx", ["--stragglers", "1", "--collect", "3"]),
 ]
 
 
@@ -26,13 +28,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="demo-results")
     ap.add_argument("--workers", type=int, default=6)
-    ap.add_argument("--delay", default="exp:0.2")
+    ap.add_argument("--delay", default="exp:0.25")
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--dataset", default="synthetic:6000x100")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    from gdcode.plot import plot_metric
+    from gdcode.plot import plot_metric, run_label
     from gdcode.results import load_run
 
     out = Path(args.out)
@@ -57,14 +59,12 @@ def main() -> int:
     base = runs[0].summary["elapsed"] / runs[0].summary["iterations"]
     print()
     print(f"W={args.workers}, delay {args.delay}, {args.dataset}, {args.iterations} iterations")
-    print(f"{'scheme':<16}{'s/iteration':>12}{'final loss':>12}{'test acc':>10}{'speedup':>9}")
+    print(f"{'scheme':<22}{'s/iteration':>12}{'final loss':>12}{'test acc':>10}{'speedup':>9}")
     for run in runs:
         s = run.summary
         per_it = s["elapsed"] / s["iterations"]
-        label = run.metadata["options"]["scheme"]
-        if run.metadata["options"]["stragglers"]:
-            label += f" S={run.metadata['options']['stragglers']}"
-        print(f"{label:<16}{per_it:>12.4f}{s['train_loss']:>12.5f}{s.get('test_accuracy', float('nan')):>10.4f}"
+        label = run_label(run)
+        print(f"{label:<22}{per_it:>12.4f}{s['train_loss']:>12.5f}{s.get('test_accuracy', float('nan')):>10.4f}"
               f"{base / per_it:>8.2f}x")
     fig = out / "loss_vs_time.png"
     plot_metric(runs, fig, x="elapsed", y="train_loss",

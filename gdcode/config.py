@@ -52,6 +52,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("workers", int, 4, "number of worker ranks W (the job has W+1 ranks)"),
     Option("stragglers", int, 0, "stragglers S the code tolerates (0 <= S < W)"),
     Option("collect", int, None, "replies an approximate code waits for (default W-S)"),
+    Option("code-options", str, None, "more code options: KEY=VALUE[,...], e.g. degree=3,rescale=true"),
     Option("dataset", str, "synthetic:4000x100", "synthetic:ROWSxCOLS, sklearn:NAME or a prepared dataset directory"),
     Option("test-fraction", float, 0.2, "held-out fraction of a dataset that is not already split (0 keeps all rows)"),
     Option("model", str, "logistic", "objective (see gdcode.models)"),
@@ -182,8 +183,11 @@ def _require(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-def resolve(values: dict[str, Any]) -> RunConfig:
+def resolve(values: dict[str, Any], check_code: bool = True) -> RunConfig:
     """Check every option that can be checked without MPI and return the config.
+
+    ``check_code=False`` skips the numerical check of the code's decodes (seconds for a
+    large cyclic code), for ranks of a job whose launcher has already made it.
 
     Raises
     ------
@@ -218,7 +222,8 @@ def resolve(values: dict[str, Any]) -> RunConfig:
             codes.get_class(v["scheme"])
             code = codes.build(v["scheme"], n_workers=W, n_stragglers=S, seed=v["seed"],
                                **code_options(v))
-            codes.check_usable(code)
+            if check_code:
+                codes.check_usable(code)
         except ValueError as exc:
             raise ConfigError(f"--scheme {v['scheme']}: {exc}") from None
     else:
@@ -232,13 +237,38 @@ def code_options(values: dict[str, Any]) -> dict[str, Any]:
     from gdcode import codes
 
     accepted = codes.accepted_options(values["scheme"])
-    opts: dict[str, Any] = {}
+    opts: dict[str, Any] = parse_code_options(values.get("code_options"))
+    unknown = sorted(set(opts) - accepted)
+    if unknown:
+        raise ConfigError(f"--code-options {', '.join(unknown)}: --scheme {values['scheme']} takes "
+                          f"{', '.join(sorted(accepted - {'partition_sizes'})) or 'no options'}")
     if values.get("collect") is not None:
         if "collect" not in accepted:
             raise ConfigError(f"--collect applies to approximate codes; --scheme {values['scheme']} "
                               "does not take it")
         opts["collect"] = values["collect"]
     return opts
+
+
+def parse_code_options(text: str | None) -> dict[str, Any]:
+    """``KEY=VALUE,...`` into a dict; values become int, float or bool where they read as one."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--code-options {text!r}: write KEY=VALUE[,KEY=VALUE...]")
+        value: Any = raw.strip()
+        if value.lower() in ("true", "false"):
+            value = value.lower() == "true"
+        else:
+            for kind in (int, float):
+                try:
+                    value = kind(value)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip().replace("-", "_")] = value
+    return out
 
 
 def _check_out_dir(out: str) -> None:

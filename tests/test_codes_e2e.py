@@ -16,6 +16,7 @@ EXACT = ["frc", "cyclic", "cyclic-mds", "partial-frc", "partial-cyclic"]
 @pytest.fixture(scope="module")
 def uncoded_losses(tmp_path_factory):
     from e2e import run_mpi
+
     from gdcode.results import load_run
 
     out = tmp_path_factory.mktemp("uncoded")

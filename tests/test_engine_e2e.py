@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
-
 from e2e import run_cli, run_mpi
+
 from gdcode.results import load_run
 
 pytestmark = pytest.mark.mpi

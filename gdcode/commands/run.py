@@ -20,15 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     config.add_run_arguments(parser)
 
 
-def resolve_args(args: argparse.Namespace):
+#: set by the launcher in the job it starts: the options were checked before the job started
+LAUNCHED = "GDCODE_LAUNCHED"
+
+
+def resolve_args(args: argparse.Namespace, check_code: bool = True):
     """The run's config: defaults, TOML, command line; or, with ``--resume``, the run's own options."""
     if args.resume:
-        return resolve_resume(args)
+        return resolve_resume(args, check_code)
     toml = config.load_toml(args.config) if args.config else {}
-    return config.resolve(config.merge(args, toml))
+    return config.resolve(config.merge(args, toml), check_code=check_code)
 
 
-def resolve_resume(args: argparse.Namespace):
+def resolve_resume(args: argparse.Namespace, check_code: bool = True):
     """Options of a resumed run: those in its ``metadata.json``, with the few that may change."""
     from gdcode.runtime import checkpoint
 
@@ -51,7 +55,7 @@ def resolve_resume(args: argparse.Namespace):
     if values["iterations"] <= state["iteration"]:
         raise ConfigError(f"--resume {run_dir}: its checkpoint is at iteration {state['iteration']}; "
                           f"give --iterations above that (now {values['iterations']})")
-    return config.resolve(values)
+    return config.resolve(values, check_code=check_code)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -64,10 +68,11 @@ def main(args: argparse.Namespace) -> int:
             run_dir = _run_dir(cfg)
             if cfg.name is None:
                 argv = [*argv, "--name", run_dir.name]
+        os.environ[LAUNCHED] = "1"
         return launch(cfg.workers + 1, ["run", *argv], timeout=cfg.timeout)
 
     try:
-        cfg = resolve_args(args)
+        cfg = resolve_args(args, check_code=os.environ.get(LAUNCHED) != "1")
     except ConfigError as exc:
         if _mpi_rank() == 0:
             print(f"gdcode run: error: {exc}", file=sys.stderr)

@@ -237,7 +237,9 @@ class Coordinator:
     def _open_run_dir(self) -> None:
         ctx, cfg = self.ctx, self.cfg
         extra = {"code": {"name": self.code.name, "exact": self.code.exact, "n_partitions": self.code.n_partitions,
-                          "n_messages": self.M, "load": self.code.load().tolist()},
+                          "n_messages": self.M, "load": self.code.load().tolist(),
+                          "options": {k: v for k, v in getattr(self.code, "options", {}).items()
+                                      if k != "partition_sizes"}},
                  "delay": ctx.delay.describe()}
         if cfg.resume:
             state = checkpoint.load(ctx.run_dir)
