@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "hostfile": ("gdcode.commands.hostfile", "write a hostfile for MPICH or Open MPI"),
     "ec2": ("gdcode.commands.ec2", "launch, inspect, set up and tear down an EC2 cluster"),
     "codes": ("gdcode.commands.codes", "a gradient code's decode diagnostics (gdcode codes --list)"),
+    "simulate": ("gdcode.commands.simulate", "predict a scheme's iteration times under a delay model (no MPI)"),
+    "plot": ("gdcode.commands.plot", "figures from run directories (loss curves, worker arrivals, iteration times)"),
 }
 
 EXIT_USAGE = 2

@@ -78,10 +78,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("record-delays", str, None, "write the workers' measured compute seconds to this CSV (a trace:FILE)"),
     Option("track-gradient-error", bool, False, "record ||g_hat - g|| / ||g|| per iteration (off the clock)",
            flag=True),
+    Option("quiet", bool, False, "no progress line (it is drawn on rank 0 only when stderr is a terminal)",
+           flag=True),
 )
 
 #: options a resumed run may change; every other one comes from the run's metadata.json
-RESUME_OVERRIDES = ("iterations", "timeout", "checkpoint_every", "target_loss", "resume")
+RESUME_OVERRIDES = ("iterations", "timeout", "checkpoint_every", "target_loss", "resume", "quiet")
 
 OPTION_BY_DEST = {opt.dest: opt for opt in OPTIONS}
 

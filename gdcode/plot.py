@@ -1,15 +1,45 @@
-"""Figures from run directories. Never imported by ranks (matplotlib is imported here only)."""
+"""Figures from run directories. Never imported by ranks (matplotlib is imported here only).
+
+Three kinds: a metric against elapsed time or iteration for several runs
+(:func:`plot_metric`), each run's per-worker arrivals and statuses from ``workers.csv``
+(:func:`plot_workers`), and the distribution of iteration times per run
+(:func:`plot_iteration_times`). The file format follows the extension: PNG, SVG or PDF.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from gdcode.results import Run
+from gdcode.errors import ConfigError
+from gdcode.results import WORKER_STATUSES, Run
+
+FORMATS = (".png", ".svg", ".pdf")
 
 X_LABELS = {"elapsed": "elapsed wall-clock time (s)", "iteration": "iteration"}
+
+#: axis labels, with units, of the metrics.jsonl keys
+Y_LABELS = {
+    "train_loss": "training loss f(w)",
+    "test_loss": "test loss",
+    "test_accuracy": "test accuracy (fraction)",
+    "test_auc": "test AUC",
+    "test_rmse": "test RMSE",
+    "elapsed": "elapsed wall-clock time (s)",
+    "decode_seconds": "decode time (s)",
+    "responders": "replies received before decoding",
+    "gradient_error": "relative gradient error ||g_hat - g|| / ||g||",
+    "iteration": "iteration",
+}
+
+#: options that tell runs apart in a legend, beyond the scheme, S and collect
+KEY_OPTIONS = (("workers", "W={}"), ("delay", "delay {}"), ("delay_scale_with_load", "load-scaled={}"),
+               ("update", "{}"), ("lr", "lr={}"), ("dataset", "{}"), ("model", "{}"), ("seed", "seed={}"))
+
+STATUS_COLOURS = {"used": "#2a9d2a", "ignored": "#f2c230", "late": "#d1495b", "cancelled": "#9a9a9a"}
 
 
 def run_label(run: Run) -> str:
@@ -24,31 +54,185 @@ def run_label(run: Run) -> str:
     return label
 
 
-def plot_metric(runs: Sequence[Run], out: str | os.PathLike, x: str = "elapsed", y: str = "train_loss",
-                title: str | None = None, log: bool | None = None) -> None:
-    """One line per run of metric ``y`` against ``x``; log scale when ``y`` spans a decade or more."""
+def run_labels(runs: Sequence[Run]) -> list[str]:
+    """One legend entry per run: :func:`run_label` plus every key option that differs between
+    the runs; the run directory's name if two entries would still be the same."""
+    labels = [run_label(r) for r in runs]
+    opts = [r.metadata.get("options", {}) for r in runs]
+    for key, fmt in KEY_OPTIONS:
+        vals = [o.get(key) for o in opts]
+        if len({repr(v) for v in vals}) > 1:
+            labels = [f"{lab}, {fmt.format(v)}" for lab, v in zip(labels, vals, strict=True)]
+    if len(set(labels)) < len(labels):
+        labels = [f"{lab} ({r.path.name})" for lab, r in zip(labels, runs, strict=True)]
+    return labels
+
+
+def check_output(out: str | os.PathLike) -> Path:
+    """The figure path; ConfigError unless it ends in .png, .svg or .pdf and its folder exists."""
+    p = Path(out)
+    if p.suffix.lower() not in FORMATS:
+        raise ConfigError(f"--out {p}: the figure format comes from the extension; use one of "
+                          f"{', '.join(FORMATS)}")
+    if not p.parent.is_dir():
+        raise ConfigError(f"--out {p}: the folder {p.parent} does not exist; create it first")
+    return p
+
+
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _log_scale(values: np.ndarray) -> bool:
+    v = values[np.isfinite(values)]
+    return bool(v.size and v.min() > 0 and v.max() / v.min() >= 10)
+
+
+def plot_metric(runs: Sequence[Run], out: str | os.PathLike, x: str = "elapsed", y: str = "train_loss",
+                title: str | None = None, log: bool | None = None, labels: Sequence[str] | None = None) -> None:
+    """One line per run of metric ``y`` against ``x``; log scale when ``y`` spans a decade or more.
+
+    Raises
+    ------
+    ConfigError
+        When no run has the metric ``y`` (naming the metrics they have).
+    """
+    plt = _pyplot()
+    out = check_output(out)
+    if not any(np.isfinite(r.column(y)).any() for r in runs):
+        have = sorted({k for r in runs for m in r.metrics for k, v in m.items() if isinstance(v, (int, float))})
+        raise ConfigError(f"--y {y}: no run has this metric; they have: {', '.join(have) or 'no metrics'}")
+    labels = list(labels) if labels is not None else run_labels(runs)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
-    lo, hi = np.inf, -np.inf
-    for run in runs:
+    seen = []
+    for run, label in zip(runs, labels, strict=True):
         xs, ys = run.column(x), run.column(y)
         ok = np.isfinite(xs) & np.isfinite(ys)
-        ax.plot(xs[ok], ys[ok], marker=".", markersize=3, label=run_label(run))
-        if ok.any():
-            lo, hi = min(lo, ys[ok].min()), max(hi, ys[ok].max())
+        ax.plot(xs[ok], ys[ok], marker=".", markersize=3, label=label)
+        seen.append(ys[ok])
     if log is None:
-        log = lo > 0 and hi / lo >= 10
+        log = _log_scale(np.concatenate(seen)) if seen else False
     if log:
         ax.set_yscale("log")
-    ax.set_xlabel(X_LABELS.get(x, x))
-    ax.set_ylabel(y.replace("_", " "))
+    ax.set_xlabel(X_LABELS.get(x, Y_LABELS.get(x, x)))
+    ax.set_ylabel(Y_LABELS.get(y, y.replace("_", " ")))
     if title:
         ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.grid(True, alpha=0.3, which="both" if log else "major")
+    ax.legend(fontsize="small")
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def worker_table(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``workers.csv`` as arrays: iterations, arrival seconds ``(iterations, W)`` (NaN where
+    none came) and status index ``(iterations, W)`` into :data:`~gdcode.results.WORKER_STATUSES`."""
+    if not run.workers:
+        raise ConfigError(f"{run.path} has no workers.csv rows (an asynchronous run, or none finished)")
+    its = np.array(sorted({r["iteration"] for r in run.workers}))
+    W = max(r["worker"] for r in run.workers)
+    row = {t: i for i, t in enumerate(its)}
+    arrival = np.full((its.size, W), np.nan)
+    status = np.full((its.size, W), WORKER_STATUSES.index("cancelled"))
+    for r in run.workers:
+        i, w = row[r["iteration"]], r["worker"] - 1
+        status[i, w] = WORKER_STATUSES.index(r["status"])
+        if r["arrival"] is not None:
+            arrival[i, w] = r["arrival"]
+    return its, arrival, status
+
+
+def plot_workers(runs: Sequence[Run], out: str | os.PathLike, title: str | None = None,
+                 labels: Sequence[str] | None = None) -> None:
+    """Per run, two heatmaps over (iteration, worker): when each reply arrived after its
+    iteration started, and what became of it (used, ignored, late, cancelled)."""
+    plt = _pyplot()
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.patches import Patch
+
+    out = check_output(out)
+    labels = list(labels) if labels is not None else run_labels(runs)
+    tables = [worker_table(r) for r in runs]
+    fig, axes = plt.subplots(len(runs), 2, figsize=(11, 2.2 + 1.9 * len(runs)), squeeze=False,
+                             layout="constrained")
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#e6e6e6")
+    status_cmap = ListedColormap([STATUS_COLOURS[s] for s in WORKER_STATUSES])
+    norm = BoundaryNorm(np.arange(len(WORKER_STATUSES) + 1) - 0.5, len(WORKER_STATUSES))
+    for (its, arrival, status), label, (ax_a, ax_s) in zip(tables, labels, axes, strict=True):
+        W = arrival.shape[1]
+        extent = (its[0] - 0.5, its[-1] + 0.5, W + 0.5, 0.5)
+        im = ax_a.imshow(np.ma.masked_invalid(arrival.T), aspect="auto", cmap=cmap, extent=extent,
+                         interpolation="nearest")
+        fig.colorbar(im, ax=ax_a, label="arrival after iteration start (s)")
+        ax_a.set_title(f"{label}: reply arrival", fontsize="medium")
+        ax_s.imshow(status.T, aspect="auto", cmap=status_cmap, norm=norm, extent=extent, interpolation="nearest")
+        counts = {s: int(np.sum(status == i)) for i, s in enumerate(WORKER_STATUSES)}
+        ax_s.set_title(f"{label}: " + ", ".join(f"{s} {n}" for s, n in counts.items() if n), fontsize="medium")
+        for ax in (ax_a, ax_s):
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("worker")
+            ax.set_yticks(range(1, W + 1) if W <= 16 else np.linspace(1, W, 8).round().astype(int))
+    handles = [Patch(color=STATUS_COLOURS[s], label=s) for s in WORKER_STATUSES]
+    axes[0, 1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                      title="status")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def iteration_times(run: Run) -> np.ndarray:
+    """Wall-clock seconds of each iteration: differences of ``elapsed`` (the first from 0)."""
+    el = run.column("elapsed")
+    el = el[np.isfinite(el)]
+    return np.diff(np.concatenate([[0.0], el])) if el.size else el
+
+
+def plot_iteration_times(runs: Sequence[Run], out: str | os.PathLike, title: str | None = None,
+                         labels: Sequence[str] | None = None, log: bool | None = None,
+                         extra: Mapping[str, np.ndarray] | None = None) -> None:
+    """Box plots of the iteration times of each run (mean marked with a diamond).
+
+    ``extra`` adds distributions by label (e.g. a simulator's predicted iteration times),
+    drawn hatched after the runs.
+    """
+    plt = _pyplot()
+    out = check_output(out)
+    labels = list(labels) if labels is not None else run_labels(runs)
+    data = [iteration_times(r) for r in runs]
+    names = list(labels)
+    kinds = ["run"] * len(runs)
+    for k, v in (extra or {}).items():
+        data.append(np.asarray(v, float)[np.isfinite(v)])
+        names.append(k)
+        kinds.append("extra")
+    if not any(d.size for d in data):
+        raise ConfigError("no iteration times to plot (no finished iterations)")
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(data) + 2.0), 4.2), layout="constrained")
+    box = ax.boxplot(data, tick_labels=names, showfliers=True, patch_artist=True, widths=0.6)
+    for patch, kind in zip(box["boxes"], kinds, strict=True):
+        patch.set_facecolor("#c9daf8" if kind == "run" else "white")
+        if kind == "extra":
+            patch.set_hatch("//")
+    means = [float(np.mean(d)) if d.size else np.nan for d in data]
+    ax.plot(range(1, len(data) + 1), means, "D", color="#d1495b", markersize=5, label="mean", linestyle="none")
+    if log is None:
+        log = _log_scale(np.concatenate([d for d in data if d.size]))
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel("iteration time (s)")
+    ax.tick_params(axis="x", labelrotation=30 if len(data) > 3 else 0)
+    for lab in ax.get_xticklabels():
+        lab.set_horizontalalignment("right" if len(data) > 3 else "center")
+    ax.grid(True, axis="y", alpha=0.3, which="both" if log else "major")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
     fig.savefig(out, dpi=120)
     plt.close(fig)

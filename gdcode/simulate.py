@@ -1,17 +1,42 @@
 """Discrete-event simulation of a code under a delay model (no MPI).
 
-The core is :func:`decode_time`: given when each worker's messages would arrive, the time at
-which the code first decodes -- what the MPI coordinator does, replayed on paper. The engine
-benchmark uses it for each scheme's ideal time; ``gdcode simulate`` builds on it.
+Each simulated iteration starts with every worker receiving the model at time 0. Worker ``w``
+then computes for ``C_w`` seconds (its compute model: zero unless given, else seconds per
+full dataset times its load, or a measured trace), serves its pause ``P_w`` from the delay
+model (scaled by its load with ``--delay-scale-with-load``), and sends; each message takes a
+further ``comm`` seconds to arrive. A multi-message code splits compute and pause between its
+messages in proportion to their partitions, exactly as the engine's worker loop does
+(:func:`message_arrivals`). The iteration ends when the code first decodes
+(:func:`decode_time`): what the MPI coordinator does, replayed on paper.
+
+Decode times are computed per draw by a vectorised rule for the common codes (an order
+statistic, a coverage time, or both) and by the code's own incremental ``decode`` for any
+other code; the tests check each rule against ``decode``. Pauses come from the delay model's
+distribution drawn in bulk (fast), or, with ``replay=True``, from the very streams a
+``gdcode run --seed N`` meets: draw ``d`` is then iteration ``first_iteration + d``, so a
+simulation can replay a real run's delays exactly.
+
+:func:`train_replay` replays the optimiser serially with each simulated iteration's decoded
+gradient, for the time to a target loss and, for approximate codes, the gradient error.
+:func:`fit_run` fits delay models to a run's measured reply times.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from gdcode import codes
+from gdcode import codes, delays
+from gdcode.errors import ConfigError
+
+#: quantiles reported for the iteration time
+QUANTILES = (0.5, 0.9, 0.95, 0.99)
+
+
+# ----------------------------------------------------------------------------- decode times
 
 
 def decode_time(code: codes.GradientCode, arrivals: np.ndarray) -> tuple[float, list]:
@@ -31,6 +56,12 @@ def decode_time(code: codes.GradientCode, arrivals: np.ndarray) -> tuple[float, 
         Arrival time of the reply that made the decode possible (``inf`` if it never does).
     responders : list
         The responders in arrival order up to that reply.
+
+    Notes
+    -----
+    A code's ``decode`` is consistent on prefixes (once it decodes, longer arrival sequences
+    decode too), so the shortest decodable prefix is found by bisection: about
+    ``log2(W * n_messages)`` calls of ``decode`` instead of up to ``W * n_messages``.
     """
     arrivals = np.asarray(arrivals, dtype=float)
     multi = getattr(code, "n_messages", 1) > 1
@@ -38,16 +69,20 @@ def decode_time(code: codes.GradientCode, arrivals: np.ndarray) -> tuple[float, 
         arrivals = arrivals.reshape(-1, 1)
     W, M = arrivals.shape
     order = np.argsort(arrivals, axis=None, kind="stable")
-    responders: list = []
-    for flat in order:
-        w, k = divmod(int(flat), M)
-        when = arrivals[w, k]
-        if not np.isfinite(when):
-            break
-        responders.append((w, k) if multi else w)
-        if code.decode(responders) is not None:
-            return float(when), responders
-    return float("inf"), responders
+    order = order[np.isfinite(arrivals.ravel()[order])]
+    items = [divmod(int(flat), M) for flat in order]
+    responders = [(w, k) if multi else w for w, k in items]
+    if not responders or code.decode(responders) is None:
+        return float("inf"), responders
+    lo, hi = 0, len(responders)  # decode fails on the first lo replies and works on the first hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if code.decode(responders[:mid]) is None:
+            lo = mid
+        else:
+            hi = mid
+    w, k = items[hi - 1]
+    return float(arrivals[w, k]), responders[:hi]
 
 
 def message_arrivals(compute: np.ndarray, pause: np.ndarray, share: Sequence[float] | None = None) -> np.ndarray:
@@ -57,3 +92,643 @@ def message_arrivals(compute: np.ndarray, pause: np.ndarray, share: Sequence[flo
     pause = np.asarray(pause, dtype=float)
     share = np.array([1.0] if share is None else share, dtype=float)
     return np.cumsum((compute[:, None] + pause[:, None]) * share[None, :], axis=1)
+
+
+def message_shares(code: codes.GradientCode) -> np.ndarray:
+    """Each worker's share of its compute and pause per message, shape ``(W, n_messages)``:
+    the fraction of its partitions in that message (uniform for a worker holding none)."""
+    mats = list(getattr(code, "message_matrices", None) or [code.B])
+    counts = np.stack([np.count_nonzero(m, axis=1) for m in mats], axis=1).astype(float)
+    total = counts.sum(axis=1, keepdims=True)
+    return np.where(total > 0, counts / np.where(total > 0, total, 1.0), 1.0 / len(mats))
+
+
+def all_arrivals(code: codes.GradientCode, compute: np.ndarray, pause: np.ndarray, comm: float = 0.0) -> np.ndarray:
+    """Arrival times of every message of every draw, shape ``(draws, W, n_messages)``.
+
+    ``compute`` and ``pause`` have shape ``(draws, W)``; message ``k`` of worker ``w``
+    arrives ``comm`` seconds after the worker finishes its first ``k + 1`` shares of
+    compute and pause (:func:`message_arrivals`, for every draw at once).
+    """
+    share = message_shares(code)
+    busy = np.asarray(compute, float) + np.asarray(pause, float)
+    return np.cumsum(busy[:, :, None] * share[None, :, :], axis=2) + comm
+
+
+def _kth(arrivals: np.ndarray, k: int) -> np.ndarray:
+    """The k-th smallest (1-based) arrival of each draw; ``arrivals`` is ``(draws, W)``."""
+    return np.partition(arrivals, k - 1, axis=1)[:, k - 1]
+
+
+def _cover(arrivals: np.ndarray, B: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """When every partition has arrived from at least one worker holding it:
+    ``max_j min_{i: B_ij != 0} T_i`` per draw."""
+    held = B != 0
+    out = np.empty(arrivals.shape[0])
+    for lo in range(0, arrivals.shape[0], chunk):
+        a = arrivals[lo:lo + chunk]
+        first = np.where(held[None, :, :], a[:, :, None], np.inf).min(axis=1)  # (draws, partitions)
+        out[lo:lo + chunk] = first.max(axis=1)
+    return out
+
+
+def _single_rule(code) -> Callable[[np.ndarray], np.ndarray] | None:
+    """Vectorised decode time of a one-message code from ``(draws, W)`` arrivals, or None."""
+    name, W, S = code.name, code.n_workers, code.n_stragglers
+    if name == "uncoded":
+        return lambda a: a.max(axis=1)
+    if name in ("ignore", "cyclic"):
+        return lambda a: _kth(a, W - S)
+    if name == "cyclic-mds" and hasattr(code, "design_stragglers"):
+        return lambda a: _kth(a, W - code.design_stragglers)
+    if name in ("sgc", "expander") and hasattr(code, "collect"):
+        return lambda a: _kth(a, code.collect)
+    if name in ("frc", "bcc"):
+        return lambda a: _cover(a, code.B)
+    if name == "approx" and hasattr(code, "collect"):
+        return lambda a: np.minimum(_kth(a, code.collect), _cover(a, code.B))
+    return None
+
+
+def vectorised_rule(code: codes.GradientCode) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The vectorised decode-time rule of ``code``, or None when only its ``decode`` knows.
+
+    The rule maps arrivals of shape ``(draws, W, n_messages)`` to decode times ``(draws,)``:
+    uncoded waits for the last reply; ignore, cyclic and cyclic-mds for the (W-S)-th (the
+    design S for cyclic-mds); sgc and expander for the ``collect``-th; frc and bcc until every
+    partition has arrived from one of its holders; approx for the earlier of the two; the
+    partial schemes for every private message and the inner code's rule on the coded ones.
+    """
+    M = getattr(code, "n_messages", 1)
+    if M == 1:
+        rule = _single_rule(code)
+        return None if rule is None else (lambda a: rule(a[:, :, 0]))
+    inner = getattr(code, "inner", None)
+    if code.name.startswith("partial-") and M == 2 and inner is not None:
+        rule = _single_rule(inner)
+        if rule is not None:
+            return lambda a: np.maximum(a[:, :, 0].max(axis=1), rule(a[:, :, 1]))
+    return None
+
+
+def decode_times(code: codes.GradientCode, arrivals: np.ndarray, generic: bool = False) -> tuple[np.ndarray, str]:
+    """Decode time of every draw: ``arrivals`` ``(draws, W, n_messages)`` -> ``(draws,)``.
+
+    Returns the times and the method used: ``"vectorised"`` or ``"generic"`` (the code's own
+    ``decode``, per draw; forced by ``generic=True``).
+    """
+    arrivals = np.asarray(arrivals, dtype=float)
+    rule = None if generic else vectorised_rule(code)
+    if rule is not None:
+        return np.asarray(rule(arrivals), dtype=float), "vectorised"
+    multi = getattr(code, "n_messages", 1) > 1
+    times = np.array([decode_time(code, a if multi else a[:, 0])[0] for a in arrivals])
+    return times, "generic"
+
+
+# ----------------------------------------------------------------------------- time models
+
+
+@dataclass
+class ComputeModel:
+    """Compute seconds of each worker per iteration.
+
+    ``kind`` is ``zero``; ``full`` (``seconds[w]`` for the full dataset, scaled by the
+    worker's load); or ``trace`` (measured seconds per (worker, iteration), as written by
+    ``gdcode run --record-delays``, already including the load; iterations past the end
+    wrap around).
+    """
+
+    kind: str = "zero"
+    seconds: np.ndarray | None = None
+    trace: dict | None = None
+    spec: str = "0"
+
+    def table(self, code: codes.GradientCode, draws: int, first_iteration: int = 1) -> np.ndarray:
+        """Compute seconds, shape ``(draws, W)``; draw ``d`` is iteration ``first_iteration + d``."""
+        W = code.n_workers
+        if self.kind == "zero":
+            return np.zeros((draws, W))
+        if self.kind == "full":
+            per = np.broadcast_to(self.seconds, (W,)) * code.load()
+            return np.broadcast_to(per, (draws, W)).copy()
+        out = np.empty((draws, W))
+        its = range(first_iteration, first_iteration + draws)
+        for w in range(W):
+            rows = self.trace.get(w + 1)
+            if rows is None:
+                raise ConfigError(f"--compute {self.spec}: the trace has no rows for worker {w + 1}; "
+                                  f"it covers workers {sorted(self.trace)}")
+            by_it, secs = rows
+            out[:, w] = [by_it.get(t, secs[(t - 1) % len(secs)]) for t in its]
+        return out
+
+
+def parse_compute(spec: str | None, n_workers: int) -> ComputeModel:
+    """``--compute``: ``SECONDS`` per full dataset (scaled by load), ``S1,...,SW`` per worker,
+    or ``trace:FILE`` of measured seconds per (worker, iteration) (``--record-delays``)."""
+    if spec is None or str(spec).strip() in ("", "0", "none"):
+        return ComputeModel()
+    spec = str(spec).strip()
+    if spec.startswith("trace:"):
+        return ComputeModel(kind="trace", trace=delays.read_trace(spec[len("trace:"):]), spec=spec)
+    try:
+        vals = np.array([float(x) for x in spec.split(",")])
+    except ValueError:
+        vals = np.array([])
+    if vals.size not in (1, n_workers) or not np.all(np.isfinite(vals)) or np.any(vals < 0):
+        raise ConfigError(f"--compute {spec!r}: give SECONDS >= 0 (compute time of the full dataset on one "
+                          f"worker, scaled by its load), {n_workers} comma-separated values (one per worker), "
+                          "or trace:FILE (as written by gdcode run --record-delays)")
+    return ComputeModel(kind="full", seconds=vals if vals.size > 1 else vals[0], spec=spec)
+
+
+def sample_pauses(model: delays.DelayModel, load: np.ndarray, compute: np.ndarray, draws: int,
+                  replay: bool = False, first_iteration: int = 1, seed: int | None = None) -> np.ndarray:
+    """Pauses of every worker in every draw, shape ``(draws, W)``, load scaling applied.
+
+    With ``replay`` each pause is ``model.draw(worker, iteration, load, compute)`` for the
+    iterations ``first_iteration ..``: the same numbers a run with the model's seed meets.
+    Otherwise they are drawn in bulk from the same distribution with one generator seeded from
+    ``seed`` (default: the model's seed); a model of an unknown kind is always replayed.
+    """
+    load = np.asarray(load, dtype=float)
+    compute = np.asarray(compute, dtype=float)
+    W = load.size
+    pauses = None if replay else _bulk_pauses(model, compute, draws, W, first_iteration,
+                                              model.seed if seed is None else seed)
+    if pauses is None:
+        pauses = np.empty((draws, W))
+        for d in range(draws):
+            for w in range(W):
+                pauses[d, w] = model.draw(w, first_iteration + d, load[w], compute[d, w])
+        return pauses
+    return pauses * load[None, :] if model.scale_with_load else pauses
+
+
+def _bulk_pauses(model, compute, draws, W, first_iteration, seed) -> np.ndarray | None:
+    rng = np.random.default_rng([seed, 0x5171])
+    if isinstance(model, delays.NoDelay):
+        return np.zeros((draws, W))
+    if isinstance(model, delays.ShiftedExponential):
+        return model.shift + rng.exponential(model.mean, (draws, W))
+    if isinstance(model, delays.Exponential):
+        return rng.exponential(model.mean, (draws, W))
+    if isinstance(model, delays.Pareto):
+        return model.scale * (1.0 + rng.pareto(model.shape, (draws, W)))
+    if isinstance(model, delays.Persistent):
+        slow = np.zeros(W, dtype=bool)
+        slow[model.slow_workers(W)] = True
+        return np.where(slow[None, :], model.factor * (compute + model.base) - compute, model.base)
+    if isinstance(model, delays.Trace):
+        out = np.empty((draws, W))
+        for w in range(W):
+            rows = model.table.get(w + 1)
+            if rows is None:
+                raise ConfigError(f"--delay {model.spec}: the trace has no rows for worker {w + 1}")
+            by_it, secs = rows
+            out[:, w] = [by_it.get(t, secs[(t - 1) % len(secs)])
+                         for t in range(first_iteration, first_iteration + draws)]
+        return out
+    return None
+
+
+# ----------------------------------------------------------------------------- simulation
+
+
+@dataclass
+class Simulation:
+    """The result of :func:`simulate`.
+
+    Attributes
+    ----------
+    times : numpy.ndarray
+        Iteration time of each draw (seconds), shape ``(draws,)``.
+    arrivals : numpy.ndarray
+        Arrival of every message, shape ``(draws, W, n_messages)``.
+    compute, pauses : numpy.ndarray
+        Each worker's compute and pause per draw, shape ``(draws, W)``.
+    method : str
+        ``vectorised`` or ``generic`` (see :func:`decode_times`).
+    """
+
+    code: codes.GradientCode
+    times: np.ndarray
+    arrivals: np.ndarray
+    compute: np.ndarray
+    pauses: np.ndarray
+    method: str
+    replay: bool = False
+    first_iteration: int = 1
+
+    def summary(self) -> dict:
+        """Mean, spread and quantiles of the iteration time."""
+        t = self.times
+        finite = t[np.isfinite(t)]
+        out = {"draws": int(t.size), "never_decoded": int(t.size - finite.size),
+               "mean_iteration_seconds": float(finite.mean()) if finite.size else float("inf"),
+               "std_iteration_seconds": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+               "min_iteration_seconds": float(finite.min()) if finite.size else float("inf"),
+               "max_iteration_seconds": float(finite.max()) if finite.size else float("inf")}
+        out["stderr_mean_seconds"] = out["std_iteration_seconds"] / math.sqrt(max(finite.size, 1))
+        out["quantiles"] = {f"p{round(q * 100):d}": float(np.quantile(finite, q)) if finite.size else float("inf")
+                            for q in QUANTILES}
+        return out
+
+    def responders(self, d: int) -> list:
+        """The responders of draw ``d``, in arrival order, up to the decode."""
+        multi = getattr(self.code, "n_messages", 1) > 1
+        a = self.arrivals[d] if multi else self.arrivals[d, :, 0]
+        return decode_time(self.code, a)[1]
+
+
+def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20000,
+             compute: ComputeModel | None = None, comm: float = 0.0, replay: bool = False,
+             first_iteration: int = 1, seed: int | None = None, generic: bool = False) -> Simulation:
+    """Simulate ``draws`` iterations of ``code`` under ``delay``.
+
+    Parameters
+    ----------
+    code : GradientCode
+    delay : DelayModel
+        From :func:`gdcode.delays.parse` (with ``n_workers`` for ``persistent``).
+    draws : int
+        Iterations to simulate.
+    compute : ComputeModel, optional
+        Compute seconds per worker (default zero).
+    comm : float
+        Seconds from a worker's send to the coordinator's receipt, per message.
+    replay : bool
+        Take each pause from the run's own (seed, worker, iteration) stream.
+    first_iteration : int
+        Iteration number of draw 0 (replay and traces).
+    seed : int, optional
+        Seed of the bulk draws (default: the delay model's seed).
+    generic : bool
+        Decode with the code's own ``decode`` even when a vectorised rule exists.
+    """
+    if draws < 1:
+        raise ConfigError(f"--draws {draws} must be a positive integer")
+    if comm < 0 or not math.isfinite(comm):
+        raise ConfigError(f"--comm {comm} must be a finite number of seconds >= 0")
+    compute = compute or ComputeModel()
+    load = code.load()
+    comp = compute.table(code, draws, first_iteration)
+    pauses = sample_pauses(delay, load, comp, draws, replay=replay, first_iteration=first_iteration, seed=seed)
+    arrivals = all_arrivals(code, comp, pauses, comm)
+    times, method = decode_times(code, arrivals, generic=generic)
+    return Simulation(code=code, times=times, arrivals=arrivals, compute=comp, pauses=pauses, method=method,
+                      replay=replay, first_iteration=first_iteration)
+
+
+def harmonic(m: int) -> float:
+    """The m-th harmonic number ``H_m = 1 + 1/2 + ... + 1/m`` (``H_0 = 0``)."""
+    return float(np.sum(1.0 / np.arange(1, m + 1))) if m > 0 else 0.0
+
+
+def closed_form_mean(code: codes.GradientCode, delay: delays.DelayModel, compute: ComputeModel | None = None,
+                     comm: float = 0.0) -> float | None:
+    """The exact mean iteration time where a closed form exists, else None.
+
+    Under Lee et al.'s model a worker with load ``l`` takes ``l (a + E)`` with ``E`` exponential
+    of mean ``m`` (``shifted-exp:a,m`` or ``exp:m`` with ``--delay-scale-with-load``, any
+    ``--compute`` of the full dataset adding to ``a``), and the j-th fastest of n workers
+    arrives at ``l (a + m (H_n - H_{n-j}))``. Hence uncoded ``(1/n)(a + m H_n)``; ignore-s
+    ``(1/n)(a + m (H_n - H_s))``; cyclic codes ``((s+1)/n)(a + m (H_n - H_s))``; frc
+    ``((s+1)/n)(a + m H_{n/(s+1)}/(s+1))`` (the slowest of n/(s+1) group minima). Without load
+    scaling ``l`` multiplies only the compute. ``comm`` adds to every arrival.
+    """
+    if isinstance(delay, delays.ShiftedExponential):
+        shift, mean = delay.shift, delay.mean
+    elif isinstance(delay, delays.Exponential):
+        shift, mean = 0.0, delay.mean
+    else:
+        return None
+    if getattr(code, "n_messages", 1) != 1:
+        return None
+    compute = compute or ComputeModel()
+    if compute.kind == "trace" or (compute.kind == "full" and np.ndim(compute.seconds) > 0):
+        return None
+    full = 0.0 if compute.kind == "zero" else float(compute.seconds)
+    load = code.load()
+    if not np.allclose(load, load[0]):
+        return None
+    n, s, ell = code.n_workers, code.n_stragglers, float(load[0])
+    if not delay.scale_with_load:
+        if full:  # compute l*full plus an unscaled shifted exponential: still a shift
+            shift += ell * full
+            full = 0.0
+        ell = 1.0
+    else:
+        shift += full
+    name = code.name
+    if name == "uncoded":
+        order = mean * harmonic(n)
+    elif name == "ignore":
+        order = mean * (harmonic(n) - harmonic(s))
+    elif name == "cyclic":
+        order = mean * (harmonic(n) - harmonic(s))
+    elif name == "cyclic-mds" and hasattr(code, "design_stragglers"):
+        s = code.design_stragglers
+        order = mean * (harmonic(n) - harmonic(s))
+    elif name == "frc":
+        g = s + 1
+        order = mean * harmonic(n // g) / g
+    else:
+        return None
+    return ell * (shift + order) + comm
+
+
+# ----------------------------------------------------------------------------- training replay
+
+
+@dataclass
+class ReplayResult:
+    """The optimiser replayed with simulated decodes (:func:`train_replay`)."""
+
+    iterations: int
+    seconds: np.ndarray  # cumulative simulated seconds at the end of each iteration
+    train_loss: np.ndarray
+    gradient_error: np.ndarray  # ||g_hat - g|| / ||g|| per iteration
+    target_loss: float | None
+    target_iteration: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def target_seconds(self) -> float | None:
+        """Simulated seconds to reach the target loss (None if never reached)."""
+        return None if self.target_iteration is None else float(self.seconds[self.target_iteration - 1])
+
+    def summary(self) -> dict:
+        out = {"replayed_iterations": self.iterations, "target_loss": self.target_loss,
+               "target_reached": self.target_iteration is not None,
+               "iterations_to_target": self.target_iteration,
+               "seconds_to_target": self.target_seconds,
+               "final_train_loss": float(self.train_loss[-1]),
+               "simulated_seconds": float(self.seconds[-1]),
+               "mean_gradient_error": float(np.mean(self.gradient_error))}
+        out.update(self.extra)
+        return out
+
+
+def train_replay(sim: Simulation, values: dict, iterations: int, target_loss: float | None = None) -> ReplayResult:
+    """Replay gradient descent with each simulated iteration's decoded gradient.
+
+    Iteration ``t`` uses draw ``t - 1`` of ``sim``: the code decodes from that draw's
+    responders, and the decoded sum is ``c . G`` where ``G`` holds the partitions' gradient
+    sums and ``c = sum_k a_k M_k`` the weight each partition gets (all ones for an exact
+    decode). The coordinator's rule follows: divide by n, add ``lambda w``, step. The loss is
+    the training objective after each step, as in ``metrics.jsonl``.
+
+    Parameters
+    ----------
+    sim : Simulation
+        At least ``iterations`` draws.
+    values : dict
+        Run options (as :func:`gdcode.config.merge` returns): dataset, test_fraction, model,
+        intercept, l2, update, lr and its schedule, momentum, seed.
+    iterations : int
+        Iterations to replay at most.
+    target_loss : float, optional
+        Stop once the training loss is at or below it.
+    """
+    from gdcode import optim
+    from gdcode.config import RunConfig
+    from gdcode.data import partition_bounds
+    from gdcode.runtime.context import make_context
+
+    code = sim.code
+    if sim.times.size < iterations:
+        raise ConfigError(f"the simulation has {sim.times.size} draws but {iterations} iterations were asked for; "
+                          "give --draws at least --iterations")
+    ctx = make_context(RunConfig(dict(values)), None, None, [])
+    model = ctx.model
+    X, y = ctx.rows(0, ctx.source.n_train)
+    n = X.shape[0]
+    bounds = partition_bounds(n, code.n_partitions)
+    parts = [(X[bounds[j]:bounds[j + 1]], y[bounds[j]:bounds[j + 1]]) for j in range(code.n_partitions)]
+    ones = [np.ones(p[1].shape[0]) for p in parts]
+    schedule = optim.Schedule(values["lr"], values["lr_schedule"], values["lr_step_every"], values["lr_decay"])
+    kwargs = {"beta": values["momentum"]} if values["update"] == "momentum" else {}
+    opt = optim.make(values["update"], ctx.w0, schedule, **kwargs)
+    G = np.zeros((code.n_partitions, ctx.n_params))
+    seconds, losses, errors = [], [], []
+    clock, reached = 0.0, None
+    for t in range(1, iterations + 1):
+        point = opt.point().copy()
+        G[:] = 0.0
+        for j, (Xj, yj) in enumerate(parts):
+            model.loss_grad_sum(Xj, yj, ones[j], point, G[j])
+        responders = sim.responders(t - 1)
+        weights = code.decode(responders)
+        if weights is None:
+            raise RuntimeError(f"{code.name} did not decode in simulated iteration {t}")
+        per_partition = code.combined(weights) if hasattr(code, "combined") else \
+            np.asarray(weights, float) @ code.B
+        grad = per_partition @ G / n + ctx.l2 * point
+        exact = G.sum(axis=0) / n + ctx.l2 * point
+        norm = np.linalg.norm(exact)
+        errors.append(float(np.linalg.norm(grad - exact) / norm) if norm > 0 else 0.0)
+        opt.step(grad)
+        clock += float(sim.times[t - 1])
+        seconds.append(clock)
+        losses.append(model.objective(X, y, opt.params, ctx.l2))
+        if target_loss is not None and losses[-1] <= target_loss:
+            reached = t
+            break
+    return ReplayResult(iterations=len(losses), seconds=np.array(seconds), train_loss=np.array(losses),
+                        gradient_error=np.array(errors), target_loss=target_loss, target_iteration=reached)
+
+
+# ----------------------------------------------------------------------------- fitting delays
+
+
+#: the delay models :func:`fit_run` fits, with their number of parameters
+FIT_MODELS = {"exp": 1, "shifted-exp": 2, "pareto": 2}
+
+
+@dataclass
+class Sample:
+    """Reply times of a run for fitting: ``observed`` values, and ``censored`` lower bounds
+    (a worker cancelled before replying took longer than its iteration lasted)."""
+
+    observed: np.ndarray
+    censored: np.ndarray
+    what: str
+    per_worker_mean: dict = field(default_factory=dict)
+    observed_cap: np.ndarray | None = None  # censoring time of each observed value's iteration (inf: none)
+
+
+def _fit_params(kind: str, x: np.ndarray, c: np.ndarray) -> tuple:
+    """Maximum-likelihood parameters of ``kind`` from observed ``x`` and right-censored ``c``."""
+    n = x.size
+    if kind == "exp":
+        return ((x.sum() + c.sum()) / n,)
+    if kind == "shifted-exp":
+        shift = float(x.min())
+        return shift, max((np.sum(x - shift) + np.sum(np.maximum(c - shift, 0.0))) / n, 1e-300)
+    if kind == "pareto":
+        scale = float(x.min())
+        if scale <= 0:
+            return scale, float("nan")
+        denom = np.sum(np.log(x / scale)) + np.sum(np.log(np.maximum(c, scale) / scale))
+        return scale, (n / denom if denom > 0 else float("inf"))
+    raise ValueError(kind)
+
+
+def _cdf(kind: str, params: tuple, t: np.ndarray) -> np.ndarray:
+    t = np.asarray(t, float)
+    if kind == "exp":
+        return 1.0 - np.exp(-np.maximum(t, 0.0) / params[0])
+    if kind == "shifted-exp":
+        return 1.0 - np.exp(-np.maximum(t - params[0], 0.0) / params[1])
+    scale, shape = params
+    return np.where(t >= scale, 1.0 - (scale / np.maximum(t, scale)) ** shape, 0.0)
+
+
+def _loglik(kind: str, params: tuple, x: np.ndarray, c: np.ndarray) -> float:
+    if kind == "exp":
+        (m,) = params
+        return float(-x.size * np.log(m) - x.sum() / m - c.sum() / m)
+    if kind == "shifted-exp":
+        a, m = params
+        return float(-x.size * np.log(m) - np.sum(x - a) / m - np.sum(np.maximum(c - a, 0.0)) / m)
+    scale, shape = params
+    return float(x.size * (np.log(shape) + shape * np.log(scale)) - (shape + 1) * np.sum(np.log(x))
+                 + shape * np.sum(np.log(scale / np.maximum(c, scale))))
+
+
+def _ks(kind: str, params: tuple, x: np.ndarray, c: np.ndarray) -> float:
+    """Largest distance between the fitted CDF and the empirical one (Kaplan-Meier when some
+    values are censored), over the observed values."""
+    values = np.concatenate([x, c])
+    event = np.concatenate([np.ones(x.size, bool), np.zeros(c.size, bool)])
+    order = np.lexsort((~event, values))  # at equal times, events before censorings
+    values, event = values[order], event[order]
+    at_risk = values.size - np.arange(values.size)
+    survival = np.cumprod(np.where(event, 1.0 - 1.0 / at_risk, 1.0))
+    before = np.concatenate([[1.0], survival[:-1]])
+    F = _cdf(kind, params, values)
+    d_after = np.abs((1.0 - survival) - F)[event]
+    d_before = np.abs((1.0 - before) - F)[event]
+    return float(max(d_after.max(initial=0.0), d_before.max(initial=0.0)))
+
+
+def _draw(kind: str, params: tuple, rng: np.random.Generator, size: int) -> np.ndarray:
+    if kind == "exp":
+        return rng.exponential(params[0], size)
+    if kind == "shifted-exp":
+        return params[0] + rng.exponential(params[1], size)
+    return params[0] * (1.0 + rng.pareto(params[1], size))
+
+
+def spec_of(kind: str, params: tuple) -> str:
+    """The ``--delay`` spec of a fitted model."""
+    if kind == "exp":
+        return f"exp:{params[0]:.4g}"
+    return f"{kind}:{params[0]:.4g},{params[1]:.4g}"
+
+
+def fit_sample(sample: Sample, bootstrap: int = 200, seed: int = 0, alpha: float = 0.05) -> dict:
+    """Fit every model of :data:`FIT_MODELS` to ``sample`` by maximum likelihood.
+
+    Goodness of fit: the Kolmogorov-Smirnov distance ``D`` between the fitted and the
+    empirical CDF (Kaplan-Meier under censoring), with a p-value from a parametric bootstrap
+    that refits each resampled set (so the p-value accounts for the estimated parameters and
+    for the censoring: a resampled value is censored when it exceeds its slot's censoring
+    time). A model fits when ``p >= alpha``.
+    """
+    x, c = sample.observed, sample.censored
+    if x.size < 5:
+        raise ConfigError(f"only {x.size} measured reply times: too few to fit a delay model (need 5 or more)")
+    if np.ptp(x) <= 0:
+        raise ConfigError("every measured reply time is the same: there is no delay distribution to fit")
+    caps = np.concatenate([sample.observed_cap if sample.observed_cap is not None else np.full(x.size, np.inf), c])
+    rng = np.random.default_rng([seed, 0xF17])
+    results = []
+    for kind, k in FIT_MODELS.items():
+        params = _fit_params(kind, x, c)
+        if not all(np.isfinite(params)) or (kind == "pareto" and params[0] <= 0):
+            results.append({"model": kind, "fitted": False, "reason": "values at or below zero"
+                            if kind == "pareto" else "degenerate sample"})
+            continue
+        ll = _loglik(kind, params, x, c)
+        stat = _ks(kind, params, x, c)
+        exceed = 0
+        for _ in range(bootstrap):
+            v = _draw(kind, params, rng, caps.size)
+            seen = v <= caps
+            bx, bc = v[seen], caps[~seen]
+            if bx.size < 2 or np.ptp(bx) <= 0:
+                continue
+            bp = _fit_params(kind, bx, bc)
+            if all(np.isfinite(bp)) and _ks(kind, bp, bx, bc) >= stat:
+                exceed += 1
+        p = (exceed + 1) / (bootstrap + 1)
+        results.append({"model": kind, "fitted": True, "params": [float(v) for v in params],
+                        "spec": spec_of(kind, params), "loglik": ll, "aic": 2 * k - 2 * ll,
+                        "ks_statistic": stat, "p_value": p, "fits": bool(p >= alpha)})
+    fitted = [r for r in results if r["fitted"]]
+    good = [r for r in fitted if r["fits"]]
+    best = min(good or fitted, key=lambda r: r["aic"]) if fitted else None
+    return {"what": sample.what, "observed": int(x.size), "censored": int(c.size), "alpha": alpha,
+            "bootstrap": bootstrap, "models": results, "best": best["model"] if best else None,
+            "best_fits": bool(best and best["fits"]), "per_worker_mean": sample.per_worker_mean}
+
+
+def run_sample(run, compute: ComputeModel | None = None) -> Sample:
+    """The reply times of a coded run for :func:`fit_sample`.
+
+    From ``workers.csv``: a reply's ``arrival`` (seconds after its iteration started),
+    minus the worker's measured compute when known (``compute`` is a trace, e.g. the run's
+    ``--record-delays`` file), so that what is fitted is the pause (plus the message's
+    transfer), divided by the worker's load when the run scaled pauses by load. A worker
+    cancelled before replying contributes a censored value: it took longer than its
+    iteration (``elapsed`` differences in ``metrics.jsonl``).
+    """
+    opts = run.metadata.get("options", {})
+    if opts.get("mode", "coded") != "coded":
+        raise ConfigError(f"{run.path}: --fit reads coded runs (workers.csv); this run's mode is {opts.get('mode')}")
+    if not run.workers:
+        raise ConfigError(f"{run.path} has no workers.csv rows to fit")
+    W = int(opts.get("workers", max(r["worker"] for r in run.workers)))
+    load = np.asarray(run.metadata.get("code", {}).get("load", [1.0] * W), float)
+    scale = bool(opts.get("delay_scale_with_load"))
+    it = run.column("iteration").astype(int)
+    el = run.column("elapsed")
+    duration = dict(zip(it.tolist(), np.diff(np.concatenate([[0.0], el])).tolist(), strict=True))
+    comp = None
+    if compute is not None and compute.kind == "trace":
+        comp = compute.trace
+    elif compute is not None and compute.kind != "zero":
+        raise ConfigError("--compute for --fit must be trace:FILE (the run's --record-delays file)")
+    med = {}
+    if comp is not None:
+        med = {w: float(np.median(rows[1])) for w, rows in comp.items()}
+    observed, cap_obs, censored, by_worker = [], [], [], {}
+    cancelling = {r["iteration"] for r in run.workers if r["status"] == "cancelled"}
+    for r in run.workers:
+        w, t = r["worker"], r["iteration"]
+        sub = 0.0
+        if comp is not None:
+            rows = comp.get(w)
+            sub = rows[0].get(t, med.get(w, 0.0)) if rows else 0.0
+        div = load[w - 1] if scale and load[w - 1] > 0 else 1.0
+        if r["arrival"] is not None:
+            v = max(r["arrival"] - sub, 0.0) / div
+            observed.append(v)
+            cap_obs.append((duration.get(t, np.inf) - med.get(w, 0.0)) / div if t in cancelling else np.inf)
+            by_worker.setdefault(w, []).append(v)
+        elif t in duration:
+            censored.append(max(duration[t] - med.get(w, 0.0), 0.0) / div)
+    what = "pause (arrival minus measured compute)" if comp is not None else "reply time (compute + pause + transfer)"
+    if scale:
+        what += ", divided by the worker's load"
+    return Sample(observed=np.array(observed), censored=np.array(censored), what=what,
+                  per_worker_mean={w: float(np.mean(v)) for w, v in sorted(by_worker.items())},
+                  observed_cap=np.array(cap_obs))
+
+
+def fit_run(run, compute: ComputeModel | None = None, bootstrap: int = 200, seed: int = 0) -> dict:
+    """Fit delay models to a run's reply times (:func:`run_sample`, :func:`fit_sample`)."""
+    return fit_sample(run_sample(run, compute), bootstrap=bootstrap, seed=seed)

@@ -64,6 +64,8 @@ def main(args: argparse.Namespace) -> int:
     argv = [a for a in args._argv if a != "run"] if args._argv[:1] == ["run"] else args._argv
     if not in_mpi_job():
         cfg = resolve_args(args)
+        # the ranks' output is a pipe under mpiexec: tell rank 0 whether the user sees a terminal
+        os.environ.setdefault("GDCODE_PROGRESS", "1" if sys.stderr.isatty() else "0")
         if not cfg.resume:
             run_dir = _run_dir(cfg)
             if cfg.name is None:

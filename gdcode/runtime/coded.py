@@ -28,7 +28,7 @@ from gdcode import codes
 from gdcode.config import code_options
 from gdcode.data import partition_bounds, stack_rows, worker_rows
 from gdcode.results import RunWriter, read_metrics, read_workers
-from gdcode.runtime import checkpoint
+from gdcode.runtime import checkpoint, progress
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
 
@@ -159,6 +159,7 @@ class Coordinator:
         tp.barrier(comm)  # every worker has its rows: set-up stays off the clock
         cpu0, wall0 = time.process_time(), time.perf_counter()
         status, t, last = "ok", self.first - 1, self.first - 1
+        line = progress.Progress(cfg.iterations, progress.wanted(cfg.quiet))
         try:
             for t in range(self.first, cfg.iterations + 1):
                 point = self.opt.point().copy()  # the step may update params in place
@@ -217,6 +218,7 @@ class Coordinator:
                     exact = self.ctx.model.full_gradient(self.Xtr, self.ytr, point, self.ctx.l2)
                     record["gradient_error"] = float(np.linalg.norm(grad - exact) / np.linalg.norm(exact))
                 self.writer.append_metrics(record)
+                line.update(t, self.elapsed, record["train_loss"])
                 last = t
                 if cfg.checkpoint_every and t % cfg.checkpoint_every == 0:
                     checkpoint.save(self.ctx.run_dir, t, self.elapsed, self.opt)
@@ -224,6 +226,7 @@ class Coordinator:
                     break
         except tp.Timeout:
             status = "timeout"
+        line.close()
         usage = self._shutdown(sends, deadline=time.monotonic() + 10.0)
         return self._finish(status, last, usage, time.process_time() - cpu0, time.perf_counter() - wall0)
 

@@ -1,0 +1,463 @@
+"""Shared machinery of the experiment scripts: a TOML config in, runs, figures and a Markdown table out.
+
+Launch: not directly; each experiment script (``experiments/NAME.py``, or
+``make experiment NAME=...``) calls :func:`main` with its name.
+
+An experiment config (``experiments/NAME.toml``) has:
+
+- ``[experiment]``: ``title``; ``group_by`` (a run option: one set of figures per value);
+  ``figures`` (a list of ``{x, y}`` tables: metric figures per group); ``target_loss`` (the
+  time-to-target column); ``heatmap`` (schemes or modes whose worker heatmaps are drawn);
+- ``[common]``: ``gdcode run`` options shared by every run;
+- ``[sweep]``: options with a list of values; every run is repeated for each combination;
+- ``[[runs]]``: one table per run, options overriding ``[common]``; ``collect_fraction``
+  sets ``collect`` to ``round(fraction * W)`` (at least 1); ``label`` names the run;
+- ``[quick]``: what ``--quick`` overrides (common options or sweep lists).
+
+For every run the script calls ``gdcode run`` (skipping, with a message, a scheme this gdcode
+does not have or a mode it cannot run yet), then the simulator on the same delays
+(``gdcode.simulate``: the run's seed replayed, its measured compute times) and on 20000 draws,
+and writes into ``--out``: ``runs/`` (the run directories), one figure per (group, figure
+spec), the iteration-time distributions beside the simulator's, worker heatmaps,
+``results.md`` (the table and the figures) and ``results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+HERE = Path(__file__).resolve().parent
+BULK_DRAWS = 20000
+
+
+@dataclass
+class RunSpec:
+    """One run of an experiment: its name, group value and ``gdcode run`` options."""
+
+    name: str
+    group: object
+    options: dict
+    label: str
+    skip: str | None = None  # why it cannot run in this gdcode
+    run: object = None  # the run read back
+    row: dict = field(default_factory=dict)
+
+
+def load_config(path: Path, quick: bool = False, overrides: dict | None = None) -> dict:
+    """Read an experiment config; apply ``[quick]`` when ``quick``, then ``overrides`` to ``[common]``."""
+    from gdcode.errors import ConfigError
+
+    try:
+        with path.open("rb") as fh:
+            cfg = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"experiment config {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"experiment config {path} is not valid TOML: {exc}") from None
+    cfg.setdefault("experiment", {})
+    cfg.setdefault("common", {})
+    cfg.setdefault("sweep", {})
+    if not cfg.get("runs"):
+        raise ConfigError(f"experiment config {path} has no [[runs]]")
+    if quick:
+        for key, value in cfg.get("quick", {}).items():
+            (cfg["sweep"] if key in cfg["sweep"] else cfg["common"])[key] = value
+    for key, value in (overrides or {}).items():
+        cfg["sweep"].pop(key, None)
+        cfg["common"][key] = value
+    return cfg
+
+
+def _dest(key: str) -> str:
+    return key.replace("-", "_")
+
+
+def expand(cfg: dict) -> list[RunSpec]:
+    """Every run of the experiment: the sweep's combinations times ``[[runs]]``."""
+    from gdcode import codes, config
+    from gdcode.errors import ConfigError
+
+    group_by = _dest(cfg["experiment"].get("group_by", "workers"))
+    sweep = {_dest(k): (v if isinstance(v, list) else [v]) for k, v in cfg["sweep"].items()}
+    keys = list(sweep)
+    specs = []
+    for combo in itertools.product(*(sweep[k] for k in keys)):
+        base = {_dest(k): v for k, v in cfg["common"].items()}
+        base.update(dict(zip(keys, combo, strict=True)))
+        for entry in cfg["runs"]:
+            opts = dict(base)
+            opts.update({_dest(k): v for k, v in entry.items() if k not in ("label", "collect_fraction")})
+            if "collect_fraction" in entry:
+                opts["collect"] = max(1, round(entry["collect_fraction"] * opts.get("workers", 4)))
+            unknown = [k for k in opts if k not in config.OPTION_BY_DEST]
+            if unknown:
+                raise ConfigError(f"unknown run option(s) {', '.join(unknown)} in the experiment config; known: "
+                                  f"{', '.join(o.name for o in config.OPTIONS)}")
+            mode = opts.get("mode", "coded")
+            what = opts.get("scheme", "uncoded") if mode == "coded" else mode
+            parts = [f"{group_by[0]}{opts.get(group_by)}" if group_by in opts else None, what]
+            if mode == "coded" and opts.get("stragglers"):
+                parts.append(f"s{opts['stragglers']}")
+            if opts.get("collect"):
+                parts.append(f"c{opts['collect']}")
+            name = "-".join(str(p) for p in parts if p)
+            label = entry.get("label", _label(opts))
+            skip = None
+            if mode == "coded" and what not in codes.names():
+                skip = f"the code {what!r} is not in this gdcode (it has: {', '.join(codes.names())})"
+            specs.append(RunSpec(name=name, group=opts.get(group_by), options=opts, label=label, skip=skip))
+    names = [s.name for s in specs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"two runs of the experiment would share the name(s) {', '.join(sorted(dup))}; "
+                          "give them different options or labels")
+    return specs
+
+
+def _label(opts: dict) -> str:
+    mode = opts.get("mode", "coded")
+    label = opts.get("scheme", "uncoded") if mode == "coded" else mode
+    if mode == "coded" and opts.get("stragglers"):
+        label += f" S={opts['stragglers']}"
+    if opts.get("collect"):
+        label += f" collect={opts['collect']}"
+    return label
+
+
+def check_runnable(spec: RunSpec, out: Path) -> None:
+    """Set ``spec.skip`` when this gdcode cannot run it (a mode not available yet); raise
+    ConfigError for any other bad option, which is a mistake in the config."""
+    from gdcode import config
+    from gdcode.errors import ConfigError
+
+    if spec.skip:
+        return
+    values = config.merge(None, None, **spec.options)
+    values["out"] = str(out)
+    try:
+        config.resolve(values)
+    except ConfigError as exc:
+        if values.get("mode", "coded") != "coded" and "--mode" in str(exc):
+            spec.skip = str(exc)
+            return
+        raise ConfigError(f"run {spec.name}: {exc}") from None
+
+
+def cli_args(options: dict) -> list[str]:
+    """``gdcode run`` arguments for ``options``."""
+    from gdcode import config
+
+    args = []
+    for key, value in options.items():
+        opt = config.OPTION_BY_DEST[key]
+        if opt.flag:
+            if value:
+                args.append(f"--{opt.name}")
+        elif value is not None:
+            args += [f"--{opt.name}", str(value)]
+    return args
+
+
+def _reusable(run_dir: Path, options: dict) -> bool:
+    """A finished run directory with the same options is kept (``--force`` redoes it)."""
+    try:
+        meta = json.loads((run_dir / "metadata.json").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    stored = meta.get("options", {})
+    return summary.get("status") == "ok" and all(stored.get(k) == v for k, v in options.items())
+
+
+def execute(spec: RunSpec, runs_dir: Path, force: bool = False) -> str:
+    """Run ``spec`` with ``gdcode run`` (unless a finished identical run is there); return what happened."""
+    import shutil
+
+    from gdcode.results import load_run
+
+    run_dir = runs_dir / spec.name
+    coded = spec.options.get("mode", "coded") == "coded"
+    compute_csv = runs_dir / f"{spec.name}.compute.csv"
+    if not force and _reusable(run_dir, spec.options) and (compute_csv.exists() or not coded):
+        spec.run = load_run(run_dir)
+        return "kept (already done; --force redoes it)"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    cmd = [sys.executable, "-m", "gdcode", "run", *cli_args(spec.options), "--out", str(runs_dir),
+           "--name", spec.name, "--quiet"]
+    if coded:
+        cmd += ["--record-delays", str(compute_csv)]
+    t0 = time.monotonic()
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"run {spec.name} failed (exit {res.returncode}): {shlex.join(cmd)}\n{res.stderr}")
+    spec.run = load_run(run_dir)
+    return f"done in {time.monotonic() - t0:.1f} s"
+
+
+def _compute_trace(path: Path, n_workers: int):
+    """The run's measured compute as a ComputeModel; a worker that never replied gets the median."""
+    import numpy as np
+
+    from gdcode import delays, simulate
+
+    table = delays.read_trace(str(path)) if path.exists() and path.stat().st_size > 30 else {}
+    every = np.concatenate([rows[1] for rows in table.values()]) if table else np.zeros(1)
+    median = float(np.median(every))
+    full = {w: table.get(w, ({}, np.array([median]))) for w in range(1, n_workers + 1)}
+    medians = {w: ({}, np.array([float(np.median(rows[1]))])) for w, rows in full.items()}
+    return (simulate.ComputeModel(kind="trace", trace=full, spec=f"trace:{path.name}"),
+            simulate.ComputeModel(kind="trace", trace=medians, spec="median measured compute"))
+
+
+def predict(spec: RunSpec, runs_dir: Path) -> dict:
+    """Simulated seconds per iteration of a coded run: on the run's own delays (its seed
+    replayed, its measured compute) and on 20000 fresh draws (each worker's median compute)."""
+    from gdcode import config, delays, simulate
+    from gdcode.commands.simulate import build_code
+
+    run = spec.run
+    opts = run.metadata["options"]
+    if opts.get("mode", "coded") != "coded":
+        return {}
+    values = config.merge(None, None, **{k: v for k, v in opts.items() if k in config.OPTION_BY_DEST})
+    code = build_code(values, n_train=run.metadata.get("dataset", {}).get("rows_train"))
+    W, iters = opts["workers"], run.summary["iterations"]
+    same, bulk = _compute_trace(runs_dir / f"{spec.name}.compute.csv", W)
+
+    def delay():
+        return delays.parse(opts["delay"], seed=opts["seed"], scale_with_load=opts["delay_scale_with_load"],
+                            n_workers=W)
+
+    replayed = simulate.simulate(code, delay(), draws=iters, compute=same, replay=True)
+    fresh = simulate.simulate(code, delay(), draws=BULK_DRAWS, compute=bulk, seed=opts["seed"] + 1)
+    return {"load": float(code.load().mean()), "sim_same_delays": float(replayed.times.mean()),
+            "sim_expected": float(fresh.times.mean()), "sim_times": fresh.times}
+
+
+def time_to(run, target: float | None) -> float | None:
+    """Elapsed seconds at the first iteration whose training loss is at or below ``target``."""
+    if target is None:
+        return None
+    for m in run.metrics:
+        if m.get("train_loss") is not None and m["train_loss"] <= target:
+            return float(m["elapsed"])
+    return None
+
+
+def make_row(spec: RunSpec, target: float | None, pred: dict) -> dict:
+    s, opts = spec.run.summary, spec.run.metadata["options"]
+    per_it = s["elapsed"] / s["iterations"] if s["iterations"] else float("nan")
+    row = {"name": spec.name, "group": spec.group, "label": spec.label, "mode": opts.get("mode", "coded"),
+           "scheme": opts.get("scheme"), "workers": opts["workers"], "stragglers": opts.get("stragglers"),
+           "collect": opts.get("collect"), "iterations": s["iterations"], "elapsed": s["elapsed"],
+           "seconds_per_iteration": per_it, "final_train_loss": s["train_loss"],
+           "test_accuracy": s.get("test_accuracy"), "test_auc": s.get("test_auc"), "test_rmse": s.get("test_rmse"),
+           "time_to_target": time_to(spec.run, target)}
+    row.update({k: v for k, v in pred.items() if k != "sim_times"})
+    return row
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def markdown_table(rows: list[dict], target: float | None, group_by: str) -> str:
+    """The results table: one line per run, speedups against uncoded in the same group."""
+    test_key = next((k for k in ("test_auc", "test_accuracy", "test_rmse") if any(r.get(k) is not None
+                                                                                 for r in rows)), None)
+    head = [group_by, "run", "load", "iterations", "s/iteration", "simulated, same delays",
+            "simulated, 20000 draws", "final train loss"]
+    if test_key:
+        head.append(test_key.replace("_", " "))
+    if target is not None:
+        head.append(f"time to loss {target:g} (s)")
+    head.append("speedup vs uncoded (s/iteration)")
+    if target is not None:
+        head.append("speedup vs uncoded (time to target)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        base = next((b for b in rows if b["group"] == r["group"] and b["mode"] == "coded"
+                     and b["scheme"] == "uncoded"), None)
+        cells = [_fmt(r["group"]), r["label"], _fmt(r.get("load"), 3), str(r["iterations"]),
+                 _fmt(r["seconds_per_iteration"]), _fmt(r.get("sim_same_delays")), _fmt(r.get("sim_expected")),
+                 _fmt(r["final_train_loss"], 5)]
+        if test_key:
+            cells.append(_fmt(r.get(test_key)))
+        if target is not None:
+            cells.append(_fmt(r["time_to_target"]) if r["time_to_target"] is not None else "not reached")
+        cells.append(f"{base['seconds_per_iteration'] / r['seconds_per_iteration']:.2f}×" if base else "–")
+        if target is not None:
+            ok = base and base["time_to_target"] and r["time_to_target"]
+            cells.append(f"{base['time_to_target'] / r['time_to_target']:.2f}×" if ok else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def make_figures(specs: list[RunSpec], cfg: dict, out: Path, sims: dict) -> list[tuple[str, Path]]:
+    """The experiment's figures; returns (caption, path) pairs."""
+    from gdcode import plot
+
+    exp = cfg["experiment"]
+    group_by = _dest(exp.get("group_by", "workers"))
+    figs = []
+    groups = list(dict.fromkeys(s.group for s in specs if s.run is not None))
+    common = cfg["common"]
+    for g in groups:
+        members = [s for s in specs if s.run is not None and s.group == g]
+        runs, labels = [s.run for s in members], [s.label for s in members]
+        tag = f"{group_by}{g}" if g is not None else "all"
+        what = f"{group_by} = {g}, " if g is not None else ""
+        for fig_spec in exp.get("figures", [{"x": "elapsed", "y": "train_loss"}]):
+            x, y = fig_spec.get("x", "elapsed"), fig_spec.get("y", "train_loss")
+            if not any(r.column(y).size and not all(math.isnan(v) for v in r.column(y)) for r in runs):
+                continue
+            path = out / f"{y}_vs_{x}_{tag}.png"
+            plot.plot_metric(runs, path, x=x, y=y, labels=labels,
+                             title=f"{exp.get('short', '')} {what}delay {common.get('delay', 'none')}".strip())
+            figs.append((f"{plot.Y_LABELS.get(y, y)} against {plot.X_LABELS.get(x, x)}, {what.rstrip(', ')}", path))
+        path = out / f"iteration_times_{tag}.png"
+        extra = {f"sim: {s.label}": sims[s.name] for s in members if s.name in sims}
+        plot.plot_iteration_times(runs, path, labels=labels, extra=extra,
+                                  title=f"iteration times, {what}measured (filled) and simulated (hatched)")
+        figs.append((f"iteration times per run and as simulated (20000 draws), {what.rstrip(', ')}", path))
+        heat = [s for s in members if (s.options.get("scheme") if s.options.get("mode", "coded") == "coded"
+                                       else s.options.get("mode")) in exp.get("heatmap", []) and s.run.workers]
+        if heat:
+            path = out / f"workers_{tag}.png"
+            plot.plot_workers([s.run for s in heat], path, labels=[s.label for s in heat])
+            figs.append((f"per-worker reply arrivals and statuses, {what.rstrip(', ')}", path))
+    return figs
+
+
+def write_report(specs, cfg, out: Path, figs, argv: list[str], started: float) -> Path:
+    """``results.md`` and ``results.json``."""
+    import gdcode
+
+    exp = cfg["experiment"]
+    target = exp.get("target_loss")
+    group_by = _dest(exp.get("group_by", "workers"))
+    rows = [s.row for s in specs if s.run is not None]
+    lines = [f"# {exp.get('title', out.name)}", "",
+             f"Made by `{shlex.join(argv)}` on {datetime.date.today().isoformat()} (gdcode {gdcode.__version__}, "
+             f"{os.cpu_count()} cores, {time.monotonic() - started:.0f} s).", ""]
+    if exp.get("description"):
+        lines += [exp["description"].strip(), ""]
+    lines += ["Options shared by every run: " + ", ".join(f"`--{k.replace('_', '-')} {v}`"
+                                                          for k, v in cfg["common"].items()) + ".", ""]
+    lines += ["Seconds per iteration are real wall-clock (`elapsed` / iterations). *Simulated, same delays* "
+              "replays each run's own delays (its seed) with its measured compute times through "
+              "`gdcode.simulate`; *simulated, 20000 draws* is the simulator's expected value under the same "
+              "delay model.", ""]
+    lines += [markdown_table(rows, target, group_by), ""]
+    skipped = [s for s in specs if s.skip]
+    if skipped:
+        lines += ["Not run:", ""] + [f"- {s.name}: {s.skip}" for s in skipped] + [""]
+    for caption, path in figs:
+        lines += [f"![{caption}]({path.name})", "", f"*{caption}*", ""]
+    md = out / "results.md"
+    md.write_text("\n".join(lines))
+    (out / "results.json").write_text(json.dumps({"title": exp.get("title"), "rows": rows,
+                                                  "skipped": {s.name: s.skip for s in skipped}}, indent=2,
+                                                 default=str) + "\n")
+    return md
+
+
+def parse_set(items: list[str]) -> dict:
+    """``--set key=value`` pairs, values read as TOML scalars where they parse."""
+    from gdcode.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} is not of the form option=value")
+        try:
+            out[_dest(key.strip())] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[_dest(key.strip())] = raw
+    return out
+
+
+def main(name: str, doc: str | None = None, argv: list[str] | None = None) -> int:
+    """Run the experiment ``name``: parse the command line, run, simulate, plot, tabulate."""
+    from gdcode.errors import ConfigError
+
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(prog=f"experiments/{name}.py",
+                                 description=(doc or "").strip().splitlines()[0] if doc else None)
+    ap.add_argument("--out", default=f"experiment-results/{name}", help="output folder")
+    ap.add_argument("--config", default=str(HERE / f"{name}.toml"), help="experiment TOML")
+    ap.add_argument("--quick", action="store_true", help="the [quick] sizes of the config (a smoke run)")
+    ap.add_argument("--force", action="store_true", help="redo runs whose results are already in --out")
+    ap.add_argument("--dataset", default=None, help="dataset of every run (e.g. a prepared directory)")
+    ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
+                    help="override a run option of every run (repeatable)")
+    args = ap.parse_args(argv)
+    started = time.monotonic()
+    try:
+        overrides = parse_set(args.set)
+        if args.dataset:
+            overrides["dataset"] = args.dataset
+        cfg = load_config(Path(args.config), quick=args.quick, overrides=overrides)
+        out = Path(args.out)
+        runs_dir = out / "runs"
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        specs = expand(cfg)
+        for spec in specs:
+            check_runnable(spec, runs_dir)
+    except ConfigError as exc:
+        print(f"experiments/{name}.py: error: {exc}", file=sys.stderr)
+        return 2
+    todo = [s for s in specs if not s.skip]
+    for s in specs:
+        if s.skip:
+            print(f"skipping {s.name}: {s.skip}", flush=True)
+    failed = []
+    target = cfg["experiment"].get("target_loss")
+    sims = {}
+    for i, spec in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {spec.name}: gdcode run {shlex.join(cli_args(spec.options))}", flush=True)
+        try:
+            print(f"      {execute(spec, runs_dir, force=args.force)}", flush=True)
+        except RuntimeError as exc:
+            print(f"      {exc}", file=sys.stderr, flush=True)
+            failed.append(spec.name)
+            continue
+        pred = predict(spec, runs_dir)
+        if "sim_times" in pred:
+            sims[spec.name] = pred["sim_times"]
+        spec.row = make_row(spec, target, pred)
+    if not any(s.run is not None for s in specs):
+        print(f"experiments/{name}.py: no run finished", file=sys.stderr)
+        return 1
+    figs = make_figures(specs, cfg, out, sims)
+    md = write_report(specs, cfg, out, figs, [f"experiments/{name}.py", *argv], started)
+    rows = [s.row for s in specs if s.run is not None]
+    print()
+    print(markdown_table(rows, target, _dest(cfg["experiment"].get("group_by", "workers"))))
+    print(f"\nwrote {md} and {len(figs)} figures in {out}")
+    if failed:
+        print(f"experiments/{name}.py: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0

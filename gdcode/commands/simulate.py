@@ -1,0 +1,248 @@
+"""Predict a scheme's iteration times under a delay model, with no MPI (discrete-event simulation).
+
+``gdcode simulate [CONFIG.toml] --scheme NAME --workers W [--stragglers S] --delay SPEC
+[--delay-scale-with-load] [--draws N] [--compute SECONDS|trace:FILE] [--comm SECONDS]
+[--replay] [--json]`` reports the mean and quantiles of the iteration time. With
+``--target-loss X`` (and the run's ``--dataset``, ``--model``, ``--lr`` ...) it also replays
+the optimiser with the code's decoded gradients and reports the simulated time to reach X
+(and, for approximate codes, the gradient error). ``--replay`` takes each pause from the
+(seed, worker, iteration) stream a ``gdcode run --seed N`` meets, so a run's delays are
+replayed exactly. ``gdcode simulate --fit RUN_DIR`` fits delay models to a run's measured
+reply times and says how well they fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from gdcode import config
+from gdcode.errors import ConfigError
+
+#: run options the simulator takes (same names, types and defaults as ``gdcode run``)
+RUN_OPTIONS = ("scheme", "workers", "stragglers", "collect", "delay", "delay-scale-with-load", "seed", "dataset",
+               "test-fraction", "model", "intercept", "l2", "update", "lr", "lr-schedule", "lr-step-every",
+               "lr-decay", "momentum", "target-loss", "iterations")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="TOML file of run options (command-line options override it)")
+    for name in RUN_OPTIONS:
+        opt = config.OPTION_BY_DEST[name.replace("-", "_")]
+        if opt.flag:
+            parser.add_argument(f"--{opt.name}", dest=opt.dest, action="store_const", const=True, default=None,
+                                help=opt.help)
+        else:
+            help_text = opt.help
+            if name == "iterations":
+                help_text = "iterations replayed at most for --target-loss"
+            parser.add_argument(f"--{opt.name}", dest=opt.dest, default=None, metavar=opt.dest.upper(),
+                                help=f"{help_text} (default: {opt.default})")
+    parser.add_argument("--draws", type=int, default=None,
+                        help="simulated iterations (default 20000; with --replay, --iterations)")
+    parser.add_argument("--compute", default=None, metavar="SPEC",
+                        help="compute time: SECONDS for the full dataset on one worker (scaled by its load), "
+                             "one value per worker (comma-separated), or trace:FILE of measured seconds per "
+                             "(worker, iteration) as written by gdcode run --record-delays (default 0)")
+    parser.add_argument("--comm", type=float, default=0.0, metavar="SECONDS",
+                        help="transfer time of each message to the coordinator (default 0)")
+    parser.add_argument("--replay", action="store_true",
+                        help="draw each pause from the run's own (seed, worker, iteration) stream (slower)")
+    parser.add_argument("--first-iteration", type=int, default=1, help="iteration number of the first draw")
+    parser.add_argument("--generic", action="store_true",
+                        help="decode every draw with the code's own decode (slow; for cross-checks)")
+    parser.add_argument("--fit", metavar="RUN_DIR", default=None,
+                        help="fit delay models (exp, shifted-exp, pareto) to the reply times of a run directory")
+    parser.add_argument("--bootstrap", type=int, default=200, help="--fit: bootstrap resamples of the p-value")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _values(args: argparse.Namespace) -> dict:
+    toml = config.load_toml(args.config) if args.config else {}
+    values = config.merge(args, toml)
+    W, S = values["workers"], values["stragglers"]
+    if W < 1:
+        raise ConfigError(f"--workers {W} must be at least 1")
+    if not 0 <= S < W:
+        raise ConfigError(f"--stragglers {S} must satisfy 0 <= S < W (W = {W})")
+    if values["collect"] is not None and not 1 <= values["collect"] <= W:
+        raise ConfigError(f"--collect {values['collect']} must be between 1 and W = {W}")
+    if values["iterations"] < 1:
+        raise ConfigError(f"--iterations {values['iterations']} must be a positive integer")
+    return values
+
+
+def build_code(values: dict, n_train: int | None = None):
+    """The code of the run options ``values`` (with partition sizes when ``n_train`` is known)."""
+    import numpy as np
+
+    from gdcode import codes
+    from gdcode.data import partition_sizes
+
+    try:
+        opts = config.code_options(values)
+        cls = codes.get_class(values["scheme"])
+        args = (values["workers"], values["stragglers"], values["seed"])
+        if n_train is not None and "partition_sizes" in codes.accepted_options(values["scheme"]):
+            probe = cls(*args, **opts)
+            opts["partition_sizes"] = np.asarray(partition_sizes(n_train, probe.n_partitions))
+        return codes.build(values["scheme"], n_workers=values["workers"], n_stragglers=values["stragglers"],
+                           seed=values["seed"], **opts)
+    except ValueError as exc:
+        raise ConfigError(f"--scheme {values['scheme']}: {exc}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.fit:
+        return _fit(args)
+    from gdcode import delays, models, optim, simulate
+    from gdcode.data import open_dataset, parse_dataset_spec
+
+    values = _values(args)
+    W = values["workers"]
+    if args.comm < 0 or not math.isfinite(args.comm):
+        raise ConfigError(f"--comm {args.comm} must be a finite number of seconds >= 0")
+    if args.first_iteration < 1:
+        raise ConfigError(f"--first-iteration {args.first_iteration} must be at least 1")
+    target = values["target_loss"]
+    n_train = None
+    if target is not None:
+        models.get(values["model"])
+        parse_dataset_spec(values["dataset"])
+        optim.Schedule(values["lr"], values["lr_schedule"], values["lr_step_every"], values["lr_decay"])
+        n_train = open_dataset(values["dataset"], seed=values["seed"], test_fraction=values["test_fraction"],
+                               task=models.get(values["model"]).task).n_train
+    code = build_code(values, n_train)
+    delay = delays.parse(values["delay"], seed=values["seed"], scale_with_load=values["delay_scale_with_load"],
+                         n_workers=W)
+    compute = simulate.parse_compute(args.compute, W)
+    if isinstance(delay, delays.Persistent) and compute.kind == "zero" and delay.base == 0:
+        raise ConfigError(f"--delay {values['delay']}: a persistent straggler is FACTOR times slower than its "
+                          "compute plus BASE, and both are 0 here; give --compute SECONDS or "
+                          "persistent:K,FACTOR,BASE with BASE > 0")
+    draws = args.draws if args.draws is not None else (values["iterations"] if args.replay else 20000)
+    if target is not None:
+        draws = max(draws, values["iterations"])
+    sim = simulate.simulate(code, delay, draws=draws, compute=compute, comm=args.comm, replay=args.replay,
+                            first_iteration=args.first_iteration, seed=values["seed"], generic=args.generic)
+    out = {"scheme": values["scheme"], "workers": W, "stragglers": values["stragglers"],
+           "collect": getattr(code, "collect", None), "delay": delay.spec,
+           "delay_scale_with_load": bool(values["delay_scale_with_load"]), "compute": compute.spec,
+           "comm_seconds": args.comm, "seed": values["seed"], "replay": bool(args.replay),
+           "first_iteration": args.first_iteration, "decode_method": sim.method,
+           "mean_load": float(code.load().mean())}
+    out.update(sim.summary())
+    out["closed_form_mean_seconds"] = simulate.closed_form_mean(code, delay, compute, args.comm)
+    if target is not None:
+        replay = simulate.train_replay(sim, values, values["iterations"], target)
+        out["time_to_target"] = replay.summary()
+        out["time_to_target"].update({"dataset": values["dataset"], "model": values["model"],
+                                      "update": values["update"], "lr": values["lr"]})
+    if args.json:
+        print(json.dumps(_finite(out)))
+    else:
+        _print(out, code)
+    return 0
+
+
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None if math.isnan(obj) else "inf"
+    return obj
+
+
+def _print(out: dict, code) -> None:
+    scaled = " (pauses scaled by load)" if out["delay_scale_with_load"] else ""
+    name = out["scheme"] + (f" collect={out['collect']}" if out["collect"] is not None else "")
+    print(f"simulate: {name}, W={out['workers']}, S={out['stragglers']}, load {out['mean_load']:.3g}, "
+          f"delay {out['delay']}{scaled}, compute {out['compute']}, comm {out['comm_seconds']:g} s")
+    how = f"replayed from seed {out['seed']}, iterations {out['first_iteration']}.." if out["replay"] \
+        else "drawn in bulk"
+    print(f"{out['draws']} draws ({how}; {out['decode_method']} decode)")
+    if out["never_decoded"]:
+        print(f"  {out['never_decoded']} draws never decoded")
+    print(f"  iteration time: mean {out['mean_iteration_seconds']:.6g} s (standard error "
+          f"{out['stderr_mean_seconds']:.2g}), std {out['std_iteration_seconds']:.4g} s")
+    q = out["quantiles"]
+    print("  quantiles: " + ", ".join(f"{k} {v:.4g} s" for k, v in q.items())
+          + f"; min {out['min_iteration_seconds']:.4g} s, max {out['max_iteration_seconds']:.4g} s")
+    cf = out["closed_form_mean_seconds"]
+    if cf is not None:
+        rel = (out["mean_iteration_seconds"] - cf) / cf
+        print(f"  closed form: {cf:.6g} s (simulation {100 * rel:+.2f}%)")
+    tt = out.get("time_to_target")
+    if tt:
+        what = f"{tt['model']} on {tt['dataset']}, {tt['update']} lr {tt['lr']:g}"
+        if tt["target_reached"]:
+            print(f"  time to training loss {tt['target_loss']:g} ({what}): {tt['seconds_to_target']:.4g} s "
+                  f"simulated, {tt['iterations_to_target']} iterations")
+        else:
+            print(f"  training loss {tt['target_loss']:g} not reached in {tt['replayed_iterations']} iterations "
+                  f"({what}); final loss {tt['final_train_loss']:.6g} after {tt['simulated_seconds']:.4g} s "
+                  "simulated (raise --iterations)")
+        if not code.exact or tt["mean_gradient_error"] > 1e-9:
+            print(f"  mean relative gradient error ||g_hat - g|| / ||g||: {tt['mean_gradient_error']:.4g}")
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from gdcode import simulate
+    from gdcode.results import load_run
+
+    path = Path(args.fit)
+    try:
+        run = load_run(path)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--fit {path}: {exc}") from None
+    W = int(run.metadata.get("options", {}).get("workers", 1))
+    compute = simulate.parse_compute(args.compute, W) if args.compute else None
+    source = args.compute
+    if compute is None:
+        recorded = run.metadata.get("options", {}).get("record_delays")
+        for candidate in ([Path(recorded), path / Path(recorded).name] if recorded else []):
+            if candidate.is_file():
+                compute = simulate.parse_compute(f"trace:{candidate}", W)
+                source = f"trace:{candidate}"
+                break
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap {args.bootstrap} must be >= 0")
+    report = simulate.fit_run(run, compute, bootstrap=args.bootstrap, seed=run.metadata.get("seed", 0))
+    opts = run.metadata.get("options", {})
+    report.update({"run": str(path), "run_delay": opts.get("delay"), "compute": source,
+                   "delay_scale_with_load": bool(opts.get("delay_scale_with_load"))})
+    if args.json:
+        print(json.dumps(_finite(report)))
+        return 0
+    print(f"fit: {path} (run delay {report['run_delay']}); fitted: {report['what']}")
+    print(f"  {report['observed']} measured values, {report['censored']} censored (workers cancelled before "
+          f"replying: longer than their iteration); p-values from {report['bootstrap']} bootstrap refits")
+    print(f"  {'model':<12}{'--delay spec':<30}{'log-lik':>12}{'AIC':>12}{'KS D':>8}{'p':>8}  fits?")
+    for r in report["models"]:
+        if not r["fitted"]:
+            print(f"  {r['model']:<12}not fitted: {r['reason']}")
+            continue
+        print(f"  {r['model']:<12}{r['spec']:<30}{r['loglik']:>12.2f}{r['aic']:>12.2f}{r['ks_statistic']:>8.3f}"
+              f"{r['p_value']:>8.3f}  {'yes' if r['fits'] else 'no'}")
+    best = next((r for r in report["models"] if r["model"] == report["best"]), None)
+    scale = " --delay-scale-with-load" if report["delay_scale_with_load"] else ""
+    if best is None:
+        print("  no model could be fitted")
+    elif report["best_fits"]:
+        print(f"  verdict: {best['model']} fits (KS D = {best['ks_statistic']:.3f}, p = {best['p_value']:.2f}); "
+              f"simulate with --delay {best['spec']}{scale}")
+    else:
+        print(f"  verdict: no model fits at the {report['alpha']:g} level; the closest by AIC is {best['spec']} "
+              f"(KS D = {best['ks_statistic']:.3f}, p = {best['p_value']:.3g}); treat predictions from it with care")
+    means = report["per_worker_mean"]
+    if len(means) > 1:
+        vals = sorted(means.values())
+        median = vals[len(vals) // 2]
+        slow = [w for w, m in means.items() if median > 0 and m > 2 * median]
+        print("  mean per worker: " + ", ".join(f"{w}: {m:.4g}" for w, m in means.items()))
+        if slow:
+            print(f"  worker(s) {', '.join(map(str, slow))} average over twice the median: persistent stragglers? "
+                  "(an i.i.d. model cannot describe them; consider --delay persistent:K,FACTOR,BASE)")
+    return 0
