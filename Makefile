@@ -1,4 +1,5 @@
-# gdcode: `make demo` runs a real comparison, `make test` runs the tests.
+# gdcode: `make demo` runs a real comparison, `make test` runs the tests,
+# `make experiment NAME=erasurehead|tandon|coded_vs_async [ARGS=--quick]` reproduces a published comparison.
 # Both install what they need into .venv first (pip, PyPI only; the MPI comes from the mpich wheel).
 
 VENV     ?= .venv
@@ -27,6 +28,14 @@ demo: install
 test: install
 	$(PY) -m pytest -q tests
 
+EXPERIMENTS := $(basename $(notdir $(wildcard experiments/*.toml)))
+
+experiment: install
+	@if [ -z "$(NAME)" ] || [ ! -f experiments/$(NAME).py ]; then \
+		echo "make experiment: give NAME=one of: $(EXPERIMENTS) (e.g. make experiment NAME=erasurehead ARGS=--quick)" >&2; \
+		exit 2; fi
+	$(PY) experiments/$(NAME).py --out experiment-results/$(NAME) $(ARGS)
+
 bench: install
 	$(VENV_BIN)/gdcode bench kernels
 	$(VENV_BIN)/gdcode bench engine
@@ -35,4 +44,4 @@ lint: install
 	$(VENV_BIN)/ruff check gdcode tests experiments data_prepare tools
 
 clean:
-	rm -rf build .venv demo-results results .pytest_cache
+	rm -rf build .venv demo-results results experiment-results .pytest_cache

@@ -339,7 +339,7 @@ def make_figures(specs: list[RunSpec], cfg: dict, out: Path, sims: dict) -> list
         path = out / f"iteration_times_{tag}.png"
         extra = {f"sim: {s.label}": sims[s.name] for s in members if s.name in sims}
         plot.plot_iteration_times(runs, path, labels=labels, extra=extra,
-                                  title=f"iteration times, {what}measured (filled) and simulated (hatched)")
+                                  title=f"iteration times, {what}measured and simulated (hatched)")
         figs.append((f"iteration times per run and as simulated (20000 draws), {what.rstrip(', ')}", path))
         heat = [s for s in members if (s.options.get("scheme") if s.options.get("mode", "coded") == "coded"
                                        else s.options.get("mode")) in exp.get("heatmap", []) and s.run.workers]
@@ -363,8 +363,8 @@ def write_report(specs, cfg, out: Path, figs, argv: list[str], started: float) -
              f"{os.cpu_count()} cores, {time.monotonic() - started:.0f} s).", ""]
     if exp.get("description"):
         lines += [exp["description"].strip(), ""]
-    lines += ["Options shared by every run: " + ", ".join(f"`--{k.replace('_', '-')} {v}`"
-                                                          for k, v in cfg["common"].items()) + ".", ""]
+    lines += [f"Options shared by every run: `{shlex.join(cli_args({_dest(k): v for k, v in cfg['common'].items()}))}`.",
+              ""]
     lines += ["Seconds per iteration are real wall-clock (`elapsed` / iterations). *Simulated, same delays* "
               "replays each run's own delays (its seed) with its measured compute times through "
               "`gdcode.simulate`; *simulated, 20000 draws* is the simulator's expected value under the same "

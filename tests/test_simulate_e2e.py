@@ -1,0 +1,63 @@
+"""End to end: the simulator predicts real MPI runs on the same delays, and fits their reply times."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from e2e import run_cli
+from gdcode.cli import main as cli_main
+
+pytestmark = pytest.mark.mpi
+
+
+def _simulate(argv: list[str]) -> dict:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli_main(["simulate", *argv, "--json"]) == 0
+    return json.loads(buf.getvalue())
+
+
+@pytest.mark.parametrize(("scheme", "stragglers"), [("uncoded", 0), ("ignore", 1)])
+def test_simulate_predicts_a_real_runs_mean_iteration_time(tmp_path, train, scheme, stragglers):
+    compute = tmp_path / "compute.csv"
+    args = ["--scheme", scheme, "--stragglers", str(stragglers), "--delay", "exp:0.1", "--seed", "3"]
+    run = train(4, *args, "--iterations", "8", "--dataset", "synthetic:2000x20", "--record-delays", str(compute))
+    real = run.summary["elapsed"] / run.summary["iterations"]
+    sim = _simulate(["--workers", "4", *args, "--replay", "--draws", "8", "--compute", f"trace:{compute}"])
+    assert sim["replay"] and sim["draws"] == 8
+    assert sim["mean_iteration_seconds"] == pytest.approx(real, rel=0.20)
+    # the fitted delay model says what the run's delays were
+    fit = _simulate(["--fit", str(run.path), "--compute", f"trace:{compute}", "--bootstrap", "100"])
+    by = {m["model"]: m for m in fit["models"]}
+    assert fit["observed"] + fit["censored"] == 32 and (fit["censored"] > 0) == (stragglers > 0)
+    assert 0.05 < by["exp"]["params"][0] < 0.2  # the pauses' mean, 0.1 s, from 32 values (some censored)
+    assert by["exp"]["aic"] < by["pareto"]["aic"] and fit["best"] in ("exp", "shifted-exp")
+
+
+def test_progress_line_only_when_asked_for_and_never_with_quiet(tmp_path):
+    import os
+
+    from e2e import run_mpi
+
+    env = dict(os.environ)
+    try:
+        os.environ["GDCODE_PROGRESS"] = "1"
+        res = run_mpi(3, ["run", "--workers", "2", "--iterations", "3", "--dataset", "synthetic:500x10",
+                          "--out", str(tmp_path), "--name", "p"], cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert "gdcode: iteration 3/3  elapsed" in res.stderr and "loss" in res.stderr
+        res = run_mpi(3, ["run", "--workers", "2", "--iterations", "3", "--dataset", "synthetic:500x10",
+                          "--out", str(tmp_path), "--name", "q", "--quiet"], cwd=tmp_path)
+        assert res.returncode == 0 and "iteration 3/3" not in res.stderr
+        del os.environ["GDCODE_PROGRESS"]
+        # launched by gdcode with its output captured (not a terminal): silent
+        res = run_cli(["run", "--workers", "2", "--iterations", "3", "--dataset", "synthetic:500x10",
+                       "--out", str(tmp_path), "--name", "r"], cwd=tmp_path)
+        assert res.returncode == 0 and "iteration" not in res.stderr
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
