@@ -118,13 +118,13 @@ per_run = metrics.groupby("run").agg(label=("label", "first"), W=("workers", "fi
                                      p50_s=("iteration_seconds", "median"),
                                      p90_s=("iteration_seconds", lambda s: s.quantile(0.9)),
                                      final_loss=("train_loss", "last"))
-per_run
+per_run  # noqa: B018 (a notebook cell's value is displayed)
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
 order = per_run.sort_values(["W", "mean_s"]).index
-ax.boxplot([metrics.loc[metrics.run == r, "iteration_seconds"] for r in order],
-           tick_labels=[f"{per_run.loc[r, 'label']}, W={per_run.loc[r, 'W']}" for r in order])
+ax.boxplot([metrics.loc[metrics.run == r, "iteration_seconds"] for r in order])
+ax.set_xticks(range(1, len(order) + 1), [f"{per_run.loc[r, 'label']}, W={per_run.loc[r, 'W']}" for r in order])
 ax.set_ylabel("iteration time (s)")
 ax.tick_params(axis="x", labelrotation=30)
 ax.set_title("distribution of iteration times")
@@ -138,7 +138,8 @@ save(fig, "iteration_times")
 # %%
 fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
 for run, g in metrics.groupby("run", sort=False):
-    ax.plot(g["elapsed"], g["train_loss"], marker=".", ms=3, label=f"{runs.loc[run, 'label']}, W={runs.loc[run, 'workers']}")
+    label = f"{runs.loc[run, 'label']}, W={runs.loc[run, 'workers']}"
+    ax.plot(g["elapsed"], g["train_loss"], marker=".", ms=3, label=label)
 loss = metrics["train_loss"].dropna()
 if len(loss) and loss.min() > 0 and loss.max() / loss.min() >= 10:
     ax.set_yscale("log")
@@ -157,7 +158,7 @@ save(fig, "loss_vs_time")
 
 # %%
 status_counts = workers.pivot_table(index="run", columns="status", values="worker", aggfunc="count", fill_value=0)
-status_counts
+status_counts  # noqa: B018
 
 # %%
 arrival_by_worker = workers.dropna(subset=["arrival"]).pivot_table(index="run", columns="worker", values="arrival",

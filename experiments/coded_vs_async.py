@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Coded schemes (uncoded, ignore, frc, cyclic-mds) vs the asynchronous modes (hogwild, gossip, allreduce, local) under persistent stragglers.
+"""Coded schemes (uncoded, ignore, frc, cyclic-mds) vs the asynchronous modes (hogwild, gossip,
+allreduce, local) under persistent stragglers.
 
-Launch: `make experiment NAME=coded_vs_async` (or `.venv/bin/python experiments/coded_vs_async.py [--quick] [--out DIR]`).
+Launch: `make experiment NAME=coded_vs_async`
+(or `.venv/bin/python experiments/coded_vs_async.py [--quick] [--out DIR]`).
 
 The runs, options and figures are in `experiments/coded_vs_async.toml`; the machinery (runs, simulator
 predictions, figures, `results.md`) in `experiments/runner.py`. Output: `--out`

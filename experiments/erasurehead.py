@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""ErasureHead: uncoded vs exact (frc) vs approximate gradient coding under exponential delays, for several W and collect.
+"""ErasureHead: uncoded vs exact (frc) vs approximate gradient coding under exponential delays,
+for several W and collect.
 
-Launch: `make experiment NAME=erasurehead` (or `.venv/bin/python experiments/erasurehead.py [--quick] [--out DIR]`).
+Launch: `make experiment NAME=erasurehead`
+(or `.venv/bin/python experiments/erasurehead.py [--quick] [--out DIR]`).
 
 The runs, options and figures are in `experiments/erasurehead.toml`; the machinery (runs, simulator
 predictions, figures, `results.md`) in `experiments/runner.py`. Output: `--out`

@@ -363,8 +363,8 @@ def write_report(specs, cfg, out: Path, figs, argv: list[str], started: float) -
              f"{os.cpu_count()} cores, {time.monotonic() - started:.0f} s).", ""]
     if exp.get("description"):
         lines += [exp["description"].strip(), ""]
-    lines += [f"Options shared by every run: `{shlex.join(cli_args({_dest(k): v for k, v in cfg['common'].items()}))}`.",
-              ""]
+    shared = shlex.join(cli_args({_dest(k): v for k, v in cfg["common"].items()}))
+    lines += [f"Options shared by every run: `{shared}`.", ""]
     lines += ["Seconds per iteration are real wall-clock (`elapsed` / iterations). *Simulated, same delays* "
               "replays each run's own delays (its seed) with its measured compute times through "
               "`gdcode.simulate`; *simulated, 20000 draws* is the simulator's expected value under the same "
@@ -405,7 +405,7 @@ def main(name: str, doc: str | None = None, argv: list[str] | None = None) -> in
 
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog=f"experiments/{name}.py",
-                                 description=(doc or "").strip().splitlines()[0] if doc else None)
+                                 description=" ".join(doc.strip().split("\n\n")[0].split()) if doc else None)
     ap.add_argument("--out", default=f"experiment-results/{name}", help="output folder")
     ap.add_argument("--config", default=str(HERE / f"{name}.toml"), help="experiment TOML")
     ap.add_argument("--quick", action="store_true", help="the [quick] sizes of the config (a smoke run)")

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Tandon et al. (ICML 2017): naive vs fractional repetition vs cyclic vs ignore-stragglers under a persistent straggler.
+"""Tandon et al. (ICML 2017): naive vs fractional repetition vs cyclic vs ignore-stragglers under
+a persistent straggler.
 
-Launch: `make experiment NAME=tandon` (or `.venv/bin/python experiments/tandon.py [--quick] [--out DIR]`).
+Launch: `make experiment NAME=tandon`
+(or `.venv/bin/python experiments/tandon.py [--quick] [--out DIR]`).
 
 The runs, options and figures are in `experiments/tandon.toml`; the machinery (runs, simulator
 predictions, figures, `results.md`) in `experiments/runner.py`. Output: `--out`

@@ -94,8 +94,10 @@ def _log_scale(values: np.ndarray) -> bool:
 
 
 def plot_metric(runs: Sequence[Run], out: str | os.PathLike, x: str = "elapsed", y: str = "train_loss",
-                title: str | None = None, log: bool | None = None, labels: Sequence[str] | None = None) -> None:
+                title: str | None = None, log: bool | None = None, labels: Sequence[str] | None = None):
     """One line per run of metric ``y`` against ``x``; log scale when ``y`` spans a decade or more.
+
+    Returns the (closed) matplotlib Figure, as do the other plot functions.
 
     Raises
     ------
@@ -127,6 +129,7 @@ def plot_metric(runs: Sequence[Run], out: str | os.PathLike, x: str = "elapsed",
     ax.legend(fontsize="small")
     fig.savefig(out, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def worker_table(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -148,7 +151,7 @@ def worker_table(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def plot_workers(runs: Sequence[Run], out: str | os.PathLike, title: str | None = None,
-                 labels: Sequence[str] | None = None) -> None:
+                 labels: Sequence[str] | None = None):
     """Per run, two heatmaps over (iteration, worker): when each reply arrived after its
     iteration started, and what became of it (used, ignored, late, cancelled)."""
     plt = _pyplot()
@@ -160,8 +163,7 @@ def plot_workers(runs: Sequence[Run], out: str | os.PathLike, title: str | None 
     tables = [worker_table(r) for r in runs]
     fig, axes = plt.subplots(len(runs), 2, figsize=(11, 2.2 + 1.9 * len(runs)), squeeze=False,
                              layout="constrained")
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#e6e6e6")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#e6e6e6")
     status_cmap = ListedColormap([STATUS_COLOURS[s] for s in WORKER_STATUSES])
     norm = BoundaryNorm(np.arange(len(WORKER_STATUSES) + 1) - 0.5, len(WORKER_STATUSES))
     for (its, arrival, status), label, (ax_a, ax_s) in zip(tables, labels, axes, strict=True):
@@ -185,6 +187,7 @@ def plot_workers(runs: Sequence[Run], out: str | os.PathLike, title: str | None 
         fig.suptitle(title)
     fig.savefig(out, dpi=120)
     plt.close(fig)
+    return fig
 
 
 def iteration_times(run: Run) -> np.ndarray:
@@ -196,7 +199,7 @@ def iteration_times(run: Run) -> np.ndarray:
 
 def plot_iteration_times(runs: Sequence[Run], out: str | os.PathLike, title: str | None = None,
                          labels: Sequence[str] | None = None, log: bool | None = None,
-                         extra: Mapping[str, np.ndarray] | None = None) -> None:
+                         extra: Mapping[str, np.ndarray] | None = None):
     """Box plots of the iteration times of each run (mean marked with a diamond).
 
     ``extra`` adds distributions by label (e.g. a simulator's predicted iteration times),
@@ -215,7 +218,8 @@ def plot_iteration_times(runs: Sequence[Run], out: str | os.PathLike, title: str
     if not any(d.size for d in data):
         raise ConfigError("no iteration times to plot (no finished iterations)")
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(data) + 2.0), 4.2), layout="constrained")
-    box = ax.boxplot(data, tick_labels=names, showfliers=True, patch_artist=True, widths=0.6)
+    box = ax.boxplot(data, showfliers=True, patch_artist=True, widths=0.6)
+    ax.set_xticks(range(1, len(data) + 1), names)
     for patch, kind in zip(box["boxes"], kinds, strict=True):
         patch.set_facecolor("#c9daf8" if kind == "run" else "white")
         if kind == "extra":
@@ -236,3 +240,4 @@ def plot_iteration_times(runs: Sequence[Run], out: str | os.PathLike, title: str
         ax.set_title(title)
     fig.savefig(out, dpi=120)
     plt.close(fig)
+    return fig

@@ -267,7 +267,8 @@ def test_time_to_target_and_gradient_error_of_ignore():
 
 def test_cli_time_to_target():
     out = _cli_json(["simulate", "--scheme", "ignore", "--workers", "4", "--stragglers", "1", "--delay", "exp:0.1",
-                     "--dataset", "synthetic:1200x10", "--test-fraction", "0", "--lr", "1", "--target-loss", "0.14", "--iterations", "60",
+                     "--dataset", "synthetic:1200x10", "--test-fraction", "0", "--lr", "1", "--target-loss", "0.14",
+                     "--iterations", "60",
                      "--json"])
     tt = out["time_to_target"]
     assert tt["target_reached"] and tt["seconds_to_target"] > 0 and tt["mean_gradient_error"] > 0

@@ -7,8 +7,8 @@ import io
 import json
 
 import pytest
-
 from e2e import run_cli
+
 from gdcode.cli import main as cli_main
 
 pytestmark = pytest.mark.mpi
@@ -61,3 +61,42 @@ def test_progress_line_only_when_asked_for_and_never_with_quiet(tmp_path):
     finally:
         os.environ.clear()
         os.environ.update(env)
+
+
+def test_progress_line_draws_in_place_and_throttles():
+    import io
+
+    from gdcode.runtime import progress
+
+    buf = io.StringIO()
+    line = progress.Progress(100, True, buf)
+    for t in range(1, 101):
+        line.update(t, 0.01 * t, 1.0 / t)
+    line.close()
+    text = buf.getvalue()
+    assert text.startswith("\rgdcode: iteration 1/100  elapsed 0.01 s  loss 1")
+    assert "iteration 100/100  elapsed 1.00 s  loss 0.01" in text and text.endswith("\n")
+    assert text.count("\r") < 10  # at most a few redraws a second
+    off = io.StringIO()
+    quiet = progress.Progress(5, False, off)
+    quiet.update(5, 1.0, 0.5)
+    quiet.close()
+    assert off.getvalue() == ""
+
+
+def test_progress_wanted(monkeypatch):
+    import io
+
+    from gdcode.runtime import progress
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("GDCODE_PROGRESS", raising=False)
+    assert progress.wanted(False, Tty()) and not progress.wanted(False, io.StringIO())
+    assert not progress.wanted(True, Tty())
+    monkeypatch.setenv("GDCODE_PROGRESS", "0")
+    assert not progress.wanted(False, Tty())
+    monkeypatch.setenv("GDCODE_PROGRESS", "1")
+    assert progress.wanted(False, io.StringIO()) and not progress.wanted(True, io.StringIO())

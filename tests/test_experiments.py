@@ -1,0 +1,157 @@
+"""The experiments: configs, one tiny experiment end to end, and the analysis notebook run on it."""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gdcode import codes
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+
+import runner  # noqa: E402
+
+NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.toml"))
+
+TINY = """
+[experiment]
+title = "tiny"
+group_by = "workers"
+target_loss = 0.45
+heatmap = ["ignore", "approx"]
+figures = [{ x = "elapsed", y = "train_loss" }, { x = "iteration", y = "test_auc" }]
+
+[common]
+dataset = "synthetic:800x10"
+delay = "exp:0.02"
+iterations = 4
+lr = 1.0
+seed = 2
+
+[sweep]
+workers = [4]
+
+[[runs]]
+scheme = "uncoded"
+
+[[runs]]
+scheme = "ignore"
+stragglers = 1
+
+[[runs]]
+scheme = "approx"
+stragglers = 1
+collect_fraction = 0.5
+
+[[runs]]
+scheme = "no-such-code"
+"""
+
+
+def test_every_experiment_has_a_script_with_its_launch_line_and_a_valid_config():
+    assert {"erasurehead", "tandon", "coded_vs_async"} <= set(NAMES)
+    for name in NAMES:
+        script = EXPERIMENTS / f"{name}.py"
+        head = script.read_text().splitlines()[:6]
+        assert any(f"make experiment NAME={name}" in line for line in head), name
+        for quick in (False, True):
+            cfg = runner.load_config(EXPERIMENTS / f"{name}.toml", quick=quick)
+            specs = runner.expand(cfg)  # raises on an unknown option or clashing names
+            assert specs and all(s.options.get("iterations", 100) <= 60 for s in specs)
+        assert "Launch: make experiment NAME=" + name in (EXPERIMENTS / f"{name}.toml").read_text()
+
+
+def test_unknown_schemes_and_modes_are_skipped_with_a_reason(tmp_path):
+    cfg = {"experiment": {}, "common": {"workers": 4}, "sweep": {},
+           "runs": [{"scheme": "no-such-code"}, {"mode": "hogwild"}, {"scheme": "uncoded"}]}
+    specs = runner.expand(cfg)
+    for s in specs:
+        runner.check_runnable(s, tmp_path)
+    assert "not in this gdcode" in specs[0].skip
+    assert specs[2].skip is None
+    from gdcode import config
+    from gdcode.errors import ConfigError
+
+    try:
+        config.resolve(config.merge(None, None, mode="hogwild", workers=4, out=str(tmp_path)))
+        assert specs[1].skip is None
+    except ConfigError as exc:
+        assert specs[1].skip == str(exc)
+
+
+def test_a_mistake_in_a_config_is_an_error_not_a_skip(tmp_path):
+    from gdcode.errors import ConfigError
+
+    cfg = {"experiment": {}, "common": {"workers": 4}, "sweep": {}, "runs": [{"scheme": "uncoded", "lr": -1}]}
+    spec = runner.expand(cfg)[0]
+    with pytest.raises(ConfigError, match="--lr"):
+        runner.check_runnable(spec, tmp_path)
+    with pytest.raises(ConfigError, match="unknown run option"):
+        runner.expand({"experiment": {}, "common": {"wrokers": 4}, "sweep": {}, "runs": [{}]})
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One tiny experiment, run once through its script."""
+    tmp = tmp_path_factory.mktemp("tiny")
+    (tmp / "tiny.toml").write_text(TINY)
+    cmd = [sys.executable, str(EXPERIMENTS / "erasurehead.py"), "--config", str(tmp / "tiny.toml"),
+           "--out", str(tmp / "out")]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=tmp, env=env)
+    return tmp, cmd, env, res
+
+
+@pytest.mark.mpi
+def test_tiny_experiment_end_to_end(tiny):
+    tmp, cmd, env, res = tiny
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = tmp / "out"
+    md = (out / "results.md").read_text()
+    result = json.loads((out / "results.json").read_text())
+    names = [r["name"] for r in result["rows"]]
+    expected = ["w4-uncoded", "w4-ignore-s1"] + (["w4-approx-s1-c2"] if "approx" in codes.names() else [])
+    assert names == expected
+    assert "w4-no-such-code" in result["skipped"] and "skipping w4-no-such-code" in res.stdout
+    for row in result["rows"]:
+        assert row["iterations"] == 4 and row["seconds_per_iteration"] > 0
+        # the simulator, replaying the run's own delays, predicts its seconds per iteration
+        assert row["sim_same_delays"] == pytest.approx(row["seconds_per_iteration"], rel=0.5)
+    assert "| workers | run |" in md and "ignore S=1" in md and "Not run:" in md
+    for fig in ["train_loss_vs_elapsed_workers4.png", "test_auc_vs_iteration_workers4.png",
+                "iteration_times_workers4.png", "workers_workers4.png"]:
+        assert (out / fig).stat().st_size > 5000, fig
+        assert f"]({fig})" in md
+    # run again: the finished runs are kept, the report rewritten
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp, env=env)
+    assert again.returncode == 0 and again.stdout.count("kept (already done") == len(expected)
+
+
+@pytest.mark.mpi
+def test_notebook_runs_on_the_tiny_experiment(tiny, tmp_path, monkeypatch):
+    tmp, _, _, res = tiny
+    assert res.returncode == 0, res.stderr
+    monkeypatch.setenv("GDCODE_RUNS", str(tmp / "out" / "runs"))
+    monkeypatch.setenv("GDCODE_FIGURES", str(tmp_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    ns = runpy.run_path(str(EXPERIMENTS / "analysis.py"), run_name="__main__")
+    n_runs = 3 if "approx" in codes.names() else 2
+    assert len(ns["runs"]) == n_runs and len(ns["metrics"]) == 4 * n_runs
+    assert set(ns["per_run"]["iterations"]) == {4}
+    assert ns["status_counts"].to_numpy().sum() == 4 * 4 * n_runs
+    assert ns["time_to_target"]["seconds_to_target"].notna().all()
+    for name in ["iteration_times", "loss_vs_time", "mean_arrival_per_worker"]:
+        assert (tmp_path / f"{name}.png").stat().st_size > 5000
+
+
+def test_notebook_is_in_jupytext_percent_format():
+    text = (EXPERIMENTS / "analysis.py").read_text()
+    assert "format_name: percent" in text and text.count("# %%") >= 5
