@@ -200,7 +200,8 @@ def iteration_times(run: Run) -> np.ndarray:
 def plot_iteration_times(runs: Sequence[Run], out: str | os.PathLike, title: str | None = None,
                          labels: Sequence[str] | None = None, log: bool | None = None,
                          extra: Mapping[str, np.ndarray] | None = None):
-    """Box plots of the iteration times of each run (mean marked with a diamond).
+    """Box plots of the iteration times of each run (whiskers at the 5th and 95th percentiles,
+    mean marked with a diamond).
 
     ``extra`` adds distributions by label (e.g. a simulator's predicted iteration times),
     drawn hatched after the runs.
@@ -218,12 +219,19 @@ def plot_iteration_times(runs: Sequence[Run], out: str | os.PathLike, title: str
     if not any(d.size for d in data):
         raise ConfigError("no iteration times to plot (no finished iterations)")
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(data) + 2.0), 4.2), layout="constrained")
-    box = ax.boxplot(data, showfliers=True, patch_artist=True, widths=0.6)
+    for kind, face in (("run", "#c9daf8"), ("extra", "white")):
+        pos = [i + 1 for i, k in enumerate(kinds) if k == kind]
+        if not pos:
+            continue
+        # whiskers at the 5th and 95th percentiles; a run's outliers drawn, not a simulation's thousands
+        box = ax.boxplot([data[p - 1] for p in pos], positions=pos, whis=(5, 95), showfliers=kind == "run",
+                         patch_artist=True, widths=0.6)
+        for patch in box["boxes"]:
+            patch.set_facecolor(face)
+            if kind == "extra":
+                patch.set_hatch("//")
     ax.set_xticks(range(1, len(data) + 1), names)
-    for patch, kind in zip(box["boxes"], kinds, strict=True):
-        patch.set_facecolor("#c9daf8" if kind == "run" else "white")
-        if kind == "extra":
-            patch.set_hatch("//")
+    ax.set_xlim(0.4, len(data) + 0.6)
     means = [float(np.mean(d)) if d.size else np.nan for d in data]
     ax.plot(range(1, len(data) + 1), means, "D", color="#d1495b", markersize=5, label="mean", linestyle="none")
     if log is None:

@@ -555,7 +555,7 @@ class Sample:
     observed: np.ndarray
     censored: np.ndarray
     what: str
-    per_worker_mean: dict = field(default_factory=dict)
+    per_worker: dict = field(default_factory=dict)  # worker -> measured, censored, mean_measured
     observed_cap: np.ndarray | None = None  # censoring time of each observed value's iteration (inf: none)
 
 
@@ -673,7 +673,22 @@ def fit_sample(sample: Sample, bootstrap: int = 200, seed: int = 0, alpha: float
     best = min(good or fitted, key=lambda r: r["aic"]) if fitted else None
     return {"what": sample.what, "observed": int(x.size), "censored": int(c.size), "alpha": alpha,
             "bootstrap": bootstrap, "models": results, "best": best["model"] if best else None,
-            "best_fits": bool(best and best["fits"]), "per_worker_mean": sample.per_worker_mean}
+            "best_fits": bool(best and best["fits"]), "per_worker": sample.per_worker,
+            "persistent_stragglers": persistent_stragglers(sample.per_worker)}
+
+
+def persistent_stragglers(per_worker: dict) -> list[int]:
+    """Workers that look persistently slow: cut off (cancelled or late) in at least 90% of their
+    iterations while the median worker is cut off in under half of them, or measured at over
+    twice the median worker's mean."""
+    if len(per_worker) < 3:
+        return []
+    frac = {w: v["censored"] / max(v["censored"] + v["measured"], 1) for w, v in per_worker.items()}
+    means = {w: v["mean_measured"] for w, v in per_worker.items() if v["mean_measured"] is not None}
+    mid_frac = float(np.median(list(frac.values())))
+    mid_mean = float(np.median(list(means.values()))) if means else 0.0
+    return [w for w in per_worker
+            if (frac[w] >= 0.9 and mid_frac < 0.5) or (mid_mean > 0 and means.get(w, 0.0) > 2 * mid_mean)]
 
 
 def run_sample(run, compute: ComputeModel | None = None) -> Sample:
@@ -684,7 +699,8 @@ def run_sample(run, compute: ComputeModel | None = None) -> Sample:
     ``--record-delays`` file), so that what is fitted is the pause (plus the message's
     transfer), divided by the worker's load when the run scaled pauses by load. A worker
     cancelled before replying contributes a censored value: it took longer than its
-    iteration (``elapsed`` differences in ``metrics.jsonl``).
+    iteration (``elapsed`` differences in ``metrics.jsonl``). So does a ``late`` reply: its
+    arrival is when the coordinator noticed it, possibly after evaluating the iteration.
     """
     opts = run.metadata.get("options", {})
     if opts.get("mode", "coded") != "coded":
@@ -705,8 +721,8 @@ def run_sample(run, compute: ComputeModel | None = None) -> Sample:
     med = {}
     if comp is not None:
         med = {w: float(np.median(rows[1])) for w, rows in comp.items()}
-    observed, cap_obs, censored, by_worker = [], [], [], {}
-    cancelling = {r["iteration"] for r in run.workers if r["status"] == "cancelled"}
+    observed, cap_obs, censored, by_worker, cut_of = [], [], [], {}, {}
+    cut = {r["iteration"] for r in run.workers if r["status"] in ("cancelled", "late")}
     for r in run.workers:
         w, t = r["worker"], r["iteration"]
         sub = 0.0
@@ -714,18 +730,24 @@ def run_sample(run, compute: ComputeModel | None = None) -> Sample:
             rows = comp.get(w)
             sub = rows[0].get(t, med.get(w, 0.0)) if rows else 0.0
         div = load[w - 1] if scale and load[w - 1] > 0 else 1.0
-        if r["arrival"] is not None:
+        if r["arrival"] is not None and r["status"] != "late":
             v = max(r["arrival"] - sub, 0.0) / div
             observed.append(v)
-            cap_obs.append((duration.get(t, np.inf) - med.get(w, 0.0)) / div if t in cancelling else np.inf)
+            cap_obs.append((duration.get(t, np.inf) - med.get(w, 0.0)) / div if t in cut else np.inf)
             by_worker.setdefault(w, []).append(v)
         elif t in duration:
+            # cancelled, or late: a late reply is timed when the coordinator noticed it, which may be
+            # long after it came (the coordinator evaluates between iterations); all that is certain
+            # is that it took longer than its iteration
             censored.append(max(duration[t] - med.get(w, 0.0), 0.0) / div)
+            cut_of[w] = cut_of.get(w, 0) + 1
     what = "pause (arrival minus measured compute)" if comp is not None else "reply time (compute + pause + transfer)"
     if scale:
         what += ", divided by the worker's load"
     return Sample(observed=np.array(observed), censored=np.array(censored), what=what,
-                  per_worker_mean={w: float(np.mean(v)) for w, v in sorted(by_worker.items())},
+                  per_worker={w: {"measured": len(by_worker.get(w, [])), "censored": cut_of.get(w, 0),
+                                  "mean_measured": float(np.mean(by_worker[w])) if by_worker.get(w) else None}
+                              for w in sorted(set(by_worker) | set(cut_of))},
                   observed_cap=np.array(cap_obs))
 
 

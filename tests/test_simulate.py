@@ -323,3 +323,11 @@ def test_fit_refuses_too_little_data():
 def test_fit_of_a_missing_run_exits_2(tmp_path, capsys):
     assert cli_main(["simulate", "--fit", str(tmp_path)]) == 2
     assert "not a gdcode run directory" in capsys.readouterr().err
+
+
+def test_persistent_stragglers_are_flagged():
+    per = {w: {"measured": 40, "censored": 0, "mean_measured": 0.5} for w in range(1, 7)}
+    assert simulate.persistent_stragglers(per) == []
+    per[3] = {"measured": 0, "censored": 40, "mean_measured": None}
+    per[5] = {"measured": 40, "censored": 0, "mean_measured": 1.5}
+    assert simulate.persistent_stragglers(per) == [3, 5]

@@ -236,13 +236,14 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         print(f"  verdict: no model fits at the {report['alpha']:g} level; the closest by AIC is {best['spec']} "
               f"(KS D = {best['ks_statistic']:.3f}, p = {best['p_value']:.3g}); treat predictions from it with care")
-    means = report["per_worker_mean"]
-    if len(means) > 1:
-        vals = sorted(means.values())
-        median = vals[len(vals) // 2]
-        slow = [w for w, m in means.items() if median > 0 and m > 2 * median]
-        print("  mean per worker: " + ", ".join(f"{w}: {m:.4g}" for w, m in means.items()))
-        if slow:
-            print(f"  worker(s) {', '.join(map(str, slow))} average over twice the median: persistent stragglers? "
-                  "(an i.i.d. model cannot describe them; consider --delay persistent:K,FACTOR,BASE)")
+    per = report["per_worker"]
+    if len(per) > 1:
+        print("  per worker (measured / cut off, mean measured): " + ", ".join(
+            f"{w}: {v['measured']}/{v['censored']}" + (f" {v['mean_measured']:.4g}" if v["mean_measured"] is not None
+                                                        else "") for w, v in per.items()))
+    slow = report["persistent_stragglers"]
+    if slow:
+        print(f"  worker(s) {', '.join(map(str, slow))} look persistently slow (cut off far more often, or slower, "
+              "than the median worker): an i.i.d. model cannot describe them; consider "
+              "--delay persistent:K,FACTOR,BASE")
     return 0
