@@ -22,9 +22,9 @@ from gdcode import config
 from gdcode.errors import ConfigError
 
 #: run options the simulator takes (same names, types and defaults as ``gdcode run``)
-RUN_OPTIONS = ("scheme", "workers", "stragglers", "collect", "delay", "delay-scale-with-load", "seed", "dataset",
-               "test-fraction", "model", "intercept", "l2", "update", "lr", "lr-schedule", "lr-step-every",
-               "lr-decay", "momentum", "target-loss", "iterations")
+RUN_OPTIONS = ("scheme", "workers", "stragglers", "collect", "code-options", "delay", "delay-scale-with-load", "seed",
+               "dataset", "test-fraction", "model", "intercept", "l2", "update", "lr", "lr-schedule",
+               "lr-step-every", "lr-decay", "momentum", "target-loss", "iterations")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
