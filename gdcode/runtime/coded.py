@@ -156,6 +156,7 @@ class Coordinator:
         deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
         decoded = np.empty(d)
         backoff = tp.Backoff()
+        self._evaluate(0)  # warm-up (first imports, e.g. scipy.stats), so it does not stall iteration 1
         tp.barrier(comm)  # every worker has its rows: set-up stays off the clock
         cpu0, wall0 = time.process_time(), time.perf_counter()
         status, t, last = "ok", self.first - 1, self.first - 1
