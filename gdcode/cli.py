@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "codes": ("gdcode.commands.codes", "a gradient code's decode diagnostics (gdcode codes --list)"),
     "simulate": ("gdcode.commands.simulate", "predict a scheme's iteration times under a delay model (no MPI)"),
     "plot": ("gdcode.commands.plot", "figures from run directories (loss curves, worker arrivals, iteration times)"),
+    "bench": ("gdcode.commands.bench", "benchmarks: compiled kernels against their references"),
 }
 
 EXIT_USAGE = 2

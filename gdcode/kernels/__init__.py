@@ -1,23 +1,42 @@
 """Gradient kernels: compiled (Cython, built from ``kernels/``) with numpy twins.
 
 ``get(name)`` returns the compiled kernel when the extension is built, else its numpy twin
-from :mod:`gdcode.kernels.reference`. ``COMPILED`` says which is in use.
+from :mod:`gdcode.kernels.reference`. ``COMPILED`` says which is in use, ``OPENMP`` whether
+the compiled kernels run ``n_threads > 1`` in parallel.
+
+Loss-and-gradient sums of a block of rows (module ``gdcode.kernels.linear``; signatures in
+its docstring): ``{logistic,least_squares,hinge,softmax}_{dense,csr}``. Lock-free
+multi-threaded SGD (module ``gdcode.kernels.hogwild``): ``hogwild_dense``, ``hogwild_csr``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
 
 from gdcode.kernels import reference
 
 try:
+    from gdcode.kernels import hogwild as _hogwild  # type: ignore[attr-defined]
     from gdcode.kernels import linear as _linear  # type: ignore[attr-defined]
 except ImportError:  # extension not built: the numpy twins serve
-    _linear = None
+    _linear = _hogwild = None
 
 COMPILED: bool = _linear is not None
+OPENMP: bool = bool(COMPILED and _linear.OPENMP)
 
-KERNEL_NAMES = ("logistic_dense", "least_squares_dense")
+#: objective (model name) -> kernel name stem
+OBJECTIVES = {"logistic": "logistic", "least-squares": "least_squares", "hinge": "hinge",
+              "softmax": "softmax"}
+LAYOUTS = ("dense", "csr")
+
+KERNEL_NAMES: tuple[str, ...] = tuple(
+    f"{stem}_{layout}" for stem in OBJECTIVES.values() for layout in LAYOUTS
+) + ("hogwild_dense", "hogwild_csr")
+
+
+def _module(name: str) -> ModuleType | None:
+    return _hogwild if name.startswith("hogwild_") else _linear
 
 
 def get(name: str, compiled: bool | None = None) -> Callable:
@@ -30,11 +49,17 @@ def get(name: str, compiled: bool | None = None) -> Callable:
     compiled : bool, optional
         ``True`` insists on the compiled kernel, ``False`` asks for the numpy twin,
         ``None`` (default) takes the compiled one when it is built.
+
+    Returns
+    -------
+    callable
+        The kernel; compiled and twin have the same signature.
     """
     if name not in KERNEL_NAMES:
         raise ValueError(f"unknown kernel {name!r}; known: {', '.join(KERNEL_NAMES)}")
-    if compiled is False or (compiled is None and _linear is None):
+    module = _module(name)
+    if compiled is False or (compiled is None and module is None):
         return getattr(reference, name)
-    if _linear is None:
+    if module is None:
         raise RuntimeError("the compiled kernels are not built; run `make install`")
-    return getattr(_linear, name)
+    return getattr(module, name)

@@ -1,0 +1,33 @@
+"""Benchmarks: ``gdcode bench TARGET [--json] [options]``.
+
+Targets (:data:`TARGETS`): ``kernels``, the compiled gradient kernels against the numpy/scipy
+two-pass reference and the machine's read bandwidth. Each target is a module with
+``add_arguments(parser)`` (its own options, on its own sub-parser) and ``main(args) -> int``;
+adding a target is one line in :data:`TARGETS`. Every target takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+#: target name -> module implementing it
+TARGETS: dict[str, str] = {
+    "kernels": "gdcode.bench.kernels",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="target", metavar="TARGET")
+    sub.required = True
+    for name, module_name in TARGETS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0],
+                           description=(module.__doc__ or "").strip())
+        p.add_argument("--json", action="store_true",
+                       help="print a JSON list of result rows instead of a table")
+        module.add_arguments(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    return int(importlib.import_module(TARGETS[args.target]).main(args) or 0)

@@ -1,0 +1,197 @@
+# Shared per-row pieces of the gradient kernels (cimported by linear.pyx and hogwild.pyx).
+#
+# The vector loops are C (rowops.h: dense dot/axpy compiled for several instruction sets,
+# CSR gather/scatter with index checks); the per-row losses and their derivatives are here.
+
+from libc.math cimport exp, fabs, fmax, log, log1p
+from libc.stddef cimport ptrdiff_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
+
+ctypedef fused floating:
+    float
+    double
+
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
+cdef extern from "rowops.h" nogil:
+    double gd_dot_f64(const double *x, const double *w, ptrdiff_t n)
+    double gd_dot_f32(const float *x, const double *w, ptrdiff_t n)
+    void gd_mdot4_f64(const double *w0, const double *w1, const double *w2, const double *w3,
+                      const double *x, ptrdiff_t n, double *out)
+    void gd_mdot4_f32(const double *w0, const double *w1, const double *w2, const double *w3,
+                      const float *x, ptrdiff_t n, double *out)
+    void gd_maxpy4_f64(const double *a, const double *x, double *g0, double *g1, double *g2,
+                       double *g3, ptrdiff_t n)
+    void gd_maxpy4_f32(const double *a, const float *x, double *g0, double *g1, double *g2,
+                       double *g3, ptrdiff_t n)
+    double gd_axpy_dot_f64(double a, const double *xo, double *g, const double *x,
+                           const double *w, ptrdiff_t n)
+    double gd_axpy_dot_f32(double a, const float *xo, double *g, const float *x,
+                           const double *w, ptrdiff_t n)
+    void gd_axpy_f64(double a, const double *x, double *g, ptrdiff_t n)
+    void gd_axpy_f32(double a, const float *x, double *g, ptrdiff_t n)
+    void gd_scale_axpy_f64(double s, double a, const double *x, double *w, ptrdiff_t n)
+    void gd_scale_axpy_f32(double s, double a, const float *x, double *w, ptrdiff_t n)
+    double gd_sdot_f64_i32(const double *v, const int32_t *idx, ptrdiff_t nnz, const double *w,
+                           ptrdiff_t d, ptrdiff_t *bad)
+    double gd_sdot_f64_i64(const double *v, const int64_t *idx, ptrdiff_t nnz, const double *w,
+                           ptrdiff_t d, ptrdiff_t *bad)
+    double gd_sdot_f32_i32(const float *v, const int32_t *idx, ptrdiff_t nnz, const double *w,
+                           ptrdiff_t d, ptrdiff_t *bad)
+    double gd_sdot_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz, const double *w,
+                           ptrdiff_t d, ptrdiff_t *bad)
+    void gd_saxpy_f64_i32(double a, const double *v, const int32_t *idx, ptrdiff_t nnz, double *g)
+    void gd_saxpy_f64_i64(double a, const double *v, const int64_t *idx, ptrdiff_t nnz, double *g)
+    void gd_saxpy_f32_i32(double a, const float *v, const int32_t *idx, ptrdiff_t nnz, double *g)
+    void gd_saxpy_f32_i64(double a, const float *v, const int64_t *idx, ptrdiff_t nnz, double *g)
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #define GDCODE_HAVE_OPENMP 1
+    #else
+    #define GDCODE_HAVE_OPENMP 0
+    #endif
+    #ifndef GDCODE_KERNEL_DEBUG
+    #define GDCODE_KERNEL_DEBUG 0
+    #endif
+    """
+    const int GDCODE_HAVE_OPENMP
+    const int GDCODE_KERNEL_DEBUG
+
+# objective codes
+cdef enum:
+    LOGISTIC = 0
+    LEAST_SQUARES = 1
+    HINGE = 2
+    SOFTMAX = 3
+
+
+cdef inline double dot(const floating *x, const double *w, ptrdiff_t n) noexcept nogil:
+    if floating is double:
+        return gd_dot_f64(x, w, n)
+    else:
+        return gd_dot_f32(x, w, n)
+
+
+cdef inline double axpy_dot(double a, const floating *xo, double *g, const floating *x,
+                            const double *w, ptrdiff_t n) noexcept nogil:
+    """``g += a xo``, returning ``dot(x, w)``: the update of the previous row in the loop
+    that reads the next one."""
+    if floating is double:
+        return gd_axpy_dot_f64(a, xo, g, x, w, n)
+    else:
+        return gd_axpy_dot_f32(a, xo, g, x, w, n)
+
+
+cdef inline void mdot4(const double *w, ptrdiff_t n, const floating *x,
+                       double *out) noexcept nogil:
+    """Dot products of ``x`` with the four rows ``w[0:n], w[n:2n], ...``."""
+    if floating is double:
+        gd_mdot4_f64(w, w + n, w + 2 * n, w + 3 * n, x, n, out)
+    else:
+        gd_mdot4_f32(w, w + n, w + 2 * n, w + 3 * n, x, n, out)
+
+
+cdef inline void maxpy4(const double *a, const floating *x, double *g,
+                        ptrdiff_t n) noexcept nogil:
+    """``g[k n:(k+1) n] += a[k] x`` for k = 0..3."""
+    if floating is double:
+        gd_maxpy4_f64(a, x, g, g + n, g + 2 * n, g + 3 * n, n)
+    else:
+        gd_maxpy4_f32(a, x, g, g + n, g + 2 * n, g + 3 * n, n)
+
+
+cdef inline void axpy(double a, const floating *x, double *g, ptrdiff_t n) noexcept nogil:
+    if floating is double:
+        gd_axpy_f64(a, x, g, n)
+    else:
+        gd_axpy_f32(a, x, g, n)
+
+
+cdef inline void scale_axpy(double s, double a, const floating *x, double *w,
+                            ptrdiff_t n) noexcept nogil:
+    if floating is double:
+        gd_scale_axpy_f64(s, a, x, w, n)
+    else:
+        gd_scale_axpy_f32(s, a, x, w, n)
+
+
+cdef inline double sdot(const floating *v, const index_t *idx, ptrdiff_t nnz, const double *w,
+                        ptrdiff_t d, ptrdiff_t *bad) noexcept nogil:
+    if floating is double:
+        if index_t is int32_t:
+            return gd_sdot_f64_i32(v, idx, nnz, w, d, bad)
+        else:
+            return gd_sdot_f64_i64(v, idx, nnz, w, d, bad)
+    else:
+        if index_t is int32_t:
+            return gd_sdot_f32_i32(v, idx, nnz, w, d, bad)
+        else:
+            return gd_sdot_f32_i64(v, idx, nnz, w, d, bad)
+
+
+cdef inline void saxpy(double a, const floating *v, const index_t *idx, ptrdiff_t nnz,
+                       double *g) noexcept nogil:
+    if floating is double:
+        if index_t is int32_t:
+            gd_saxpy_f64_i32(a, v, idx, nnz, g)
+        else:
+            gd_saxpy_f64_i64(a, v, idx, nnz, g)
+    else:
+        if index_t is int32_t:
+            gd_saxpy_f32_i32(a, v, idx, nnz, g)
+        else:
+            gd_saxpy_f32_i64(a, v, idx, nnz, g)
+
+
+cdef inline double binary_loss(int obj, double m, double y, double *dloss) noexcept nogil:
+    """Loss of one row at margin ``m = x.w``; ``dloss[0]`` gets d loss / d m.
+
+    logistic: log(1 + exp(-y m)) with one exp of a non-positive number, so no overflow;
+    least-squares: (m - y)^2 / 2; hinge: max(0, 1 - y m), subgradient 0 at the kink.
+    """
+    cdef double z, e
+    if obj == LOGISTIC:
+        z = -y * m
+        e = exp(-fabs(z))
+        # branch-free: the sign of z is a coin flip on real data
+        dloss[0] = -y * (1.0 if z > 0 else e) / (1.0 + e)
+        return fmax(z, 0.0) + log1p(e)
+    if obj == LEAST_SQUARES:
+        z = m - y
+        dloss[0] = z
+        return 0.5 * z * z
+    z = 1.0 - y * m
+    if z > 0:
+        dloss[0] = -y
+        return z
+    dloss[0] = 0.0
+    return 0.0
+
+
+cdef inline bint bad_label(double label, ptrdiff_t n_classes) noexcept nogil:
+    """True unless ``label`` is one of 0, 1, ..., n_classes - 1 (NaN is bad)."""
+    if not (label >= 0.0 and label < n_classes):
+        return True
+    return <double> (<ptrdiff_t> label) != label
+
+
+cdef inline double softmax_scores(double *s, ptrdiff_t n_classes, ptrdiff_t label) noexcept nogil:
+    """Turn scores ``s`` into probabilities in place; return ``-log softmax(s)[label]``.
+
+    The maximum is subtracted before exp, so large scores neither overflow nor lose the loss.
+    """
+    cdef ptrdiff_t k
+    cdef double smax = s[0], total = 0.0, s_label = s[label]
+    for k in range(1, n_classes):
+        if s[k] > smax:
+            smax = s[k]
+    for k in range(n_classes):
+        s[k] = exp(s[k] - smax)
+        total = total + s[k]
+    for k in range(n_classes):
+        s[k] = s[k] / total
+    return smax + log(total) - s_label
