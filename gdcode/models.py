@@ -4,6 +4,16 @@ Every model has ``f(w) = (1/n) sum_i loss_i(w) + (lambda/2) ||w||^2``. A worker 
 *sums* of per-row gradients over its rows, weighted per row by its code coefficients
 (:meth:`Model.loss_grad_sum`); the coordinator divides the decoded sum by n and adds
 ``lambda * w`` (:meth:`Model.full_gradient` does the same serially).
+
+Rows are dense (a C-contiguous float64 or float32 ndarray; other dtypes are converted to
+float64) or scipy CSR (another sparse format is converted to CSR, at the cost of a copy).
+Both go to the compiled kernels of :mod:`gdcode.kernels` when they are built, else to their
+numpy twins.
+
+``softmax`` has the parameters ``W`` of shape ``(K, n_cols)``, flattened row-major into the
+parameter vector of length ``K * n_cols`` (:meth:`Model.n_params`). The model takes K from
+that length (``K = len(w) / n_cols``), so ``models.get("softmax")`` needs no argument: the
+runtime sizes ``w`` with ``n_params(n_cols, source.n_classes)`` and every method follows.
 """
 
 from __future__ import annotations
@@ -17,80 +27,249 @@ from gdcode.errors import ConfigError
 class Model:
     """A linear model's objective.
 
+    Parameters
+    ----------
+    compiled : bool, optional
+        ``True`` insists on the compiled kernels, ``False`` uses the numpy twins, ``None``
+        (default) takes the compiled ones when they are built.
+    n_threads : int
+        OpenMP threads of each kernel call (default 1: one per MPI rank); ignored by the
+        numpy twins and by a build without OpenMP.
+
     Attributes
     ----------
     name : str
         Registry name (``--model``).
     task : str
-        The dataset task it needs: ``binary`` or ``regression``.
+        The dataset task it needs: ``binary``, ``regression`` or ``multiclass``.
     """
 
     name = ""
     task = "binary"
-    kernel = ""
+    stem = ""  # kernel names: f"{stem}_dense", f"{stem}_csr"
 
-    def __init__(self, compiled: bool | None = None) -> None:
-        self._kernel = kernels.get(self.kernel, compiled=compiled)
-        self._reference = kernels.get(self.kernel, compiled=False)
+    def __init__(self, compiled: bool | None = None, n_threads: int = 1) -> None:
+        if int(n_threads) < 1:
+            raise ConfigError(f"n_threads must be at least 1, got {n_threads}")
+        self.n_threads = int(n_threads)
+        self._dense = kernels.get(f"{self.stem}_dense", compiled=compiled)
+        self._csr = kernels.get(f"{self.stem}_csr", compiled=compiled)
+        self._hogwild_dense = kernels.get("hogwild_dense", compiled=compiled)
+        self._hogwild_csr = kernels.get("hogwild_csr", compiled=compiled)
 
     def n_params(self, n_cols: int, n_classes: int = 2) -> int:
         """Length of the parameter vector."""
         return n_cols
 
-    def loss_grad_sum(self, X: np.ndarray, y: np.ndarray, coef: np.ndarray, w: np.ndarray,
+    def n_classes(self, n_params: int, n_cols: int) -> int:
+        """Rows of the parameter matrix: 1 for the binary and regression models."""
+        if n_params != n_cols:
+            raise ValueError(f"{self.name} on {n_cols} columns needs {n_cols} parameters, "
+                             f"got {n_params}")
+        return 1
+
+    def loss_grad_sum(self, X, y: np.ndarray, coef: np.ndarray, w: np.ndarray,
                       grad: np.ndarray) -> float:
-        """Add ``sum_i coef_i * grad loss_i(w)`` to ``grad`` (in place); return ``sum_i coef_i loss_i(w)``."""
+        """Add ``sum_i coef_i grad loss_i(w)`` into ``grad``; return ``sum_i coef_i loss_i(w)``.
+
+        Parameters
+        ----------
+        X : numpy.ndarray or scipy.sparse matrix
+            The rows, dense or CSR (a row slice ``X[lo:hi]`` of either is fine).
+        y, coef : numpy.ndarray
+            Labels and per-row coefficients, one per row.
+        w : numpy.ndarray
+            The parameter vector.
+        grad : numpy.ndarray
+            Float64, contiguous, the length of ``w``: the sum is added to it.
+
+        Returns
+        -------
+        float
+            The coefficient-weighted loss sum of the rows.
+        """
         if X.shape[0] == 0:
             return 0.0
-        if not isinstance(X, np.ndarray):  # scipy.sparse rows: the numpy twin handles them
-            return float(self._reference(X, y, coef, w, grad))
-        return float(self._kernel(X, y, coef, w, grad))
+        if not (isinstance(grad, np.ndarray) and grad.dtype == np.float64
+                and grad.flags.c_contiguous and grad.flags.writeable):
+            raise ValueError("grad must be a writable C-contiguous float64 array (the kernels "
+                             "add into it in place)")
+        if grad.shape != np.shape(w):
+            raise ValueError(f"grad has shape {grad.shape}, w {np.shape(w)}; they must match")
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        coef = np.ascontiguousarray(coef, dtype=np.float64)
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        X = as_rows(X)
+        n_cols = X.shape[1]
+        w, grad = self._shaped(w, grad, n_cols)
+        if isinstance(X, np.ndarray):
+            return float(self._dense(X, y, coef, w, grad, n_threads=self.n_threads))
+        return float(self._csr(X.data, X.indices, X.indptr, y, coef, w, grad,
+                               n_threads=self.n_threads))
 
-    def objective(self, X: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float) -> float:
+    def _shaped(self, w: np.ndarray, grad: np.ndarray, n_cols: int):
+        """``w`` and ``grad`` as the kernels take them (views, never copies of ``grad``)."""
+        self.n_classes(w.size, n_cols)
+        return w, grad
+
+    def objective(self, X, y: np.ndarray, w: np.ndarray, l2: float) -> float:
         """``f(w)`` on the rows ``X, y``: mean loss plus ``(l2/2) ||w||^2``."""
-        grad = np.zeros_like(w)
+        grad = np.zeros(np.shape(w))
         loss = self.loss_grad_sum(X, y, np.ones(X.shape[0]), w, grad)
-        return loss / X.shape[0] + 0.5 * l2 * float(w @ w)
+        return loss / max(X.shape[0], 1) + 0.5 * l2 * float(w @ w)
 
-    def full_gradient(self, X: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float) -> np.ndarray:
+    def full_gradient(self, X, y: np.ndarray, w: np.ndarray, l2: float) -> np.ndarray:
         """``grad f(w)`` on the rows ``X, y``."""
-        grad = np.zeros_like(w)
+        grad = np.zeros(np.shape(w))
         self.loss_grad_sum(X, y, np.ones(X.shape[0]), w, grad)
-        return grad / X.shape[0] + l2 * w
+        return grad / max(X.shape[0], 1) + l2 * w
 
-    def test_metrics(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> dict[str, float]:
+    def hogwild(self, X, y: np.ndarray, w: np.ndarray, lr: float, n_steps: int, seed: int,
+                n_threads: int | None = None, l2: float = 0.0, lr_decay: float = 0.0,
+                step_offset: int = 0) -> int:
+        """Lock-free SGD on the rows ``X, y``, updating ``w`` in place (Hogwild).
+
+        Each of ``n_threads`` threads (default: the model's) runs ``n_steps`` steps on rows
+        it draws with replacement from its own seeded stream, with step size
+        ``lr / (1 + lr_decay * (step_offset + k))`` at its step ``k``, on this model's
+        objective with L2 coefficient ``l2``. See :mod:`gdcode.kernels.hogwild` (the
+        module docstring of ``kernels/hogwild.pyx``) for the exact update. Returns the
+        number of updates applied.
+        """
+        if not (isinstance(w, np.ndarray) and w.dtype == np.float64 and w.flags.c_contiguous
+                and w.flags.writeable):
+            raise ValueError("w must be a writable C-contiguous float64 array (Hogwild "
+                             "updates it in place)")
+        threads = self.n_threads if n_threads is None else int(n_threads)
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        X = as_rows(X)
+        n_classes = self.n_classes(w.size, X.shape[1])
+        common = dict(n_threads=threads, l2=l2, lr_decay=lr_decay, step_offset=step_offset,
+                      n_classes=n_classes if self.name == "softmax" else 0)
+        if isinstance(X, np.ndarray):
+            return int(self._hogwild_dense(X, y, w, self.name, lr, n_steps, seed, **common))
+        return int(self._hogwild_csr(X.data, X.indices, X.indptr, y, w, self.name, lr, n_steps,
+                                     seed, **common))
+
+    def test_metrics(self, X, y: np.ndarray, w: np.ndarray) -> dict[str, float]:
         """Held-out metrics of ``w`` (no regularisation in the loss)."""
         raise NotImplementedError
+
+
+def as_rows(X):
+    """``X`` as the kernels take it: a float32/float64 ndarray with contiguous rows, or CSR."""
+    import scipy.sparse as sp
+
+    if sp.issparse(X):
+        if X.format != "csr":
+            X = X.tocsr()
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
+        if X.indptr.dtype != X.indices.dtype:
+            X = sp.csr_matrix((X.data, X.indices, X.indptr.astype(X.indices.dtype)),
+                              shape=X.shape)
+        return X
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (rows by columns), got shape {X.shape}")
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    if X.shape[1] > 1 and X.strides[1] != X.itemsize:
+        X = np.ascontiguousarray(X)
+    return X
 
 
 class Logistic(Model):
     """``logistic``: ``log(1 + exp(-y x.w))`` with labels +1/-1."""
 
-    name, task, kernel = "logistic", "binary", "logistic_dense"
+    name, task, stem = "logistic", "binary", "logistic"
 
     def test_metrics(self, X, y, w):
         if X.shape[0] == 0:
             return {}
-        margin = X @ w
+        margin = np.asarray(X @ w)
         loss = float(np.mean(np.logaddexp(0.0, -y * margin)))
-        acc = float(np.mean(np.where(margin >= 0, 1.0, -1.0) == y))
-        out = {"test_loss": loss, "test_accuracy": acc}
-        auc = binary_auc(y > 0, margin)
-        if auc is not None:
-            out["test_auc"] = auc
-        return out
+        return _binary_metrics(loss, margin, y)
 
 
 class LeastSquares(Model):
-    """``least-squares``: ``(x.w - y)^2 / 2``, so ``f`` is ``(1/(2n)) sum (x.w - y)^2 + (lambda/2)||w||^2``."""
+    """``least-squares``: ``(x.w - y)^2 / 2``.
 
-    name, task, kernel = "least-squares", "regression", "least_squares_dense"
+    So ``f`` is ``(1/(2n)) sum (x.w - y)^2 + (lambda/2)||w||^2``.
+    """
+
+    name, task, stem = "least-squares", "regression", "least_squares"
 
     def test_metrics(self, X, y, w):
         if X.shape[0] == 0:
             return {}
-        r = X @ w - y
-        return {"test_loss": float(0.5 * np.mean(r * r)), "test_rmse": float(np.sqrt(np.mean(r * r)))}
+        r = np.asarray(X @ w) - y
+        return {"test_loss": float(0.5 * np.mean(r * r)),
+                "test_rmse": float(np.sqrt(np.mean(r * r)))}
+
+
+class Hinge(Model):
+    """``hinge``: ``max(0, 1 - y x.w)`` with labels +1/-1 (a linear SVM).
+
+    The loss is not differentiable where ``y x.w = 1``; the kernels use the subgradient
+    ``-y x`` where ``y x.w < 1`` and 0 elsewhere, the kink included.
+    """
+
+    name, task, stem = "hinge", "binary", "hinge"
+
+    def test_metrics(self, X, y, w):
+        if X.shape[0] == 0:
+            return {}
+        margin = np.asarray(X @ w)
+        loss = float(np.mean(np.maximum(0.0, 1.0 - y * margin)))
+        return _binary_metrics(loss, margin, y)
+
+
+class Softmax(Model):
+    """``softmax``: ``-log softmax(W x)[y]`` with classes ``0..K-1`` (multinomial logistic).
+
+    ``W`` is ``(K, n_cols)``, flattened row-major into the parameter vector; the L2 term
+    covers all of ``W``. K comes from the parameter length (see the module docstring).
+    """
+
+    name, task, stem = "softmax", "multiclass", "softmax"
+
+    def n_params(self, n_cols: int, n_classes: int = 2) -> int:
+        if n_classes < 2:
+            raise ConfigError(f"--model softmax needs a dataset with at least 2 classes, "
+                              f"got {n_classes}")
+        return n_classes * n_cols
+
+    def n_classes(self, n_params: int, n_cols: int) -> int:
+        if n_cols < 1 or n_params < n_cols or n_params % n_cols:
+            raise ValueError(f"softmax parameters of length {n_params} do not form a "
+                             f"(K, {n_cols}) matrix")
+        return n_params // n_cols
+
+    def _shaped(self, w, grad, n_cols):
+        K = self.n_classes(w.size, n_cols)
+        return w.reshape(K, n_cols), grad.reshape(K, n_cols)
+
+    def test_metrics(self, X, y, w):
+        if X.shape[0] == 0:
+            return {}
+        from gdcode.kernels.reference import class_labels, softmax_rows
+
+        K = self.n_classes(w.size, X.shape[1])
+        scores = np.asarray(X @ w.reshape(K, X.shape[1]).T, dtype=np.float64)
+        labels = class_labels(np.asarray(y, dtype=np.float64), K)
+        loss, _ = softmax_rows(scores, labels)
+        return {"test_loss": float(np.mean(loss)),
+                "test_accuracy": float(np.mean(np.argmax(scores, axis=1) == labels))}
+
+
+def _binary_metrics(loss: float, margin: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    acc = float(np.mean(np.where(margin >= 0, 1.0, -1.0) == y))
+    out = {"test_loss": loss, "test_accuracy": acc}
+    auc = binary_auc(y > 0, margin)
+    if auc is not None:
+        out["test_auc"] = auc
+    return out
 
 
 def binary_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
@@ -105,7 +284,7 @@ def binary_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-MODELS: dict[str, type[Model]] = {cls.name: cls for cls in (Logistic, LeastSquares)}
+MODELS: dict[str, type[Model]] = {cls.name: cls for cls in (Logistic, LeastSquares, Hinge, Softmax)}
 
 
 def names() -> list[str]:
@@ -113,10 +292,11 @@ def names() -> list[str]:
     return sorted(MODELS)
 
 
-def get(name: str, compiled: bool | None = None) -> Model:
+def get(name: str, compiled: bool | None = None, n_threads: int = 1) -> Model:
     """The model ``name``; ConfigError listing the known models otherwise."""
     try:
         cls = MODELS[name]
     except KeyError:
-        raise ConfigError(f"--model {name!r} is not a known model; known: {', '.join(names())}") from None
-    return cls(compiled=compiled)
+        raise ConfigError(f"--model {name!r} is not a known model; "
+                          f"known: {', '.join(names())}") from None
+    return cls(compiled=compiled, n_threads=n_threads)

@@ -241,8 +241,8 @@ def format_table(results: list[dict], rows: int, repeats: int, threads: int) -> 
            "reference: numpy/scipy two passes (X @ w, then X.T @ r); read GB/s: numpy sum "
            "over the dense float64 X", "", head, "-" * len(head)]
     for r in results:
-        out.append(f"{r['kernel']:<14} {r['layout']:<6} {r['dtype']:<7} {r['seconds']:>9.4f} "
-                   f"{r['gbps']:>6.2f} {r['reference_seconds']:>11.4f} {r['speedup']:>6.2f}x "
+        out.append(f"{r['kernel']:<14} {r['layout']:<6} {r['dtype']:<7} {r['seconds']:>9.4g} "
+                   f"{r['gbps']:>6.2f} {r['reference_seconds']:>11.4g} {r['speedup']:>6.2f}x "
                    f"{r['bandwidth_gbps']:>9.2f} {100 * r['gbps'] / r['bandwidth_gbps']:>6.0f}%")
     out += ["", "targets:", *target_lines(results, threads)]
     return "\n".join(out)

@@ -1,0 +1,57 @@
+"""``gdcode bench kernels`` on a tiny block: the JSON rows and the bad-input exit code.
+
+Speed itself is not asserted (a benchmark, not a timed test)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gdcode import cli, kernels
+from gdcode.bench import kernels as bench
+
+
+@pytest.mark.skipif(not kernels.COMPILED, reason="compiled kernels not built")
+def test_bench_kernels_json(capsys):
+    assert cli.main(["bench", "kernels", "--json", "--rows", "300", "--repeats", "1"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["kernel"], r["layout"], r["dtype"]) for r in rows] == [
+        (obj, layout, dtype) for obj in bench.OBJECTIVES for layout, dtype in bench.CASES]
+    for r in rows:
+        assert set(r) == set(bench.JSON_KEYS)
+        for key in ("seconds", "gbps", "reference_seconds", "speedup", "bandwidth_gbps"):
+            assert r[key] > 0
+        assert r["speedup"] == pytest.approx(r["reference_seconds"] / r["seconds"])
+
+
+@pytest.mark.skipif(not kernels.COMPILED, reason="compiled kernels not built")
+def test_bench_kernels_table(capsys):
+    assert cli.main(["bench", "kernels", "--rows", "200", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "least-squares  csr" in out and "targets:" in out
+    targeted = [case for case in bench.CASES if case[0] == "dense"] * 2 + [("csr", "float64")] * 2
+    assert out.count("MISSED") + out.count(": met") == len(targeted)
+
+
+@pytest.mark.parametrize("argv", [["--rows", "0"], ["--repeats", "0"], ["--threads", "0"]])
+def test_bench_bad_options_exit_2(argv, capsys):
+    assert cli.main(["bench", "kernels", *argv]) == 2
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_bench_reference_is_the_twin():
+    """The benchmark's two-pass reference computes what the kernels compute."""
+    import numpy as np
+
+    X = bench.dense_data(50, 0)
+    for objective in bench.OBJECTIVES:
+        y = bench.labels(objective, X, 0)
+        w = bench.parameters(objective, X.shape[1], 0.1, 0)
+        coef = np.ones(50)
+        g_ref, g_twin = np.zeros_like(w), np.zeros_like(w)
+        loss_ref = bench.reference(objective, X, y, coef, w, g_ref)
+        twin = kernels.get(f"{kernels.OBJECTIVES[objective]}_dense", compiled=False)
+        loss_twin = twin(X, y, coef, w, g_twin)
+        assert loss_ref == pytest.approx(loss_twin, rel=1e-12)
+        np.testing.assert_allclose(g_ref, g_twin, rtol=1e-12, atol=1e-12)
