@@ -46,6 +46,22 @@ cdef extern from "rowops.h" nogil:
     void gd_saxpy_f64_i64(double a, const double *v, const int64_t *idx, ptrdiff_t nnz, double *g)
     void gd_saxpy_f32_i32(double a, const float *v, const int32_t *idx, ptrdiff_t nnz, double *g)
     void gd_saxpy_f32_i64(double a, const float *v, const int64_t *idx, ptrdiff_t nnz, double *g)
+    void gd_sdotk_f64_i32(const double *v, const int32_t *idx, ptrdiff_t nnz, const double *wt,
+                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
+    void gd_saxpyk_f64_i32(const double *a, const double *v, const int32_t *idx, ptrdiff_t nnz,
+                           double *gt, ptrdiff_t K)
+    void gd_sdotk_f64_i64(const double *v, const int64_t *idx, ptrdiff_t nnz, const double *wt,
+                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
+    void gd_saxpyk_f64_i64(const double *a, const double *v, const int64_t *idx, ptrdiff_t nnz,
+                           double *gt, ptrdiff_t K)
+    void gd_sdotk_f32_i32(const float *v, const int32_t *idx, ptrdiff_t nnz, const double *wt,
+                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
+    void gd_saxpyk_f32_i32(const double *a, const float *v, const int32_t *idx, ptrdiff_t nnz,
+                           double *gt, ptrdiff_t K)
+    void gd_sdotk_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz, const double *wt,
+                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
+    void gd_saxpyk_f32_i64(const double *a, const float *v, const int64_t *idx, ptrdiff_t nnz,
+                           double *gt, ptrdiff_t K)
 
 cdef extern from *:
     """
@@ -145,6 +161,34 @@ cdef inline void saxpy(double a, const floating *v, const index_t *idx, ptrdiff_
             gd_saxpy_f32_i32(a, v, idx, nnz, g)
         else:
             gd_saxpy_f32_i64(a, v, idx, nnz, g)
+
+
+cdef inline void sdotk(const floating *v, const index_t *idx, ptrdiff_t nnz, const double *wt,
+                       ptrdiff_t n_classes, ptrdiff_t d, double *s, ptrdiff_t *bad) noexcept nogil:
+    if floating is double:
+        if index_t is int32_t:
+            gd_sdotk_f64_i32(v, idx, nnz, wt, n_classes, d, s, bad)
+        else:
+            gd_sdotk_f64_i64(v, idx, nnz, wt, n_classes, d, s, bad)
+    else:
+        if index_t is int32_t:
+            gd_sdotk_f32_i32(v, idx, nnz, wt, n_classes, d, s, bad)
+        else:
+            gd_sdotk_f32_i64(v, idx, nnz, wt, n_classes, d, s, bad)
+
+
+cdef inline void saxpyk(const double *a, const floating *v, const index_t *idx, ptrdiff_t nnz,
+                        double *gt, ptrdiff_t n_classes) noexcept nogil:
+    if floating is double:
+        if index_t is int32_t:
+            gd_saxpyk_f64_i32(a, v, idx, nnz, gt, n_classes)
+        else:
+            gd_saxpyk_f64_i64(a, v, idx, nnz, gt, n_classes)
+    else:
+        if index_t is int32_t:
+            gd_saxpyk_f32_i32(a, v, idx, nnz, gt, n_classes)
+        else:
+            gd_saxpyk_f32_i64(a, v, idx, nnz, gt, n_classes)
 
 
 cdef inline double binary_loss(int obj, double m, double y, double *dloss) noexcept nogil:

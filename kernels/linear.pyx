@@ -43,8 +43,8 @@ from libc.stdlib cimport calloc, free
 
 from _rowops cimport (
     GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE, LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy,
-    axpy_dot, bad_label, binary_loss, dot, floating, index_t, maxpy4, mdot4, ptrdiff_t, saxpy, sdot,
-    softmax_scores,
+    axpy_dot, bad_label, binary_loss, dot, floating, index_t, maxpy4, mdot4, ptrdiff_t, saxpy,
+    saxpyk, sdot, sdotk, softmax_scores,
 )
 
 #: True when compiled with OpenMP (``n_threads > 1`` runs in parallel)
@@ -138,9 +138,12 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
 cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] indices,
                          const index_t[::1] indptr, const double[::1] y, const double[::1] coef,
                          const double *W, double *G, ptrdiff_t n_classes, ptrdiff_t p,
-                         ptrdiff_t lo, ptrdiff_t hi, double *s, double *loss_out,
-                         ptrdiff_t *n_bad_index) noexcept nogil:
-    """Rows lo:hi into G; returns the number of bad labels, counts bad indices."""
+                         bint transposed, ptrdiff_t lo, ptrdiff_t hi, double *s,
+                         double *loss_out, ptrdiff_t *n_bad_index) noexcept nogil:
+    """Rows lo:hi into G; returns the number of bad labels, counts bad indices.
+
+    ``transposed`` (softmax): W and G are stored column-major, ``W[k, j]`` at ``j K + k``.
+    """
     cdef ptrdiff_t i, b, nb, na, k, cls, start, nnz, bad, n_bad = 0
     cdef ptrdiff_t budget, entry = sizeof(floating) + sizeof(index_t)
     cdef ptrdiff_t rows[CSR_BLOCK]
@@ -197,16 +200,23 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
             n_bad = n_bad + 1
             continue
         cls = <ptrdiff_t> y[i]
-        for k in range(n_classes):
-            s[k] = sdot(v, idx, nnz, W + k * p, p, &bad)
+        if transposed:
+            sdotk(v, idx, nnz, W, n_classes, p, s, &bad)
+        else:
+            for k in range(n_classes):
+                s[k] = sdot(v, idx, nnz, W + k * p, p, &bad)
         if bad:
             n_bad_index[0] += bad
             continue
         loss = loss + c * softmax_scores(s, n_classes, cls)
         for k in range(n_classes):
-            d = c * (s[k] - 1.0) if k == cls else c * s[k]
-            if d != 0.0:
-                saxpy(d, v, idx, nnz, G + k * p)
+            s[k] = c * (s[k] - 1.0) if k == cls else c * s[k]
+        if transposed:
+            saxpyk(s, v, idx, nnz, G, n_classes)
+        else:
+            for k in range(n_classes):
+                if s[k] != 0.0:
+                    saxpy(s[k], v, idx, nnz, G + k * p)
     loss_out[0] = loss
     return n_bad
 
@@ -245,9 +255,24 @@ cdef class _Scratch:
         free(self.bad)
 
 
-cdef double _finish(_Scratch sc, int nt, double *G, ptrdiff_t n_params,
-                    ptrdiff_t n_cols) except? -1.0:
-    """Add chunk gradients 1.. into G in order; sum losses; raise on counted errors."""
+cdef class _Doubles:
+    """A zeroed buffer of doubles, freed with its owner."""
+
+    cdef double *data
+
+    def __cinit__(self, ptrdiff_t size):
+        self.data = <double *> calloc(max(size, 1), sizeof(double))
+        if self.data == NULL:
+            raise MemoryError(f"cannot allocate {size} doubles of kernel scratch")
+
+    def __dealloc__(self):
+        free(self.data)
+
+
+cdef double _finish(_Scratch sc, int n_grads, double *G, ptrdiff_t n_params, ptrdiff_t n_cols,
+                    int nt) except? -1.0:
+    """Add chunk gradients 1..n_grads-1 into G in order; sum the nt chunk losses; raise on
+    counted errors."""
     cdef ptrdiff_t t, j, n_label = 0, n_index = 0
     cdef double loss = 0.0
     cdef double *g
@@ -256,7 +281,7 @@ cdef double _finish(_Scratch sc, int nt, double *G, ptrdiff_t n_params,
         n_label += sc.bad[t]
         n_index += sc.bad[nt + t]
     with nogil:
-        for t in range(1, nt):
+        for t in range(1, n_grads):
             g = sc.grads + (t - 1) * n_params
             for j in range(n_params):
                 G[j] += g[j]
@@ -287,30 +312,55 @@ cdef double _run_dense(int obj, const floating[:, ::1] X, const double[::1] y,
                                         G if t == 0 else sc.grads + (t - 1) * n_classes * p,
                                         n_classes, lo, hi, sc.scores + t * n_classes,
                                         sc.loss + t)
-    return _finish(sc, nt, G, n_classes * p, p)
+    return _finish(sc, nt, G, n_classes * p, p, nt)
 
 
 cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indices,
                      const index_t[::1] indptr, const double[::1] y, const double[::1] coef,
                      const double *W, double *G, ptrdiff_t n_classes, ptrdiff_t p,
                      int n_threads) except? -1.0:
-    cdef ptrdiff_t n = indptr.shape[0] - 1, t, lo, hi
+    cdef ptrdiff_t n = indptr.shape[0] - 1, t, lo, hi, j, k, P = n_classes * p
     cdef int nt = _threads(n_threads, n)
-    cdef _Scratch sc = _Scratch(nt, n_classes, n_classes * p)
-    if nt == 1:
+    # Softmax with at least as many nonzeros as parameters works on a column-major copy of
+    # W (and per-thread column-major gradients), so that a nonzero reads K adjacent
+    # numbers instead of K scattered ones; the copies cost O(K p) per call.
+    cdef bint transposed = obj == SOFTMAX and n_classes > 1 and indptr[n] - indptr[0] >= P
+    cdef _Scratch sc = _Scratch(nt, n_classes, 0 if transposed else P)
+    cdef _Doubles wt, gt
+    cdef const double *Wk = W
+    cdef double *g
+    cdef double *gbase = NULL
+    if transposed:
+        wt = _Doubles(P)
+        gt = _Doubles(nt * P)
+        gbase = gt.data
         with nogil:
-            sc.bad[0] = _csr_rows(obj, data, indices, indptr, y, coef, W, G, n_classes, p, 0, n,
+            for k in range(n_classes):
+                for j in range(p):
+                    wt.data[j * n_classes + k] = W[k * p + j]
+        Wk = wt.data
+    with nogil:
+        if nt == 1:
+            sc.bad[0] = _csr_rows(obj, data, indices, indptr, y, coef, Wk,
+                                  gbase if transposed else G, n_classes, p, transposed, 0, n,
                                   sc.scores, sc.loss, sc.bad + 1)
-    else:
-        with nogil:
+        else:
             for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
                 lo = t * n // nt
                 hi = (t + 1) * n // nt
-                sc.bad[t] = _csr_rows(obj, data, indices, indptr, y, coef, W,
-                                      G if t == 0 else sc.grads + (t - 1) * n_classes * p,
-                                      n_classes, p, lo, hi, sc.scores + t * n_classes,
-                                      sc.loss + t, sc.bad + nt + t)
-    return _finish(sc, nt, G, n_classes * p, p)
+                sc.bad[t] = _csr_rows(obj, data, indices, indptr, y, coef, Wk,
+                                      gbase + t * P if transposed else (
+                                          G if t == 0 else sc.grads + (t - 1) * P),
+                                      n_classes, p, transposed, lo, hi,
+                                      sc.scores + t * n_classes, sc.loss + t,
+                                      sc.bad + nt + t)
+        if transposed:
+            for t in range(nt):
+                g = gbase + t * P
+                for k in range(n_classes):
+                    for j in range(p):
+                        G[k * p + j] += g[j * n_classes + k]
+    return _finish(sc, 1 if transposed else nt, G, P, p, nt)
 
 
 # ---------------------------------------------------------------------------- checks

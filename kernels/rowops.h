@@ -218,6 +218,39 @@ static inline void gd_saxpy_##SUFFIX(double a, const T *v, const I *idx, ptrdiff
 {                                                                                         \
     for (ptrdiff_t k = 0; k < nnz; k++)                                                   \
         g[idx[k]] += a * (double)v[k];                                                    \
+}                                                                                         \
+                                                                                          \
+/* The K scores s[k] = sum_q v[q] W[k, idx[q]] of one row, with W stored column-major    \
+ * (wt[j * K + k] = W[k, j]) so that each nonzero reads K adjacent numbers. */             \
+static inline void gd_sdotk_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,             \
+                                     const double *wt, ptrdiff_t K, ptrdiff_t d,          \
+                                     double *s, ptrdiff_t *bad)                           \
+{                                                                                         \
+    ptrdiff_t q, k;                                                                       \
+    for (k = 0; k < K; k++)                                                               \
+        s[k] = 0.0;                                                                       \
+    for (q = 0; q < nnz; q++) {                                                           \
+        uint64_t c = (uint64_t)idx[q];                                                    \
+        if (c >= (uint64_t)d) {                                                           \
+            (*bad)++;                                                                     \
+            continue;                                                                     \
+        }                                                                                 \
+        const double vq = (double)v[q], *r = wt + c * K;                                  \
+        for (k = 0; k < K; k++)                                                           \
+            s[k] += vq * r[k];                                                            \
+    }                                                                                     \
+}                                                                                         \
+                                                                                          \
+/* gt[idx[q] * K + k] += a[k] v[q]: the update of gd_sdotk's column-major layout */       \
+static inline void gd_saxpyk_##SUFFIX(const double *a, const T *v, const I *idx,          \
+                                      ptrdiff_t nnz, double *gt, ptrdiff_t K)             \
+{                                                                                         \
+    for (ptrdiff_t q = 0; q < nnz; q++) {                                                 \
+        const double vq = (double)v[q];                                                   \
+        double *r = gt + (ptrdiff_t)idx[q] * K;                                           \
+        for (ptrdiff_t k = 0; k < K; k++)                                                 \
+            r[k] += a[k] * vq;                                                            \
+    }                                                                                     \
 }
 
 GD_SPARSE_OPS(f64_i32, double, int32_t)

@@ -239,15 +239,20 @@ def test_test_metrics():
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("layout", ["dense", "csr"])
 def test_model_hogwild_lowers_the_objective(name, layout):
-    X, y, _ = problem(name, n=200, p=5)
+    X, _, w_true = problem(name, n=200, p=5)
+    if name == "softmax":
+        y = np.argmax(X @ (10 * w_true).reshape(3, 5).T, axis=1).astype(np.float64)
+    elif name == "least-squares":
+        y = X @ (10 * w_true)
+    else:
+        y = np.sign(X @ w_true)
     m = models.get(name)
-    size = m.n_params(5, 3) if name == "softmax" else 5
-    w = np.zeros(size)
+    w = np.zeros_like(w_true)
     rows = X if layout == "dense" else sp.csr_matrix(X)
     l2 = 0.05
     f0 = m.objective(X, y, w, l2)
     assert m.hogwild(rows, y, w, lr=0.05, n_steps=2000, seed=1, n_threads=2, l2=l2,
                      lr_decay=0.01) == 4000
-    assert m.objective(X, y, w, l2) < f0
+    assert m.objective(X, y, w, l2) < 0.7 * f0
     with pytest.raises(ValueError, match="in place"):
         m.hogwild(rows, y, w.astype(np.float32), lr=0.1, n_steps=1, seed=0)
