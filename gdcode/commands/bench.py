@@ -1,9 +1,10 @@
 """Benchmarks: ``gdcode bench TARGET [--json] [options]``.
 
 Targets (:data:`TARGETS`): ``kernels``, the compiled gradient kernels against the numpy/scipy
-two-pass reference and the machine's read bandwidth. Each target is a module with
-``add_arguments(parser)`` (its own options, on its own sub-parser) and ``main(args) -> int``;
-adding a target is one line in :data:`TARGETS`. Every target takes ``--json``.
+two-pass reference and the machine's read bandwidth. Adding a target is one line in
+:data:`TARGETS`, naming a module that has either ``main(args) -> int`` (and optionally
+``add_arguments(parser)`` for its own options, on its own sub-parser) or
+``run(as_json: bool) -> int``. Every target takes ``--json``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            description=(module.__doc__ or "").strip())
         p.add_argument("--json", action="store_true",
                        help="print a JSON list of result rows instead of a table")
-        module.add_arguments(p)
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
-    return int(importlib.import_module(TARGETS[args.target]).main(args) or 0)
+    module = importlib.import_module(TARGETS[args.target])
+    if hasattr(module, "main"):
+        return int(module.main(args) or 0)
+    return int(module.run(as_json=args.json) or 0)
