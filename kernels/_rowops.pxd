@@ -3,7 +3,7 @@
 # The vector loops are C (rowops.h: dense dot/axpy compiled for several instruction sets,
 # CSR gather/scatter with index checks); the per-row losses and their derivatives are here.
 
-from libc.math cimport exp, fabs, fmax, log, log1p
+from libc.math cimport exp, fabs, log, log1p
 from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int32_t, int64_t, uint64_t
 
@@ -196,24 +196,26 @@ cdef inline double binary_loss(int obj, double m, double y, double *dloss) noexc
 
     logistic: log(1 + exp(-y m)) with one exp of a non-positive number, so no overflow;
     least-squares: (m - y)^2 / 2; hinge: max(0, 1 - y m), subgradient 0 at the kink.
+    Branch-free where the branch would depend on the data (the sign of a margin is a coin
+    flip on real data, and a mispredicted branch also throws away the loads of the next
+    row that the CPU had started).
     """
-    cdef double z, e
+    cdef double z, e, pos
     if obj == LOGISTIC:
         z = -y * m
         e = exp(-fabs(z))
-        # branch-free: the sign of z is a coin flip on real data
-        dloss[0] = -y * (1.0 if z > 0 else e) / (1.0 + e)
-        return fmax(z, 0.0) + log1p(e)
+        pos = <double> (z > 0)
+        # sigmoid(z) = 1 / (1 + e) for z > 0 and e / (1 + e) otherwise
+        dloss[0] = -y * (e + pos * (1.0 - e)) / (1.0 + e)
+        return pos * z + log1p(e)
     if obj == LEAST_SQUARES:
         z = m - y
         dloss[0] = z
         return 0.5 * z * z
     z = 1.0 - y * m
-    if z > 0:
-        dloss[0] = -y
-        return z
-    dloss[0] = 0.0
-    return 0.0
+    pos = <double> (z > 0)
+    dloss[0] = -y * pos
+    return pos * z
 
 
 cdef inline bint bad_label(double label, ptrdiff_t n_classes) noexcept nogil:

@@ -3,11 +3,12 @@
  *
  * Dense rows: vector code without -ffast-math. A dot product keeps 16 partial sums in four
  * 4-double vectors (lanes j mod 16), adds leftover 4-element chunks into the first vector
- * and the last n mod 4 entries in order, and combines the lanes in a fixed tree; gd_dot and
- * gd_axpy_dot use the same code, so a row's margin does not depend on which one computed
- * it. With GCC on x86-64 Linux each dense primitive is compiled three times (baseline SSE2,
- * x86-64-v3 = AVX2, x86-64-v4 = AVX-512) and the loader picks the best one the CPU supports
- * (target_clones), so one build runs everywhere at full width.
+ * and the last n mod 4 entries in order, and combines the lanes in a fixed tree (gd_dot and
+ * gd_axpy_dot share that code). With GCC on x86-64 Linux each dense primitive is compiled
+ * three times (baseline SSE2, x86-64-v3 = AVX2, x86-64-v4 = AVX-512) and the loader picks
+ * the best one the CPU supports (target_clones), so one build runs everywhere at full width;
+ * the AVX builds contract multiply-adds into FMA (-ffp-contract=fast in meson.build), so
+ * their sums can differ from the SSE2 build's in the last bits.
  *
  * Sparse (CSR) rows: scalar gathers and scatters with four partial sums. Every column
  * index is checked against the parameter length; the dot product returns the number of
