@@ -31,6 +31,15 @@ per call and added into ``grad`` in chunk order (so the result depends on ``n_th
 through summation order). When the module is built without OpenMP (``OPENMP`` is False),
 ``n_threads`` is accepted and ignored.
 
+How (measured on 200000 x 200 float64 rows; see ``gdcode bench kernels``): dense rows go
+through a software pipeline over groups of 8 rows, the dot product of each new row running in
+the same vector loop as the update by the matching row of the previous group (rowops.h,
+compiled for SSE2, AVX2 and AVX-512 and chosen at load time), with the group's exp and log1p
+computed together and without data-dependent branches. CSR rows go in blocks of 8: gathers,
+derivatives, then scatters, each column index checked. CSR softmax on a block with at least
+as many nonzeros as parameters works on a column-major copy of ``W`` (K adjacent numbers per
+nonzero instead of K scattered ones).
+
 Errors: shapes that disagree, a CSR ``indptr`` that decreases or overruns ``data``, a column
 index outside ``0..n_cols-1`` and (softmax) a label outside ``0..K-1`` raise ValueError; after
 an index or label error ``grad`` holds a partial sum.
