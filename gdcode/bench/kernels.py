@@ -5,9 +5,10 @@ than a typical last-level cache (dense 200000 x 200; CSR 200000 rows, 50000 colu
 nonzeros a row), it times the compiled loss-and-gradient kernel on the whole block, the
 two-pass reference on the same data (``X @ w``, then ``X.T @ r``, with numpy/scipy; for
 float32 the parameters are cast to float32 so that numpy reads ``X`` in place), and a numpy
-sum over the dense float64 ``X``, the machine's single-read bandwidth. The three are timed in
-interleaved rounds and each keeps its best round, so a busy machine slows all three alike.
-BLAS is limited to ``--threads`` threads while timing the reference.
+sum over the dense float64 ``X``. The three are timed in interleaved rounds and each keeps
+its best round, so a busy machine slows all three alike. The machine's single-read bandwidth
+is the best sum of the whole run, the same figure in every row. BLAS is limited to
+``--threads`` threads while timing the reference.
 
 Targets on one thread: dense logistic and least-squares at least 2.0x the reference and at
 least 70% of the read bandwidth; CSR logistic and least-squares at least 1.8x the reference.
@@ -45,8 +46,8 @@ JSON_KEYS = ("kernel", "layout", "dtype", "seconds", "gbps", "reference_seconds"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, default=200_000,
                         help="rows of the dense and the CSR matrix (default 200000)")
-    parser.add_argument("--repeats", type=int, default=7,
-                        help="timed rounds; each measurement keeps its best (default 7)")
+    parser.add_argument("--repeats", type=int, default=11,
+                        help="timed rounds; each measurement keeps its best (default 11)")
     parser.add_argument("--threads", type=int, default=1,
                         help="n_threads of the kernels and BLAS threads of the reference "
                              "(default 1; the targets are for one thread)")
@@ -182,11 +183,11 @@ def measure(case: Case, X64: np.ndarray, repeats: int, threads: int) -> dict:
         "gbps": case.x_bytes / seconds / 1e9,
         "reference_seconds": ref,
         "speedup": ref / seconds,
-        "bandwidth_gbps": X64.nbytes / best["sum"] / 1e9,
+        "bandwidth_gbps": X64.nbytes / best["sum"] / 1e9,  # this row's; see run()
     }
 
 
-def run(rows: int = 200_000, repeats: int = 7, threads: int = 1, seed: int = 0) -> list[dict]:
+def run(rows: int = 200_000, repeats: int = 11, threads: int = 1, seed: int = 0) -> list[dict]:
     """Measure every objective on every layout; the rows of ``gdcode bench kernels``."""
     from gdcode import kernels
 
@@ -206,6 +207,9 @@ def run(rows: int = 200_000, repeats: int = 7, threads: int = 1, seed: int = 0) 
             case = Case(objective, layout, dtype, X, labels(objective, X, seed),
                         parameters(objective, n_cols, scale, seed), x_bytes(X))
             results.append(measure(case, X64, repeats, threads))
+    bandwidth = max(r["bandwidth_gbps"] for r in results)
+    for r in results:
+        r["bandwidth_gbps"] = bandwidth
     return results
 
 
@@ -218,16 +222,14 @@ def target_lines(results: list[dict], threads: int) -> list[str]:
         key = (r["kernel"], r["layout"])
         if key not in SPEEDUP_TARGETS:
             continue
-        parts = []
-        ok = r["speedup"] >= SPEEDUP_TARGETS[key]
-        parts.append(f"{r['speedup']:.2f}x the reference (target {SPEEDUP_TARGETS[key]:.1f}x)")
+        goal = SPEEDUP_TARGETS[key]
+        parts = [f"{r['speedup']:.2f}x the reference (target {goal:.1f}x: "
+                 f"{'met' if r['speedup'] >= goal else 'MISSED'})"]
         if key in BANDWIDTH_TARGETS:
-            frac = r["gbps"] / r["bandwidth_gbps"]
-            ok = ok and frac >= BANDWIDTH_TARGETS[key]
-            parts.append(f"{100 * frac:.0f}% of the read bandwidth "
-                         f"(target {100 * BANDWIDTH_TARGETS[key]:.0f}%)")
-        lines.append(f"  {r['kernel']} {r['layout']} {r['dtype']}: {', '.join(parts)}: "
-                     f"{'met' if ok else 'MISSED'}")
+            frac, goal = r["gbps"] / r["bandwidth_gbps"], BANDWIDTH_TARGETS[key]
+            parts.append(f"{100 * frac:.0f}% of the read bandwidth (target {100 * goal:.0f}%: "
+                         f"{'met' if frac >= goal else 'MISSED'})")
+        lines.append(f"  {r['kernel']} {r['layout']} {r['dtype']}: {', '.join(parts)}")
     return lines
 
 
@@ -238,8 +240,8 @@ def format_table(results: list[dict], rows: int, repeats: int, threads: int) -> 
     out = [f"gdcode bench kernels: {threads} thread(s), best of {repeats} interleaved rounds; "
            f"dense {rows}x{DENSE_COLS}, csr {rows}x{SPARSE_COLS} with {SPARSE_NNZ} nonzeros "
            f"a row; softmax with {SOFTMAX_CLASSES} classes",
-           "reference: numpy/scipy two passes (X @ w, then X.T @ r); read GB/s: numpy sum "
-           "over the dense float64 X", "", head, "-" * len(head)]
+           "reference: numpy/scipy two passes (X @ w, then X.T @ r); read GB/s: the best numpy "
+           "sum over the dense float64 X in this run", "", head, "-" * len(head)]
     for r in results:
         out.append(f"{r['kernel']:<14} {r['layout']:<6} {r['dtype']:<7} {r['seconds']:>9.4g} "
                    f"{r['gbps']:>6.2f} {r['reference_seconds']:>11.4g} {r['speedup']:>6.2f}x "
