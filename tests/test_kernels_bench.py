@@ -55,3 +55,15 @@ def test_bench_reference_is_the_twin():
         loss_twin = twin(X, y, coef, w, g_twin)
         assert loss_ref == pytest.approx(loss_twin, rel=1e-12)
         np.testing.assert_allclose(g_ref, g_twin, rtol=1e-12, atol=1e-12)
+
+
+def test_bench_registry_lists_every_target():
+    """Each registered target imports and has an entry point the command can call."""
+    import importlib
+
+    from gdcode.commands import bench as command
+
+    assert {"kernels", "engine"} <= set(command.TARGETS)
+    for module_name in command.TARGETS.values():
+        module = importlib.import_module(module_name)
+        assert hasattr(module, "main") or hasattr(module, "run")
