@@ -380,8 +380,11 @@ def work(ctx: Context) -> int:
             X, y = stack_rows([ctx.rows(lo, hi) for lo, hi in ranges])
         else:
             X, y = np.empty((0, d)), np.empty(0)
-        blocks = [(lo, min(lo + BLOCK_ROWS, X.shape[0])) for lo in range(0, X.shape[0], BLOCK_ROWS)]
-        messages.append((k, X, y, coef, blocks))
+        # cut the blocks once: a CSR row slice is a copy (a dense one is a view)
+        blocks = [(X[lo:lo + BLOCK_ROWS], y[lo:lo + BLOCK_ROWS], coef[lo:lo + BLOCK_ROWS])
+                  for lo in range(0, X.shape[0], BLOCK_ROWS)]
+        del X
+        messages.append((k, blocks))
     load = float(code.load()[me])
     share = np.array([np.count_nonzero(m[me]) for m in mats], dtype=float)
     share = share / share.sum() if share.sum() else np.full(len(mats), 1.0 / len(mats))
@@ -412,14 +415,14 @@ def work(ctx: Context) -> int:
         if t == fail_at:
             raise RuntimeError(f"worker {me + 1}: failure injected at iteration {t} by GDCODE_FAIL_WORKER")
 
-        for k, X, y, coef, blocks in messages:
+        for k, blocks in messages:
             out = sends.get()
             g = out[tp.HEADER:]
             g[:] = 0.0
             t0 = time.perf_counter()
             cancelled = False
-            for lo, hi in blocks:
-                kernel(X[lo:hi], y[lo:hi], coef[lo:hi], w, g)
+            for Xb, yb, cb in blocks:
+                kernel(Xb, yb, cb, w, g)
                 if ctrl_req.Test():
                     cancelled = True
                     break
