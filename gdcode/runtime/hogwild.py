@@ -117,6 +117,7 @@ class Server:
         evaluator = ac.Evaluator(ctx, writer, threaded=True)
         w = ctx.w0.copy()
         evaluator.submit(0, 0.0, w.copy())  # the initial model, before the clock starts
+        evaluator.flush(wait=True)
         stale = Staleness(cfg.max_staleness, W)
         pushed = np.zeros(W, dtype=np.int64)
         size = update_size(d, self.sparse)
