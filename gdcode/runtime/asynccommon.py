@@ -20,13 +20,13 @@ from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context
 from gdcode.sgd import BatchSampler, column_shares
 
-# tags of the modes other than coded
-TAG_UPDATE = 21  # worker -> parameter server: updates, then DONE (hogwild)
-TAG_MODEL = 22  # parameter server -> worker: models, then STOP (hogwild)
-TAG_ASK = 23  # anyone -> worker: a request its responder answers, or STOP (gossip, allreduce, local)
-TAG_ANSWER = 24  # worker -> the worker whose request it answers (gossip)
-TAG_ROOT = 25  # worker -> rank 0: models to evaluate, DONE, FINAL
-TAG_RECORDS = 26  # worker -> rank 0 at the end: its per-step records
+# tags of the modes other than coded (apart from coded mode's TAG_REPLY + k)
+TAG_UPDATE = 41  # worker -> parameter server: updates, then DONE (hogwild)
+TAG_MODEL = 42  # parameter server -> worker: models, then STOP (hogwild)
+TAG_ASK = 43  # anyone -> worker: a request its responder answers, or STOP (gossip, allreduce, local)
+TAG_ANSWER = 44  # worker -> the worker whose request it answers (gossip)
+TAG_ROOT = 45  # worker -> rank 0: models to evaluate, DONE, FINAL
+TAG_RECORDS = 46  # worker -> rank 0 at the end: its per-step records
 
 # message kinds (header[0]); transport's MODEL, STOP and DONE are reused
 UPDATE, ASK_PULL, ASK_ELASTIC, ASK_PUSH, ASK_EVAL, ANSWER, FINAL = 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0
