@@ -148,6 +148,18 @@ def test_a_persistent_straggler_does_not_hold_the_others_back(train, mode):
     assert cpu[slow[0] - 1] / wall[slow[0] - 1] < 0.3  # pausing and answering do not spin
 
 
+@pytest.mark.parametrize("mode, args", [("local", ("--average-every", "5")), ("hogwild", ("--lr", "0.05"))])
+def test_target_loss_stops_every_worker(train, f_star, mode, args):
+    run = train(3, "--mode", mode, *RIDGE, *args, "--lr", "0.05", "--iterations", "2000", "--delay", "exp:0.002",
+                "--target-loss", str(1.02 * f_star), "--eval-every", "0.02", name="target")
+    s = run.summary
+    assert s["status"] == "ok" and s["target_loss_reached"] and s["train_loss"] <= 1.02 * f_star
+    steps = s["worker_steps"] if mode == "local" else s["worker_pushes"]
+    assert max(steps) < 2000
+    if mode == "local":  # the stop travels in an average, so every worker stops after the same step
+        assert len(set(steps)) == 1 and steps[0] % 5 == 0
+
+
 @pytest.mark.parametrize("mode", ["hogwild", "gossip", "allreduce"])
 def test_timeout_ends_an_async_run_with_status_timeout(tmp_path, mode):
     res = run_cli(["run", "--mode", mode, "--workers", "2", "--delay", "exp:1", "--iterations", "1000",
