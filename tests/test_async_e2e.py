@@ -188,3 +188,18 @@ def test_bad_async_option_exits_2_before_mpi(tmp_path):
     res = run_cli(["run", "--mode", "gossip", "--workers", "1", "--out", str(tmp_path)], cwd=tmp_path, timeout=60)
     assert res.returncode == 2
     assert "--mode gossip needs at least 2 workers" in res.stderr
+
+
+def _hogwild_built() -> bool:
+    from gdcode import kernels
+
+    return "hogwild_dense" in kernels.KERNEL_NAMES and kernels.COMPILED
+
+
+@pytest.mark.skipif(not _hogwild_built(), reason="this build has no compiled Hogwild kernel")
+def test_hogwild_threads_run_the_lock_free_kernel(train, f_star):
+    run = train(2, "--mode", "hogwild", *RIDGE, "--threads", "2", "--batch-size", "100", "--lr", "0.02",
+                "--iterations", "60", name="threads")
+    losses = run.column("train_loss")
+    assert losses[-1] < 0.5 * losses[0] and run.summary["train_loss"] < 1.1 * f_star
+    assert run.summary["worker_updates"] == [60, 60]

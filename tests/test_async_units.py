@@ -179,3 +179,35 @@ def test_threads_need_the_compiled_hogwild_kernel(tmp_path):
     else:
         with pytest.raises(ConfigError, match="compiled Hogwild kernel"):
             config.resolve(values)
+
+
+def _hogwild_built() -> bool:
+    from gdcode import kernels
+
+    return "hogwild_dense" in kernels.KERNEL_NAMES and kernels.COMPILED
+
+
+@pytest.mark.skipif(not _hogwild_built(), reason="this build has no compiled Hogwild kernel")
+@pytest.mark.parametrize("layout", ["dense", "csr"])
+def test_kernel_step_is_the_twins_single_row_steps(layout):
+    """One worker step with --threads: B single-row steps at lr/B, as the kernel's numpy twin makes them."""
+    from types import SimpleNamespace
+
+    from gdcode import kernels
+
+    rng = np.random.default_rng(7)
+    if layout == "csr":
+        X, y = _csr(seed=7, n=40, p=15)
+    else:
+        X, y = rng.standard_normal((40, 15)), np.where(rng.random(40) < 0.5, -1.0, 1.0)
+    rows = SimpleNamespace(X=X, y=y, sparse=layout == "csr", batch_size=12)
+    w = rng.standard_normal(15) * 0.1
+    name = f"hogwild_{layout}"
+    got = hogwild._kernel_step(kernels.get(name, compiled=True), "logistic", rows, w, 0.6, 1, 0, 2, 5, 0.01)
+    seed = int(np.random.default_rng([0, 0x4067, 2, 5]).integers(0, 2**63 - 1))
+    ref = w.copy()
+    args = (X.data, X.indices, X.indptr) if layout == "csr" else (X,)
+    kernels.get(name, compiled=False)(*args, y, ref, "logistic", 0.6 / 12, 12, seed, n_threads=1, l2=0.01)
+    np.testing.assert_allclose(got, ref - w, atol=1e-12)
+    two = hogwild._kernel_step(kernels.get(name, compiled=True), "logistic", rows, w, 0.6, 2, 0, 2, 5, 0.01)
+    assert np.all(np.isfinite(two)) and np.any(two != 0)
