@@ -90,8 +90,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("mixing", str, "pairwise", "gossip: mixing rule", choices=("pairwise", "elastic", "push-sum")),
     Option("gossip-prob", float, 0.5, "gossip: probability that a worker gossips before a step"),
     Option("gossip-period", int, 0, "gossip: gossip every K steps instead (0: use --gossip-prob)"),
-    Option("interpolation", str, "constant", "gossip pairwise: weight f of the peer's model: constant "
-           "(--alpha), clock (c_peer/(c+c_peer)) or loss (loss/(loss+loss_peer))",
+    Option("interpolation", str, "clock", "gossip pairwise: weight f of the peer's model: clock "
+           "(c_peer/(c+c_peer)), constant (--alpha) or loss (loss/(loss+loss_peer))",
            choices=("constant", "clock", "loss")),
     Option("alpha", float, 0.5, "gossip: pairwise constant weight f, elastic coefficient alpha"),
     Option("peer-selection", str, "uniform", "gossip pairwise: uniform, or flow (peers that time out are "

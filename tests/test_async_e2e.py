@@ -93,10 +93,10 @@ def test_hogwild_max_staleness_drops_and_counts(train):
 @pytest.mark.parametrize("mixing", [
     ("pairwise",),
     ("pairwise", "--interpolation", "loss", "--peer-selection", "flow", "--gossip-prob", "1"),
-    ("pairwise", "--interpolation", "clock", "--batch-size", "200"),
+    ("pairwise", "--interpolation", "constant", "--batch-size", "200"),
     ("elastic", "--gossip-period", "2", "--alpha", "0.3"),
     ("push-sum",),
-], ids=["pairwise", "pairwise-loss-flow", "pairwise-clock-sgd", "elastic", "push-sum"])
+], ids=["pairwise", "pairwise-loss-flow", "pairwise-constant-sgd", "elastic", "push-sum"])
 def test_gossip_reaches_the_optimum(train, f_star, mixing):
     run = train(3, "--mode", "gossip", "--mixing", *mixing, *RIDGE, "--lr", "0.05", "--iterations", "120",
                 "--delay", "exp:0.001", "--eval-every", "0.05", name="gossip")

@@ -16,7 +16,8 @@ Worker (rank ``i + 1``), per step ``t = 1..--iterations``:
 Server (rank 0): applies each update as it arrives (``w += delta``), unless it was computed
 on a model more than ``--max-staleness`` versions old (:class:`gdcode.sgd.Staleness`), and
 answers pull requests. Every ``--eval-every`` seconds it copies its model and evaluates the
-copy on a helper thread, so evaluation is neither on the workers' path nor in ``elapsed``.
+copy on a helper thread, so evaluation is neither on the workers' path nor in ``elapsed``;
+the line's ``elapsed`` is when the model reached that version (the last update applied).
 
 Records: ``metrics.jsonl`` has one line per evaluation, ``iteration`` being the server
 model's version (updates applied); the first line is the initial model. ``workers.csv`` has
@@ -134,7 +135,7 @@ class Server:
         tp.barrier(comm)
         cpu0, t0 = time.process_time(), time.perf_counter()
         deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
-        status, last_apply, next_eval, grace = "ok", 0.0, cfg.eval_every, None
+        status, last_apply, next_eval, grace, evaluated = "ok", 0.0, cfg.eval_every, None, 0
 
         def stop_all() -> None:
             for i in range(W):
@@ -173,9 +174,10 @@ class Server:
             if len(rows) >= 256:
                 writer.append_workers(rows)
                 rows = []
-            if now >= next_eval and not evaluator.busy() and grace is None:
-                evaluator.submit(stale.version, now, w.copy())
-                next_eval = now + cfg.eval_every
+            if now >= next_eval and not evaluator.busy() and grace is None and stale.version != evaluated:
+                # elapsed: when the model reached this version (evaluation time is not training time)
+                evaluator.submit(stale.version, last_apply, w.copy())
+                evaluated, next_eval = stale.version, now + cfg.eval_every
             evaluator.flush()
             if grace is None and evaluator.reached(cfg.target_loss):
                 stop_all()
