@@ -86,7 +86,7 @@ def coordinate(ctx: Context) -> int:
     tp.barrier(comm)
     cpu0, t0 = time.process_time(), time.perf_counter()
     deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
-    status, grace = "ok", None
+    status, grace, not_evaluated = "ok", None, 0
 
     def stop(i: int) -> None:
         if not stopped[i]:
@@ -96,9 +96,10 @@ def coordinate(ctx: Context) -> int:
     while not all(done):
         idx = MPI.Request.Testsome(reqs)
         for s in idx or ():
-            kind, it, elapsed, _ = tp.header(bufs[s])
+            kind, it, elapsed, part = tp.header(bufs[s])
             if kind == tp.DONE:
                 done[s] = True
+                not_evaluated += part  # models worker 1 did not send (rank 0 was behind)
                 steps[s] = it
                 usage[s] = bufs[s][tp.HEADER:tp.HEADER + 2]
                 stop(s)
@@ -129,7 +130,7 @@ def coordinate(ctx: Context) -> int:
     records = [ac.recv_records(comm, i + 1, 2, time.monotonic() + ac.SHUTDOWN_GRACE) for i in range(W)]
     writer.append_workers([(int(t), i + 1, float(at), "used") for i, rec in enumerate(records) for t, at in rec])
     iteration, elapsed, params = last
-    extra = {"worker_steps": steps.tolist(),
+    extra = {"worker_steps": steps.tolist(), "models_not_evaluated": not_evaluated,
              "worker_cpu_seconds": usage[:, 0].tolist(), "worker_wall_seconds": usage[:, 1].tolist(),
              "coordinator_cpu_seconds": time.process_time() - cpu0, "coordinator_wall_seconds": wall}
     return ac.write_summary(ctx, writer, evaluator, status, params, iteration, elapsed, extra)
@@ -194,7 +195,8 @@ class _Worker:
 
     def finish(self, steps: int, usage: np.ndarray) -> int:
         """Report DONE (steps, CPU and wall seconds) and the records; wait for STOP."""
-        done = tp.pack(np.empty(tp.HEADER + 2), tp.DONE, steps)
+        skipped = self.sender.skipped if self.sender is not None else 0
+        done = tp.pack(np.empty(tp.HEADER + 2), tp.DONE, steps, 0.0, skipped)
         done[tp.HEADER:] = usage
         done_req = self.comm.Isend(done, dest=0, tag=ac.TAG_ROOT)
         req, _keep = ac.send_records(self.comm, np.array(self.records, dtype=float).reshape(-1, 2))
