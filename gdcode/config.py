@@ -274,12 +274,9 @@ def _check_async(v: dict[str, Any]) -> None:
         _require(v["max_staleness"] is None or v["max_staleness"] >= 0,
                  f"--max-staleness {v['max_staleness']} must be >= 0")
         _require(v["threads"] >= 1, f"--threads {v['threads']} must be at least 1")
-        if v["threads"] > 1:
-            from gdcode import kernels
+        from gdcode.runtime.hogwild import check_threads  # no MPI at import
 
-            if "hogwild_dense" not in getattr(kernels, "KERNEL_NAMES", ()) or not kernels.COMPILED:
-                raise ConfigError(f"--threads {v['threads']} needs the compiled Hogwild kernel, which is not built "
-                                  "in this installation; use --threads 1 or rebuild with `make install`")
+        check_threads(v["threads"])
     if mode == "gossip":
         _require(v["workers"] >= 2, f"--mode gossip needs at least 2 workers (--workers {v['workers']})")
         _require(0 <= v["gossip_prob"] <= 1, f"--gossip-prob {v['gossip_prob']} must be in [0, 1]")

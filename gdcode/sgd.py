@@ -82,7 +82,7 @@ def restrict_columns(Xb) -> tuple[np.ndarray, object]:
 
 def sparse_step(model, Xb, yb: np.ndarray, w: np.ndarray, l2: float, share: np.ndarray, lr: float
                 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """One SGD step on CSR rows, touching only their non-zero columns.
+    """One SGD step on CSR rows, touching only the parameters of their non-zero columns.
 
     Parameters
     ----------
@@ -90,7 +90,8 @@ def sparse_step(model, Xb, yb: np.ndarray, w: np.ndarray, l2: float, share: np.n
     Xb, yb
         The batch (scipy CSR rows and labels).
     w : numpy.ndarray
-        The model the gradient is taken at (read only).
+        The model the gradient is taken at (read only); for ``softmax`` the flattened
+        ``(K, n_cols)`` matrix.
     l2 : float
         lambda.
     share : numpy.ndarray
@@ -100,22 +101,25 @@ def sparse_step(model, Xb, yb: np.ndarray, w: np.ndarray, l2: float, share: np.n
 
     Returns
     -------
-    cols : numpy.ndarray
-        The columns ``J`` the step changes (sorted).
+    index : numpy.ndarray
+        The entries of ``w`` the step changes: those of the batch's columns ``J`` (for each
+        of the K rows of a softmax parameter matrix).
     delta : numpy.ndarray
-        The change of ``w[J]``: ``-lr ((1/b) sum_i grad loss_i(w)[J] + lambda (1/b) sum_i share_J w_J 1[J in row i])``.
+        Their change: ``-lr ((1/b) sum_i grad loss_i(w) + lambda (1/b) sum_i share_j w_j 1[j in row i])``.
     loss : float
         The batch's mean loss.
     """
-    b = Xb.shape[0]
+    b, p = Xb.shape
+    K = model.n_classes(w.size, p)
     cols, Xs = restrict_columns(Xb)
-    wJ = w[cols]
-    g = np.zeros(cols.size)
+    wJ = np.ascontiguousarray(w.reshape(K, p)[:, cols]).reshape(-1)
+    g = np.zeros(wJ.size)
     loss = model.loss_grad_sum(Xs, yb, np.ones(b), wJ, g)
     uses = np.bincount(Xs.indices, minlength=cols.size)  # batch rows using each column of J
-    g += l2 * share[cols] * uses * wJ
+    g += l2 * np.tile(share[cols] * uses, K) * wJ
     g *= -lr / b
-    return cols, g, loss / b
+    index = (np.arange(K)[:, None] * p + cols[None, :]).reshape(-1)
+    return index, g, loss / b
 
 
 def dense_gradient(model, Xb, yb: np.ndarray, w: np.ndarray, l2: float, grad: np.ndarray,

@@ -170,30 +170,28 @@ def test_async_options_rejected(tmp_path, overrides, message):
         config.resolve(_values(tmp_path, **overrides))
 
 
-def test_threads_need_the_compiled_hogwild_kernel(tmp_path):
-    from gdcode import kernels
+def _hogwild_built() -> bool:
+    try:
+        hogwild.check_threads(2)
+    except ConfigError:
+        return False
+    return True
 
+
+def test_threads_need_the_compiled_hogwild_kernel(tmp_path):
     values = _values(tmp_path, mode="hogwild", threads=2)
-    if "hogwild_dense" in kernels.KERNEL_NAMES and kernels.COMPILED:
+    if _hogwild_built():
         assert config.resolve(values).threads == 2
     else:
-        with pytest.raises(ConfigError, match="compiled Hogwild kernel"):
+        with pytest.raises(ConfigError, match="compiled Hogwild kernel built with OpenMP"):
             config.resolve(values)
 
 
-def _hogwild_built() -> bool:
-    from gdcode import kernels
-
-    return "hogwild_dense" in kernels.KERNEL_NAMES and kernels.COMPILED
-
-
-@pytest.mark.skipif(not _hogwild_built(), reason="this build has no compiled Hogwild kernel")
+@pytest.mark.skipif(not _hogwild_built(), reason="this build has no compiled Hogwild kernel with OpenMP")
 @pytest.mark.parametrize("layout", ["dense", "csr"])
-def test_kernel_step_is_the_twins_single_row_steps(layout):
+def test_kernel_step_is_b_single_row_steps_at_lr_over_b(layout):
     """One worker step with --threads: B single-row steps at lr/B, as the kernel's numpy twin makes them."""
     from types import SimpleNamespace
-
-    from gdcode import kernels
 
     rng = np.random.default_rng(7)
     if layout == "csr":
@@ -202,12 +200,26 @@ def test_kernel_step_is_the_twins_single_row_steps(layout):
         X, y = rng.standard_normal((40, 15)), np.where(rng.random(40) < 0.5, -1.0, 1.0)
     rows = SimpleNamespace(X=X, y=y, sparse=layout == "csr", batch_size=12)
     w = rng.standard_normal(15) * 0.1
-    name = f"hogwild_{layout}"
-    got = hogwild._kernel_step(kernels.get(name, compiled=True), "logistic", rows, w, 0.6, 1, 0, 2, 5, 0.01)
+    compiled, twin = models.get("logistic", compiled=True), models.get("logistic", compiled=False)
+    got = hogwild._kernel_step(compiled, rows, w, 0.6, 1, 0, 2, 5, 0.01)
     seed = int(np.random.default_rng([0, 0x4067, 2, 5]).integers(0, 2**63 - 1))
     ref = w.copy()
-    args = (X.data, X.indices, X.indptr) if layout == "csr" else (X,)
-    kernels.get(name, compiled=False)(*args, y, ref, "logistic", 0.6 / 12, 12, seed, n_threads=1, l2=0.01)
+    twin.hogwild(X, y, ref, 0.6 / 12, 12, seed, n_threads=1, l2=0.01)
     np.testing.assert_allclose(got, ref - w, atol=1e-12)
-    two = hogwild._kernel_step(kernels.get(name, compiled=True), "logistic", rows, w, 0.6, 2, 0, 2, 5, 0.01)
+    two = hogwild._kernel_step(compiled, rows, w, 0.6, 2, 0, 2, 5, 0.01)  # 2 threads of 6 steps
     assert np.all(np.isfinite(two)) and np.any(two != 0)
+    assert np.linalg.norm(two) < 3 * np.linalg.norm(ref - w)
+
+
+def test_sparse_step_of_a_softmax_matrix_touches_each_class_row():
+    model = models.get("softmax", compiled=False)
+    X, _ = _csr(seed=3, n=12, p=10, density=0.3)
+    y = np.arange(12) % 3.0
+    K, p = 3, 10
+    w = np.random.default_rng(3).standard_normal(K * p)
+    share = column_shares(X)
+    index, delta, _ = sparse_step(model, X, y, w, 0.05, share, 0.5)
+    used = np.flatnonzero(np.bincount(X.indices, minlength=p))
+    assert sorted(index) == sorted((k * p + j) for k in range(K) for j in used)
+    full = model.full_gradient(X, y, w, 0.05)  # the full batch: the split L2 term is lambda w
+    np.testing.assert_allclose(delta, -0.5 * full[index], atol=1e-12)

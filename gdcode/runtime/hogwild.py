@@ -44,19 +44,18 @@ from gdcode.sgd import Staleness, dense_gradient, sparse_step
 UPDATE_META = 2
 
 
-def hogwild_kernel(sparse: bool):
-    """The compiled lock-free Hogwild kernel (``--threads`` > 1).
+def check_threads(threads: int) -> None:
+    """``--threads`` > 1 needs the compiled Hogwild kernel, built with OpenMP.
 
     Raises
     ------
     ConfigError
-        When this build has no compiled Hogwild kernel.
+        When this build cannot run T threads in parallel.
     """
-    name = "hogwild_csr" if sparse else "hogwild_dense"
-    if name not in getattr(kernels, "KERNEL_NAMES", ()) or not kernels.COMPILED:
-        raise ConfigError("--threads > 1 needs the compiled Hogwild kernel, which is not built in this "
-                          "installation; use --threads 1 or rebuild with `make install`")
-    return kernels.get(name, compiled=True)
+    if threads > 1 and not (kernels.COMPILED and getattr(kernels, "OPENMP", False)
+                            and "hogwild_dense" in kernels.KERNEL_NAMES):
+        raise ConfigError(f"--threads {threads} needs the compiled Hogwild kernel built with OpenMP, which this "
+                          "installation does not have; use --threads 1 or rebuild with `make install`")
 
 
 def update_size(d: int, sparse: bool) -> int:
@@ -246,7 +245,7 @@ def work(ctx: Context) -> int:
     rows = ac.LocalRows(ctx, cfg.batch_size)
     schedule = optim.Schedule(cfg.lr, cfg.lr_schedule, cfg.lr_step_every, cfg.lr_decay)
     threads = cfg.threads
-    kernel = hogwild_kernel(rows.sparse) if threads > 1 else None
+    check_threads(threads)
     model = ctx.model
     w = ctx.w0.copy()
     version = 0
@@ -269,8 +268,8 @@ def work(ctx: Context) -> int:
         t_start = time.perf_counter()
         lr = schedule(t)
         cols = None
-        if kernel is not None:
-            delta = _kernel_step(kernel, model.name, rows, w, lr, threads, cfg.seed, me, t, ctx.l2)
+        if threads > 1:
+            delta = _kernel_step(model, rows, w, lr, threads, cfg.seed, me, t, ctx.l2)
             if rows.sparse:
                 cols = np.flatnonzero(delta)
                 delta = delta[cols]
@@ -305,9 +304,10 @@ def work(ctx: Context) -> int:
     return 0
 
 
-def _kernel_step(kernel, objective: str, rows: ac.LocalRows, w: np.ndarray, lr: float, threads: int,
-                 seed: int, me: int, t: int, l2: float) -> np.ndarray:
-    """The change the T-thread Hogwild kernel makes to ``w`` in one step.
+def _kernel_step(model, rows: ac.LocalRows, w: np.ndarray, lr: float, threads: int, seed: int, me: int,
+                 t: int, l2: float) -> np.ndarray:
+    """The change the T-thread lock-free Hogwild kernel (:meth:`gdcode.models.Model.hogwild`)
+    makes to ``w`` in one step.
 
     The threads share ``b`` (``--batch-size``, the partition's size when 0) single-row steps
     over the partition, each with step size ``lr / b``: in expectation the minibatch step.
@@ -316,12 +316,7 @@ def _kernel_step(kernel, objective: str, rows: ac.LocalRows, w: np.ndarray, lr: 
     per_thread = max(1, math.ceil(b / threads))
     local = w.copy()
     step_seed = int(np.random.default_rng([seed, 0x4067, me, t]).integers(0, 2**63 - 1))
-    eta = lr / (per_thread * threads)
-    if rows.sparse:
-        X = rows.X
-        kernel(X.data, X.indices, X.indptr, rows.y, local, objective, eta, per_thread, step_seed,
-               n_threads=threads, l2=l2)
-    else:
-        kernel(rows.X, rows.y, local, objective, eta, per_thread, step_seed, n_threads=threads, l2=l2)
+    model.hogwild(rows.X, rows.y, local, lr / (per_thread * threads), per_thread, step_seed,
+                  n_threads=threads, l2=l2)
     local -= w
     return local
