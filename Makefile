@@ -1,5 +1,5 @@
 # gdcode: `make demo` runs a real comparison, `make test` runs the tests,
-# `make experiment NAME=erasurehead|tandon|coded_vs_async [ARGS=--quick]` reproduces a published comparison.
+# `make experiment NAME=erasurehead|tandon|coded_vs_async|compare_async [ARGS=--quick]` reproduces a published comparison.
 # Both install what they need into .venv first (pip, PyPI only; the MPI comes from the mpich wheel).
 
 VENV     ?= .venv

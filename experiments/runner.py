@@ -30,6 +30,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -97,6 +98,7 @@ def expand(cfg: dict) -> list[RunSpec]:
     sweep = {_dest(k): (v if isinstance(v, list) else [v]) for k, v in cfg["sweep"].items()}
     keys = list(sweep)
     specs = []
+    labelled: list[bool] = []
     for combo in itertools.product(*(sweep[k] for k in keys)):
         base = {_dest(k): v for k, v in cfg["common"].items()}
         base.update(dict(zip(keys, combo, strict=True)))
@@ -116,18 +118,30 @@ def expand(cfg: dict) -> list[RunSpec]:
                 parts.append(f"s{opts['stragglers']}")
             if opts.get("collect"):
                 parts.append(f"c{opts['collect']}")
-            name = "-".join(str(p) for p in parts if p)
+            name = _safe("-".join(str(p) for p in parts if p))
             label = entry.get("label", _label(opts))
             skip = None
             if mode == "coded" and what not in codes.names():
                 skip = f"the code {what!r} is not in this gdcode (it has: {', '.join(codes.names())})"
             specs.append(RunSpec(name=name, group=opts.get(group_by), options=opts, label=label, skip=skip))
+            labelled.append("label" in entry)
+    names = [s.name for s in specs]
+    for i, s in enumerate(specs):  # runs that differ only in options the name leaves out (a gossip mixing)
+        if names.count(s.name) > 1 and labelled[i]:
+            s.name = _safe("-".join(str(p) for p in (f"{group_by[0]}{s.group}" if group_by in s.options else None,
+                                                     s.label.lower()) if p))
     names = [s.name for s in specs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise ConfigError(f"two runs of the experiment would share the name(s) {', '.join(sorted(dup))}; "
                           "give them different options or labels")
     return specs
+
+
+def _safe(text: str) -> str:
+    """A file-name-safe form: what is not a letter, digit, dot or ``=`` becomes ``-``
+    (a swept delay such as ``persistent:1,10,0.01`` names run directories and figures)."""
+    return re.sub(r"[^A-Za-z0-9.=]+", "-", text).strip("-")
 
 
 def _label(opts: dict) -> str:
@@ -326,7 +340,8 @@ def make_figures(specs: list[RunSpec], cfg: dict, out: Path, sims: dict) -> list
     for g in groups:
         members = [s for s in specs if s.run is not None and s.group == g]
         runs, labels = [s.run for s in members], [s.label for s in members]
-        tag = f"{group_by}{g}" if g is not None else "all"
+        tag = _safe(f"{group_by}{g}") if g is not None else "all"
+        delays = ", ".join(sorted({str(s.options.get("delay", common.get("delay", "none"))) for s in members}))
         what = f"{group_by} = {g}, " if g is not None else ""
         for fig_spec in exp.get("figures", [{"x": "elapsed", "y": "train_loss"}]):
             x, y = fig_spec.get("x", "elapsed"), fig_spec.get("y", "train_loss")
@@ -334,7 +349,8 @@ def make_figures(specs: list[RunSpec], cfg: dict, out: Path, sims: dict) -> list
                 continue
             path = out / f"{y}_vs_{x}_{tag}.png"
             plot.plot_metric(runs, path, x=x, y=y, labels=labels,
-                             title=f"{exp.get('short', '')} {what}delay {common.get('delay', 'none')}".strip())
+                             title=f"{exp.get('short', '')} {what}{'' if group_by == 'delay' else 'delay ' + delays}"
+                             .strip().rstrip(","))
             figs.append((f"{plot.Y_LABELS.get(y, y)} against {plot.X_LABELS.get(x, x)}, {what.rstrip(', ')}", path))
         path = out / f"iteration_times_{tag}.png"
         extra = {f"sim: {s.label}": sims[s.name] for s in members if s.name in sims}

@@ -80,7 +80,31 @@ OPTIONS: tuple[Option, ...] = (
            flag=True),
     Option("quiet", bool, False, "no progress line (it is drawn on rank 0 only when stderr is a terminal)",
            flag=True),
+    # asynchronous modes and the allreduce/local baselines (see gdcode.runtime.hogwild, gossip, allreduce)
+    Option("batch-size", int, 0, "hogwild, gossip, allreduce, local: rows per worker step (0: the worker's "
+           "whole partition)"),
+    Option("threads", int, 1, "hogwild: threads per worker running the lock-free Hogwild kernel"),
+    Option("pull-every", int, 1, "hogwild: a worker's steps between pulls of the server's newest model"),
+    Option("max-staleness", int, None, "hogwild: drop updates computed on a model more than K versions old "
+           "(default: apply all)"),
+    Option("mixing", str, "pairwise", "gossip: mixing rule", choices=("pairwise", "elastic", "push-sum")),
+    Option("gossip-prob", float, 0.5, "gossip: probability that a worker gossips before a step"),
+    Option("gossip-period", int, 0, "gossip: gossip every K steps instead (0: use --gossip-prob)"),
+    Option("interpolation", str, "clock", "gossip pairwise: weight f of the peer's model: clock "
+           "(c_peer/(c+c_peer)), constant (--alpha) or loss (loss/(loss+loss_peer))",
+           choices=("constant", "clock", "loss")),
+    Option("alpha", float, 0.5, "gossip: pairwise constant weight f, elastic coefficient alpha"),
+    Option("peer-selection", str, "uniform", "gossip pairwise: uniform, or flow (peers that time out are "
+           "picked less)", choices=("uniform", "flow")),
+    Option("peer-timeout", float, 0.1, "gossip pairwise: seconds a worker waits after its step for a peer's "
+           "answer"),
+    Option("eval-every", float, 0.2, "hogwild, gossip: seconds between evaluations of the current or "
+           "averaged model (rank 0, off the workers' path)"),
+    Option("average-every", int, 10, "local: steps between model averages (0: averaged only at the end)"),
 )
+
+#: options that only coded mode has
+CODED_ONLY = ("checkpoint_every", "resume", "record_delays", "track_gradient_error")
 
 #: options a resumed run may change; every other one comes from the run's metadata.json
 RESUME_OVERRIDES = ("iterations", "timeout", "checkpoint_every", "target_loss", "resume", "quiet")
@@ -229,9 +253,38 @@ def resolve(values: dict[str, Any], check_code: bool = True) -> RunConfig:
         except ValueError as exc:
             raise ConfigError(f"--scheme {v['scheme']}: {exc}") from None
     else:
-        raise ConfigError(f"--mode {v['mode']} is not available yet in this version; use --mode coded")
+        _check_async(v)
     _check_out_dir(v["out"])
     return RunConfig(v)
+
+
+def _check_async(v: dict[str, Any]) -> None:
+    """Options of the modes other than coded (``--scheme``, ``--stragglers`` and ``--collect`` are
+    coded-mode options that these modes ignore, so one TOML file serves a whole comparison)."""
+    mode = v["mode"]
+    for dest in CODED_ONLY:
+        if v[dest] not in (None, False, 0):
+            raise ConfigError(f"--{dest.replace('_', '-')} is available in --mode coded only, not --mode {mode}")
+    _require(v["batch_size"] >= 0, f"--batch-size {v['batch_size']} must be >= 0 (0: whole partition)")
+    _require(v["eval_every"] > 0, f"--eval-every {v['eval_every']} must be positive (seconds)")
+    if mode == "hogwild":
+        _require(v["update"] == "gd", f"--mode hogwild applies plain SGD updates on the server; use --update gd "
+                                      f"(not {v['update']})")
+        _require(v["pull_every"] >= 1, f"--pull-every {v['pull_every']} must be at least 1")
+        _require(v["max_staleness"] is None or v["max_staleness"] >= 0,
+                 f"--max-staleness {v['max_staleness']} must be >= 0")
+        _require(v["threads"] >= 1, f"--threads {v['threads']} must be at least 1")
+        from gdcode.runtime.hogwild import check_threads  # no MPI at import
+
+        check_threads(v["threads"])
+    if mode == "gossip":
+        _require(v["workers"] >= 2, f"--mode gossip needs at least 2 workers (--workers {v['workers']})")
+        _require(0 <= v["gossip_prob"] <= 1, f"--gossip-prob {v['gossip_prob']} must be in [0, 1]")
+        _require(v["gossip_period"] >= 0, f"--gossip-period {v['gossip_period']} must be >= 0")
+        _require(0 < v["alpha"] <= 1, f"--alpha {v['alpha']} must be in (0, 1]")
+        _require(v["peer_timeout"] > 0, f"--peer-timeout {v['peer_timeout']} must be positive (seconds)")
+    if mode == "local":
+        _require(v["average_every"] >= 0, f"--average-every {v['average_every']} must be >= 0 (0: only at the end)")
 
 
 def code_options(values: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ def run(cfg: RunConfig, argv: list[str], run_dir: Path | None) -> int:
     """
     from mpi4py import MPI
 
-    from gdcode.runtime import coded
+    from gdcode.runtime import allreduce, coded, gossip, hogwild
     from gdcode.runtime.context import make_context
 
     comm = MPI.COMM_WORLD
@@ -32,7 +32,9 @@ def run(cfg: RunConfig, argv: list[str], run_dir: Path | None) -> int:
     if run_dir is None:
         run_dir = comm.bcast(choose_run_dir(cfg) if comm.Get_rank() == 0 else None, root=0)
     ctx = make_context(cfg, comm, run_dir, argv)
-    modes = {"coded": (coded.coordinate, coded.work)}
+    modes = {"coded": (coded.coordinate, coded.work), "hogwild": (hogwild.coordinate, hogwild.work),
+             "gossip": (gossip.coordinate, gossip.work), "allreduce": (allreduce.coordinate, allreduce.work),
+             "local": (allreduce.coordinate, allreduce.work)}
     coordinate, work = modes[cfg.mode]
     return coordinate(ctx) if comm.Get_rank() == 0 else work(ctx)
 
