@@ -230,7 +230,7 @@ def _allreduce(wk: _Worker) -> int:
             hi = min(lo + ac.BLOCK_ROWS, Xb.shape[0])
             kernel(Xb[lo:hi], yb[lo:hi], ones[:hi - lo], point, g)
         compute = time.perf_counter() - start
-        ac.pause(ctx.delay.draw(wk.me, t, rows.load, compute), wk.stopped)
+        tp.pause(ctx.delay.draw(wk.me, t, rows.load, compute), wk.stopped)
         wk.records.append((t, time.perf_counter() - start))
         wk.acc[d] = Xb.shape[0]
         wk.acc[d + 1] = 1.0 if wk.stopped() else 0.0
@@ -279,7 +279,7 @@ def _local(wk: _Worker) -> int:
         Xb, yb = rows.batch()
         dense_loss(ctx, Xb, yb, point, grad)
         compute = time.perf_counter() - start
-        cut = ac.pause(ctx.delay.draw(wk.me, t, rows.load, compute), wk.stopped)
+        cut = tp.pause(ctx.delay.draw(wk.me, t, rows.load, compute), wk.stopped)
         wk.opt.step(grad)
         steps = t
         wk.records.append((t, time.perf_counter() - t0))

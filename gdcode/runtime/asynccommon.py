@@ -33,8 +33,6 @@ UPDATE, ASK_PULL, ASK_ELASTIC, ASK_PUSH, ASK_EVAL, ANSWER, FINAL = 10.0, 11.0, 1
 
 #: rows a worker processes between two polls
 BLOCK_ROWS = 2048
-#: longest sleep of a pause slice: requests and STOP are noticed within about this long
-PAUSE_SLICE = 2e-3
 #: seconds to wait for the other ranks once the run is over before aborting the job
 SHUTDOWN_GRACE = 10.0
 
@@ -77,23 +75,6 @@ class LocalRows:
         if idx is None:
             return self.X, self.y
         return self.X[idx], self.y[idx]
-
-
-def pause(seconds: float, poll) -> bool:
-    """Sleep ``seconds`` in slices of at most :data:`PAUSE_SLICE`, calling ``poll()`` after each.
-
-    Returns True as soon as ``poll()`` does (the run was stopped), else False.
-    """
-    if seconds <= 0:
-        return False
-    end = time.perf_counter() + seconds
-    while True:
-        left = end - time.perf_counter()
-        if left <= 0:
-            return False
-        time.sleep(min(PAUSE_SLICE, left))
-        if poll():
-            return True
 
 
 class Evaluator:

@@ -34,8 +34,6 @@ from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
 
 #: rows a worker processes between two polls for a newer model
 BLOCK_ROWS = 2048
-#: longest sleep of a pause slice (a newer model is noticed within about this long)
-PAUSE_SLICE = 2e-3
 
 
 def build_code(ctx: Context) -> codes.GradientCode:
@@ -430,7 +428,7 @@ def work(ctx: Context) -> int:
             if not cancelled:
                 # this message's share of the iteration's pause (all of it for one message)
                 pause = share[k] * ctx.delay.draw(me, t, load, compute=compute / share[k] if share[k] else 0.0)
-                cancelled = _pause(pause, ctrl_req)
+                cancelled = tp.pause(pause, ctrl_req.Test)
             if cancelled:  # ctrl_req has completed (Test stays True): the newer model is in ctrl
                 sends.sent(out, [])
                 break
@@ -452,17 +450,3 @@ def _injected_failure(me: int) -> int | None:
         return None
     worker, _, iteration = spec.partition(":")
     return int(iteration or 1) if int(worker) == me + 1 else None
-
-
-def _pause(seconds: float, ctrl_req) -> bool:
-    """Sleep ``seconds`` in slices, polling ``ctrl_req``; True if a newer message cut it short."""
-    if seconds <= 0:
-        return False
-    end = time.perf_counter() + seconds
-    while True:
-        left = end - time.perf_counter()
-        if left <= 0:
-            return False
-        time.sleep(min(PAUSE_SLICE, left))
-        if ctrl_req.Test():
-            return True

@@ -219,7 +219,7 @@ class Worker:
         Xb, yb = self.rows.batch()
         loss = _gradient(ctx, Xb, yb, point, grad, self.poll)
         compute = time.perf_counter() - t_start
-        if self.stop or ac.pause(ctx.delay.draw(self.me, t, self.rows.load, compute), self.poll):
+        if self.stop or tp.pause(ctx.delay.draw(self.me, t, self.rows.load, compute), self.poll):
             self.wanted = None  # its answer, if any, is collected (and discarded) by poll()
             return False
         self.opt.step(grad)

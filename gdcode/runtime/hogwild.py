@@ -281,7 +281,7 @@ def work(ctx: Context) -> int:
                 dense_gradient(model, Xb, yb, w, ctx.l2, grad, ac.BLOCK_ROWS, inbox.poll)
                 delta = -lr * grad
         compute = time.perf_counter() - t_start
-        if inbox.stop or ac.pause(ctx.delay.draw(me, t, rows.load, compute), inbox.poll):
+        if inbox.stop or tp.pause(ctx.delay.draw(me, t, rows.load, compute), inbox.poll):
             break
         pull = t % cfg.pull_every == 0
         requested += pull

@@ -25,6 +25,8 @@ BACKOFF_START = 1e-5
 BACKOFF_CAP = 1e-3
 EAGER_CAP = 1e-4
 EAGER_WINDOW = 5e-3
+#: longest sleep of an injected pause's slice (a newer message is noticed within about this long)
+PAUSE_SLICE = 2e-3
 
 
 class Backoff:
@@ -121,3 +123,20 @@ def barrier(comm, deadline: float | None = None) -> None:
     """A barrier that sleeps while it waits (``Ibarrier`` + polling), unlike a blocking ``Barrier``."""
     req = comm.Ibarrier()
     poll_until(req.Test, deadline)
+
+
+def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE_SLICE) -> bool:
+    """Sleep ``seconds`` in slices of at most ``slice_seconds``, calling ``poll()`` after each.
+
+    Returns True as soon as ``poll()`` does (a newer model, a stop), else False.
+    """
+    if seconds <= 0:
+        return False
+    end = time.perf_counter() + seconds
+    while True:
+        left = end - time.perf_counter()
+        if left <= 0:
+            return False
+        time.sleep(min(slice_seconds, left))
+        if poll():
+            return True
