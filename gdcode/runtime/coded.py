@@ -330,21 +330,14 @@ def coordinate(ctx: Context) -> int:
 
 def _truncate_run(run_dir, iteration: int) -> None:
     """Drop metrics and worker rows past ``iteration`` (a run killed after its last checkpoint)."""
-    import csv
-
     metrics = [m for m in read_metrics(run_dir / "metrics.jsonl") if m["iteration"] <= iteration]
-    import json
-
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    path = run_dir / "workers.csv"
-    if path.exists():
-        rows = [r for r in read_workers(path) if r["iteration"] <= iteration]
-        with path.open("w", newline="") as fh:
-            out = csv.writer(fh)
-            out.writerow(("iteration", "worker", "arrival", "status"))
-            for r in rows:
-                arrival = "" if r["arrival"] is None else f"{r['arrival']:.6f}"
-                out.writerow((r["iteration"], r["worker"], arrival, r["status"]))
+    workers = [r for r in read_workers(run_dir / "workers.csv") if r["iteration"] <= iteration] \
+        if (run_dir / "workers.csv").exists() else []
+    writer = RunWriter(run_dir)  # starts both files afresh
+    for m in metrics:
+        writer.append_metrics(m)
+    writer.append_workers([(r["iteration"], r["worker"], r["arrival"], r["status"]) for r in workers])
+    writer.close()
 
 
 def _write_delays(path: str, rows: list[tuple[int, int, float]]) -> None:
