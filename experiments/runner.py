@@ -62,15 +62,10 @@ class RunSpec:
 
 def load_config(path: Path, quick: bool = False, overrides: dict | None = None) -> dict:
     """Read an experiment config; apply ``[quick]`` when ``quick``, then ``overrides`` to ``[common]``."""
+    from gdcode.config import read_toml
     from gdcode.errors import ConfigError
 
-    try:
-        with path.open("rb") as fh:
-            cfg = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"experiment config {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"experiment config {path} is not valid TOML: {exc}") from None
+    cfg = read_toml(path, "experiment config")
     cfg.setdefault("experiment", {})
     cfg.setdefault("common", {})
     cfg.setdefault("sweep", {})

@@ -151,16 +151,21 @@ def _convert(opt: Option, value: Any, origin: str) -> Any:
         raise ConfigError(f"--{opt.name} {value!r} ({origin}) is not a valid {kind}") from None
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Parse a TOML file; ConfigError naming ``what`` and the file when it is missing or invalid."""
+    try:
+        with Path(path).open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def load_toml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a TOML config: option names as keys (dashes or underscores), flat or under ``[run]``."""
     p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from None
+    data = read_toml(p, "config file")
     data = data.get("run", data)
     out = {}
     for key, value in data.items():

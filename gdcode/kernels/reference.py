@@ -108,6 +108,20 @@ def _dense(X, y, coef):
     return X
 
 
+def _binary_dense(objective: str, X, y, coef, w, grad) -> float:
+    X = _dense(X, y, coef)
+    _check_binary(X.shape[1], w, grad)
+    return _binary(objective, X, y, coef, w, grad)
+
+
+def _binary_csr(objective: str, data, indices, indptr, y, coef, w, grad) -> float:
+    if grad.shape[0] != w.shape[0]:
+        raise ValueError(f"w has {w.shape[0]} entries and grad {grad.shape[0]}; they must match")
+    X = csr_block(data, indices, indptr, w.shape[0])
+    _check_rows(X.shape[0], y, coef)
+    return _binary(objective, X, y, coef, w, grad)
+
+
 def csr_block(data, indices, indptr, n_cols: int) -> sp.csr_matrix:
     """The scipy CSR matrix of ``(data, indices, indptr)``, whose ``indptr`` may start anywhere."""
     indptr = np.asarray(indptr)
@@ -128,23 +142,17 @@ def csr_block(data, indices, indptr, n_cols: int) -> sp.csr_matrix:
 
 def logistic_dense(X, y, coef, w, grad, n_threads: int = 1) -> float:
     """Logistic loss ``log(1 + exp(-y x.w))``: accumulate the gradient, return the loss sum."""
-    X = _dense(X, y, coef)
-    _check_binary(X.shape[1], w, grad)
-    return _binary("logistic", X, y, coef, w, grad)
+    return _binary_dense("logistic", X, y, coef, w, grad)
 
 
 def least_squares_dense(X, y, coef, w, grad, n_threads: int = 1) -> float:
     """Squared loss ``(x.w - y)^2 / 2``: accumulate the gradient, return the loss sum."""
-    X = _dense(X, y, coef)
-    _check_binary(X.shape[1], w, grad)
-    return _binary("least-squares", X, y, coef, w, grad)
+    return _binary_dense("least-squares", X, y, coef, w, grad)
 
 
 def hinge_dense(X, y, coef, w, grad, n_threads: int = 1) -> float:
     """Hinge loss ``max(0, 1 - y x.w)`` (subgradient 0 at the kink)."""
-    X = _dense(X, y, coef)
-    _check_binary(X.shape[1], w, grad)
-    return _binary("hinge", X, y, coef, w, grad)
+    return _binary_dense("hinge", X, y, coef, w, grad)
 
 
 def softmax_dense(X, y, coef, W, G, n_threads: int = 1) -> float:
@@ -158,29 +166,17 @@ def softmax_dense(X, y, coef, W, G, n_threads: int = 1) -> float:
 
 def logistic_csr(data, indices, indptr, y, coef, w, grad, n_threads: int = 1) -> float:
     """CSR rows ``(data, indices, indptr)``: as :func:`logistic_dense`."""
-    if grad.shape[0] != w.shape[0]:
-        raise ValueError(f"w has {w.shape[0]} entries and grad {grad.shape[0]}; they must match")
-    X = csr_block(data, indices, indptr, w.shape[0])
-    _check_rows(X.shape[0], y, coef)
-    return _binary("logistic", X, y, coef, w, grad)
+    return _binary_csr("logistic", data, indices, indptr, y, coef, w, grad)
 
 
 def least_squares_csr(data, indices, indptr, y, coef, w, grad, n_threads: int = 1) -> float:
     """CSR rows ``(data, indices, indptr)``: as :func:`least_squares_dense`."""
-    if grad.shape[0] != w.shape[0]:
-        raise ValueError(f"w has {w.shape[0]} entries and grad {grad.shape[0]}; they must match")
-    X = csr_block(data, indices, indptr, w.shape[0])
-    _check_rows(X.shape[0], y, coef)
-    return _binary("least-squares", X, y, coef, w, grad)
+    return _binary_csr("least-squares", data, indices, indptr, y, coef, w, grad)
 
 
 def hinge_csr(data, indices, indptr, y, coef, w, grad, n_threads: int = 1) -> float:
     """CSR rows ``(data, indices, indptr)``: as :func:`hinge_dense`."""
-    if grad.shape[0] != w.shape[0]:
-        raise ValueError(f"w has {w.shape[0]} entries and grad {grad.shape[0]}; they must match")
-    X = csr_block(data, indices, indptr, w.shape[0])
-    _check_rows(X.shape[0], y, coef)
-    return _binary("hinge", X, y, coef, w, grad)
+    return _binary_csr("hinge", data, indices, indptr, y, coef, w, grad)
 
 
 def softmax_csr(data, indices, indptr, y, coef, W, G, n_threads: int = 1) -> float:
