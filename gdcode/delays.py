@@ -107,11 +107,11 @@ class Persistent(DelayModel):
     persistent bimodal pattern Tandon et al. measured on t2.micro instances.
     """
 
-    def __init__(self, k: int, factor: float, base: float = 0.0, n_workers: int | None = None, **kw) -> None:
+    def __init__(self, k: int, factor: float, base: float = 0.0, **kw) -> None:
         super().__init__(**kw)
         self.k, self.factor, self.base = k, factor, base
         self.spec = f"persistent:{k},{factor:g}" + (f",{base:g}" if base else "")
-        self.n_workers = n_workers
+        self.n_workers: int | None = None  # set by bind_workers
 
     def slow_workers(self, n_workers: int) -> list[int]:
         """The K slow workers (0-based) among ``n_workers``."""

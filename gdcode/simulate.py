@@ -64,7 +64,7 @@ def decode_time(code: codes.GradientCode, arrivals: np.ndarray) -> tuple[float, 
     ``log2(W * n_messages)`` calls of ``decode`` instead of up to ``W * n_messages``.
     """
     arrivals = np.asarray(arrivals, dtype=float)
-    multi = getattr(code, "n_messages", 1) > 1
+    multi = code.n_messages > 1
     if not multi:
         arrivals = arrivals.reshape(-1, 1)
     W, M = arrivals.shape
@@ -97,7 +97,7 @@ def message_arrivals(compute: np.ndarray, pause: np.ndarray, share: Sequence[flo
 def message_shares(code: codes.GradientCode) -> np.ndarray:
     """Each worker's share of its compute and pause per message, shape ``(W, n_messages)``:
     the fraction of its partitions in that message (uniform for a worker holding none)."""
-    mats = list(getattr(code, "message_matrices", None) or [code.B])
+    mats = list(code.message_matrices)
     counts = np.stack([np.count_nonzero(m, axis=1) for m in mats], axis=1).astype(float)
     total = counts.sum(axis=1, keepdims=True)
     return np.where(total > 0, counts / np.where(total > 0, total, 1.0), 1.0 / len(mats))
@@ -159,7 +159,7 @@ def vectorised_rule(code: codes.GradientCode) -> Callable[[np.ndarray], np.ndarr
     partition has arrived from one of its holders; approx for the earlier of the two; the
     partial schemes for every private message and the inner code's rule on the coded ones.
     """
-    M = getattr(code, "n_messages", 1)
+    M = code.n_messages
     if M == 1:
         rule = _single_rule(code)
         return None if rule is None else (lambda a: rule(a[:, :, 0]))
@@ -181,7 +181,7 @@ def decode_times(code: codes.GradientCode, arrivals: np.ndarray, generic: bool =
     rule = None if generic else vectorised_rule(code)
     if rule is not None:
         return np.asarray(rule(arrivals), dtype=float), "vectorised"
-    multi = getattr(code, "n_messages", 1) > 1
+    multi = code.n_messages > 1
     times = np.array([decode_time(code, a if multi else a[:, 0])[0] for a in arrivals])
     return times, "generic"
 
@@ -337,7 +337,7 @@ class Simulation:
 
     def responders(self, d: int) -> list:
         """The responders of draw ``d``, in arrival order, up to the decode."""
-        multi = getattr(self.code, "n_messages", 1) > 1
+        multi = self.code.n_messages > 1
         a = self.arrivals[d] if multi else self.arrivals[d, :, 0]
         return decode_time(self.code, a)[1]
 
@@ -404,7 +404,7 @@ def closed_form_mean(code: codes.GradientCode, delay: delays.DelayModel, compute
         shift, mean = 0.0, delay.mean
     else:
         return None
-    if getattr(code, "n_messages", 1) != 1:
+    if code.n_messages != 1:
         return None
     compute = compute or ComputeModel()
     if compute.kind == "trace" or (compute.kind == "full" and np.ndim(compute.seconds) > 0):

@@ -32,9 +32,10 @@ between exchanges of ``w``.
 """
 
 from cython.parallel cimport prange
-from libc.math cimport isfinite
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport calloc, free
+
+from gdcode.kernels.reference import check_hogwild_args
 
 from _rowops cimport (
     GDCODE_HAVE_OPENMP, HINGE, LEAST_SQUARES, LOGISTIC, SOFTMAX, bad_label, binary_loss, dot,
@@ -156,32 +157,6 @@ cdef ptrdiff_t _csr_thread(int obj, const floating[::1] data, const index_t[::1]
     return n_bad
 
 
-cdef ptrdiff_t _check(str objective, double lr, ptrdiff_t n_steps, int n_threads, double l2,
-                      double lr_decay, ptrdiff_t step_offset, ptrdiff_t n_classes,
-                      ptrdiff_t n_params) except -1:
-    """The number of columns; ValueError naming any bad argument."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective {objective!r} is not one of {', '.join(OBJECTIVES)}")
-    if not (isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr}")
-    if n_steps < 0:
-        raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-    if n_threads < 1:
-        raise ValueError(f"n_threads must be at least 1, got {n_threads}")
-    if not (isfinite(l2) and l2 >= 0):
-        raise ValueError(f"l2 must be >= 0, got {l2}")
-    if not (isfinite(lr_decay) and lr_decay >= 0):
-        raise ValueError(f"lr_decay must be >= 0, got {lr_decay}")
-    if step_offset < 0:
-        raise ValueError(f"step_offset must be >= 0, got {step_offset}")
-    if objective == "softmax":
-        if n_classes < 1 or n_params % n_classes:
-            raise ValueError(f"softmax needs n_classes >= 1 dividing len(w) = {n_params}, "
-                             f"got {n_classes}")
-        return n_params // n_classes
-    return n_params
-
-
 cdef class _Buffer:
     cdef double *data
 
@@ -201,7 +176,7 @@ def hogwild_dense(const floating[:, ::1] X, const double[::1] y, double[::1] w, 
     """Run Hogwild SGD on dense rows, updating ``w`` in place; return the updates applied."""
     cdef int obj
     cdef ptrdiff_t n = X.shape[0], p, K, t, n_bad = 0
-    p = _check(objective, lr, n_steps, n_threads, l2, lr_decay, step_offset, n_classes,
+    p = check_hogwild_args(objective, lr, n_steps, n_threads, l2, lr_decay, step_offset, n_classes,
                w.shape[0])
     obj = OBJECTIVES[objective]
     K = n_classes if obj == SOFTMAX else 1
@@ -232,7 +207,7 @@ def hogwild_csr(const floating[::1] data, const index_t[::1] indices, const inde
     """Run Hogwild SGD on CSR rows, updating ``w`` in place; return the updates applied."""
     cdef int obj
     cdef ptrdiff_t n = indptr.shape[0] - 1, p, K, t, i, q, j, n_bad = 0
-    p = _check(objective, lr, n_steps, n_threads, l2, lr_decay, step_offset, n_classes,
+    p = check_hogwild_args(objective, lr, n_steps, n_threads, l2, lr_decay, step_offset, n_classes,
                w.shape[0])
     obj = OBJECTIVES[objective]
     K = n_classes if obj == SOFTMAX else 1

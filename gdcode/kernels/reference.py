@@ -214,8 +214,9 @@ def hogwild_rows(seed: int, thread: int, n_rows: int, n_steps: int) -> np.ndarra
 _OBJECTIVES = ("logistic", "least-squares", "hinge", "softmax")
 
 
-def _hogwild_check(objective, lr, n_steps, n_threads, l2, lr_decay, step_offset, n_classes,
-                   n_params) -> int:
+def check_hogwild_args(objective, lr, n_steps, n_threads, l2, lr_decay, step_offset, n_classes,
+                       n_params) -> int:
+    """The number of columns; ValueError naming any bad argument (shared by the compiled kernel)."""
     if objective not in _OBJECTIVES:
         raise ValueError(f"objective {objective!r} is not one of {', '.join(_OBJECTIVES)}")
     if not (np.isfinite(lr) and lr > 0):
@@ -279,7 +280,7 @@ def hogwild_dense(X, y, w, objective, lr, n_steps, seed, n_threads=1, l2=0.0, lr
                   step_offset=0, n_classes=0) -> int:
     """Hogwild SGD on dense rows (serial twin of the compiled kernel); ``w`` is updated in place."""
     X = np.asarray(X)
-    p = _hogwild_check(objective, lr, n_steps, n_threads, l2, lr_decay, step_offset, n_classes,
+    p = check_hogwild_args(objective, lr, n_steps, n_threads, l2, lr_decay, step_offset, n_classes,
                        w.shape[0])
     if p != X.shape[1]:
         raise ValueError(f"w has {w.shape[0]} entries; {objective} on {X.shape[1]} columns "
@@ -295,7 +296,7 @@ def hogwild_dense(X, y, w, objective, lr, n_steps, seed, n_threads=1, l2=0.0, lr
 def hogwild_csr(data, indices, indptr, y, w, objective, lr, n_steps, seed, n_threads=1, l2=0.0,
                 lr_decay=0.0, step_offset=0, n_classes=0) -> int:
     """Hogwild SGD on CSR rows (serial twin of the compiled kernel); ``w`` is updated in place."""
-    p = _hogwild_check(objective, lr, n_steps, n_threads, l2, lr_decay, step_offset, n_classes,
+    p = check_hogwild_args(objective, lr, n_steps, n_threads, l2, lr_decay, step_offset, n_classes,
                        w.shape[0])
     X = csr_block(data, indices, indptr, p)
     if y.shape[0] != X.shape[0]:

@@ -47,11 +47,6 @@ def build_code(ctx: Context) -> codes.GradientCode:
     return codes.build(cfg.scheme, n_workers=cfg.workers, n_stragglers=cfg.stragglers, seed=cfg.seed, **opts)
 
 
-def message_matrices(code: codes.GradientCode) -> list[np.ndarray]:
-    """Per-message encoding matrices: ``[B]`` for single-message codes."""
-    return list(getattr(code, "message_matrices", None) or [code.B])
-
-
 # ----------------------------------------------------------------------------- coordinator
 
 
@@ -97,7 +92,7 @@ class Coordinator:
         self.comm = ctx.comm
         self.W = cfg.workers
         self.code = build_code(ctx)
-        self.M = getattr(self.code, "n_messages", 1)
+        self.M = self.code.n_messages
         self.n = ctx.source.n_train
         self.d = ctx.n_params
         self.Xtr, self.ytr = ctx.rows(0, self.n)
@@ -240,7 +235,7 @@ class Coordinator:
         ctx, cfg = self.ctx, self.cfg
         extra = {"code": {"name": self.code.name, "exact": self.code.exact, "n_partitions": self.code.n_partitions,
                           "n_messages": self.M, "load": self.code.load().tolist(),
-                          "options": {k: v for k, v in getattr(self.code, "options", {}).items()
+                          "options": {k: v for k, v in self.code.options.items()
                                       if k != "partition_sizes"}},
                  "delay": ctx.delay.describe()}
         if cfg.resume:
@@ -362,7 +357,7 @@ def work(ctx: Context) -> int:
     gather_hosts_on_workers(ctx)
     d = ctx.n_params
     bounds = partition_bounds(ctx.source.n_train, code.n_partitions)
-    mats = message_matrices(code)
+    mats = code.message_matrices
     # one row set per message: its partitions' rows and one coefficient per row
     messages = []
     for k, mat in enumerate(mats):

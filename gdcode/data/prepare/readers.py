@@ -157,18 +157,23 @@ def _csv_scan(p, names, header, label_col, features, delimiter, label_numeric) -
                  feature_names=[names[j] for j in features])
 
 
+def _finite(text: str, where: str) -> float:
+    """``float(text)``; ConfigError "WHERE is not a (finite) number" otherwise."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise ConfigError(f"{where} is not a number") from None
+    if not math.isfinite(v):
+        raise ConfigError(f"{where} is not a finite number")
+    return v
+
+
 def _number(p, line: int, column: str, text: str) -> float:
     t = text.strip()
     if not t:
         raise ConfigError(f"{p} line {line}, column {column!r}: empty field (a missing value); "
                           "fill it, or leave the column out with --drop")
-    try:
-        v = float(t)
-    except ValueError:
-        raise ConfigError(f"{p} line {line}, column {column!r}: {text!r} is not a number") from None
-    if not math.isfinite(v):
-        raise ConfigError(f"{p} line {line}, column {column!r}: {text!r} is not a finite number")
-    return v
+    return _finite(t, f"{p} line {line}, column {column!r}: {text!r}")
 
 
 # ----------------------------------------------------------------------------- svmlight
@@ -246,13 +251,7 @@ def _svmlight_scan(p: Path, zero_based: bool) -> None:
 
 
 def _svm_float(p, line: int, text: str, what: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise ConfigError(f"{p} line {line}: the {what} {text!r} is not a number") from None
-    if not math.isfinite(v):
-        raise ConfigError(f"{p} line {line}: the {what} {text!r} is not a finite number")
-    return v
+    return _finite(text, f"{p} line {line}: the {what} {text!r}")
 
 
 # ----------------------------------------------------------------------------- npz
