@@ -30,6 +30,7 @@ cdef extern from "rowops.h" nogil:
                            const double *w, ptrdiff_t n)
     double gd_axpy_dot_f32(double a, const float *xo, double *g, const float *x,
                            const double *w, ptrdiff_t n)
+    void gd_logistic4(const double *m, const double *y, double *loss, double *dloss)
     void gd_axpy_f64(double a, const double *x, double *g, ptrdiff_t n)
     void gd_axpy_f32(double a, const float *x, double *g, ptrdiff_t n)
     void gd_scale_axpy_f64(double s, double a, const double *x, double *w, ptrdiff_t n)
@@ -216,6 +217,26 @@ cdef inline double binary_loss(int obj, double m, double y, double *dloss) noexc
     pos = <double> (z > 0)
     dloss[0] = -y * pos
     return pos * z
+
+
+cdef inline double binary_losses(int obj, const double *m, const double *y, const double *c,
+                                 ptrdiff_t nb, double *a) noexcept nogil:
+    """``sum_b c[b] loss(m[b], y[b])`` over ``nb <= 4`` rows; ``a[b]`` gets ``c[b]`` times
+    the derivative in ``m[b]``. Four logistic rows go through one ``gd_logistic4`` (exp and
+    log1p four at a time); everything else through :func:`binary_loss`."""
+    cdef double loss = 0.0, d
+    cdef double l[4]
+    cdef ptrdiff_t b
+    if obj == LOGISTIC and nb == 4:
+        gd_logistic4(m, y, l, a)
+        for b in range(4):
+            loss = loss + c[b] * l[b]
+            a[b] = c[b] * a[b]
+        return loss
+    for b in range(nb):
+        loss = loss + c[b] * binary_loss(obj, m[b], y[b], &d)
+        a[b] = c[b] * d
+    return loss
 
 
 cdef inline bint bad_label(double label, ptrdiff_t n_classes) noexcept nogil:

@@ -52,7 +52,7 @@ from libc.stdlib cimport calloc, free
 
 from _rowops cimport (
     GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE, LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy,
-    axpy_dot, bad_label, binary_loss, dot, floating, index_t, maxpy4, mdot4, ptrdiff_t, saxpy,
+    axpy_dot, bad_label, binary_loss, binary_losses, dot, floating, index_t, maxpy4, mdot4, ptrdiff_t, saxpy,
     saxpyk, sdot, sdotk, softmax_scores,
 )
 
@@ -65,7 +65,7 @@ DEBUG = bool(GDCODE_KERNEL_DEBUG)
 # ---------------------------------------------------------------------------- row loops
 
 cdef enum:
-    # depth of the software pipeline of _dense_rows, in rows
+    # rows in a group of the software pipeline of _dense_rows (binary_losses takes 4)
     PIPE = 4
     # CSR rows go in blocks of up to CSR_BLOCK rows and BLOCK_BYTES of entries: the margins
     # of a block first, then the derivatives, then the updates, so that the gathers of
@@ -84,8 +84,10 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
     cdef const floating *x = NULL
     cdef const floating *x_old[PIPE]
     cdef double a_old[PIPE]
-    cdef double m
-    cdef ptrdiff_t b, n_old = 0
+    cdef double margin[PIPE]
+    cdef double yb[PIPE]
+    cdef double cb[PIPE]
+    cdef ptrdiff_t b, nb, n_old = 0
     if obj != SOFTMAX:
         if p == 0:
             for i in range(lo, hi):
@@ -93,34 +95,35 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
                     loss = loss + coef[i] * binary_loss(obj, 0.0, y[i], &d)
             loss_out[0] = loss
             return 0
-        # Rows in order through a software pipeline of depth PIPE: the dot product of each
-        # row runs in the loop that also adds the update of the row PIPE rows back (still in
-        # L1 or L2; axpy_dot), so that loads from memory and arithmetic overlap, and that
-        # update's coefficient, computed right after its own dot product PIPE rows earlier,
-        # is long ready: the loss and derivative (exp and log1p for logistic) stay off the
-        # path of the stream. One sequential stream through X, prefetched ahead inside
+        # Rows in order, in groups of PIPE: the dot product of each row of a group runs in
+        # the loop that also adds the update of the matching row of the previous group,
+        # still in L1 (axpy_dot), so that loads from memory and arithmetic overlap; then the
+        # group's losses and derivatives are computed together (four logistic rows in one
+        # vector exp and log1p). One sequential stream through X, prefetched ahead inside
         # axpy_dot (rowops.h). Measured faster than an update after each dot, than a
-        # one-row pipeline, than blocks of dots then updates, than four rows per call, and
-        # than the losses of a group of rows computed together. An update runs even when
-        # its coefficient is 0 (an inactive hinge row): cheaper than a branch that the
-        # data decides.
-        b = 0
-        for i in range(lo, hi):
-            c = coef[i]
-            if c == 0.0:
-                continue
-            x = &X[i, 0]
-            if n_old == PIPE:
-                m = axpy_dot(a_old[b], x_old[b], G, x, W, p)
-            else:
-                m = dot(x, W, p)
-                n_old = n_old + 1
-            loss = loss + c * binary_loss(obj, m, y[i], &d)
-            a_old[b] = c * d
-            x_old[b] = x
-            b = b + 1
-            if b == PIPE:
-                b = 0
+        # one-row pipeline, than blocks of dots then updates, and than four rows per call.
+        # An update runs even when its coefficient is 0 (an inactive hinge row): cheaper
+        # than a branch that the data decides.
+        i = lo
+        while i < hi:
+            nb = 0
+            while nb < PIPE and i < hi:
+                c = coef[i]
+                if c != 0.0:
+                    x = &X[i, 0]
+                    if nb < n_old:
+                        margin[nb] = axpy_dot(a_old[nb], x_old[nb], G, x, W, p)
+                    else:
+                        margin[nb] = dot(x, W, p)
+                    x_old[nb] = x
+                    yb[nb] = y[i]
+                    cb[nb] = c
+                    nb = nb + 1
+                i = i + 1
+            for b in range(nb, n_old):
+                axpy(a_old[b], x_old[b], G, p)
+            loss = loss + binary_losses(obj, margin, yb, cb, nb, a_old)
+            n_old = nb
         for b in range(n_old):
             if a_old[b] != 0.0:
                 axpy(a_old[b], x_old[b], G, p)
@@ -169,10 +172,13 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
 
     ``transposed`` (softmax): W and G are stored column-major, ``W[k, j]`` at ``j K + k``.
     """
-    cdef ptrdiff_t i, b, nb, na, k, cls, start, nnz, bad, n_bad = 0
+    cdef ptrdiff_t i, b, nb, na, k, q, cls, start, nnz, bad, n_bad = 0
     cdef ptrdiff_t budget, entry = sizeof(floating) + sizeof(index_t)
     cdef ptrdiff_t rows[CSR_BLOCK]
     cdef double margin[CSR_BLOCK]
+    cdef double deriv[CSR_BLOCK]
+    cdef double yb[4]
+    cdef double cb[4]
     cdef double c, d, loss = 0.0
     cdef const floating *v = NULL
     cdef const index_t *idx = NULL
@@ -196,12 +202,16 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
                         nb = nb + 1
                         budget = budget - nnz * entry
                 i = i + 1
+            for b in range(0, nb, 4):
+                k = min(4, nb - b)
+                for q in range(k):
+                    yb[q] = y[rows[b + q]]
+                    cb[q] = coef[rows[b + q]]
+                loss = loss + binary_losses(obj, &margin[b], yb, cb, k, &deriv[b])
             na = 0
             for b in range(nb):
-                c = coef[rows[b]]
-                loss = loss + c * binary_loss(obj, margin[b], y[rows[b]], &d)
-                if d != 0.0:
-                    margin[na] = c * d
+                if deriv[b] != 0.0:
+                    margin[na] = deriv[b]
                     rows[na] = rows[b]
                     na = na + 1
             for b in range(na):
