@@ -31,6 +31,12 @@ cdef extern from "rowops.h" nogil:
     double gd_axpy_dot_f32(double a, const float *xo, double *g, const float *x,
                            const double *w, ptrdiff_t n)
     void gd_logistic4(const double *m, const double *y, double *loss, double *dloss)
+    void gd_axpy_dot2_f64(double a0, double a1, const double *xo0, const double *xo1,
+                          double *g, const double *x0, const double *x1, const double *w,
+                          ptrdiff_t n, double *out)
+    void gd_axpy_dot2_f32(double a0, double a1, const float *xo0, const float *xo1,
+                          double *g, const float *x0, const float *x1, const double *w,
+                          ptrdiff_t n, double *out)
     void gd_axpy_f64(double a, const double *x, double *g, ptrdiff_t n)
     void gd_axpy_f32(double a, const float *x, double *g, ptrdiff_t n)
     void gd_scale_axpy_f64(double s, double a, const double *x, double *w, ptrdiff_t n)
@@ -101,6 +107,16 @@ cdef inline double axpy_dot(double a, const floating *xo, double *g, const float
         return gd_axpy_dot_f64(a, xo, g, x, w, n)
     else:
         return gd_axpy_dot_f32(a, xo, g, x, w, n)
+
+
+cdef inline void axpy_dot2(double a0, double a1, const floating *xo0, const floating *xo1,
+                           double *g, const floating *x0, const floating *x1, const double *w,
+                           ptrdiff_t n, double *out) noexcept nogil:
+    """``out[k] = dot(xk, w)`` for k = 0, 1, and ``g += a0 xo0 + a1 xo1``, in one loop."""
+    if floating is double:
+        gd_axpy_dot2_f64(a0, a1, xo0, xo1, g, x0, x1, w, n, out)
+    else:
+        gd_axpy_dot2_f32(a0, a1, xo0, xo1, g, x0, x1, w, n, out)
 
 
 cdef inline void mdot4(const double *w, ptrdiff_t n, const floating *x,

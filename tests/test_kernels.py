@@ -69,7 +69,7 @@ def assert_agree(stem, layout, X, y, coef, w, n_threads=1, rtol=1e-10):
 @compiled_only
 @pytest.mark.parametrize("stem", STEMS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("shape", [(0, 5), (1, 7), (40, 1), (57, 33), (300, 200)])
+@pytest.mark.parametrize("shape", [(0, 5), (1, 7), (40, 1), (57, 33), (23, 39), (300, 200)])
 def test_dense_agrees_with_twin(stem, dtype, shape):
     rng = np.random.default_rng([1, *shape])
     n, p = shape
