@@ -32,10 +32,11 @@ through summation order). When the module is built without OpenMP (``OPENMP`` is
 ``n_threads`` is accepted and ignored.
 
 How (measured on 200000 x 200 float64 rows; see ``gdcode bench kernels``): dense rows go
-through a software pipeline over groups of 8 rows, the dot product of each new row running in
-the same vector loop as the update by the matching row of the previous group (rowops.h,
-compiled for SSE2, AVX2 and AVX-512 and chosen at load time), with the group's exp and log1p
-computed together and without data-dependent branches. CSR rows go in blocks of 8: gathers,
+through a software pipeline over groups of 4 rows, the dot products of two new rows running in
+the same vector loop as the updates by two rows of the previous group (rowops.h, compiled for
+SSE2, AVX2 and AVX-512 and chosen at load time), each row stream prefetched into L2 ahead of
+the loop, with the group's losses computed together and without data-dependent branches (four
+logistic rows in one vector exp and log1p). CSR rows go in blocks of 8: gathers,
 derivatives, then scatters, each column index checked. CSR softmax on a block with at least
 as many nonzeros as parameters works on a column-major copy of ``W`` (K adjacent numbers per
 nonzero instead of K scattered ones).
