@@ -30,6 +30,7 @@ cdef extern from "rowops.h" nogil:
                            const double *w, ptrdiff_t n)
     double gd_axpy_dot_f32(double a, const float *xo, double *g, const float *x,
                            const double *w, ptrdiff_t n)
+    void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahead)
     void gd_logistic4(const double *m, const double *y, double *loss, double *dloss)
     void gd_axpy_dot2_f64(double a0, double a1, const double *xo0, const double *xo1,
                           double *g, const double *x0, const double *x1, const double *w,

@@ -372,6 +372,17 @@ GD_DENSE_UPDATES(f32, float)
 
 /* ---- CSR rows --------------------------------------------------------------------- */
 
+/* Prefetch the n bytes that follow p + ahead into L1: a CSR row's entries, a couple of KB
+ * before its dot product reads them. The hardware prefetcher alone leaves the gathers of
+ * the rows waiting on the stream: with it, the CSR kernels are about 8% faster (2 KB ahead
+ * of float64 data measured best; 0.5 KB less, 4 KB the same, prefetchnta twice as slow). */
+static inline void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahead)
+{
+    const char *c = (const char *)p + ahead;
+    for (ptrdiff_t o = 0; o < n; o += 64)
+        __builtin_prefetch(c + o, 0, 3);
+}
+
 #define GD_SPARSE_OPS(SUFFIX, T, I)                                                       \
 static inline double gd_sdot_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,            \
                                       const double *w, ptrdiff_t d, ptrdiff_t *bad)       \
