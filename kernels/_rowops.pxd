@@ -43,17 +43,21 @@ cdef extern from "rowops.h" nogil:
     void gd_scale_axpy_f64(double s, double a, const double *x, double *w, ptrdiff_t n)
     void gd_scale_axpy_f32(double s, double a, const float *x, double *w, ptrdiff_t n)
     double gd_sdot_f64_i32(const double *v, const int32_t *idx, ptrdiff_t nnz, const double *w,
-                           ptrdiff_t d, ptrdiff_t *bad)
+                           ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad)
     double gd_sdot_f64_i64(const double *v, const int64_t *idx, ptrdiff_t nnz, const double *w,
-                           ptrdiff_t d, ptrdiff_t *bad)
+                           ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad)
     double gd_sdot_f32_i32(const float *v, const int32_t *idx, ptrdiff_t nnz, const double *w,
-                           ptrdiff_t d, ptrdiff_t *bad)
+                           ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad)
     double gd_sdot_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz, const double *w,
-                           ptrdiff_t d, ptrdiff_t *bad)
-    void gd_saxpy_f64_i32(double a, const double *v, const int32_t *idx, ptrdiff_t nnz, double *g)
-    void gd_saxpy_f64_i64(double a, const double *v, const int64_t *idx, ptrdiff_t nnz, double *g)
-    void gd_saxpy_f32_i32(double a, const float *v, const int32_t *idx, ptrdiff_t nnz, double *g)
-    void gd_saxpy_f32_i64(double a, const float *v, const int64_t *idx, ptrdiff_t nnz, double *g)
+                           ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad)
+    void gd_saxpy_f64_i32(double a, const double *v, const int32_t *idx, ptrdiff_t nnz, double *g,
+                          ptrdiff_t stride)
+    void gd_saxpy_f64_i64(double a, const double *v, const int64_t *idx, ptrdiff_t nnz, double *g,
+                          ptrdiff_t stride)
+    void gd_saxpy_f32_i32(double a, const float *v, const int32_t *idx, ptrdiff_t nnz, double *g,
+                          ptrdiff_t stride)
+    void gd_saxpy_f32_i64(double a, const float *v, const int64_t *idx, ptrdiff_t nnz, double *g,
+                          ptrdiff_t stride)
     void gd_sdotk_f64_i32(const double *v, const int32_t *idx, ptrdiff_t nnz, const double *wt,
                           ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
     void gd_saxpyk_f64_i32(const double *a, const double *v, const int32_t *idx, ptrdiff_t nnz,
@@ -154,31 +158,33 @@ cdef inline void scale_axpy(double s, double a, const floating *x, double *w,
 
 
 cdef inline double sdot(const floating *v, const index_t *idx, ptrdiff_t nnz, const double *w,
-                        ptrdiff_t d, ptrdiff_t *bad) noexcept nogil:
+                        ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad) noexcept nogil:
+    """``sum_q v[q] w[idx[q] stride]``; indices outside 0..d-1 are counted into ``bad``."""
     if floating is double:
         if index_t is int32_t:
-            return gd_sdot_f64_i32(v, idx, nnz, w, d, bad)
+            return gd_sdot_f64_i32(v, idx, nnz, w, stride, d, bad)
         else:
-            return gd_sdot_f64_i64(v, idx, nnz, w, d, bad)
+            return gd_sdot_f64_i64(v, idx, nnz, w, stride, d, bad)
     else:
         if index_t is int32_t:
-            return gd_sdot_f32_i32(v, idx, nnz, w, d, bad)
+            return gd_sdot_f32_i32(v, idx, nnz, w, stride, d, bad)
         else:
-            return gd_sdot_f32_i64(v, idx, nnz, w, d, bad)
+            return gd_sdot_f32_i64(v, idx, nnz, w, stride, d, bad)
 
 
 cdef inline void saxpy(double a, const floating *v, const index_t *idx, ptrdiff_t nnz,
-                       double *g) noexcept nogil:
+                       double *g, ptrdiff_t stride) noexcept nogil:
+    """``g[idx[q] stride] += a v[q]``."""
     if floating is double:
         if index_t is int32_t:
-            gd_saxpy_f64_i32(a, v, idx, nnz, g)
+            gd_saxpy_f64_i32(a, v, idx, nnz, g, stride)
         else:
-            gd_saxpy_f64_i64(a, v, idx, nnz, g)
+            gd_saxpy_f64_i64(a, v, idx, nnz, g, stride)
     else:
         if index_t is int32_t:
-            gd_saxpy_f32_i32(a, v, idx, nnz, g)
+            gd_saxpy_f32_i32(a, v, idx, nnz, g, stride)
         else:
-            gd_saxpy_f32_i64(a, v, idx, nnz, g)
+            gd_saxpy_f32_i64(a, v, idx, nnz, g, stride)
 
 
 cdef inline void sdotk(const floating *v, const index_t *idx, ptrdiff_t nnz, const double *wt,

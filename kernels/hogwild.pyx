@@ -129,7 +129,7 @@ cdef ptrdiff_t _csr_thread(int obj, const floating[::1] data, const index_t[::1]
         idx = &indices[start]
         bad = 0
         if obj != SOFTMAX:
-            m = sdot(v, idx, nnz, w, p, &bad)
+            m = sdot(v, idx, nnz, w, 1, p, &bad)
             if bad:
                 n_bad = n_bad + 1
                 continue
@@ -143,7 +143,7 @@ cdef ptrdiff_t _csr_thread(int obj, const floating[::1] data, const index_t[::1]
             continue
         cls = <ptrdiff_t> y[i]
         for k in range(n_classes):
-            s[k] = sdot(v, idx, nnz, w + k * p, p, &bad)
+            s[k] = sdot(v, idx, nnz, w + k * p, 1, p, &bad)
         if bad:
             n_bad = n_bad + 1
             continue
