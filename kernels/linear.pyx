@@ -53,8 +53,9 @@ from libc.stdlib cimport calloc, free
 
 from _rowops cimport (
     GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE, LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy,
-    axpy_dot, axpy_dot2, bad_label, gd_prefetch_stream, binary_loss, binary_losses, dot, floating, index_t, maxpy4, mdot4, ptrdiff_t, saxpy,
-    saxpyk, sdot, sdotk, softmax_scores,
+    axpy_dot, axpy_dot2, bad_label, binary_loss, binary_losses, dot, floating,
+    gd_prefetch_stream, index_t, maxpy4, mdot4, ptrdiff_t, saxpy, saxpyk, sdot, sdotk,
+    softmax_scores,
 )
 
 #: True when compiled with OpenMP (``n_threads > 1`` runs in parallel)

@@ -1,15 +1,18 @@
 /*
- * Row primitives of the gradient kernels: dot products and axpy updates of one row.
+ * Row primitives of the gradient kernels: dot products and axpy updates of one or two rows,
+ * the logistic loss of four rows, and stream prefetch.
  *
  * Dense rows: vector code without -ffast-math. A dot product keeps 16 partial sums in four
  * 4-double vectors (lanes j mod 16), adds leftover 4-element chunks into the first vector
  * and the last n mod 4 entries in order, and combines the lanes in a fixed tree (gd_dot and
  * gd_axpy_dot share that code; the two-row gd_axpy_dot2 keeps the same partial sums for
- * each row, so its margins agree with gd_dot's to the last bit or two). With GCC on x86-64 Linux each dense primitive is compiled
- * three times (baseline SSE2, x86-64-v3 = AVX2, x86-64-v4 = AVX-512) and the loader picks
- * the best one the CPU supports (target_clones), so one build runs everywhere at full width;
- * the AVX builds contract multiply-adds into FMA (-ffp-contract=fast in meson.build), so
- * their sums can differ from the SSE2 build's in the last bits.
+ * each row, so its margins agree with gd_dot's to the last bit or two). With GCC on x86-64
+ * Linux each dense primitive is compiled three times (baseline SSE2, x86-64-v3 = AVX2,
+ * x86-64-v4 = AVX-512) and the loader picks the best one the CPU supports (target_clones),
+ * so one build runs everywhere at full width; the AVX builds contract multiply-adds into
+ * FMA (-ffp-contract=fast in meson.build), so their sums can differ from the SSE2 build's
+ * in the last bits. The logistic loss of four rows (gd_logistic4) has its own vector exp
+ * and log1p.
  *
  * Sparse (CSR) rows: scalar gathers and scatters with four partial sums. Every column
  * index is checked against the parameter length; the dot product returns the number of
@@ -375,10 +378,8 @@ GD_DENSE_UPDATES(f32, float)
 
 /* ---- CSR rows --------------------------------------------------------------------- */
 
-/* Prefetch the n bytes that follow p + ahead into L1: a CSR row's entries, a couple of KB
- * before its dot product reads them. The hardware prefetcher alone leaves the gathers of
- * the rows waiting on the stream: with it, the CSR kernels are about 8% faster (2 KB ahead
- * of float64 data measured best; 0.5 KB less, 4 KB the same, prefetchnta twice as slow). */
+/* Prefetch the n bytes that follow p + ahead into L1 (a CSR row's entries, a couple of KB
+ * before its dot product reads them: see _prefetch_row in linear.pyx). */
 static inline void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahead)
 {
     const char *c = (const char *)p + ahead;

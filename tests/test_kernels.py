@@ -273,8 +273,9 @@ def test_bad_inputs_raise(compiled):
     with pytest.raises(ValueError, match="class numbers"):
         get("softmax_dense")(X, np.full(10, 0.5), coef, np.zeros((3, 4)), np.zeros((3, 4)))
     S = csr_block(10, 4, rng, density=0.5)
-    with pytest.raises(ValueError, match="outside"):
-        get("least_squares_csr")(S.data, S.indices, S.indptr, y, coef, np.zeros(3), np.zeros(3))
+    for name in ("least_squares_csr", "logistic_csr"):  # row by row, and groups of four
+        with pytest.raises(ValueError, match="outside"):
+            get(name)(S.data, S.indices, S.indptr, y, coef, np.zeros(3), np.zeros(3))
     bad = S.indptr.copy()
     bad[3], bad[4] = bad[4] + 1, bad[3]
     with pytest.raises(ValueError, match="indptr"):
