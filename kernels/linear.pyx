@@ -265,13 +265,19 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
             m = 0.0
             if nnz > 0:
                 _prefetch_row(&data[start], &indices[start], nnz)
-                m = sdot(&data[start], &indices[start], nnz, W, stride, p, &bad)
+                if stride == 2:  # a constant stride at each call: no multiply per index
+                    m = sdot(&data[start], &indices[start], nnz, W, 2, p, &bad)
+                else:
+                    m = sdot(&data[start], &indices[start], nnz, W, 1, p, &bad)
             if bad:
                 n_bad_index[0] += bad
                 continue
             loss = loss + c * binary_loss(obj, m, y[i], &d)
             if d != 0.0 and nnz > 0:
-                saxpy(c * d, &data[start], &indices[start], nnz, G, stride)
+                if stride == 2:
+                    saxpy(c * d, &data[start], &indices[start], nnz, G, 2)
+                else:
+                    saxpy(c * d, &data[start], &indices[start], nnz, G, 1)
         loss_out[0] = loss
         return 0
     for i in range(lo, hi):
