@@ -72,6 +72,8 @@ cdef enum:
     PIPE = 4
     # bytes of CSR data prefetched ahead of the row being read (indices in proportion)
     STREAM_AHEAD = 2048
+    # the largest interleaved copy of w and g (doubles, all threads) of _run_csr: 32 MiB
+    INTERLEAVE_MAX = 4194304
 
 
 cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] y,
@@ -422,10 +424,11 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
     # - binary objectives: w and g interleaved (w_j at 2j, g_j at 2j + 1, one copy per
     #   thread), so that a row's update finds in L1 the lines its dot product has just
     #   gathered instead of missing L1 a second time (least squares on the benchmark block
-    #   11.2 -> 9.9 ms with the row-by-row loop).
+    #   11.2 -> 9.9 ms with the row-by-row loop); up to INTERLEAVE_MAX doubles, so that a
+    #   block of a very wide dataset does not double its parameter memory.
     cdef bint copied = indptr[n] - indptr[0] >= P
     cdef bint transposed = copied and obj == SOFTMAX and n_classes > 1
-    cdef bint interleaved = copied and obj != SOFTMAX
+    cdef bint interleaved = copied and obj != SOFTMAX and 2 * p * nt <= INTERLEAVE_MAX
     cdef ptrdiff_t stride = 2 if interleaved else 1
     cdef _Scratch sc = _Scratch(nt, n_classes, 0 if transposed or interleaved else P)
     cdef _Doubles wt, gt
