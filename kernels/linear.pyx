@@ -36,10 +36,12 @@ through a software pipeline over groups of 4 rows, the dot products of two new r
 the same vector loop as the updates by two rows of the previous group (rowops.h, compiled for
 SSE2, AVX2 and AVX-512 and chosen at load time), each row stream prefetched into L2 ahead of
 the loop, with the group's losses computed together and without data-dependent branches (four
-logistic rows in one vector exp and log1p). CSR rows go in blocks of 4, their entries
-prefetched into L1 2 KB ahead: gathers, derivatives, then scatters, each column index
-checked. CSR softmax on a block with at least as many nonzeros as parameters works on a
-column-major copy of ``W`` (K adjacent numbers per nonzero instead of K scattered ones).
+logistic rows in one vector exp and log1p). CSR rows go one at a time (logistic rows in the
+same groups of 4), each row's entries prefetched into L1 2 KB ahead, the gathers of a row
+then its scatters, each column index checked. A CSR block with at least as many nonzeros as
+parameters works on a copy laid out for it: ``w`` and ``grad`` interleaved (binary
+objectives: an update hits the lines its dot product has just gathered), or ``W`` and ``G``
+column-major (softmax: K adjacent numbers per nonzero instead of K scattered ones).
 
 Errors: shapes that disagree, a CSR ``indptr`` that decreases or overruns ``data``, a column
 index outside ``0..n_cols-1`` and (softmax) a label outside ``0..K-1`` raise ValueError; after
