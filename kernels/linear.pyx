@@ -107,7 +107,7 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
         # instructions per row. Then the group's losses and derivatives are computed
         # together (four logistic rows in one vector exp and log1p). One sequential stream
         # through X, prefetched ahead inside the loops (rowops.h). Measured faster than an
-        # update after each dot, than one row per loop (8% slower), than blocks of dots then
+        # update after each dot, than one row per loop (5-9% slower), than blocks of dots then
         # updates, and than four rows per loop. An update runs even when its coefficient is
         # 0 (an inactive hinge row): cheaper than a branch that the data decides.
         i = lo
@@ -180,9 +180,9 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
 cdef inline void _prefetch_row(const floating *v, const index_t *idx,
                               ptrdiff_t nnz) noexcept nogil:
     """Prefetch the CSR entries STREAM_AHEAD bytes of data (and as many entries of indices)
-    past this row into L1: without it the gathers wait on the data and index streams (the
-    CSR kernels about 8% slower; 0.5 KB ahead less good, 4 KB the same, prefetchnta twice as
-    slow, in a standalone C loop)."""
+    past this row into L1: without it the gathers wait on the data and index streams (CSR
+    least squares 12.0 -> 11.0 ms on the benchmark block; 1 KB ahead about the same, 3 and
+    4 KB slower; prefetchnta twice as slow in a standalone C loop)."""
     gd_prefetch_stream(v, nnz * sizeof(floating), STREAM_AHEAD)
     gd_prefetch_stream(idx, nnz * sizeof(index_t),
                        STREAM_AHEAD * sizeof(index_t) // sizeof(floating))
@@ -437,9 +437,9 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
     #   K scattered ones;
     # - binary objectives: w and g interleaved (w_j at 2j, g_j at 2j + 1, one copy per
     #   thread), so that a row's update finds in L1 the lines its dot product has just
-    #   gathered instead of missing L1 a second time (least squares on the benchmark block
-    #   11.2 -> 9.9 ms with the row-by-row loop); up to INTERLEAVE_MAX doubles, so that a
-    #   block of a very wide dataset does not double its parameter memory.
+    #   gathered instead of missing L1 a second time (a standalone C loop of the benchmark
+    #   block's rows one at a time: 10.2 -> 9.4 ms); up to INTERLEAVE_MAX doubles, so that
+    #   a block of a very wide dataset does not double its parameter memory.
     cdef bint copied = indptr[n] - indptr[0] >= P
     cdef bint transposed = copied and obj == SOFTMAX and n_classes > 1
     cdef bint interleaved = copied and obj != SOFTMAX and 2 * p * nt <= INTERLEAVE_MAX

@@ -56,7 +56,7 @@ typedef double gd_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
     double t_ = 0.0;                                                                      \
     ptrdiff_t j = 0;                                                                      \
     for (; j + 16 <= n; j += 16) {                                                        \
-        GD_PREFETCH_##SUFFIX(x + j)                                                       \
+        GD_PREFETCH_STEP_##SUFFIX(x + j, GD_AHEAD_##SUFFIX)                               \
         a0 += gd_load_##SUFFIX(x + j) * gd_load_f64(w + j);                               \
         a1 += gd_load_##SUFFIX(x + j + 4) * gd_load_f64(w + j + 4);                       \
         a2 += gd_load_##SUFFIX(x + j + 8) * gd_load_f64(w + j + 8);                       \
@@ -64,7 +64,7 @@ typedef double gd_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
         STEP(j) STEP(j + 4) STEP(j + 8) STEP(j + 12)                                      \
     }                                                                                     \
     for (; j + 4 <= n; j += 4) {                                                          \
-        GD_PREFETCH_TAIL_##SUFFIX(x + j)                                                  \
+        GD_PREFETCH_LINE(x + j, GD_AHEAD_##SUFFIX)                                        \
         a0 += gd_load_##SUFFIX(x + j) * gd_load_f64(w + j);                               \
         STEP(j)                                                                           \
     }                                                                                     \
@@ -78,14 +78,15 @@ typedef double gd_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
 /* The dot products of two rows x0, x1 with w, each with the partial sums of GD_DOT, and
  * in the same loop g += a0 xo0 + a1 xo1 for two earlier rows: one load and store of g for
  * two updates. */
-#define GD_DOT2(SUFFIX, PF, PFT)                                                               \
+#define GD_DOT2(SUFFIX)                                                                   \
     gd_v4d p0 = {0}, p1 = {0}, p2 = {0}, p3 = {0}, q0 = {0}, q1 = {0}, q2 = {0}, q3 = {0}; \
     gd_v4d wj, s_;                                                                        \
     const gd_v4d av0 = {a0, a0, a0, a0}, av1 = {a1, a1, a1, a1};                          \
     double tp = 0.0, tq = 0.0;                                                            \
     ptrdiff_t j = 0;                                                                      \
     for (; j + 16 <= n; j += 16) {                                                        \
-        PF(x0 + j) PF(x1 + j)                                                             \
+        GD_PREFETCH_STEP_##SUFFIX(x0 + j, GD_AHEAD2_##SUFFIX)                             \
+        GD_PREFETCH_STEP_##SUFFIX(x1 + j, GD_AHEAD2_##SUFFIX)                             \
         wj = gd_load_f64(w + j);                                                          \
         p0 += gd_load_##SUFFIX(x0 + j) * wj;                                              \
         q0 += gd_load_##SUFFIX(x1 + j) * wj;                                              \
@@ -102,7 +103,8 @@ typedef double gd_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
         GD_AXPY2_STEP(SUFFIX, j + 8) GD_AXPY2_STEP(SUFFIX, j + 12)                        \
     }                                                                                     \
     for (; j + 4 <= n; j += 4) {                                                          \
-        PFT(x0 + j) PFT(x1 + j)                                                           \
+        GD_PREFETCH_LINE(x0 + j, GD_AHEAD2_##SUFFIX)                                      \
+        GD_PREFETCH_LINE(x1 + j, GD_AHEAD2_##SUFFIX)                                      \
         wj = gd_load_f64(w + j);                                                          \
         p0 += gd_load_##SUFFIX(x0 + j) * wj;                                              \
         q0 += gd_load_##SUFFIX(x1 + j) * wj;                                              \
@@ -131,19 +133,17 @@ typedef double gd_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
  * spends twice the instructions per byte. Prefetching every other line instead of every
  * line is much slower. A prefetch past the end of X is harmless: prefetches never fault. */
 #define GD_PREFETCH_LINE(p, bytes) __builtin_prefetch((const char *)(p) + (bytes), 0, 1);
-/* one 16-element step reads 128 bytes of float64 or 64 bytes of float32 */
-#define GD_PREFETCH_f64(p) GD_PREFETCH_LINE(p, 2560) GD_PREFETCH_LINE(p, 2560 + 64)
-#define GD_PREFETCH_f32(p) GD_PREFETCH_LINE(p, 4096)
-/* the 4-element steps after them (32 or 16 bytes) prefetch too: 200 columns leave 8 */
-#define GD_PREFETCH_TAIL_f64(p) GD_PREFETCH_LINE(p, 2560)
-#define GD_PREFETCH_TAIL_f32(p) GD_PREFETCH_LINE(p, 4096)
+/* every line of one 16-element step: 128 bytes of float64, 64 of float32 (the 4-element
+ * steps after them prefetch one line each: 200 columns leave 8) */
+#define GD_PREFETCH_STEP_f64(p, bytes) GD_PREFETCH_LINE(p, bytes) GD_PREFETCH_LINE(p, (bytes) + 64)
+#define GD_PREFETCH_STEP_f32(p, bytes) GD_PREFETCH_LINE(p, bytes)
+#define GD_AHEAD_f64 2560
+#define GD_AHEAD_f32 4096
 /* Two rows at a time (gd_axpy_dot2) stream from two places, each prefetched ahead: 3 KB
  * for float64 (2.5 KB and 3.75 KB measured slightly slower), 6 KB for float32 (4 KB and
  * 8 KB alike). */
-#define GD_PREFETCH2_f64(p) GD_PREFETCH_LINE(p, 3072) GD_PREFETCH_LINE(p, 3072 + 64)
-#define GD_PREFETCH2_f32(p) GD_PREFETCH_LINE(p, 6144)
-#define GD_PREFETCH2_TAIL_f64(p) GD_PREFETCH_LINE(p, 3072)
-#define GD_PREFETCH2_TAIL_f32(p) GD_PREFETCH_LINE(p, 6144)
+#define GD_AHEAD2_f64 3072
+#define GD_AHEAD2_f32 6144
 #define GD_NOSTEP(j)
 #define GD_AXPY_STEP(SUFFIX, j) gd_store_f64(g + (j), gd_load_f64(g + (j)) + av * gd_load_##SUFFIX(xo + (j)));
 #define GD_AXPY_STEP_f64(j) GD_AXPY_STEP(f64, j)
@@ -167,14 +167,14 @@ GD_CLONES static double gd_axpy_dot_##SUFFIX(double a, const T *xo, double *g, c
 }                                                                                         \
                                                                                           \
 /* gd_axpy_dot for two rows at once: out[k] = gd_dot(xk, w) and g += a0 xo0 + a1 xo1, with \
- * a quarter fewer instructions per row (measured 20.4 -> 18.8 ms a pass over 200000 x    \
- * 200 float64 rows, as fast as a bare read) */                                           \
+ * a quarter fewer instructions per row (a standalone C pass over 200000 x 200 float64     \
+ * rows: 20.4 -> 18.8 ms, a bare read's speed; the kernels 5-9% faster) */                 \
 GD_CLONES static void gd_axpy_dot2_##SUFFIX(double a0, double a1, const T *xo0,           \
                                             const T *xo1, double *g, const T *x0,         \
                                             const T *x1, const double *w, ptrdiff_t n,    \
                                             double *out)                                  \
 {                                                                                         \
-    GD_DOT2(SUFFIX, GD_PREFETCH2_##SUFFIX, GD_PREFETCH2_TAIL_##SUFFIX)                    \
+    GD_DOT2(SUFFIX)                                                                       \
 }                                                                                         \
                                                                                           \
 /* the dot products of one row x with four parameter rows (softmax classes) */            \
@@ -296,7 +296,8 @@ typedef int64_t gd_v4l __attribute__((vector_size(32)));
 
 /* Logistic loss log(1 + exp(-y m)) and its derivative in m of four rows, as binary_loss in
  * _rowops.pxd (one exp of a non-positive number, so nothing overflows), with exp and log1p
- * evaluated four at a time: the scalar libm calls cost the dense logistic kernel about 20%.
+ * evaluated four at a time: the scalar libm calls cost the dense logistic kernel 15% (26
+ * against 22 ms on the benchmark block).
  * log1p(e) for e = exp(-|y m|) in [0, 1]: u = 1 + e, log1p(e) = log(u) + (e - (u - 1)) / u;
  * log(u) = k ln2 + log(v) with v = u / 2^k in [sqrt(1/2), sqrt(2)], and
  * log(v) = 2 atanh(s), s = (v - 1) / (v + 1), |s| < 0.172, a series in s^2 to s^21 (the
