@@ -62,8 +62,8 @@ class RunSpec:
 
 def load_config(path: Path, quick: bool = False, overrides: dict | None = None) -> dict:
     """Read an experiment config; apply ``[quick]`` when ``quick``, then ``overrides`` to ``[common]``."""
-    from gdcode.config import read_toml
     from gdcode.errors import ConfigError
+    from gdcode.options import read_toml
 
     cfg = read_toml(path, "experiment config")
     cfg.setdefault("experiment", {})
@@ -86,7 +86,7 @@ def _dest(key: str) -> str:
 
 def expand(cfg: dict) -> list[RunSpec]:
     """Every run of the experiment: the sweep's combinations times ``[[runs]]``."""
-    from gdcode import codes, config
+    from gdcode import codes, options
     from gdcode.errors import ConfigError
 
     group_by = _dest(cfg["experiment"].get("group_by", "workers"))
@@ -102,10 +102,10 @@ def expand(cfg: dict) -> list[RunSpec]:
             opts.update({_dest(k): v for k, v in entry.items() if k not in ("label", "collect_fraction")})
             if "collect_fraction" in entry:
                 opts["collect"] = max(1, round(entry["collect_fraction"] * opts.get("workers", 4)))
-            unknown = [k for k in opts if k not in config.OPTION_BY_DEST]
+            unknown = [k for k in opts if k not in options.OPTION_BY_DEST]
             if unknown:
                 raise ConfigError(f"unknown run option(s) {', '.join(unknown)} in the experiment config; known: "
-                                  f"{', '.join(o.name for o in config.OPTIONS)}")
+                                  f"{', '.join(o.name for o in options.OPTIONS)}")
             mode = opts.get("mode", "coded")
             what = opts.get("scheme", "uncoded") if mode == "coded" else mode
             parts = [f"{group_by[0]}{opts.get(group_by)}" if group_by in opts else None, what]
@@ -152,29 +152,30 @@ def _label(opts: dict) -> str:
 def check_runnable(spec: RunSpec, out: Path) -> None:
     """Set ``spec.skip`` when this gdcode cannot run it (a mode not available yet); raise
     ConfigError for any other bad option, which is a mistake in the config."""
-    from gdcode import config
-    from gdcode.errors import ConfigError
+    from gdcode import problem
+    from gdcode.errors import ConfigError, OptionError
+    from gdcode.options import RunOptions
 
     if spec.skip:
         return
-    values = config.merge(None, None, **spec.options)
-    values["out"] = str(out)
     try:
-        config.resolve(values)
-    except ConfigError as exc:
-        if values.get("mode", "coded") != "coded" and "--mode" in str(exc):
+        problem.check(RunOptions.from_dict({**spec.options, "out": str(out)}, origin=f"run {spec.name}"))
+    except OptionError as exc:
+        if spec.options.get("mode", "coded") != "coded" and "mode" in exc.message:
             spec.skip = str(exc)
             return
+        raise ConfigError(f"run {spec.name}: {exc}") from None
+    except ConfigError as exc:
         raise ConfigError(f"run {spec.name}: {exc}") from None
 
 
 def cli_args(options: dict) -> list[str]:
     """``gdcode run`` arguments for ``options``."""
-    from gdcode import config
+    from gdcode.options import OPTION_BY_DEST
 
     args = []
     for key, value in options.items():
-        opt = config.OPTION_BY_DEST[key]
+        opt = OPTION_BY_DEST[key]
         if opt.flag:
             if value:
                 args.append(f"--{opt.name}")
@@ -238,24 +239,18 @@ def _compute_trace(path: Path, n_workers: int):
 def predict(spec: RunSpec, runs_dir: Path) -> dict:
     """Simulated seconds per iteration of a coded run: on the run's own delays (its seed
     replayed, its measured compute) and on 20000 fresh draws (each worker's median compute)."""
-    from gdcode import config, delays, simulate
-    from gdcode.commands.simulate import build_code
+    from gdcode import problem, rundir, simulate
 
     run = spec.run
-    opts = run.metadata["options"]
-    if opts.get("mode", "coded") != "coded":
+    options = rundir.read_options(run.path)
+    if options.mode != "coded":
         return {}
-    values = config.merge(None, None, **{k: v for k, v in opts.items() if k in config.OPTION_BY_DEST})
-    code = build_code(values, n_train=run.metadata.get("dataset", {}).get("rows_train"))
-    W, iters = opts["workers"], run.summary["iterations"]
+    code = problem.build_code(options, n_train=run.metadata.get("dataset", {}).get("rows_train"))
+    delay = problem.build_delay(options)
+    W, iters = options.workers, run.summary["iterations"]
     same, bulk = _compute_trace(runs_dir / f"{spec.name}.compute.csv", W)
-
-    def delay():
-        return delays.parse(opts["delay"], seed=opts["seed"], scale_with_load=opts["delay_scale_with_load"],
-                            n_workers=W)
-
-    replayed = simulate.simulate(code, delay(), draws=iters, compute=same, replay=True)
-    fresh = simulate.simulate(code, delay(), draws=BULK_DRAWS, compute=bulk, seed=opts["seed"] + 1)
+    replayed = simulate.simulate(code, delay, draws=iters, compute=same, replay=True)
+    fresh = simulate.simulate(code, delay, draws=BULK_DRAWS, compute=bulk, seed=options.seed + 1)
     return {"load": float(code.load().mean()), "sim_same_delays": float(replayed.times.mean()),
             "sim_expected": float(fresh.times.mean()), "sim_times": fresh.times}
 

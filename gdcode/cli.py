@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from gdcode import __version__
-from gdcode.errors import ConfigError
+from gdcode.errors import ConfigError, OptionError
 
 #: subcommand name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args._argv = list(argv)
     try:
         return int(args._module.main(args) or 0)
+    except OptionError as exc:
+        print(f"gdcode {args.command}: error: {exc.flag_message()}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
         print(f"gdcode {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -471,7 +471,7 @@ class ReplayResult:
         return out
 
 
-def train_replay(sim: Simulation, values: dict, iterations: int, target_loss: float | None = None) -> ReplayResult:
+def train_replay(sim: Simulation, problem, iterations: int, target_loss: float | None = None) -> ReplayResult:
     """Replay gradient descent with each simulated iteration's decoded gradient.
 
     Iteration ``t`` uses draw ``t - 1`` of ``sim``: the code decodes from that draw's
@@ -484,34 +484,29 @@ def train_replay(sim: Simulation, values: dict, iterations: int, target_loss: fl
     ----------
     sim : Simulation
         At least ``iterations`` draws.
-    values : dict
-        Run options (as :func:`gdcode.config.merge` returns): dataset, test_fraction, model,
-        intercept, l2, update, lr and its schedule, momentum, seed.
+    problem : gdcode.problem.Problem
+        The run's parts (:func:`gdcode.problem.build`): dataset, model, L2, initial point,
+        update rule and schedule.
     iterations : int
         Iterations to replay at most.
     target_loss : float, optional
         Stop once the training loss is at or below it.
     """
-    from gdcode import optim
-    from gdcode.config import RunConfig
     from gdcode.data import partition_bounds
-    from gdcode.runtime.context import make_context
 
     code = sim.code
     if sim.times.size < iterations:
-        raise ConfigError(f"the simulation has {sim.times.size} draws but {iterations} iterations were asked for; "
-                          "give --draws at least --iterations")
-    ctx = make_context(RunConfig(dict(values)), None, None, [])
-    model = ctx.model
-    X, y = ctx.rows(0, ctx.source.n_train)
+        raise ValueError(f"the simulation has {sim.times.size} draws but {iterations} iterations were asked for; "
+                         "draws must be at least iterations")
+    model = problem.model
+    X, y = problem.train_set()
     n = X.shape[0]
     bounds = partition_bounds(n, code.n_partitions)
     parts = [(X[bounds[j]:bounds[j + 1]], y[bounds[j]:bounds[j + 1]]) for j in range(code.n_partitions)]
     ones = [np.ones(p[1].shape[0]) for p in parts]
-    schedule = optim.Schedule(values["lr"], values["lr_schedule"], values["lr_step_every"], values["lr_decay"])
-    kwargs = {"beta": values["momentum"]} if values["update"] == "momentum" else {}
-    opt = optim.make(values["update"], ctx.w0, schedule, **kwargs)
-    G = np.zeros((code.n_partitions, ctx.n_params))
+    opt = problem.optimizer()
+    l2 = problem.l2
+    G = np.zeros((code.n_partitions, problem.n_params))
     seconds, losses, errors = [], [], []
     clock, reached = 0.0, None
     for t in range(1, iterations + 1):
@@ -525,14 +520,14 @@ def train_replay(sim: Simulation, values: dict, iterations: int, target_loss: fl
             raise RuntimeError(f"{code.name} did not decode in simulated iteration {t}")
         per_partition = code.combined(weights) if hasattr(code, "combined") else \
             np.asarray(weights, float) @ code.B
-        grad = per_partition @ G / n + ctx.l2 * point
-        exact = G.sum(axis=0) / n + ctx.l2 * point
+        grad = per_partition @ G / n + l2 * point
+        exact = G.sum(axis=0) / n + l2 * point
         norm = np.linalg.norm(exact)
         errors.append(float(np.linalg.norm(grad - exact) / norm) if norm > 0 else 0.0)
         opt.step(grad)
         clock += float(sim.times[t - 1])
         seconds.append(clock)
-        losses.append(model.objective(X, y, opt.params, ctx.l2))
+        losses.append(model.objective(X, y, opt.params, l2))
         if target_loss is not None and losses[-1] <= target_loss:
             reached = t
             break

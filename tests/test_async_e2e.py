@@ -187,18 +187,13 @@ def test_hogwild_on_sparse_rows(tmp_path, train):
 def test_bad_async_option_exits_2_before_mpi(tmp_path):
     res = run_cli(["run", "--mode", "gossip", "--workers", "1", "--out", str(tmp_path)], cwd=tmp_path, timeout=60)
     assert res.returncode == 2
-    assert "--mode gossip needs at least 2 workers" in res.stderr
+    assert res.stderr.count("\n") == 1 and "--workers 1" in res.stderr
 
 
 def _hogwild_built() -> bool:
-    from gdcode.errors import ConfigError
-    from gdcode.runtime.hogwild import check_threads
+    from gdcode import kernels
 
-    try:
-        check_threads(2)
-    except ConfigError:
-        return False
-    return True
+    return bool(kernels.COMPILED and kernels.OPENMP and "hogwild_dense" in kernels.KERNEL_NAMES)
 
 
 @pytest.mark.skipif(not _hogwild_built(), reason="this build has no compiled Hogwild kernel with OpenMP")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from gdcode import config, models
-from gdcode.errors import ConfigError
+from gdcode import kernels, models, problem
+from gdcode.errors import OptionError
+from gdcode.options import RunOptions
 from gdcode.runtime import hogwild
 from gdcode.runtime import transport as tp
 from gdcode.sgd import BatchSampler, Staleness, column_shares, dense_gradient, restrict_columns, sparse_step
@@ -137,54 +138,17 @@ def test_update_messages_dense_and_sparse_round_trip():
     np.testing.assert_array_equal(w, np.arange(d))
 
 
-def _values(tmp_path, **overrides):
-    return config.merge(None, None, out=str(tmp_path), **overrides)
-
-
-@pytest.mark.parametrize("mode", ["hogwild", "gossip", "allreduce", "local"])
-def test_async_modes_resolve_and_ignore_coded_options(tmp_path, mode):
-    cfg = config.resolve(_values(tmp_path, mode=mode, scheme="frc-not-checked", stragglers=1))
-    assert cfg.mode == mode and cfg.batch_size == 0
-
-
-@pytest.mark.parametrize("overrides, message", [
-    ({"mode": "hogwild", "update": "adam"}, "--mode hogwild applies plain SGD updates"),
-    ({"mode": "hogwild", "pull_every": 0}, "--pull-every 0"),
-    ({"mode": "hogwild", "max_staleness": -1}, "--max-staleness -1"),
-    ({"mode": "hogwild", "threads": 0}, "--threads 0"),
-    ({"mode": "gossip", "workers": 1}, "--mode gossip needs at least 2 workers"),
-    ({"mode": "gossip", "gossip_prob": 1.5}, "--gossip-prob 1.5"),
-    ({"mode": "gossip", "alpha": 0.0}, "--alpha 0.0"),
-    ({"mode": "gossip", "peer_timeout": 0.0}, "--peer-timeout 0.0"),
-    ({"mode": "gossip", "gossip_period": -2}, "--gossip-period -2"),
-    ({"mode": "gossip", "mixing": "average"}, "--mixing 'average' is not one of"),
-    ({"mode": "gossip", "interpolation": "x"}, "--interpolation 'x' is not one of"),
-    ({"mode": "local", "average_every": -1}, "--average-every -1"),
-    ({"mode": "allreduce", "batch_size": -3}, "--batch-size -3"),
-    ({"mode": "gossip", "eval_every": 0.0}, "--eval-every 0.0"),
-    ({"mode": "hogwild", "checkpoint_every": 5}, "--checkpoint-every is available in --mode coded only"),
-    ({"mode": "local", "track_gradient_error": True}, "--track-gradient-error is available in --mode coded"),
-])
-def test_async_options_rejected(tmp_path, overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        config.resolve(_values(tmp_path, **overrides))
-
-
 def _hogwild_built() -> bool:
-    try:
-        hogwild.check_threads(2)
-    except ConfigError:
-        return False
-    return True
+    return bool(kernels.COMPILED and kernels.OPENMP and "hogwild_dense" in kernels.KERNEL_NAMES)
 
 
 def test_threads_need_the_compiled_hogwild_kernel(tmp_path):
-    values = _values(tmp_path, mode="hogwild", threads=2)
+    options = RunOptions(out=str(tmp_path), mode="hogwild", threads=2)
     if _hogwild_built():
-        assert config.resolve(values).threads == 2
+        assert problem.check(options).options.threads == 2
     else:
-        with pytest.raises(ConfigError, match="compiled Hogwild kernel built with OpenMP"):
-            config.resolve(values)
+        with pytest.raises(OptionError, match="compiled Hogwild kernel built with OpenMP"):
+            problem.check(options)
 
 
 @pytest.mark.skipif(not _hogwild_built(), reason="this build has no compiled Hogwild kernel with OpenMP")

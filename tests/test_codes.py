@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gdcode import cli, codes, config
+from gdcode import cli, codes, problem
 from gdcode.codes.diagnostics import straggler_patterns
-from gdcode.errors import ConfigError
+from gdcode.errors import OptionError
+from gdcode.options import RunOptions
 
 ALL_CODES = ["uncoded", "ignore", "frc", "cyclic", "cyclic-mds", "approx", "partial-frc",
              "partial-cyclic", "expander", "sgc", "bcc"]
@@ -207,14 +208,14 @@ def test_bad_parameters_raise_value_error_naming_the_constraint(name, W, S, opti
 
 
 def test_bad_code_parameters_are_exit_2_errors_of_gdcode_run(tmp_path, capsys):
-    with pytest.raises(ConfigError, match="--scheme frc: fractional repetition needs S\\+1 to divide W"):
-        config.resolve(config.merge(None, None, scheme="frc", workers=5, stragglers=1,
-                                    out=str(tmp_path)))
+    with pytest.raises(OptionError, match="fractional repetition needs S\\+1 to divide W") as info:
+        problem.check(RunOptions(scheme="frc", workers=5, stragglers=1, out=str(tmp_path)))
+    assert info.value.option == "scheme"
     for argv, message in [
         (["--scheme", "frc", "--workers", "5", "--stragglers", "1"], "S+1 = 2 does not divide W = 5"),
         (["--scheme", "bogus", "--workers", "4"], "unknown code 'bogus'"),
         (["--scheme", "approx", "--workers", "6", "--stragglers", "1", "--collect", "9"],
-         "--collect 9 must be between 1 and W = 6"),
+         "--collect 9: must be between 1 and W = 6"),
     ]:
         code = cli.main(["run", *argv, "--out", str(tmp_path)])
         err = capsys.readouterr().err

@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from gdcode import cli, codes, config
+from gdcode import cli, codes, problem
 from gdcode.codes import diagnostics
 from gdcode.codes.diagnostics import straggler_patterns
-from gdcode.errors import ConfigError
+from gdcode.errors import OptionError
+from gdcode.options import RunOptions
 
 KEYS = {"name", "n_workers", "n_stragglers", "exact", "load", "worst_residual", "worst_condition",
         "max_weight", "float32_error", "patterns_checked", "usable_for_exact"}
@@ -85,9 +86,9 @@ def test_check_usable_refuses_an_inaccurate_exact_code(monkeypatch, tmp_path, ca
                                          r"residual .* refused for exact use; use cyclic-mds .* or frc"):
         codes.check_usable(code)
     codes.check_usable(codes.build("frc", n_workers=9, n_stragglers=2))  # 0/1 weights: no check
-    with pytest.raises(ConfigError, match="--scheme cyclic: code 'cyclic' at W = 9"):
-        config.resolve(config.merge(None, None, scheme="cyclic", workers=9, stragglers=2,
-                                    out=str(tmp_path)))
+    with pytest.raises(OptionError, match="code 'cyclic' at W = 9") as info:
+        problem.check(RunOptions(scheme="cyclic", workers=9, stragglers=2, out=str(tmp_path)))
+    assert info.value.option == "scheme"
     assert cli.main(["run", "--scheme", "cyclic-mds", "--workers", "9", "--stragglers", "2",
                      "--out", str(tmp_path)]) == 2
     assert "refused for exact use; use frc" in capsys.readouterr().err

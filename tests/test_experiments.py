@@ -77,11 +77,12 @@ def test_unknown_schemes_and_modes_are_skipped_with_a_reason(tmp_path):
         runner.check_runnable(s, tmp_path)
     assert "not in this gdcode" in specs[0].skip
     assert specs[2].skip is None
-    from gdcode import config
+    from gdcode import problem
     from gdcode.errors import ConfigError
+    from gdcode.options import RunOptions
 
     try:
-        config.resolve(config.merge(None, None, mode="hogwild", workers=4, out=str(tmp_path)))
+        problem.check(RunOptions(mode="hogwild", workers=4, out=str(tmp_path)))
         assert specs[1].skip is None
     except ConfigError as exc:
         assert specs[1].skip == str(exc)
@@ -92,7 +93,7 @@ def test_a_mistake_in_a_config_is_an_error_not_a_skip(tmp_path):
 
     cfg = {"experiment": {}, "common": {"workers": 4}, "sweep": {}, "runs": [{"scheme": "uncoded", "lr": -1}]}
     spec = runner.expand(cfg)[0]
-    with pytest.raises(ConfigError, match="--lr"):
+    with pytest.raises(ConfigError, match="lr"):
         runner.check_runnable(spec, tmp_path)
     with pytest.raises(ConfigError, match="unknown run option"):
         runner.expand({"experiment": {}, "common": {"wrokers": 4}, "sweep": {}, "runs": [{}]})

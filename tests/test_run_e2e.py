@@ -73,25 +73,28 @@ def test_ignore_stragglers_cancels_slow_workers(train):
     assert all(m["responders"] >= 3 for m in run.metrics)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--workers", "4", "--stragglers", "4"], "--stragglers 4 must satisfy 0 <= S < W"),
-    (["--workers", "4", "--stragglers", "-1"], "--stragglers -1 must satisfy 0 <= S < W"),
-    (["--scheme", "nonesuch"], "unknown code 'nonesuch'"),
-    (["--model", "nonesuch"], "--model 'nonesuch' is not a known model"),
-    (["--update", "nonesuch"], "--update 'nonesuch' is not one of"),
-    (["--delay", "nonesuch"], "--delay 'nonesuch' is not a known delay model"),
-    (["--delay", "exp:-1"], "MEAN must be positive"),
-    (["--dataset", "nonesuch"], "--dataset 'nonesuch' is not a known dataset"),
-    (["--dataset", "synthetic:0x10"], "ROWS and COLS must be positive"),
-    (["--dataset", "synthetic:100x-3"], "ROWS and COLS must be positive"),
-    (["--iterations", "0"], "--iterations 0 must be a positive integer"),
-    (["--lr", "0"], "--lr 0.0 must be positive"),
-    (["--lr", "-0.5"], "--lr -0.5 must be positive"),
+@pytest.mark.parametrize("args, flag", [
+    (["--workers", "4", "--stragglers", "4"], "--stragglers"),
+    (["--workers", "4", "--stragglers", "-1"], "--stragglers"),
+    (["--scheme", "nonesuch"], "--scheme"),
+    (["--model", "nonesuch"], "--model"),
+    (["--update", "nonesuch"], "--update"),
+    (["--delay", "nonesuch"], "--delay"),
+    (["--delay", "exp:-1"], "--delay"),
+    (["--dataset", "nonesuch"], "--dataset"),
+    (["--dataset", "synthetic:0x10"], "--dataset"),
+    (["--dataset", "synthetic:100x-3"], "--dataset"),
+    (["--iterations", "0"], "--iterations"),
+    (["--lr", "0"], "--lr"),
+    (["--lr", "-0.5"], "--lr"),
+    (["--lr", "inf"], "--lr"),
+    (["--seed", "-3"], "--seed"),
+    (["--workers", "2", "--model", "softmax", "--dataset", "synthetic:400x10"], "--model"),
 ])
-def test_bad_input_exits_2_before_mpi(tmp_path, args, message):
+def test_bad_input_exits_2_before_mpi(tmp_path, args, flag):
     res = run_cli(["run", "--out", str(tmp_path / "out"), *args], cwd=tmp_path, timeout=60)
     assert res.returncode == 2, res.stderr
-    assert message in res.stderr
+    assert res.stderr.startswith(f"gdcode run: error: {flag}"), res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert not any((tmp_path / "out").glob("*/metrics.jsonl"))
 
@@ -115,7 +118,7 @@ def test_existing_run_directory_is_not_overwritten(tmp_path, train):
 def test_world_size_mismatch_exits_2(tmp_path):
     res = run_mpi(3, ["run", "--workers", "4", "--out", str(tmp_path)], cwd=tmp_path, timeout=60)
     assert res.returncode == 2
-    assert "the MPI job has 3 ranks but --workers 4 needs 5" in res.stderr
+    assert res.stderr.startswith("gdcode run: error: --workers 4") and res.stderr.count("\n") == 1
 
 
 def test_timeout_ends_run_with_status_timeout(tmp_path):
@@ -146,3 +149,21 @@ def test_waiting_ranks_do_not_spin(train):
     wall = np.array(run.summary["worker_wall_seconds"])
     assert np.all(wall > 1.0)
     assert np.all(cpu / wall < 0.2), cpu / wall
+
+
+def test_a_check_that_needs_no_mpi_starts_no_mpi_process(tmp_path):
+    """The model/dataset task is checked by the launcher: mpiexec is never called."""
+    marker = tmp_path / "mpiexec-was-called"
+    fake = tmp_path / "fake-mpiexec"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    fake.chmod(0o755)
+    env_cmd = ["env", f"MPIEXEC={fake}"]
+    import subprocess
+    import sys
+
+    res = subprocess.run([*env_cmd, sys.executable, "-m", "gdcode", "run", "--workers", "2", "--model", "softmax",
+                          "--dataset", "synthetic:400x10", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and len(res.stderr.splitlines()) == 1
+    assert not marker.exists()
+    assert not any((tmp_path / "out").iterdir())

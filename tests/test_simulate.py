@@ -227,11 +227,11 @@ RUN_VALUES = None
 
 
 def _values(**kw):
-    from gdcode import config
+    from gdcode import problem
+    from gdcode.options import RunOptions
 
-    v = config.merge(None, None, dataset="synthetic:1200x10", test_fraction=0.0, lr=1.0, seed=1, workers=4)
-    v.update(kw)
-    return v
+    return problem.build(RunOptions(dataset="synthetic:1200x10", test_fraction=0.0, lr=1.0, seed=1, workers=4,
+                                    **kw))
 
 
 def test_replay_of_an_exact_code_is_plain_gradient_descent():

@@ -52,18 +52,15 @@ def _compute_table(path: Path, n_workers: int, iterations: int) -> np.ndarray:
 
 def ideal_seconds_per_iteration(run_dir: Path, compute: np.ndarray) -> float:
     """Mean over iterations of the earliest decode time the run's code allows."""
-    from gdcode import codes, delays
-    from gdcode.config import code_options
+    from gdcode import problem, rundir
     from gdcode.results import load_run
     from gdcode.simulate import decode_time
 
     run = load_run(run_dir)
-    opts = run.metadata["options"]
-    W, T = opts["workers"], run.summary["iterations"]
-    code = codes.build(opts["scheme"], n_workers=W, n_stragglers=opts["stragglers"], seed=opts["seed"],
-                       **code_options(opts))
-    model = delays.parse(opts["delay"], seed=opts["seed"], scale_with_load=opts["delay_scale_with_load"],
-                         n_workers=W)
+    options = rundir.read_options(run_dir)
+    W, T = options.workers, run.summary["iterations"]
+    code = problem.build_code(options)
+    model = problem.build_delay(options)
     load = code.load()
     times = []
     for t in range(1, T + 1):

@@ -1,7 +1,11 @@
 """Train one model: ``gdcode run [CONFIG.toml] [--option value ...]``.
 
-Outside an MPI job it checks every option, then launches itself as
-``mpiexec -n W+1 python -m mpi4py -m gdcode run ...``; inside one, the world size must be W+1.
+Outside an MPI job it resolves the options (defaults, the TOML file, the command line), checks
+everything that needs no MPI, claims the run directory, writes the resolved options into it
+and launches ``mpiexec -n W+1 python -m mpi4py -m gdcode run`` on that directory; the ranks
+read the options from there. Started by hand inside an MPI job, rank 0 does the same resolve,
+check and claim and hands the options to the other ranks.
+
 Exit codes: 0 done, 2 bad input, 3 ``--timeout`` reached.
 """
 
@@ -12,95 +16,100 @@ import os
 import sys
 from pathlib import Path
 
-from gdcode import config
-from gdcode.errors import ConfigError
+from gdcode import options as opts
+from gdcode import problem, rundir
+from gdcode.errors import ConfigError, OptionError
+from gdcode.options import RunOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    config.add_run_arguments(parser)
+    parser.add_argument("config", nargs="?", help="TOML file of options (command-line options override it)")
+    opts.add_arguments(parser)
+    # the launcher's handoff to the ranks: a claimed run directory holding options.json
+    parser.add_argument("--handoff", default=None, help=argparse.SUPPRESS)
 
 
-#: set by the launcher in the job it starts: the options were checked before the job started
-LAUNCHED = "GDCODE_LAUNCHED"
+def resolve(args: argparse.Namespace) -> RunOptions:
+    """The run's options: defaults, TOML and command line; or, with ``--resume``, the run's own."""
+    cli = opts.given(args)
+    if cli.get("resume"):
+        if args.config:
+            raise ConfigError(f"--resume continues a run with its own options; a config file ({args.config}) "
+                              "cannot be given")
+        return rundir.resume_options(cli["resume"], cli)
+    toml = opts.load_toml(args.config) if args.config else {}
+    return opts.from_sources(toml, cli)
 
 
-def resolve_args(args: argparse.Namespace, check_code: bool = True):
-    """The run's config: defaults, TOML, command line; or, with ``--resume``, the run's own options."""
-    if args.resume:
-        return resolve_resume(args, check_code)
-    toml = config.load_toml(args.config) if args.config else {}
-    return config.resolve(config.merge(args, toml), check_code=check_code)
+def prepare(args: argparse.Namespace) -> tuple[RunOptions, rundir.Claim]:
+    """Resolve, check and claim: the options to run (name set) and the claimed run directory.
 
-
-def resolve_resume(args: argparse.Namespace, check_code: bool = True):
-    """Options of a resumed run: those in its ``metadata.json``, with the few that may change."""
-    from gdcode.runtime import checkpoint
-
-    run_dir = Path(args.resume)
-    meta = checkpoint.read_metadata(run_dir)
-    changed = [f"--{o.name}" for o in config.OPTIONS
-               if getattr(args, o.dest, None) is not None and o.dest not in config.RESUME_OVERRIDES]
-    if changed or args.config:
-        allowed = ", ".join("--" + d.replace("_", "-") for d in config.RESUME_OVERRIDES if d != "resume")
-        raise ConfigError(f"--resume continues a run with its own options; {' '.join(changed) or args.config} "
-                          f"cannot be given (only {allowed} may)")
-    stored = {k: v for k, v in meta.get("options", {}).items() if k in config.OPTION_BY_DEST}
-    values = config.merge(args, None, **stored)
-    for dest in config.RESUME_OVERRIDES:
-        given = getattr(args, dest, None)
-        if given is not None:
-            values[dest] = config._convert(config.OPTION_BY_DEST[dest], given, "command line")
-    values.update(resume=str(run_dir), out=str(run_dir.parent), name=run_dir.name)
-    state = checkpoint.load(run_dir)
-    if values["iterations"] <= state["iteration"]:
-        raise ConfigError(f"--resume {run_dir}: its checkpoint is at iteration {state['iteration']}; "
-                          f"give --iterations above that (now {values['iterations']})")
-    return config.resolve(values, check_code=check_code)
+    Raises
+    ------
+    ConfigError
+        For any bad input; nothing is written then.
+    """
+    return prepare_resolved(resolve(args))
 
 
 def main(args: argparse.Namespace) -> int:
     from gdcode.runtime.launch import in_mpi_job, launch
 
-    argv = [a for a in args._argv if a != "run"] if args._argv[:1] == ["run"] else args._argv
-    if not in_mpi_job():
-        cfg = resolve_args(args)
+    command = ["gdcode", *args._argv]
+    if in_mpi_job():
+        return _in_job(args, command)
+    if args.handoff:
+        raise ConfigError("--handoff is how the launcher starts the ranks; run `gdcode run` without it")
+    options, claim = prepare(args)
+    try:
+        rundir.write_options(claim.path, options, command)
         # the ranks' output is a pipe under mpiexec: tell rank 0 whether the user sees a terminal
         os.environ.setdefault("GDCODE_PROGRESS", "1" if sys.stderr.isatty() else "0")
-        if not cfg.resume:
-            run_dir = _run_dir(cfg)
-            if cfg.name is None:
-                argv = [*argv, "--name", run_dir.name]
-        os.environ[LAUNCHED] = "1"
-        return launch(cfg.workers + 1, ["run", *argv], timeout=cfg.timeout)
+        return launch(options.workers + 1, ["run", "--handoff", str(claim.path)], timeout=options.timeout)
+    finally:
+        claim.release()
 
-    try:
-        cfg = resolve_args(args, check_code=os.environ.get(LAUNCHED) != "1")
-    except ConfigError as exc:
-        if _mpi_rank() == 0:
-            print(f"gdcode run: error: {exc}", file=sys.stderr)
-        return 2
+
+def _in_job(args: argparse.Namespace, command: list[str]) -> int:
+    """Inside the MPI job: the options from the launcher's run directory, or resolved by rank 0."""
+    from mpi4py import MPI
+
     from gdcode.runtime import session
 
-    return session.run(cfg, ["run", *argv], None)
+    comm = MPI.COMM_WORLD
+    if args.handoff:
+        run_dir = Path(args.handoff)
+        return session.run(rundir.read_options(run_dir), run_dir, rundir.read_command(run_dir) or command, comm)
+    claim = None
+    message: tuple | None = None
+    if comm.Get_rank() == 0:
+        try:
+            options = resolve(args)
+            session.check_world(options, comm.Get_size())
+            options, claim = prepare_resolved(options)
+            rundir.write_options(claim.path, options, command)
+            message = ("ok", options.to_dict(), str(claim.path))
+        except OptionError as exc:
+            message = ("error", f"gdcode run: error: {exc.flag_message()}")
+        except ConfigError as exc:
+            message = ("error", f"gdcode run: error: {exc}")
+    message = comm.bcast(message, root=0)
+    if message[0] == "error":
+        if comm.Get_rank() == 0:
+            print(message[1], file=sys.stderr)
+            return 2
+        return 0
+    try:
+        return session.run(RunOptions.from_dict(message[1]), Path(message[2]), command, comm)
+    finally:
+        if claim is not None:
+            claim.release()
 
 
-def _run_dir(cfg) -> Path:
-    from gdcode.runtime.session import choose_run_dir
-
-    path = choose_run_dir(cfg)
-    check_new_run_dir(path)
-    return path
-
-
-def check_new_run_dir(path: Path) -> None:
-    """Refuse to start a run over an existing one, so that nothing written is lost."""
-    if (path / "metrics.jsonl").exists() or (path / "summary.json").exists():
-        raise ConfigError(f"the run directory {path} already holds a run; choose another --name "
-                          "or --out (nothing was overwritten)")
-
-
-def _mpi_rank() -> int:
-    for var in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK"):
-        if var in os.environ:
-            return int(os.environ[var])
-    return 0
+def prepare_resolved(options: RunOptions) -> tuple[RunOptions, rundir.Claim]:
+    """Check resolved options and claim their run directory (see :func:`prepare`)."""
+    problem.check(options)
+    if options.resume:
+        return options, rundir.claim_resume(options.resume)
+    claim, options = rundir.claim_new(options)
+    return options, claim

@@ -18,7 +18,7 @@ import json
 import math
 from pathlib import Path
 
-from gdcode import config
+from gdcode import options as opts
 from gdcode.errors import ConfigError
 
 #: run options the simulator takes (same names, types and defaults as ``gdcode run``)
@@ -29,17 +29,7 @@ RUN_OPTIONS = ("scheme", "workers", "stragglers", "collect", "code-options", "de
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="TOML file of run options (command-line options override it)")
-    for name in RUN_OPTIONS:
-        opt = config.OPTION_BY_DEST[name.replace("-", "_")]
-        if opt.flag:
-            parser.add_argument(f"--{opt.name}", dest=opt.dest, action="store_const", const=True, default=None,
-                                help=opt.help)
-        else:
-            help_text = opt.help
-            if name == "iterations":
-                help_text = "iterations replayed at most for --target-loss"
-            parser.add_argument(f"--{opt.name}", dest=opt.dest, default=None, metavar=opt.dest.upper(),
-                                help=f"{help_text} (default: {opt.default})")
+    opts.add_arguments(parser, tuple(name.replace("-", "_") for name in RUN_OPTIONS))
     parser.add_argument("--draws", type=int, default=None,
                         help="simulated iterations (default 20000; with --replay, --iterations)")
     parser.add_argument("--compute", default=None, metavar="SPEC",
@@ -59,87 +49,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _values(args: argparse.Namespace) -> dict:
-    toml = config.load_toml(args.config) if args.config else {}
-    values = config.merge(args, toml)
-    W, S = values["workers"], values["stragglers"]
-    if W < 1:
-        raise ConfigError(f"--workers {W} must be at least 1")
-    if not 0 <= S < W:
-        raise ConfigError(f"--stragglers {S} must satisfy 0 <= S < W (W = {W})")
-    if values["collect"] is not None and not 1 <= values["collect"] <= W:
-        raise ConfigError(f"--collect {values['collect']} must be between 1 and W = {W}")
-    if values["iterations"] < 1:
-        raise ConfigError(f"--iterations {values['iterations']} must be a positive integer")
-    return values
-
-
-def build_code(values: dict, n_train: int | None = None):
-    """The code of the run options ``values`` (with partition sizes when ``n_train`` is known)."""
-    import numpy as np
-
-    from gdcode import codes
-    from gdcode.data import partition_sizes
-
-    try:
-        opts = config.code_options(values)
-        cls = codes.get_class(values["scheme"])
-        args = (values["workers"], values["stragglers"], values["seed"])
-        if n_train is not None and "partition_sizes" in codes.accepted_options(values["scheme"]):
-            probe = cls(*args, **opts)
-            opts["partition_sizes"] = np.asarray(partition_sizes(n_train, probe.n_partitions))
-        return codes.build(values["scheme"], n_workers=values["workers"], n_stragglers=values["stragglers"],
-                           seed=values["seed"], **opts)
-    except ValueError as exc:
-        raise ConfigError(f"--scheme {values['scheme']}: {exc}") from None
+def _options(args: argparse.Namespace) -> opts.RunOptions:
+    toml = opts.load_toml(args.config) if args.config else {}
+    return opts.from_sources(toml, opts.given(args))
 
 
 def main(args: argparse.Namespace) -> int:
     if args.fit:
         return _fit(args)
-    from gdcode import delays, models, optim, simulate
-    from gdcode.data import open_dataset, parse_dataset_spec
+    from gdcode import delays, problem, simulate
 
-    values = _values(args)
-    W = values["workers"]
+    options = _options(args)
+    W = options.workers
     if args.comm < 0 or not math.isfinite(args.comm):
         raise ConfigError(f"--comm {args.comm} must be a finite number of seconds >= 0")
     if args.first_iteration < 1:
         raise ConfigError(f"--first-iteration {args.first_iteration} must be at least 1")
-    target = values["target_loss"]
-    n_train = None
-    if target is not None:
-        models.get(values["model"])
-        parse_dataset_spec(values["dataset"])
-        optim.Schedule(values["lr"], values["lr_schedule"], values["lr_step_every"], values["lr_decay"])
-        n_train = open_dataset(values["dataset"], seed=values["seed"], test_fraction=values["test_fraction"],
-                               task=models.get(values["model"]).task).n_train
-    code = build_code(values, n_train)
-    delay = delays.parse(values["delay"], seed=values["seed"], scale_with_load=values["delay_scale_with_load"],
-                         n_workers=W)
+    target = options.target_loss
+    built = None
+    if target is not None:  # the replay trains: the dataset, model and optimiser too
+        built = problem.build(options.replace(mode="coded"))
+        code, delay = built.code, built.delay
+    else:
+        code, delay = problem.build_code(options), problem.build_delay(options)
     compute = simulate.parse_compute(args.compute, W)
     if isinstance(delay, delays.Persistent) and compute.kind == "zero" and delay.base == 0:
-        raise ConfigError(f"--delay {values['delay']}: a persistent straggler is FACTOR times slower than its "
+        raise ConfigError(f"--delay {options.delay}: a persistent straggler is FACTOR times slower than its "
                           "compute plus BASE, and both are 0 here; give --compute SECONDS or "
                           "persistent:K,FACTOR,BASE with BASE > 0")
-    draws = args.draws if args.draws is not None else (values["iterations"] if args.replay else 20000)
+    draws = args.draws if args.draws is not None else (options.iterations if args.replay else 20000)
     if target is not None:
-        draws = max(draws, values["iterations"])
+        draws = max(draws, options.iterations)
     sim = simulate.simulate(code, delay, draws=draws, compute=compute, comm=args.comm, replay=args.replay,
-                            first_iteration=args.first_iteration, seed=values["seed"], generic=args.generic)
-    out = {"scheme": values["scheme"], "workers": W, "stragglers": values["stragglers"],
+                            first_iteration=args.first_iteration, seed=options.seed, generic=args.generic)
+    out = {"scheme": options.scheme, "workers": W, "stragglers": options.stragglers,
            "collect": getattr(code, "collect", None), "delay": delay.spec,
-           "delay_scale_with_load": bool(values["delay_scale_with_load"]), "compute": compute.spec,
-           "comm_seconds": args.comm, "seed": values["seed"], "replay": bool(args.replay),
+           "delay_scale_with_load": options.delay_scale_with_load, "compute": compute.spec,
+           "comm_seconds": args.comm, "seed": options.seed, "replay": bool(args.replay),
            "first_iteration": args.first_iteration, "decode_method": sim.method,
            "mean_load": float(code.load().mean())}
     out.update(sim.summary())
     out["closed_form_mean_seconds"] = simulate.closed_form_mean(code, delay, compute, args.comm)
-    if target is not None:
-        replay = simulate.train_replay(sim, values, values["iterations"], target)
+    if built is not None:
+        replay = simulate.train_replay(sim, built, options.iterations, target)
         out["time_to_target"] = replay.summary()
-        out["time_to_target"].update({"dataset": values["dataset"], "model": values["model"],
-                                      "update": values["update"], "lr": values["lr"]})
+        out["time_to_target"].update({"dataset": options.dataset, "model": options.model,
+                                      "update": options.update, "lr": options.lr})
     if args.json:
         print(json.dumps(_finite(out)))
     else:

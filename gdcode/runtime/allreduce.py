@@ -32,7 +32,6 @@ import time
 
 import numpy as np
 
-from gdcode import optim
 from gdcode.results import RunWriter
 from gdcode.runtime import asynccommon as ac
 from gdcode.runtime import transport as tp
@@ -51,12 +50,6 @@ def _sub_communicator(comm):
     return comm.Split(MPI.UNDEFINED if rank == 0 else 0, rank)
 
 
-def _optimizer(ctx: Context) -> optim.Optimizer:
-    """The update rule exactly as coded mode's coordinator builds it."""
-    cfg = ctx.cfg
-    schedule = optim.Schedule(cfg.lr, cfg.lr_schedule, cfg.lr_step_every, cfg.lr_decay)
-    kwargs = {"beta": cfg.momentum} if cfg.update == "momentum" else {}
-    return optim.make(cfg.update, ctx.w0, schedule, **kwargs)
 
 
 # ----------------------------------------------------------------------------- rank 0
@@ -66,7 +59,7 @@ def coordinate(ctx: Context) -> int:
     """Rank 0: evaluate the models worker 1 sends; return the process exit code."""
     from mpi4py import MPI
 
-    cfg, comm, W, d = ctx.cfg, ctx.comm, ctx.cfg.workers, ctx.n_params
+    cfg, comm, W, d = ctx.options, ctx.comm, ctx.options.workers, ctx.n_params
     local = cfg.mode == "local"
     _sub_communicator(comm)
     writer = RunWriter(ctx.run_dir)
@@ -168,12 +161,12 @@ class _Worker:
     """What both baselines' workers share: rows, optimiser, STOP, the reduction, the end."""
 
     def __init__(self, ctx: Context) -> None:
-        self.ctx, self.cfg, self.comm = ctx, ctx.cfg, ctx.comm
+        self.ctx, self.cfg, self.comm = ctx, ctx.options, ctx.comm
         self.sub = _sub_communicator(ctx.comm)
         gather_hosts_on_workers(ctx)
         self.me, self.d = ctx.worker, ctx.n_params
         self.rows = ac.LocalRows(ctx, self.cfg.batch_size)
-        self.opt = _optimizer(ctx)
+        self.opt = ctx.problem.optimizer()
         self.stop_buf = np.empty(tp.HEADER)
         self.stop_req = self.comm.Irecv(self.stop_buf, source=0, tag=ac.TAG_ASK)
         self.sender = _ModelSender(self.comm, self.d) if self.me == 0 else None
@@ -210,7 +203,7 @@ class _Worker:
 def work(ctx: Context) -> int:
     """Run one worker of ``allreduce`` or ``local``; return the process exit code."""
     worker = _Worker(ctx)
-    return _allreduce(worker) if ctx.cfg.mode == "allreduce" else _local(worker)
+    return _allreduce(worker) if ctx.options.mode == "allreduce" else _local(worker)
 
 
 def _allreduce(wk: _Worker) -> int:

@@ -55,13 +55,13 @@ class LocalRows:
     def __init__(self, ctx: Context, batch_size: int) -> None:
         import scipy.sparse as sp
 
-        W, me = ctx.cfg.workers, ctx.worker
+        W, me = ctx.options.workers, ctx.worker
         bounds = partition_bounds(ctx.source.n_train, W)
         lo, hi = int(bounds[me]), int(bounds[me + 1])
         self.X, self.y = ctx.rows(lo, hi)
         self.sparse = sp.issparse(self.X)
         self.n_rows = hi - lo
-        self.sampler = BatchSampler(self.n_rows, batch_size, np.random.default_rng([ctx.cfg.seed, 0xBA7C, me]))
+        self.sampler = BatchSampler(self.n_rows, batch_size, np.random.default_rng([ctx.options.seed, 0xBA7C, me]))
         self.share = column_shares(self.X) if self.sparse else None
         self.load = 1.0 / W
 
@@ -168,7 +168,7 @@ def usage_since(cpu0: float, wall0: float) -> np.ndarray:
 def write_summary(ctx: Context, writer: RunWriter, evaluator: Evaluator, status: str, params: np.ndarray,
                   iterations: int, elapsed: float, extra: dict) -> int:
     """Write ``model.npy`` and ``summary.json``; return the exit code (3 after ``--timeout``)."""
-    cfg = ctx.cfg
+    cfg = ctx.options
     evaluator.close()
     writer.save_model(params)
     summary = {"status": status, "iterations": int(iterations), "elapsed": float(elapsed)}

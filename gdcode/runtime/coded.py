@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gdcode import codes
-from gdcode.config import code_options
+from gdcode import checkpoint
 from gdcode.data import partition_bounds, stack_rows, worker_rows
 from gdcode.results import RunWriter, read_metrics, read_workers
-from gdcode.runtime import checkpoint, progress
+from gdcode.runtime import progress
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
 
@@ -36,15 +35,6 @@ from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
 BLOCK_ROWS = 2048
 
 
-def build_code(ctx: Context) -> codes.GradientCode:
-    """The run's code; identical on every rank (its randomness comes from the seed)."""
-    cfg = ctx.cfg
-    opts = code_options(cfg.as_dict())
-    cls = codes.get_class(cfg.scheme)
-    if "partition_sizes" in codes.accepted_options(cfg.scheme):
-        probe = cls(cfg.workers, cfg.stragglers, cfg.seed, **opts)
-        opts["partition_sizes"] = np.diff(partition_bounds(ctx.source.n_train, probe.n_partitions))
-    return codes.build(cfg.scheme, n_workers=cfg.workers, n_stragglers=cfg.stragglers, seed=cfg.seed, **opts)
 
 
 # ----------------------------------------------------------------------------- coordinator
@@ -85,21 +75,18 @@ class Coordinator:
     """Rank 0 of a coded run."""
 
     def __init__(self, ctx: Context) -> None:
-        from gdcode import optim
 
         self.ctx = ctx
-        self.cfg = cfg = ctx.cfg
+        self.cfg = cfg = ctx.options
         self.comm = ctx.comm
         self.W = cfg.workers
-        self.code = build_code(ctx)
+        self.code = ctx.code
         self.M = self.code.n_messages
         self.n = ctx.source.n_train
         self.d = ctx.n_params
         self.Xtr, self.ytr = ctx.rows(0, self.n)
         self.Xte, self.yte = ctx.test_set()
-        schedule = optim.Schedule(cfg.lr, cfg.lr_schedule, cfg.lr_step_every, cfg.lr_decay)
-        kwargs = {"beta": cfg.momentum} if cfg.update == "momentum" else {}
-        self.opt = optim.make(cfg.update, ctx.w0, schedule, **kwargs)
+        self.opt = ctx.problem.optimizer()
         self.pending: dict[int, _Iteration] = {}
         self.elapsed = 0.0
         self.first = 1
@@ -246,7 +233,7 @@ class Coordinator:
             self.writer = RunWriter(ctx.run_dir, append=True)
             meta = checkpoint.read_metadata(ctx.run_dir)
             meta.setdefault("resumed", []).append({"from_iteration": state["iteration"],
-                                                   "command": ["gdcode", *ctx.argv],
+                                                   "command": ctx.command,
                                                    "start_time": metadata(ctx)["start_time"]})
             meta["options"]["iterations"] = cfg.iterations
             self.writer.write_metadata(meta)
@@ -353,7 +340,7 @@ def work(ctx: Context) -> int:
     """Run one worker until the coordinator says stop; return the process exit code."""
     comm = ctx.comm
     me = ctx.worker
-    code = build_code(ctx)
+    code = ctx.code
     gather_hosts_on_workers(ctx)
     d = ctx.n_params
     bounds = partition_bounds(ctx.source.n_train, code.n_partitions)

@@ -47,7 +47,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from gdcode import gossip as mix
-from gdcode import optim
 from gdcode.results import RunWriter
 from gdcode.runtime import asynccommon as ac
 from gdcode.runtime import transport as tp
@@ -76,13 +75,11 @@ class Worker:
     def __init__(self, ctx: Context) -> None:
         from mpi4py import MPI
 
-        self.ctx, self.cfg, self.comm = ctx, ctx.cfg, ctx.comm
+        self.ctx, self.cfg, self.comm = ctx, ctx.options, ctx.comm
         cfg = self.cfg
         self.me, self.d, self.size = ctx.worker, ctx.n_params, ctx.comm.Get_size()
         self.rows = ac.LocalRows(ctx, cfg.batch_size)
-        schedule = optim.Schedule(cfg.lr, cfg.lr_schedule, cfg.lr_step_every, cfg.lr_decay)
-        kwargs = {"beta": cfg.momentum} if cfg.update == "momentum" else {}
-        self.opt = optim.make(cfg.update, ctx.w0, schedule, **kwargs)
+        self.opt = ctx.problem.optimizer()
         self.rng = np.random.default_rng([cfg.seed, 0x6055, self.me])
         selection = cfg.peer_selection if cfg.mixing == "pairwise" else "uniform"
         self.selector = mix.PeerSelector(cfg.workers, self.me, selection, self.rng)
@@ -327,7 +324,7 @@ def coordinate(ctx: Context) -> int:
     """Rank 0 of a gossip run: evaluator only; return the process exit code."""
     from mpi4py import MPI
 
-    cfg, comm, W, d = ctx.cfg, ctx.comm, ctx.cfg.workers, ctx.n_params
+    cfg, comm, W, d = ctx.options, ctx.comm, ctx.options.workers, ctx.n_params
     writer = RunWriter(ctx.run_dir)
     writer.write_metadata(metadata(ctx, {"delay": ctx.delay.describe(), "mode": "gossip",
                                          "mixing": cfg.mixing}))

@@ -32,8 +32,6 @@ import time
 
 import numpy as np
 
-from gdcode import kernels, optim
-from gdcode.errors import ConfigError
 from gdcode.results import RunWriter
 from gdcode.runtime import asynccommon as ac
 from gdcode.runtime import transport as tp
@@ -43,19 +41,6 @@ from gdcode.sgd import Staleness, dense_gradient, sparse_step
 #: payload of an update after the header: base version, nnz (-1: dense), then values
 UPDATE_META = 2
 
-
-def check_threads(threads: int) -> None:
-    """``--threads`` > 1 needs the compiled Hogwild kernel, built with OpenMP.
-
-    Raises
-    ------
-    ConfigError
-        When this build cannot run T threads in parallel.
-    """
-    if threads > 1 and not (kernels.COMPILED and getattr(kernels, "OPENMP", False)
-                            and "hogwild_dense" in kernels.KERNEL_NAMES):
-        raise ConfigError(f"--threads {threads} needs the compiled Hogwild kernel built with OpenMP, which this "
-                          "installation does not have; use --threads 1 or rebuild with `make install`")
 
 
 def update_size(d: int, sparse: bool) -> int:
@@ -102,8 +87,8 @@ class Server:
     """Rank 0 of a hogwild run."""
 
     def __init__(self, ctx: Context) -> None:
-        self.ctx, self.cfg, self.comm = ctx, ctx.cfg, ctx.comm
-        self.W, self.d = ctx.cfg.workers, ctx.n_params
+        self.ctx, self.cfg, self.comm = ctx, ctx.options, ctx.comm
+        self.W, self.d = ctx.options.workers, ctx.n_params
         import scipy.sparse as sp
 
         self.sparse = sp.issparse(ctx.source.train_rows(0, 1)[0])
@@ -240,12 +225,11 @@ class _Inbox:
 
 def work(ctx: Context) -> int:
     """Run one hogwild worker; return the process exit code."""
-    cfg, comm, me, d = ctx.cfg, ctx.comm, ctx.worker, ctx.n_params
+    cfg, comm, me, d = ctx.options, ctx.comm, ctx.worker, ctx.n_params
     gather_hosts_on_workers(ctx)
     rows = ac.LocalRows(ctx, cfg.batch_size)
-    schedule = optim.Schedule(cfg.lr, cfg.lr_schedule, cfg.lr_step_every, cfg.lr_decay)
+    schedule = ctx.problem.schedule
     threads = cfg.threads
-    check_threads(threads)
     model = ctx.model
     w = ctx.w0.copy()
     version = 0

@@ -1,56 +1,47 @@
-"""One run inside the MPI job: checks, set-up, and the mode's coordinator and worker loops."""
+"""One run inside the MPI job: the world size, the run's parts, and the mode's loop on each rank."""
 
 from __future__ import annotations
 
-import sys
+import importlib
 from pathlib import Path
+from typing import Any
 
-from gdcode.config import RunConfig
+from gdcode import problem
+from gdcode.errors import OptionError
+from gdcode.options import RunOptions
+from gdcode.runtime.context import Context
 
 
-def run(cfg: RunConfig, argv: list[str], run_dir: Path | None) -> int:
-    """Run on every rank of ``MPI.COMM_WORLD``; return this rank's exit code.
+def check_world(options: RunOptions, size: int) -> None:
+    """Refuse a job whose world size is not W+1.
 
-    ``run_dir`` is the directory the launcher chose, or None when the job was started by
-    hand (rank 0 then chooses it and tells the others).
+    Raises
+    ------
+    OptionError
+        Naming ``workers`` and the two ways to fix it.
     """
-    from mpi4py import MPI
+    if size != options.workers + 1:
+        raise OptionError("workers", options.workers,
+                          f"needs {options.workers + 1} ranks (one coordinator and W workers) but the MPI job "
+                          f"has {size}; launch with `mpiexec -n {options.workers + 1}` or set --workers {size - 1}")
 
-    from gdcode.runtime import allreduce, coded, gossip, hogwild
-    from gdcode.runtime.context import make_context
 
-    comm = MPI.COMM_WORLD
-    if comm.Get_size() != cfg.workers + 1:
-        if comm.Get_rank() == 0:
-            print(f"gdcode run: error: the MPI job has {comm.Get_size()} ranks but --workers "
-                  f"{cfg.workers} needs {cfg.workers + 1} (one coordinator and W workers); launch with "
-                  f"`mpiexec -n {cfg.workers + 1}` or set --workers {comm.Get_size() - 1}",
-                  file=sys.stderr)
+def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> int:
+    """Run on every rank of ``comm``; return this rank's exit code.
+
+    Every rank builds the run's parts once (:func:`gdcode.problem.build`) and runs its mode's
+    loop: ``coordinate`` on rank 0, ``work`` on ranks 1..W.
+    """
+    import sys
+
+    try:
+        check_world(options, comm.Get_size())
+    except OptionError as exc:
         # only rank 0 reports the failure, so the launcher sees one clean exit code
+        if comm.Get_rank() == 0:
+            print(f"gdcode run: error: {exc.flag_message()}", file=sys.stderr)
         comm.Barrier()
         return 2 if comm.Get_rank() == 0 else 0
-    if run_dir is None:
-        run_dir = comm.bcast(choose_run_dir(cfg) if comm.Get_rank() == 0 else None, root=0)
-    ctx = make_context(cfg, comm, run_dir, argv)
-    modes = {"coded": (coded.coordinate, coded.work), "hogwild": (hogwild.coordinate, hogwild.work),
-             "gossip": (gossip.coordinate, gossip.work), "allreduce": (allreduce.coordinate, allreduce.work),
-             "local": (allreduce.coordinate, allreduce.work)}
-    coordinate, work = modes[cfg.mode]
-    return coordinate(ctx) if comm.Get_rank() == 0 else work(ctx)
-
-
-def choose_run_dir(cfg: RunConfig) -> Path:
-    """``OUT/NAME``; NAME defaults to scheme (or mode), workers and the time, made unique."""
-    import datetime
-
-    out = Path(cfg.out)
-    if cfg.name:
-        return out / cfg.name
-    label = cfg.scheme if cfg.mode == "coded" else cfg.mode
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = f"{label}-w{cfg.workers}-s{cfg.stragglers}-{stamp}"
-    path, k = out / base, 1
-    while path.exists():
-        k += 1
-        path = out / f"{base}-{k}"
-    return path
+    ctx = Context(problem=problem.build(options), comm=comm, run_dir=Path(run_dir), command=list(command))
+    loop = importlib.import_module(ctx.problem.mode.runtime)
+    return loop.coordinate(ctx) if comm.Get_rank() == 0 else loop.work(ctx)

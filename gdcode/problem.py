@@ -1,0 +1,304 @@
+"""A run's parts, built once from its options, without MPI: the one set-up every process uses.
+
+:func:`build` turns :class:`~gdcode.options.RunOptions` into a :class:`Problem`: the dataset
+source, the model, the L2 coefficient, the seeded initial point, the delay model, the code
+(coded mode, with its partition sizes bound), the step-size schedule and a factory of fresh
+optimisers. :func:`check` builds it and performs every check that needs no MPI (the
+model/dataset task, rows per partition, the code's decodes, writable output paths), so that
+bad input fails before any job starts.
+
+The launcher (``gdcode run``), every rank of the job, the simulator's training replay, the
+experiments and the benchmarks all build their parts here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gdcode import codes, delays, models, optim
+from gdcode.data import DataSource, open_dataset, parse_dataset_spec, partition_bounds
+from gdcode.errors import ConfigError, OptionError
+from gdcode.modes import Mode
+from gdcode.modes import get as get_mode
+from gdcode.options import RunOptions, code_options
+
+
+@contextlib.contextmanager
+def naming(option: str, value: Any) -> Iterator[None]:
+    """Turn a library ``ValueError`` raised inside the block into an :class:`OptionError` of ``option``."""
+    try:
+        yield
+    except OptionError:
+        raise
+    except ValueError as exc:
+        raise OptionError(option, value, str(exc)) from None
+
+
+@dataclass
+class Problem:
+    """Everything a run trains, built once per process from its options.
+
+    Attributes
+    ----------
+    options : RunOptions
+        The resolved options.
+    mode : gdcode.modes.Mode
+        The training mode.
+    source : gdcode.data.DataSource
+        The dataset; workers read only their rows from it.
+    model : gdcode.models.Model
+        The objective.
+    l2 : float
+        The L2 coefficient (``l2``, default 1/n).
+    w0 : numpy.ndarray
+        The seeded initial point, the same for every scheme and mode.
+    delay : gdcode.delays.DelayModel
+        The injected straggler pauses.
+    schedule : gdcode.optim.Schedule
+        The step sizes.
+    code : gdcode.codes.GradientCode or None
+        The gradient code (coded mode only), its partition sizes bound to the dataset.
+    """
+
+    options: RunOptions
+    mode: Mode
+    source: DataSource
+    model: models.Model
+    l2: float
+    w0: np.ndarray
+    delay: delays.DelayModel
+    schedule: optim.Schedule
+    code: codes.GradientCode | None
+
+    @property
+    def n_params(self) -> int:
+        return int(self.w0.size)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.source.n_train)
+
+    @property
+    def n_partitions(self) -> int:
+        """Partitions of the training rows: the code's, or one per worker outside coded mode."""
+        return self.code.n_partitions if self.code is not None else self.options.workers
+
+    def partition_bounds(self) -> np.ndarray:
+        """Row bounds of the partitions (:func:`gdcode.data.partition_bounds`)."""
+        return partition_bounds(self.n_train, self.n_partitions)
+
+    def rows(self, start: int, stop: int) -> tuple[Any, np.ndarray]:
+        """Training rows ``start:stop``, with the intercept column when ``intercept``."""
+        X, y = self.source.train_rows(start, stop)
+        return self._features(X), y
+
+    def train_set(self) -> tuple[Any, np.ndarray]:
+        """Every training row (the coordinator's evaluation copy)."""
+        return self.rows(0, self.n_train)
+
+    def test_set(self) -> tuple[Any, np.ndarray]:
+        """The held-out rows."""
+        X, y = self.source.test_set()
+        return self._features(X), y
+
+    def _features(self, X: Any) -> Any:
+        import scipy.sparse as sp
+
+        if sp.issparse(X):
+            if self.options.intercept:
+                X = sp.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)], format="csr")
+            return X.tocsr()
+        X = np.ascontiguousarray(X)
+        if self.options.intercept:
+            X = np.ascontiguousarray(np.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)]))
+        return X
+
+    def optimizer(self) -> optim.Optimizer:
+        """A fresh optimiser (``update``) at ``w0`` with the run's schedule."""
+        return make_optimizer(self.options, self.w0, self.schedule)
+
+
+def make_optimizer(options: RunOptions, w0: np.ndarray, schedule: optim.Schedule) -> optim.Optimizer:
+    """The update rule ``options.update`` at ``w0``; it gets ``momentum`` when it takes that keyword."""
+    with naming("update", options.update):
+        cls = optim.UPDATES.get(options.update) if hasattr(optim, "UPDATES") and hasattr(
+            optim.UPDATES, "get") else None
+        factory = cls if cls is not None else optim.make
+        params = inspect.signature(factory).parameters if cls is not None else {}
+        kwargs = {}
+        if "momentum" in params:
+            kwargs["momentum"] = options.momentum
+        elif "beta" in params:
+            kwargs["beta"] = options.momentum
+        if cls is not None:
+            return cls(np.array(w0, dtype=np.float64), schedule, **kwargs)
+        return optim.make(options.update, w0, schedule, **kwargs)
+
+
+def build_code(options: RunOptions, n_train: int | None = None) -> codes.GradientCode:
+    """The run's code (identical on every rank: its randomness comes from the seed).
+
+    With ``n_train`` the partition sizes of that many training rows are bound to it.
+
+    Raises
+    ------
+    OptionError
+        Naming ``scheme``, ``collect`` or ``code_options`` when the code cannot be built.
+    """
+    if not options.stragglers < options.workers:
+        raise OptionError("stragglers", options.stragglers, f"must satisfy 0 <= S < W (W = {options.workers})")
+    if options.collect is not None and options.collect > options.workers:
+        raise OptionError("collect", options.collect, f"must be between 1 and W = {options.workers}")
+    with naming("scheme", options.scheme):
+        cls = codes.get_class(options.scheme)
+        accepted = codes.accepted_options(options.scheme)
+    opts = code_options(options)
+    if "collect" in opts and "collect" not in accepted:
+        raise OptionError("collect", options.collect, f"applies to approximate codes; scheme {options.scheme} "
+                                                      "does not take it")
+    unknown = sorted(set(opts) - set(accepted) - {"collect"})
+    if unknown:
+        takes = ", ".join(sorted(set(accepted) - {"partition_sizes"})) or "no options"
+        raise OptionError("code_options", options.code_options, f"scheme {options.scheme} takes {takes}, not "
+                                                                f"{', '.join(unknown)}")
+    with naming("scheme", options.scheme):
+        code = cls(options.workers, options.stragglers, options.seed, **opts)
+        code.options = dict(opts)
+        if n_train is not None:
+            sizes = np.diff(partition_bounds(n_train, code.n_partitions))
+            if hasattr(code, "bind_partition_sizes"):
+                code.bind_partition_sizes(sizes)
+            elif "partition_sizes" in accepted:
+                code = cls(options.workers, options.stragglers, options.seed, partition_sizes=sizes, **opts)
+                code.options = dict(opts)
+    return code
+
+
+def build_delay(options: RunOptions) -> delays.DelayModel:
+    """The run's delay model (``delay``, ``delay_scale_with_load``, ``seed``, bound to ``workers``)."""
+    with naming("delay", options.delay):
+        return delays.parse(options.delay, seed=options.seed, scale_with_load=options.delay_scale_with_load,
+                            n_workers=options.workers)
+
+
+def build(options: RunOptions) -> Problem:
+    """The run's parts, built once (no numerical check of the code, no file system checks).
+
+    Raises
+    ------
+    OptionError
+        Naming the option whose value cannot be built.
+    """
+    mode = get_mode(options.mode)
+    with naming("model", options.model):
+        model = models.get(options.model)
+    with naming("dataset", options.dataset):
+        parse_dataset_spec(options.dataset)
+        source = open_dataset(options.dataset, seed=options.seed, test_fraction=options.test_fraction,
+                              task=model.task)
+    if model.task != source.task and not (model.task == "regression" and source.task == "binary"):
+        raise OptionError("model", options.model, f"needs a {model.task} dataset; {options.dataset} is "
+                                                  f"{source.task}")
+    n_cols = source.n_cols + (1 if options.intercept else 0)
+    with naming("model", options.model):
+        n_params = model.n_params(n_cols, source.n_classes)
+    w0 = optim.initial_point(n_params, options.seed)
+    l2 = 1.0 / source.n_train if options.l2 is None else options.l2
+    delay = build_delay(options)
+    with naming("lr_schedule", options.lr_schedule):
+        schedule = optim.Schedule(options.lr, options.lr_schedule, options.lr_step_every, options.lr_decay)
+    code = None
+    if mode.coded:
+        parts = build_code(options)
+        if source.n_train < parts.n_partitions:
+            raise OptionError("dataset", options.dataset, f"has {source.n_train} training rows, fewer than the "
+                                                          f"{parts.n_partitions} partitions of scheme "
+                                                          f"{options.scheme}; use more rows or fewer workers")
+        with naming("scheme", options.scheme):
+            sizes = np.diff(partition_bounds(source.n_train, parts.n_partitions))
+            if hasattr(parts, "bind_partition_sizes"):
+                parts.bind_partition_sizes(sizes)
+                code = parts
+            else:
+                code = build_code(options, source.n_train)
+    elif source.n_train < options.workers:
+        raise OptionError("dataset", options.dataset, f"has {source.n_train} training rows, fewer than the "
+                                                      f"{options.workers} workers; use more rows or fewer workers")
+    problem = Problem(options=options, mode=mode, source=source, model=model, l2=l2, w0=w0, delay=delay,
+                      schedule=schedule, code=code)
+    mode.check(options, model)
+    with naming("update", options.update):
+        problem.optimizer()
+    return problem
+
+
+def check(options: RunOptions) -> Problem:
+    """:func:`build`, then every other check that needs no MPI; the built problem.
+
+    Beyond what :func:`build` checks: the code's decodes are numerically usable (exact codes
+    decode to the exact gradient sum), ``out`` is a writable directory (it is created) and
+    ``record_delays`` can be written.
+
+    Raises
+    ------
+    OptionError
+        Naming the option to change.
+    """
+    problem = build(options)
+    if problem.code is not None:
+        with naming("scheme", options.scheme):
+            codes.check_usable(problem.code)
+    check_writable_dir(options.out, "out")
+    if options.record_delays:
+        check_writable_file(options.record_delays, "record_delays")
+    return problem
+
+
+def check_writable_dir(path: str | os.PathLike, option: str) -> Path:
+    """Create the directory ``path`` if needed and prove it writable.
+
+    Raises
+    ------
+    OptionError
+        Naming ``option`` when it is not a writable directory.
+    """
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=p, prefix=".gdcode-write-test-"):
+            pass
+    except OSError as exc:
+        raise OptionError(option, str(path), f"is not a writable directory ({exc.strerror}); choose another") \
+            from None
+    return p
+
+
+def check_writable_file(path: str | os.PathLike, option: str) -> Path:
+    """Prove that the file ``path`` can be written, without creating or changing it.
+
+    Raises
+    ------
+    OptionError
+        Naming ``option`` when its directory is missing or not writable, or it is not a file.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_file():
+        raise OptionError(option, str(path), "exists and is not a regular file")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise OptionError(option, str(path), f"its directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise OptionError(option, str(path), "cannot be written (permission denied)")
+    return p
+
+
+__all__ = ["ConfigError", "Problem", "build", "build_code", "check", "make_optimizer", "naming"]
