@@ -11,7 +11,7 @@ from gdcode import kernels, models, problem
 from gdcode.errors import OptionError
 from gdcode.options import RunOptions
 from gdcode.runtime import hogwild
-from gdcode.runtime import transport as tp
+from gdcode.runtime import protocol as pr
 from gdcode.sgd import BatchSampler, Staleness, column_shares, dense_gradient, restrict_columns, sparse_step
 
 
@@ -118,8 +118,8 @@ def test_update_messages_dense_and_sparse_round_trip():
     buf = np.empty(hogwild.update_size(d, sparse=True))
     cols, vals = np.array([1, 7]), np.array([0.5, -2.0])
     msg = hogwild.pack_update(buf, 3, 0.1, True, 41, d, cols, vals)
-    assert msg.size == tp.HEADER + 2 + 4  # indices and values: shorter than d
-    assert tp.header(msg) == (hogwild.ac.UPDATE, 3, 0.1, 1) and msg[tp.HEADER] == 41
+    assert msg.size == pr.UPDATE.size(4)  # indices and values: shorter than d
+    assert pr.header(msg) == (pr.Kind.UPDATE, 3, 0.1, 1) and pr.UPDATE.get(msg, "base") == 41
     w = np.ones(d)
     hogwild.apply_update(w, msg)
     expected = np.ones(d)
@@ -127,7 +127,7 @@ def test_update_messages_dense_and_sparse_round_trip():
     np.testing.assert_array_equal(w, expected)
     many = np.arange(8)  # 2 * 8 >= 10: dense is shorter
     msg = hogwild.pack_update(buf, 4, 0.0, False, 0, d, many, np.ones(8))
-    assert msg.size == tp.HEADER + 2 + d and msg[tp.HEADER + 1] == -1
+    assert msg.size == pr.UPDATE.size(d) and pr.UPDATE.get(msg, "nnz") == -1
     w = np.zeros(d)
     hogwild.apply_update(w, msg)
     np.testing.assert_array_equal(w, [1.0] * 8 + [0.0, 0.0])

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gdcode import gossip as mix
+from gdcode import mixing as mix
 from gdcode.errors import ConfigError
 
 

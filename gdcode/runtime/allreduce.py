@@ -32,10 +32,11 @@ import time
 
 import numpy as np
 
-from gdcode.results import RunWriter
-from gdcode.runtime import asynccommon as ac
+from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
-from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
+from gdcode.runtime.context import Context, gather_hosts_on_workers
+from gdcode.runtime.coordinator import Coordinator
+from gdcode.runtime.worker import BLOCK_ROWS, LocalRows, WorkerClock, send_done
 
 #: models worker 1 lets queue for rank 0 before it skips sending one (rank 0 evaluates slower
 #: than the workers train); the final model is always sent
@@ -50,83 +51,62 @@ def _sub_communicator(comm):
     return comm.Split(MPI.UNDEFINED if rank == 0 else 0, rank)
 
 
-
-
 # ----------------------------------------------------------------------------- rank 0
+
+
+class AllReduceCoordinator(Coordinator):
+    """Rank 0 of ``allreduce`` and ``local``: evaluates the models worker 1 sends."""
+
+    stop_tag = pr.Tag.ASK
+
+    def open_run(self) -> None:
+        _sub_communicator(self.comm)
+        super().open_run()
+
+    def prepare(self) -> None:
+        d = self.ctx.n_params
+        self.local = self.options.mode == "local"
+        if self.local:
+            self.evaluator.submit(0, 0.0, self.ctx.w0.copy())
+            self.evaluator.flush(wait=True)  # done before the clock starts
+        self.last = (0, 0.0, self.ctx.w0.copy())  # iteration, elapsed, model of the newest message
+        for i in range(self.W):
+            self.listen(i, pr.Tag.ROOT, pr.MODEL.new(d), self._on_model)
+
+    def _on_model(self, s: int, buf: np.ndarray) -> None:
+        _, it, elapsed, _ = pr.header(buf)
+        self.last = (it, elapsed, pr.MODEL.vector(buf).copy())
+        self.evaluator.submit(it, elapsed, self.last[2])
+
+    def on_done(self, worker: int) -> None:
+        self.stop(worker)
+
+    def loop(self) -> None:
+        while not self.all_done():
+            self.idle()
+            self.evaluator.flush()
+            if self.evaluator.reached(self.options.target_loss):
+                return
+
+    def drain_grace(self) -> float | None:
+        # STOP acts within a step, except in local mode with averages, where it waits for the next one
+        return None if self.local and self.options.average_every else super().drain_grace()
+
+    def after_drain(self) -> None:
+        grace = time.monotonic() + 10.0
+        records = [pr.recv_records(self.comm, i + 1, 2, grace) for i in range(self.W)]
+        self.writer.append_workers([(int(t), i + 1, float(at), "used")
+                                    for i, rec in enumerate(records) for t, at in rec])
+
+    def result(self) -> tuple[np.ndarray, int, float, dict]:
+        iteration, elapsed, params = self.last
+        extra = {"worker_steps": self.worker_steps.tolist(), "models_not_evaluated": self.models_not_sent}
+        return params, iteration, elapsed, extra
 
 
 def coordinate(ctx: Context) -> int:
     """Rank 0: evaluate the models worker 1 sends; return the process exit code."""
-    from mpi4py import MPI
-
-    cfg, comm, W, d = ctx.options, ctx.comm, ctx.options.workers, ctx.n_params
-    local = cfg.mode == "local"
-    _sub_communicator(comm)
-    writer = RunWriter(ctx.run_dir)
-    writer.write_metadata(metadata(ctx, {"delay": ctx.delay.describe(), "mode": cfg.mode}))
-    evaluator = ac.Evaluator(ctx, writer, threaded=True)
-    if local:
-        evaluator.submit(0, 0.0, ctx.w0.copy())
-        evaluator.flush(wait=True)  # done before the clock starts
-    bufs = [np.empty(tp.HEADER + 2 + d) for _ in range(W)]
-    reqs = [comm.Irecv(bufs[i], source=i + 1, tag=ac.TAG_ROOT) for i in range(W)]
-    stop_msg = tp.pack(np.zeros(tp.HEADER), tp.STOP, 0)
-    stop_reqs, stopped, done = [], [False] * W, [False] * W
-    usage = np.zeros((W, 2))
-    steps = np.zeros(W, dtype=np.int64)
-    last = (0, 0.0, ctx.w0.copy())  # iteration, elapsed, model of the newest message
-    backoff = tp.Backoff()
-    tp.barrier(comm)
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
-    status, grace, not_evaluated = "ok", None, 0
-
-    def stop(i: int) -> None:
-        if not stopped[i]:
-            stopped[i] = True
-            stop_reqs.append(comm.Isend(stop_msg, dest=i + 1, tag=ac.TAG_ASK))
-
-    while not all(done):
-        idx = MPI.Request.Testsome(reqs)
-        for s in idx or ():
-            kind, it, elapsed, part = tp.header(bufs[s])
-            if kind == tp.DONE:
-                done[s] = True
-                not_evaluated += part  # models worker 1 did not send (rank 0 was behind)
-                steps[s] = it
-                usage[s] = bufs[s][tp.HEADER:tp.HEADER + 2]
-                stop(s)
-                continue
-            last = (it, elapsed, bufs[s][tp.HEADER + 2:].copy())
-            evaluator.submit(it, elapsed, last[2])
-            reqs[s] = comm.Irecv(bufs[s], source=s + 1, tag=ac.TAG_ROOT)
-        evaluator.flush()
-        if grace is None and (evaluator.reached(cfg.target_loss)
-                              or (deadline is not None and time.monotonic() > deadline)):
-            if not evaluator.reached(cfg.target_loss):
-                status = "timeout"
-            for i in range(W):
-                stop(i)
-            # STOP acts within a step, except in local mode with averages, where it waits for the next one
-            if not (local and cfg.average_every):
-                grace = time.monotonic() + ac.SHUTDOWN_GRACE
-            else:
-                grace = float("inf")
-        if grace is not None and time.monotonic() > grace:
-            ac.abort(comm, writer, f"{cfg.mode} workers did not stop")
-        if idx:
-            backoff.reset()
-        else:
-            backoff.sleep()
-    wall = time.perf_counter() - t0
-    tp.poll_until(lambda: MPI.Request.Testall(stop_reqs), time.monotonic() + ac.SHUTDOWN_GRACE)
-    records = [ac.recv_records(comm, i + 1, 2, time.monotonic() + ac.SHUTDOWN_GRACE) for i in range(W)]
-    writer.append_workers([(int(t), i + 1, float(at), "used") for i, rec in enumerate(records) for t, at in rec])
-    iteration, elapsed, params = last
-    extra = {"worker_steps": steps.tolist(), "models_not_evaluated": not_evaluated,
-             "worker_cpu_seconds": usage[:, 0].tolist(), "worker_wall_seconds": usage[:, 1].tolist(),
-             "coordinator_cpu_seconds": time.process_time() - cpu0, "coordinator_wall_seconds": wall}
-    return ac.write_summary(ctx, writer, evaluator, status, params, iteration, elapsed, extra)
+    return AllReduceCoordinator(ctx).run()
 
 
 # ----------------------------------------------------------------------------- workers
@@ -137,9 +117,10 @@ class _ModelSender:
 
     def __init__(self, comm, d: int) -> None:
         self.comm = comm
-        self.pool = tp.SendPool(tp.HEADER + 2 + d)
+        self.pool = tp.SendPool(pr.MODEL.size(d))
         self.in_flight: list = []
         self.skipped = 0
+        self.sent = 0
 
     def send(self, kind: float, iteration: int, elapsed: float, params: np.ndarray, force: bool = False) -> bool:
         """Send a model unless :data:`MAX_BACKLOG` sends are still in flight (``force``: send anyway)."""
@@ -148,12 +129,12 @@ class _ModelSender:
             self.skipped += 1
             return False
         buf = self.pool.get()
-        tp.pack(buf, kind, iteration, elapsed)
-        buf[tp.HEADER:tp.HEADER + 2] = 0.0
-        buf[tp.HEADER + 2:] = params
-        req = self.comm.Isend(buf, dest=0, tag=ac.TAG_ROOT)
+        pr.MODEL.pack(buf, kind, iteration, elapsed)
+        pr.MODEL.vector(buf)[:] = params
+        req = self.comm.Isend(buf, dest=0, tag=pr.Tag.ROOT)
         self.pool.sent(buf, [req])
         self.in_flight.append(req)
+        self.sent += 1
         return True
 
 
@@ -165,10 +146,10 @@ class _Worker:
         self.sub = _sub_communicator(ctx.comm)
         gather_hosts_on_workers(ctx)
         self.me, self.d = ctx.worker, ctx.n_params
-        self.rows = ac.LocalRows(ctx, self.cfg.batch_size)
+        self.rows = LocalRows(ctx, self.cfg.batch_size)
         self.opt = ctx.problem.optimizer()
-        self.stop_buf = np.empty(tp.HEADER)
-        self.stop_req = self.comm.Irecv(self.stop_buf, source=0, tag=ac.TAG_ASK)
+        self.stop_buf = pr.STOP.new()
+        self.stop_req = self.comm.Irecv(self.stop_buf, source=0, tag=pr.Tag.ASK)
         self.sender = _ModelSender(self.comm, self.d) if self.me == 0 else None
         self.records: list[tuple[int, float]] = []
         self.acc = np.empty(self.d + 2)
@@ -189,10 +170,9 @@ class _Worker:
     def finish(self, steps: int, usage: np.ndarray) -> int:
         """Report DONE (steps, CPU and wall seconds) and the records; wait for STOP."""
         skipped = self.sender.skipped if self.sender is not None else 0
-        done = tp.pack(np.empty(tp.HEADER + 2), tp.DONE, steps, 0.0, skipped)
-        done[tp.HEADER:] = usage
-        done_req = self.comm.Isend(done, dest=0, tag=ac.TAG_ROOT)
-        req, _keep = ac.send_records(self.comm, np.array(self.records, dtype=float).reshape(-1, 2))
+        sent = self.sender.sent if self.sender is not None else 0
+        done_req, _done_buf = send_done(self.comm, steps, usage, sent=sent, not_sent=skipped, wait=False)
+        req, _keep = pr.send_records(self.comm, np.array(self.records, dtype=float).reshape(-1, 2))
         tp.poll_until(lambda: self.stop_req.Test() and req.Test() and done_req.Test())
         if self.sender is not None:
             self.sender.pool.wait_all()
@@ -209,9 +189,10 @@ def work(ctx: Context) -> int:
 def _allreduce(wk: _Worker) -> int:
     ctx, d, rows = wk.ctx, wk.d, wk.rows
     kernel = ctx.model.loss_grad_sum
-    ones = np.ones(min(ac.BLOCK_ROWS, rows.n_rows))
+    ones = np.ones(min(BLOCK_ROWS, rows.n_rows))
     tp.barrier(wk.comm)
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    clock = WorkerClock()
+    t0 = clock.wall0
     steps, sent_last = 0, True
     for t in range(1, wk.cfg.iterations + 1):
         start = time.perf_counter()
@@ -219,8 +200,8 @@ def _allreduce(wk: _Worker) -> int:
         Xb, yb = rows.batch()
         g = wk.acc[:d]
         g[:] = 0.0
-        for lo in range(0, Xb.shape[0], ac.BLOCK_ROWS):
-            hi = min(lo + ac.BLOCK_ROWS, Xb.shape[0])
+        for lo in range(0, Xb.shape[0], BLOCK_ROWS):
+            hi = min(lo + BLOCK_ROWS, Xb.shape[0])
             kernel(Xb[lo:hi], yb[lo:hi], ones[:hi - lo], point, g)
         compute = time.perf_counter() - start
         tp.pause(ctx.delay.draw(wk.me, t, rows.load, compute), wk.stopped)
@@ -232,13 +213,13 @@ def _allreduce(wk: _Worker) -> int:
         wk.opt.step(grad)
         steps = t
         if wk.sender is not None:
-            sent_last = wk.sender.send(tp.MODEL, t, time.perf_counter() - t0, wk.opt.params)
+            sent_last = wk.sender.send(pr.Kind.MODEL, t, time.perf_counter() - t0, wk.opt.params)
         if total[d + 1] > 0:
             break
     elapsed = time.perf_counter() - t0
-    usage = ac.usage_since(cpu0, t0)
+    usage = clock.usage()
     if wk.sender is not None and not sent_last:
-        wk.sender.send(tp.MODEL, steps, elapsed, wk.opt.params, force=True)
+        wk.sender.send(pr.Kind.MODEL, steps, elapsed, wk.opt.params, force=True)
     return wk.finish(steps, usage)
 
 
@@ -248,7 +229,8 @@ def _local(wk: _Worker) -> int:
     W = cfg.workers
     grad = np.empty(d)
     tp.barrier(wk.comm)
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    clock = WorkerClock()
+    t0 = clock.wall0
     steps, averaged_at, unsent = 0, 0, None
 
     def average(final: bool = False) -> bool:
@@ -262,7 +244,7 @@ def _local(wk: _Worker) -> int:
         averaged_at = steps
         if wk.sender is not None:
             at = time.perf_counter() - t0
-            sent = wk.sender.send(tp.MODEL, int(total[d]), at, wk.opt.params, force=final)
+            sent = wk.sender.send(pr.Kind.MODEL, int(total[d]), at, wk.opt.params, force=final)
             unsent = None if sent else (int(total[d]), at)
         return total[d + 1] > 0
 
@@ -281,11 +263,11 @@ def _local(wk: _Worker) -> int:
                 break
         elif cut or wk.stopped():
             break  # no collective until the closing average: each worker stops on its own
-    usage = ac.usage_since(cpu0, t0)
+    usage = clock.usage()
     if not every or averaged_at != steps:
         average(final=True)
     elif unsent is not None:  # the last average ended the run but was not sent
-        wk.sender.send(tp.MODEL, *unsent, wk.opt.params, force=True)
+        wk.sender.send(pr.Kind.MODEL, *unsent, wk.opt.params, force=True)
     return wk.finish(steps, usage)
 
 
@@ -293,4 +275,4 @@ def dense_loss(ctx: Context, Xb, yb: np.ndarray, point: np.ndarray, grad: np.nda
     """The minibatch gradient ``(1/b) sum grad loss_i + lambda w`` into ``grad``; the batch's mean loss."""
     from gdcode.sgd import dense_gradient
 
-    return dense_gradient(ctx.model, Xb, yb, point, ctx.l2, grad, ac.BLOCK_ROWS)
+    return dense_gradient(ctx.model, Xb, yb, point, ctx.l2, grad, BLOCK_ROWS)

@@ -18,23 +18,23 @@ newer model cancels the old work at once.
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gdcode import checkpoint
-from gdcode.data import partition_bounds, stack_rows, worker_rows
+from gdcode.data import stack_rows, worker_rows
 from gdcode.results import RunWriter, read_metrics, read_workers
 from gdcode.runtime import progress
+from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
+from gdcode.runtime.coordinator import Coordinator
+from gdcode.runtime.worker import WorkerClock, injected_failure, send_done
 
 #: rows a worker processes between two polls for a newer model
 BLOCK_ROWS = 2048
-
-
 
 
 # ----------------------------------------------------------------------------- coordinator
@@ -71,46 +71,88 @@ class _Iteration:
         return rows
 
 
-class Coordinator:
-    """Rank 0 of a coded run."""
+class CodedCoordinator(Coordinator):
+    """Rank 0 of a coded run: sends the model, decodes as soon as the code can, steps."""
+
+    stop_tag = pr.Tag.CONTROL
+    threaded_evaluation = False
 
     def __init__(self, ctx: Context) -> None:
-
-        self.ctx = ctx
-        self.cfg = cfg = ctx.options
-        self.comm = ctx.comm
-        self.W = cfg.workers
+        super().__init__(ctx)
         self.code = ctx.code
         self.M = self.code.n_messages
-        self.n = ctx.source.n_train
+        self.n = ctx.problem.n_train
         self.d = ctx.n_params
-        self.Xtr, self.ytr = ctx.rows(0, self.n)
-        self.Xte, self.yte = ctx.test_set()
         self.opt = ctx.problem.optimizer()
         self.pending: dict[int, _Iteration] = {}
+        self.current: _Iteration | None = None
         self.elapsed = 0.0
         self.first = 1
+        self.last = 0
         self.recorded_delays: list[tuple[int, int, float]] = []
+
+    def metadata_extra(self) -> dict:
+        code = self.code
+        return {"code": {"name": code.name, "exact": code.exact, "n_partitions": code.n_partitions,
+                         "n_messages": self.M, "load": code.load().tolist(),
+                         "options": {k: v for k, v in code.options.items() if k != "partition_sizes"}},
+                "delay": self.ctx.delay.describe()}
+
+    def open_run(self) -> None:
+        ctx = self.ctx
+        if not self.options.resume:
+            super().open_run()
+            return
+        state = checkpoint.load(ctx.run_dir)
+        self.opt.load_state(state["optimizer"])
+        self.first, self.elapsed = state["iteration"] + 1, state["elapsed"]
+        self.last = state["iteration"]
+        _truncate_run(ctx.run_dir, state["iteration"])
+        self.writer = RunWriter(ctx.run_dir, append=True)
+        meta = checkpoint.read_metadata(ctx.run_dir)
+        meta.setdefault("resumed", []).append({"from_iteration": state["iteration"], "command": ctx.command,
+                                               "start_time": metadata(ctx)["start_time"]})
+        meta["options"]["iterations"] = self.options.iterations
+        self.writer.write_metadata(meta)
 
     # --- replies -------------------------------------------------------------------------
 
-    def _post(self, stream: int) -> None:
-        w = stream // self.M
-        self.recv_reqs[stream] = self.comm.Irecv(self.recv_bufs[stream], source=w + 1,
-                                                 tag=tp.TAG_REPLY + stream % self.M)
+    def prepare(self) -> None:
+        size = pr.GRADIENT.size(self.d)
+        self.held: list[int] = []  # streams whose buffer holds a reply to the current iteration
+        self.stream_of: dict[int, tuple[int, int]] = {}
+        for w in range(self.W):
+            for k in range(self.M):
+                sid = self.listen(w, pr.reply_tag(k), np.empty(size), self._on_reply)
+                self.stream_of[sid] = (w, k)
+        self.bufs = {self.stream_of[sid]: self._streams[sid].buf for sid in self.stream_of}
+        self.sid_of = {wk: sid for sid, wk in self.stream_of.items()}
+        self.evaluator.metrics(self.opt.params)  # warm-up (first imports), so it does not stall iteration 1
 
-    def _note(self, stream: int, t_reply: int, seconds: float, now: float, current: _Iteration | None) -> None:
-        """Record one reply; close its stream for every earlier iteration it skipped."""
-        w, k = divmod(stream, self.M)
-        rec = self.pending.get(t_reply)
+    def _on_reply(self, w: int, buf: np.ndarray) -> bool:
+        """Record one reply; hold its buffer when it answers the current iteration."""
+        h = pr.header(buf)
+        k = h.part
+        now = time.perf_counter()
+        current = self.current
+        rec = self.pending.get(h.iteration)
         if rec is not None:
             rec.arrivals[(w, k)] = (now - rec.start, rec is current and rec.weights is None)
             rec.closed.add((w, k))
-        if self.cfg.record_delays:
-            self.recorded_delays.append((w + 1, t_reply, seconds))
-        for it in [it for it in self.pending if it < t_reply]:
+        if self.options.record_delays:
+            self.recorded_delays.append((w + 1, h.iteration, h.seconds))
+        for it in [it for it in self.pending if it < h.iteration]:
             self.pending[it].closed.add((w, k))
         self._flush_finished(current)
+        if current is None or h.iteration != current.t or current.weights is not None:
+            return True  # a straggler's reply to an iteration already decoded: post again
+        self.held.append(self.sid_of[(w, k)])
+        self.responders.append((w, k) if self.M > 1 else w)
+        if self.weights is None:
+            t0 = time.perf_counter()
+            self.weights = self.code.decode(self.responders)
+            self.decode_seconds = time.perf_counter() - t0
+        return False
 
     def _flush_finished(self, current: _Iteration | None) -> None:
         for it in sorted(self.pending):
@@ -122,192 +164,77 @@ class Coordinator:
 
     # --- the loop ------------------------------------------------------------------------
 
-    def run(self) -> int:
-        from mpi4py import MPI
-
-        cfg, comm, W, M, d = self.cfg, self.comm, self.W, self.M, self.d
-        self._open_run_dir()
-        size = tp.HEADER + d
-        self.recv_bufs = [np.empty(size) for _ in range(W * M)]
-        self.recv_reqs = [MPI.REQUEST_NULL] * (W * M)
-        for s in range(W * M):
-            self._post(s)
-        sends = tp.SendPool(size)
-        deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
-        decoded = np.empty(d)
-        backoff = tp.Backoff()
-        self._evaluate(0)  # warm-up (first imports, e.g. scipy.stats), so it does not stall iteration 1
-        tp.barrier(comm)  # every worker has its rows: set-up stays off the clock
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        status, t, last = "ok", self.first - 1, self.first - 1
-        line = progress.Progress(cfg.iterations, progress.wanted(cfg.quiet))
+    def loop(self) -> None:
+        comm, W, M, opts = self.comm, self.W, self.M, self.options
+        sends = tp.SendPool(pr.MODEL.size(self.d))
+        self.sends = sends
+        decoded = np.empty(self.d)
+        line = progress.Progress(opts.iterations, progress.wanted(opts.quiet))
         try:
-            for t in range(self.first, cfg.iterations + 1):
+            for t in range(self.first, opts.iterations + 1):
                 point = self.opt.point().copy()  # the step may update params in place
                 buf = sends.get()
-                tp.pack(buf, tp.MODEL, t)
-                buf[tp.HEADER:] = point
+                pr.MODEL.pack(buf, pr.Kind.MODEL, t)
+                pr.MODEL.vector(buf)[:] = point
                 start = time.perf_counter()
-                sends.sent(buf, [comm.Isend(buf, dest=i + 1, tag=tp.TAG_CONTROL) for i in range(W)])
+                sends.sent(buf, [comm.Isend(buf, dest=i + 1, tag=pr.Tag.CONTROL) for i in range(W)])
                 rec = _Iteration(t, start)
                 self.pending[t] = rec
-                responders: list = []
-                held: list[int] = []  # streams whose buffer holds a reply to t (re-posted after decode)
-                weights = None
-                decode_seconds = 0.0
-                backoff.reset()
-                while weights is None:
-                    idx = MPI.Request.Testsome(self.recv_reqs)
-                    if not idx:
-                        if deadline is not None and time.monotonic() > deadline:
-                            raise tp.Timeout
-                        backoff.sleep()
-                        continue
-                    now = time.perf_counter()
-                    for s in idx:
-                        _, t_reply, seconds, _ = tp.header(self.recv_bufs[s])
-                        self._note(s, t_reply, seconds, now, rec)
-                        if t_reply != t:  # a straggler's reply to an iteration already decoded
-                            self._post(s)
-                            continue
-                        held.append(s)
-                        w, k = divmod(s, M)
-                        responders.append((w, k) if M > 1 else w)
-                        if weights is None:
-                            t0 = time.perf_counter()
-                            weights = self.code.decode(responders)
-                            decode_seconds = time.perf_counter() - t0
+                self.current = rec
+                self.responders: list = []
+                self.held = []
+                self.weights = None
+                self.decode_seconds = 0.0
+                self.wait_until(lambda: self.weights is not None)
                 t_combine = time.perf_counter()
-                weights = np.asarray(weights, dtype=float).reshape(M, W)
+                weights = np.asarray(self.weights, dtype=float).reshape(M, W)
                 rec.weights = weights
                 decoded[:] = 0.0
-                for s in sorted(held):  # a fixed order: the same sum whatever the arrival order
-                    a = weights[s % M, s // M]
+                for sid in sorted(self.held):  # a fixed order: the same sum whatever the arrival order
+                    w, k = self.stream_of[sid]
+                    a = weights[k, w]
                     if a != 0.0:
-                        decoded += a * self.recv_bufs[s][tp.HEADER:]
+                        decoded += a * pr.GRADIENT.vector(self._streams[sid].buf)
                 grad = decoded / self.n + self.ctx.l2 * point
-                for s in held:
-                    self._post(s)
+                for sid in self.held:
+                    self.repost(sid)
                 self.opt.step(grad)
                 end = time.perf_counter()
                 self.elapsed += end - start
+                self.current = None
                 # --- clock stopped: evaluation, checkpoint ---
                 self._flush_finished(None)
-                record = self._evaluate(t)
-                record.update({"responders": len(responders), "decode_seconds": decode_seconds + end - t_combine})
-                if cfg.track_gradient_error:
-                    exact = self.ctx.model.full_gradient(self.Xtr, self.ytr, point, self.ctx.l2)
-                    record["gradient_error"] = float(np.linalg.norm(grad - exact) / np.linalg.norm(exact))
-                self.writer.append_metrics(record)
+                extra = {"responders": len(self.responders), "decode_seconds": self.decode_seconds + end - t_combine}
+                if opts.track_gradient_error:
+                    exact = self.ctx.model.full_gradient(self.evaluator.Xtr, self.evaluator.ytr, point, self.ctx.l2)
+                    extra["gradient_error"] = float(np.linalg.norm(grad - exact) / np.linalg.norm(exact))
+                self.evaluator.submit(t, self.elapsed, self.opt.params, **extra)
+                record = self.evaluator.last
                 line.update(t, self.elapsed, record["train_loss"])
-                last = t
-                if cfg.checkpoint_every and t % cfg.checkpoint_every == 0:
+                self.last = t
+                if opts.checkpoint_every and t % opts.checkpoint_every == 0:
                     checkpoint.save(self.ctx.run_dir, t, self.elapsed, self.opt)
-                if cfg.target_loss is not None and record["train_loss"] <= cfg.target_loss:
+                if opts.target_loss is not None and record["train_loss"] <= opts.target_loss:
                     break
-        except tp.Timeout:
-            status = "timeout"
-        line.close()
-        usage = self._shutdown(sends, deadline=time.monotonic() + 10.0)
-        return self._finish(status, last, usage, time.process_time() - cpu0, time.perf_counter() - wall0)
+        finally:
+            self.current = None
+            line.close()
 
-    def _evaluate(self, t: int) -> dict:
-        model, params = self.ctx.model, self.opt.params
-        record = {"iteration": t, "elapsed": self.elapsed,
-                  "train_loss": model.objective(self.Xtr, self.ytr, params, self.ctx.l2)}
-        record.update(model.test_metrics(self.Xte, self.yte, params))
-        return record
-
-    def _open_run_dir(self) -> None:
-        ctx, cfg = self.ctx, self.cfg
-        extra = {"code": {"name": self.code.name, "exact": self.code.exact, "n_partitions": self.code.n_partitions,
-                          "n_messages": self.M, "load": self.code.load().tolist(),
-                          "options": {k: v for k, v in self.code.options.items()
-                                      if k != "partition_sizes"}},
-                 "delay": ctx.delay.describe()}
-        if cfg.resume:
-            state = checkpoint.load(ctx.run_dir)
-            self.opt.load_state(state["optimizer"])
-            self.first, self.elapsed = state["iteration"] + 1, state["elapsed"]
-            _truncate_run(ctx.run_dir, state["iteration"])
-            self.writer = RunWriter(ctx.run_dir, append=True)
-            meta = checkpoint.read_metadata(ctx.run_dir)
-            meta.setdefault("resumed", []).append({"from_iteration": state["iteration"],
-                                                   "command": ctx.command,
-                                                   "start_time": metadata(ctx)["start_time"]})
-            meta["options"]["iterations"] = cfg.iterations
-            self.writer.write_metadata(meta)
-        else:
-            self.writer = RunWriter(ctx.run_dir)
-            self.writer.write_metadata(metadata(ctx, extra))
-
-    def _finish(self, status: str, last: int, usage: np.ndarray, cpu: float, wall: float) -> int:
-        ctx, cfg, w = self.ctx, self.cfg, self.opt.params
-        self.writer.save_model(w)
-        summary = {"status": status, "iterations": last, "elapsed": self.elapsed,
-                   "train_loss": ctx.model.objective(self.Xtr, self.ytr, w, ctx.l2)}
-        summary.update(ctx.model.test_metrics(self.Xte, self.yte, w))
-        if cfg.target_loss is not None:
-            summary["target_loss_reached"] = bool(summary["train_loss"] <= cfg.target_loss)
-        summary.update({"worker_cpu_seconds": usage[:, 0].tolist(), "worker_wall_seconds": usage[:, 1].tolist(),
-                        "coordinator_cpu_seconds": cpu, "coordinator_wall_seconds": wall})
-        self.writer.write_summary(summary)
-        self.writer.close()
-        if cfg.record_delays:
-            _write_delays(cfg.record_delays, self.recorded_delays)
-        if status == "timeout":
-            print(f"gdcode run: error: --timeout {cfg.timeout:g} s reached after {last} iterations; "
-                  f"the run directory {ctx.run_dir} has every finished iteration", file=sys.stderr)
-            return 3
-        return 0
-
-    def _shutdown(self, sends: tp.SendPool, deadline: float) -> np.ndarray:
-        """Stop the workers, record replies still in flight as late, and release every request.
-
-        Returns each worker's (CPU seconds, wall seconds) of its training loop, shape (W, 2).
-        """
-        from mpi4py import MPI
-
-        comm, W = self.comm, self.W
-        stop = np.zeros(tp.HEADER + self.d)
-        tp.pack(stop, tp.STOP, 0)
-        stop_reqs = [comm.Isend(stop, dest=i + 1, tag=tp.TAG_CONTROL) for i in range(W)]
-        done_bufs = [np.empty(2) for _ in range(W)]
-        done_reqs = [comm.Irecv(done_bufs[i], source=i + 1, tag=tp.TAG_DONE) for i in range(W)]
-        backoff = tp.Backoff()
-        clean = True
-        while not MPI.Request.Testall(done_reqs):
-            idx = MPI.Request.Testsome(self.recv_reqs)
-            if idx:
-                now = time.perf_counter()
-                for s in idx:
-                    _, t_reply, seconds, _ = tp.header(self.recv_bufs[s])
-                    self._note(s, t_reply, seconds, now, None)
-                    self._post(s)
-                continue
-            if time.monotonic() > deadline:
-                clean = False
-                break
-            backoff.sleep()
+    def after_drain(self) -> None:
         for it in sorted(self.pending):  # nothing more comes once the workers have stopped
             self.writer.append_workers(self.pending[it].status_rows(self.W, self.M))
         self.pending.clear()
-        if not clean:
-            self.writer.close()
-            print("gdcode run: error: workers did not stop within 10 s; aborting the job", file=sys.stderr)
-            comm.Abort(3)
-        for r in self.recv_reqs:
-            if r != MPI.REQUEST_NULL:
-                r.Cancel()
-        MPI.Request.Waitall(self.recv_reqs)
-        MPI.Request.Waitall(stop_reqs)
-        sends.wait_all()
-        return np.array(done_bufs)
+        self.sends.wait_all()
+
+    def result(self) -> tuple[np.ndarray, int, float, dict]:
+        if self.options.record_delays:
+            _write_delays(self.options.record_delays, self.recorded_delays)
+        return self.opt.params, self.last, self.elapsed, {}
 
 
 def coordinate(ctx: Context) -> int:
     """Run the coordinator; return the process exit code."""
-    return Coordinator(ctx).run()
+    return CodedCoordinator(ctx).run()
 
 
 def _truncate_run(run_dir, iteration: int) -> None:
@@ -343,7 +270,7 @@ def work(ctx: Context) -> int:
     code = ctx.code
     gather_hosts_on_workers(ctx)
     d = ctx.n_params
-    bounds = partition_bounds(ctx.source.n_train, code.n_partitions)
+    bounds = ctx.problem.partition_bounds()
     mats = code.message_matrices
     # one row set per message: its partitions' rows and one coefficient per row
     messages = []
@@ -363,34 +290,34 @@ def work(ctx: Context) -> int:
     share = share / share.sum() if share.sum() else np.full(len(mats), 1.0 / len(mats))
     kernel = ctx.model.loss_grad_sum
 
-    size = tp.HEADER + d
-    ctrl = np.empty(size)
-    ctrl_req = comm.Irecv(ctrl, source=0, tag=tp.TAG_CONTROL)
-    sends = tp.SendPool(size)
+    ctrl = pr.MODEL.new(d)
+    ctrl_req = comm.Irecv(ctrl, source=0, tag=pr.Tag.CONTROL)
+    sends = tp.SendPool(pr.GRADIENT.size(d))
     backoff = tp.Backoff()
     tp.barrier(comm)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
-    fail_at = _injected_failure(me)
+    clock = WorkerClock()
+    fail_at = injected_failure(me)
+    steps = sent = 0
 
     while True:
         # wait (without spinning) for the next control message, then skip to the newest
         backoff.reset()
         while not ctrl_req.Test():
             backoff.sleep()
-        kind, t, _, _ = tp.header(ctrl)
-        while kind != tp.STOP and comm.Iprobe(source=0, tag=tp.TAG_CONTROL):
-            comm.Recv(ctrl, source=0, tag=tp.TAG_CONTROL)
-            kind, t, _, _ = tp.header(ctrl)
-        if kind == tp.STOP:
+        kind, t, _, _ = pr.header(ctrl)
+        while kind != pr.Kind.STOP and comm.Iprobe(source=0, tag=pr.Tag.CONTROL):
+            comm.Recv(ctrl, source=0, tag=pr.Tag.CONTROL)
+            kind, t, _, _ = pr.header(ctrl)
+        if kind == pr.Kind.STOP:
             break
-        w = ctrl[tp.HEADER:].copy()
-        ctrl_req = comm.Irecv(ctrl, source=0, tag=tp.TAG_CONTROL)
+        w = pr.MODEL.vector(ctrl).copy()
+        ctrl_req = comm.Irecv(ctrl, source=0, tag=pr.Tag.CONTROL)
         if t == fail_at:
             raise RuntimeError(f"worker {me + 1}: failure injected at iteration {t} by GDCODE_FAIL_WORKER")
 
         for k, blocks in messages:
             out = sends.get()
-            g = out[tp.HEADER:]
+            g = pr.GRADIENT.vector(out)
             g[:] = 0.0
             t0 = time.perf_counter()
             cancelled = False
@@ -407,21 +334,11 @@ def work(ctx: Context) -> int:
             if cancelled:  # ctrl_req has completed (Test stays True): the newer model is in ctrl
                 sends.sent(out, [])
                 break
-            tp.pack(out, tp.GRADIENT, t, compute, k)
-            sends.sent(out, [comm.Isend(out, dest=0, tag=tp.TAG_REPLY + k)])
+            pr.pack_header(out, pr.Kind.GRADIENT, t, compute, k)
+            sends.sent(out, [comm.Isend(out, dest=0, tag=pr.reply_tag(k))])
+            sent += 1
+        steps = t
 
     sends.wait_all()
-    usage = np.array([time.process_time() - cpu0, time.perf_counter() - wall0])
-    comm.Send(usage, dest=0, tag=tp.TAG_DONE)
+    send_done(comm, steps, clock, sent)
     return 0
-
-
-def _injected_failure(me: int) -> int | None:
-    """``GDCODE_FAIL_WORKER=W:T`` makes worker W raise at iteration T (fault injection for tests)."""
-    import os
-
-    spec = os.environ.get("GDCODE_FAIL_WORKER")
-    if not spec:
-        return None
-    worker, _, iteration = spec.partition(":")
-    return int(iteration or 1) if int(worker) == me + 1 else None

@@ -3,7 +3,7 @@
 There is no global collective inside the training loop. Each worker (rank ``i + 1``) runs
 ``--iterations`` SGD steps on minibatches of its partition with its own optimiser, and
 between blocks of rows, in the slices of its injected pause and while it waits, it runs a
-*polling responder*: an ``Irecv`` on :data:`~gdcode.runtime.asynccommon.TAG_ASK` that it
+*polling responder*: an ``Irecv`` on :attr:`~gdcode.runtime.protocol.Tag.ASK` that it
 tests, answering what came (DESIGN section 6: one-sided MPI would not progress while the
 target computes). Requests that change the model (elastic exchanges, push-sum messages)
 are applied as they are answered, also while a step computes: the gradient is taken at a
@@ -46,16 +46,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gdcode import gossip as mix
-from gdcode.results import RunWriter
-from gdcode.runtime import asynccommon as ac
+from gdcode import mixing as mix
+from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
-from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
+from gdcode.runtime.context import Context, gather_hosts_on_workers
+from gdcode.runtime.coordinator import Coordinator
+from gdcode.runtime.worker import BLOCK_ROWS, LocalRows, WorkerClock, send_done
 
 #: per-worker counts reported in summary.json
-STATS = ("gossips", "mixed", "timeouts", "late", "answered")
-#: payload of messages to rank 0 before the model: steps, weight, CPU s, wall s, then STATS
-ROOT_META = 4 + len(STATS)
+STATS = pr.GOSSIP_STATS
 
 
 @dataclass
@@ -78,7 +77,7 @@ class Worker:
         self.ctx, self.cfg, self.comm = ctx, ctx.options, ctx.comm
         cfg = self.cfg
         self.me, self.d, self.size = ctx.worker, ctx.n_params, ctx.comm.Get_size()
-        self.rows = ac.LocalRows(ctx, cfg.batch_size)
+        self.rows = LocalRows(ctx, cfg.batch_size)
         self.opt = ctx.problem.optimizer()
         self.rng = np.random.default_rng([cfg.seed, 0x6055, self.me])
         selection = cfg.peer_selection if cfg.mixing == "pairwise" else "uniform"
@@ -90,14 +89,15 @@ class Worker:
         self.stats = dict.fromkeys(STATS, 0)
         self.stop = False
         self.events = 0
+        self.to_root = 0  # messages sent to rank 0 (answers to its evaluation requests)
         self.wanted: int | None = None
         self.out: dict[int, _Outgoing] = {}
         self.sent_asks = np.zeros(self.size, dtype=np.int64)
         self.got_asks = np.zeros(self.size, dtype=np.int64)
-        self.ask_buf = np.empty(tp.HEADER + 1 + self.d)
+        self.ask_buf = pr.ASK.new(self.d)
         self.ask_status = MPI.Status()
         self.ask_req = self._post_ask()
-        self.sends = tp.SendPool(tp.HEADER + ROOT_META + self.d)
+        self.sends = tp.SendPool(max(pr.REPORT.size(self.d), pr.ANSWER.size(self.d), pr.ASK.size(self.d)))
         self.records: list[tuple[int, float]] = []
 
     @property
@@ -107,7 +107,7 @@ class Worker:
     def _post_ask(self):
         from mpi4py import MPI
 
-        return self.comm.Irecv(self.ask_buf, source=MPI.ANY_SOURCE, tag=ac.TAG_ASK)
+        return self.comm.Irecv(self.ask_buf, source=MPI.ANY_SOURCE, tag=pr.Tag.ASK)
 
     # --- the responder -------------------------------------------------------------------
 
@@ -128,43 +128,43 @@ class Worker:
                 del self.out[j]
                 self.events += 1
                 if r.kind == "elastic":
-                    self._elastic(r.x_sent, r.buf[tp.HEADER + 2:])
+                    self._elastic(r.x_sent, pr.ANSWER.vector(r.buf))
                 else:
                     self.stats["late"] += 1
         return self.stop
 
     def _answer(self, src: int) -> None:
-        kind, tag, _, _ = tp.header(self.ask_buf)
-        if kind == tp.STOP:
+        kind, tag, _, _ = pr.header(self.ask_buf)
+        if kind == pr.Kind.STOP:
             self.stop = True
             return
         d = self.d
         buf = self.sends.get()
-        if kind == ac.ASK_EVAL:
-            msg = self._root_message(buf, ac.ANSWER, tag)
-            self.sends.sent(buf, [self.comm.Isend(msg, dest=0, tag=ac.TAG_ROOT)])
+        if kind == pr.Kind.ASK_EVAL:
+            msg = self._report(buf, pr.Kind.ANSWER, tag)
+            self.sends.sent(buf, [self.comm.Isend(msg, dest=0, tag=pr.Tag.ROOT)])
+            self.to_root += 1
             return
         self.stats["answered"] += 1
-        if kind == ac.ASK_PUSH:
+        if kind == pr.Kind.ASK_PUSH:
             self.sends.sent(buf, [])
             self.push.x = self.x
-            self.push.receive(self.ask_buf[tp.HEADER + 1:tp.HEADER + 1 + d], float(self.ask_buf[tp.HEADER]))
+            self.push.receive(pr.ASK.vector(self.ask_buf, d), pr.ASK.get(self.ask_buf, "weight"))
             self.stats["mixed"] += 1
             return
-        tp.pack(buf, ac.ANSWER, tag)
-        buf[tp.HEADER], buf[tp.HEADER + 1] = self.clock, self.loss
-        buf[tp.HEADER + 2:tp.HEADER + 2 + d] = self.x
-        msg = buf[:tp.HEADER + 2 + d]
-        self.sends.sent(buf, [self.comm.Isend(msg, dest=src, tag=ac.TAG_ANSWER)])
-        if kind == ac.ASK_ELASTIC:
-            self._elastic(msg[tp.HEADER + 2:], self.ask_buf[tp.HEADER + 1:tp.HEADER + 1 + d])
+        msg = buf[:pr.ANSWER.size(d)]
+        pr.ANSWER.pack(msg, pr.Kind.ANSWER, tag, clock=self.clock, loss=self.loss)
+        pr.ANSWER.vector(msg)[:] = self.x
+        self.sends.sent(buf, [self.comm.Isend(msg, dest=src, tag=pr.Tag.ANSWER)])
+        if kind == pr.Kind.ASK_ELASTIC:
+            self._elastic(pr.ANSWER.vector(msg), pr.ASK.vector(self.ask_buf, d))
 
-    def _root_message(self, buf: np.ndarray, kind: float, tag: int, usage=(0.0, 0.0)) -> np.ndarray:
-        tp.pack(buf, kind, tag)
-        meta = [self.steps, self.push.weight, usage[0], usage[1], *(self.stats[k] for k in STATS)]
-        buf[tp.HEADER:tp.HEADER + ROOT_META] = meta
-        buf[tp.HEADER + ROOT_META:] = self.x
-        return buf
+    def _report(self, buf: np.ndarray, kind: int, tag: int, usage=(0.0, 0.0)) -> np.ndarray:
+        msg = buf[:pr.REPORT.size(self.d)]
+        pr.REPORT.pack(msg, kind, tag, steps=self.steps, weight=self.push.weight, cpu_seconds=usage[0],
+                       wall_seconds=usage[1], **self.stats)
+        pr.REPORT.vector(msg)[:] = self.x
+        return msg
 
     def _elastic(self, x_sent: np.ndarray, x_peer: np.ndarray) -> None:
         """One elastic exchange's term, at once: each is a contraction towards the peer, so many
@@ -174,15 +174,14 @@ class Worker:
 
     # --- requests to peers ---------------------------------------------------------------
 
-    def _ask(self, j: int, kind: float, t: int, weight: float = 0.0, x: np.ndarray | None = None) -> None:
+    def _ask(self, j: int, kind: int, t: int, weight: float = 0.0, x: np.ndarray | None = None) -> None:
         buf = self.sends.get()
-        tp.pack(buf, kind, t)
-        n = tp.HEADER
+        n = pr.ASK.start
+        pr.ASK.pack(buf, kind, t, weight=weight)
         if x is not None:
-            buf[tp.HEADER] = weight
-            buf[tp.HEADER + 1:tp.HEADER + 1 + self.d] = x
-            n = tp.HEADER + 1 + self.d
-        self.sends.sent(buf, [self.comm.Isend(buf[:n], dest=j + 1, tag=ac.TAG_ASK)])
+            pr.ASK.vector(buf, self.d)[:] = x
+            n = pr.ASK.size(self.d)
+        self.sends.sent(buf, [self.comm.Isend(buf[:n], dest=j + 1, tag=pr.Tag.ASK)])
         self.sent_asks[j + 1] += 1
 
     def _request(self, j: int, kind: str, t: int) -> bool:
@@ -190,9 +189,9 @@ class Worker:
         if j in self.out:
             return False
         x_sent = self.x.copy() if kind == "elastic" else None
-        self._ask(j, ac.ASK_ELASTIC if kind == "elastic" else ac.ASK_PULL, t, x=x_sent)
-        abuf = np.empty(tp.HEADER + 2 + self.d)
-        req = self.comm.Irecv(abuf, source=j + 1, tag=ac.TAG_ANSWER)
+        self._ask(j, pr.Kind.ASK_ELASTIC if kind == "elastic" else pr.Kind.ASK_PULL, t, x=x_sent)
+        abuf = pr.ANSWER.new(self.d)
+        req = self.comm.Irecv(abuf, source=j + 1, tag=pr.Tag.ANSWER)
         self.out[j] = _Outgoing(kind, abuf, req, time.perf_counter(), x_sent)
         return True
 
@@ -232,7 +231,7 @@ class Worker:
         elif gossip and cfg.mixing == "push-sum":
             self.push.x = self.x
             x_half, w_half = self.push.send()
-            self._ask(self.selector.pick(), ac.ASK_PUSH, t, weight=w_half, x=x_half)
+            self._ask(self.selector.pick(), pr.Kind.ASK_PUSH, t, weight=w_half, x=x_half)
             self.stats["gossips"] += 1
         return True
 
@@ -255,10 +254,10 @@ class Worker:
         del self.out[j]
         self.selector.success(j)
         self.stats["mixed"] += 1
-        clock_peer, loss_peer = r.buf[tp.HEADER], r.buf[tp.HEADER + 1]
+        clock_peer, loss_peer = pr.ANSWER.get(r.buf, "clock"), pr.ANSWER.get(r.buf, "loss")
         f = mix.interpolation_factor(self.cfg.interpolation, self.cfg.alpha, self.clock, clock_peer,
                                      self.loss, loss_peer)
-        mix.pairwise_mix(self.x, r.buf[tp.HEADER + 2:], f)
+        mix.pairwise_mix(self.x, pr.ANSWER.vector(r.buf), f)
 
     def run(self) -> int:
         from mpi4py import MPI
@@ -266,15 +265,13 @@ class Worker:
         comm = self.comm
         grad = np.empty(self.d)
         tp.barrier(comm)
-        cpu0, t0 = time.process_time(), time.perf_counter()
+        clock = WorkerClock()
         for t in range(1, self.cfg.iterations + 1):
             if self.stop or not self.step(t, grad):
                 break
-            self.records.append((t, time.perf_counter() - t0))
-        usage = ac.usage_since(cpu0, t0)
-        buf = self.sends.get()
-        tp.pack(buf, tp.DONE, self.steps)
-        self.sends.sent(buf, [comm.Isend(buf[:tp.HEADER], dest=0, tag=ac.TAG_ROOT)])
+            self.records.append((t, time.perf_counter() - clock.wall0))
+        usage = clock.usage()
+        done, _done_buf = send_done(comm, self.steps, usage, sent=self.to_root, wait=False)
         backoff = tp.Backoff()
         self._idle_until(lambda: self.stop, backoff)
         # every request in flight is answered and every answer collected before the final model
@@ -286,10 +283,10 @@ class Worker:
         self.ask_req.Cancel()
         self.ask_req.Wait()
         buf = self.sends.get()
-        msg = self._root_message(buf, ac.FINAL, self.steps, usage)
-        self.sends.sent(buf, [comm.Isend(msg, dest=0, tag=ac.TAG_ROOT)])
-        req, _keep = ac.send_records(comm, np.array(self.records, dtype=float).reshape(-1, 2))
-        tp.poll_until(req.Test)
+        msg = self._report(buf, pr.Kind.FINAL, self.steps, usage)
+        self.sends.sent(buf, [comm.Isend(msg, dest=0, tag=pr.Tag.ROOT)])
+        req, _keep = pr.send_records(comm, np.array(self.records, dtype=float).reshape(-1, 2))
+        tp.poll_until(lambda: req.Test() and done.Test())
         self.sends.wait_all()
         return 0
 
@@ -308,7 +305,7 @@ class Worker:
 def _gradient(ctx: Context, Xb, yb: np.ndarray, point: np.ndarray, grad: np.ndarray, poll) -> float:
     from gdcode.sgd import dense_gradient
 
-    return dense_gradient(ctx.model, Xb, yb, point, ctx.l2, grad, ac.BLOCK_ROWS, poll)
+    return dense_gradient(ctx.model, Xb, yb, point, ctx.l2, grad, BLOCK_ROWS, poll)
 
 
 def work(ctx: Context) -> int:
@@ -320,110 +317,115 @@ def work(ctx: Context) -> int:
 # ----------------------------------------------------------------------------- rank 0
 
 
+class GossipCoordinator(Coordinator):
+    """Rank 0 of a gossip run: the evaluator of the workers' average, and the one who says stop."""
+
+    stop_tag = pr.Tag.ASK
+
+    def metadata_extra(self) -> dict:
+        return {**super().metadata_extra(), "mixing": self.options.mixing}
+
+    def prepare(self) -> None:
+        d, W = self.ctx.n_params, self.W
+        self.evaluator.submit(0, 0.0, self.ctx.w0.copy())
+        self.evaluator.flush(wait=True)  # done before the clock starts
+        self.push_sum = self.options.mixing == "push-sum"
+        self.asks = tp.SendPool(pr.ASK.start)
+        self.sent_asks = np.zeros(W + 1, dtype=np.int64)
+        self.final: dict[int, np.ndarray] = {}
+        self.answers: dict[int, np.ndarray] = {}
+        self.round_no, self.round_at, self.open_round = 0, 0.0, False
+        self.last_avg = (0, self.ctx.w0)
+        self.counts = None
+        for i in range(W):
+            self.listen(i, pr.Tag.ROOT, pr.REPORT.new(d), self._on_report)
+
+    def _on_report(self, s: int, buf: np.ndarray) -> bool:
+        kind, tag, _, _ = pr.header(buf)
+        if kind == pr.Kind.ANSWER and self.open_round and tag == self.round_no:
+            self.answers[s] = buf.copy()
+        elif kind == pr.Kind.FINAL:
+            self.final[s] = buf.copy()
+            return False  # nothing more comes from this worker on ROOT
+        return True
+
+    def _ask_all(self, kind: int, tag: int) -> None:
+        for i in range(self.W):
+            buf = self.asks.get()
+            pr.pack_header(buf, kind, tag)
+            pr.ASK.set(buf, weight=0.0)
+            self.asks.sent(buf, [self.comm.Isend(buf, dest=i + 1, tag=pr.Tag.ASK)])
+            self.sent_asks[i + 1] += 1
+
+    def loop(self) -> None:
+        opts, evaluator = self.options, self.evaluator
+        next_eval = opts.eval_every
+        while True:
+            self.idle()
+            now = time.perf_counter() - self._wall0
+            if self.open_round and len(self.answers) == self.W:
+                steps, avg = _average(self.answers, self.push_sum)
+                evaluator.submit(steps, self.round_at, avg)
+                self.last_avg = (steps, avg)
+                self.answers, self.open_round = {}, False
+            evaluator.flush()
+            if all(self.done) or evaluator.reached(opts.target_loss):
+                return
+            if now >= next_eval and not self.open_round and not evaluator.busy():
+                self.round_no += 1
+                self.round_at, self.open_round = now, True
+                self._ask_all(pr.Kind.ASK_EVAL, self.round_no)
+                next_eval = now + opts.eval_every
+
+    def stop_workers(self) -> None:
+        """STOP through every worker's responder, then swap request counts (every ask is answered)."""
+        from mpi4py import MPI
+
+        if self.counts is not None:
+            return
+        self._ask_all(pr.Kind.STOP, 0)
+        self._count_bufs = (self.sent_asks.copy(), np.zeros(self.W + 1, np.int64))  # alive until counts completes
+        self.counts = self.comm.Ialltoall([self._count_bufs[0], MPI.INT64_T], [self._count_bufs[1], MPI.INT64_T])
+
+    def all_done(self) -> bool:
+        return (super().all_done() and len(self.final) == self.W and self.counts is not None
+                and bool(self.counts.Test()))
+
+    def after_drain(self) -> None:
+        self.asks.wait_all(time.monotonic() + 10.0)
+        W = self.W
+        records = [pr.recv_records(self.comm, i + 1, 2, time.monotonic() + 10.0) for i in range(W)]
+        rows = [(int(t), i + 1, float(at), "used") for i, rec in enumerate(records) for t, at in rec]
+        self.writer.append_workers(sorted(rows, key=lambda r: (r[2], r[1])))
+        steps, avg = _average(self.final, self.push_sum)
+        self.evaluator.flush(wait=True)
+        finished = max((float(rec[-1, 1]) for rec in records if rec.size), default=0.0)
+        last = self.evaluator.last
+        elapsed = max(finished, last["elapsed"] if last else 0.0)
+        if steps != self.last_avg[0] or not np.array_equal(avg, self.last_avg[1]):
+            self.evaluator.submit(steps, elapsed, avg)  # else the last line is the final model
+        self._result = (avg, steps, elapsed)
+
+    def result(self) -> tuple[np.ndarray, int, float, dict]:
+        avg, steps, elapsed = self._result
+        meta = np.array([pr.REPORT.scalars(self.final[i]) for i in range(self.W)])
+        names = pr.REPORT.fields
+        extra = {"worker_steps": meta[:, names.index("steps")].astype(int).tolist(),
+                 **{f"worker_{k}": meta[:, names.index(k)].astype(int).tolist() for k in STATS}}
+        if self.push_sum:
+            extra["push_sum_weights"] = meta[:, names.index("weight")].tolist()
+        return avg, steps, elapsed, extra
+
+
 def coordinate(ctx: Context) -> int:
     """Rank 0 of a gossip run: evaluator only; return the process exit code."""
-    from mpi4py import MPI
-
-    cfg, comm, W, d = ctx.options, ctx.comm, ctx.options.workers, ctx.n_params
-    writer = RunWriter(ctx.run_dir)
-    writer.write_metadata(metadata(ctx, {"delay": ctx.delay.describe(), "mode": "gossip",
-                                         "mixing": cfg.mixing}))
-    evaluator = ac.Evaluator(ctx, writer, threaded=True)
-    evaluator.submit(0, 0.0, ctx.w0.copy())
-    evaluator.flush(wait=True)  # done before the clock starts
-    push_sum = cfg.mixing == "push-sum"
-    size = tp.HEADER + ROOT_META + d
-    bufs = [np.empty(size) for _ in range(W)]
-    reqs = [comm.Irecv(bufs[i], source=i + 1, tag=ac.TAG_ROOT) for i in range(W)]
-    asks = tp.SendPool(tp.HEADER)
-    sent_asks = np.zeros(W + 1, dtype=np.int64)
-    done = [False] * W
-    final: dict[int, np.ndarray] = {}
-    answers: dict[int, np.ndarray] = {}
-    round_no, round_at, open_round = 0, 0.0, False
-    last_avg = (0, ctx.w0)
-    backoff = tp.Backoff()
-    tp.barrier(comm)
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
-    status, next_eval, stopping, counts, grace = "ok", cfg.eval_every, False, None, None
-
-    def ask_all(kind: float, tag: int) -> None:
-        for i in range(W):
-            buf = asks.get()
-            tp.pack(buf, kind, tag)
-            asks.sent(buf, [comm.Isend(buf, dest=i + 1, tag=ac.TAG_ASK)])
-            sent_asks[i + 1] += 1
-
-    while len(final) < W or (counts is not None and not counts.Test()):
-        idx = MPI.Request.Testsome(reqs)
-        now = time.perf_counter() - t0
-        for s in idx or ():
-            kind, tag, _, _ = tp.header(bufs[s])
-            if kind == tp.DONE:
-                done[s] = True
-            elif kind == ac.ANSWER and open_round and tag == round_no:
-                answers[s] = bufs[s].copy()
-            elif kind == ac.FINAL:
-                final[s] = bufs[s].copy()
-                continue  # nothing more comes from this worker on TAG_ROOT
-            reqs[s] = comm.Irecv(bufs[s], source=s + 1, tag=ac.TAG_ROOT)
-        if open_round and len(answers) == W:
-            steps, avg = _average(answers, push_sum)
-            evaluator.submit(steps, round_at, avg)
-            last_avg = (steps, avg)
-            answers, open_round = {}, False
-        evaluator.flush()
-        if not stopping:
-            reason = None
-            if all(done):
-                reason = "done"
-            elif evaluator.reached(cfg.target_loss):
-                reason = "target"
-            elif deadline is not None and time.monotonic() > deadline:
-                reason, status = "timeout", "timeout"
-            if reason:
-                stopping = True
-                ask_all(tp.STOP, 0)
-                count_bufs = (sent_asks.copy(), np.zeros(W + 1, np.int64))  # alive until counts completes
-                counts = comm.Ialltoall([count_bufs[0], MPI.INT64_T], [count_bufs[1], MPI.INT64_T])
-                grace = time.monotonic() + ac.SHUTDOWN_GRACE
-            elif now >= next_eval and not open_round and not evaluator.busy():
-                round_no += 1
-                round_at, open_round = now, True
-                ask_all(ac.ASK_EVAL, round_no)
-                next_eval = now + cfg.eval_every
-        if grace is not None and time.monotonic() > grace:
-            ac.abort(comm, writer, "gossip workers did not finish")
-        if idx:
-            backoff.reset()
-        else:
-            backoff.sleep()
-    wall = time.perf_counter() - t0
-    asks.wait_all(time.monotonic() + ac.SHUTDOWN_GRACE)
-    records = [ac.recv_records(comm, i + 1, 2, time.monotonic() + ac.SHUTDOWN_GRACE) for i in range(W)]
-    rows = [(int(t), i + 1, float(at), "used") for i, rec in enumerate(records) for t, at in rec]
-    writer.append_workers(sorted(rows, key=lambda r: (r[2], r[1])))
-    steps, avg = _average(final, push_sum)
-    evaluator.flush(wait=True)
-    finished = max((float(rec[-1, 1]) for rec in records if rec.size), default=0.0)
-    elapsed = max(finished, evaluator.last["elapsed"] if evaluator.last else 0.0)
-    if steps != last_avg[0] or not np.array_equal(avg, last_avg[1]):  # else the last line is the final model
-        evaluator.submit(steps, elapsed, avg)
-    meta = np.array([final[i][tp.HEADER:tp.HEADER + ROOT_META] for i in range(W)])
-    extra = {"worker_steps": meta[:, 0].astype(int).tolist(),
-             **{f"worker_{k}": meta[:, 4 + n].astype(int).tolist() for n, k in enumerate(STATS)},
-             "worker_cpu_seconds": meta[:, 2].tolist(), "worker_wall_seconds": meta[:, 3].tolist(),
-             "coordinator_cpu_seconds": time.process_time() - cpu0, "coordinator_wall_seconds": wall}
-    if push_sum:
-        extra["push_sum_weights"] = meta[:, 1].tolist()
-    return ac.write_summary(ctx, writer, evaluator, status, avg, steps, elapsed, extra)
+    return GossipCoordinator(ctx).run()
 
 
 def _average(msgs: dict[int, np.ndarray], push_sum: bool) -> tuple[int, np.ndarray]:
-    """Total steps and the (push-sum weighted) average model of the workers' messages."""
+    """Total steps and the (push-sum weighted) average model of the workers' reports."""
     order = sorted(msgs)
-    models = [msgs[i][tp.HEADER + ROOT_META:] for i in order]
-    weights = [float(msgs[i][tp.HEADER + 1]) for i in order] if push_sum else None
-    steps = int(sum(msgs[i][tp.HEADER] for i in order))
+    models = [pr.REPORT.vector(msgs[i]) for i in order]
+    weights = [pr.REPORT.get(msgs[i], "weight") for i in order] if push_sum else None
+    steps = int(sum(pr.REPORT.get(msgs[i], "steps") for i in order))
     return steps, mix.consensus(models, weights)

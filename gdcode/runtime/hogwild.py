@@ -32,35 +32,31 @@ import time
 
 import numpy as np
 
-from gdcode.results import RunWriter
-from gdcode.runtime import asynccommon as ac
+from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
-from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
+from gdcode.runtime.context import Context, gather_hosts_on_workers
+from gdcode.runtime.coordinator import Coordinator
+from gdcode.runtime.worker import BLOCK_ROWS, LocalRows, WorkerClock, send_done
 from gdcode.sgd import Staleness, dense_gradient, sparse_step
-
-#: payload of an update after the header: base version, nnz (-1: dense), then values
-UPDATE_META = 2
-
 
 
 def update_size(d: int, sparse: bool) -> int:
     """Length of the largest update message."""
-    return tp.HEADER + UPDATE_META + (2 * d if sparse else d)
+    return pr.UPDATE.size(2 * d if sparse else d)
 
 
 def pack_update(buf: np.ndarray, step: int, seconds: float, pull: bool, base: int, d: int,
                 cols: np.ndarray | None, delta: np.ndarray) -> np.ndarray:
     """Write an update into ``buf``; return the slice to send (sparse when that is shorter)."""
-    tp.pack(buf, ac.UPDATE, step, seconds, int(pull))
-    buf[tp.HEADER] = base
-    p = tp.HEADER + UPDATE_META
+    pr.UPDATE.pack(buf, pr.Kind.UPDATE, step, seconds, int(pull), base=base)
+    p = pr.UPDATE.start
     if cols is not None and 2 * cols.size < d:
         k = cols.size
-        buf[tp.HEADER + 1] = k
+        pr.UPDATE.set(buf, nnz=k)
         buf[p:p + k] = cols
         buf[p + k:p + 2 * k] = delta
         return buf[:p + 2 * k]
-    buf[tp.HEADER + 1] = -1
+    pr.UPDATE.set(buf, nnz=-1)
     if cols is None:
         buf[p:p + d] = delta
     else:
@@ -71,8 +67,8 @@ def pack_update(buf: np.ndarray, step: int, seconds: float, pull: bool, base: in
 
 def apply_update(w: np.ndarray, msg: np.ndarray) -> None:
     """``w += delta`` for an update message (dense or indices and values)."""
-    p = tp.HEADER + UPDATE_META
-    k = int(msg[tp.HEADER + 1])
+    p = pr.UPDATE.start
+    k = int(pr.UPDATE.get(msg, "nnz"))
     if k < 0:
         w += msg[p:p + w.size]
     else:
@@ -83,109 +79,77 @@ def apply_update(w: np.ndarray, msg: np.ndarray) -> None:
 # ----------------------------------------------------------------------------- server
 
 
-class Server:
-    """Rank 0 of a hogwild run."""
+class Server(Coordinator):
+    """Rank 0 of a hogwild run: applies updates as they come, answers pulls, evaluates on a thread."""
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx, self.cfg, self.comm = ctx, ctx.options, ctx.comm
-        self.W, self.d = ctx.options.workers, ctx.n_params
+    stop_tag = pr.Tag.CONTROL
+
+    def prepare(self) -> None:
         import scipy.sparse as sp
 
-        self.sparse = sp.issparse(ctx.source.train_rows(0, 1)[0])
+        ctx, W = self.ctx, self.W
+        self.d = ctx.n_params
+        self.w = ctx.w0.copy()
+        self.evaluator.submit(0, 0.0, self.w.copy())  # the initial model, before the clock starts
+        self.evaluator.flush(wait=True)
+        self.stale = Staleness(self.options.max_staleness, W)
+        self.pushed = np.zeros(W, dtype=np.int64)
+        self.rows: list[tuple] = []
+        self.models = tp.SendPool(pr.MODEL.size(self.d))
+        self.last_apply = 0.0
+        size = update_size(self.d, sp.issparse(ctx.source.train_rows(0, 1)[0]))
+        for i in range(W):
+            self.listen(i, pr.Tag.UPDATE, np.empty(size), self._on_update)
 
-    def run(self) -> int:
-        from mpi4py import MPI
+    def _on_update(self, s: int, msg: np.ndarray) -> None:
+        now = time.perf_counter() - self._wall0
+        _, step, _, pull = pr.header(msg)
+        self.pushed[s] += 1
+        if self.stale.admit(s, int(pr.UPDATE.get(msg, "base"))):
+            apply_update(self.w, msg)
+            self.last_apply = now
+            self.rows.append((step, s + 1, now, "used"))
+        else:
+            self.rows.append((step, s + 1, now, "ignored"))
+        if pull and not self._stopped[s]:
+            out = self.models.get()
+            pr.MODEL.pack(out, pr.Kind.MODEL, self.stale.version)
+            pr.MODEL.vector(out)[:] = self.w
+            self.models.sent(out, [self.comm.Isend(out, dest=s + 1, tag=pr.Tag.CONTROL)])
 
-        ctx, cfg, comm, W, d = self.ctx, self.cfg, self.comm, self.W, self.d
-        writer = RunWriter(ctx.run_dir)
-        writer.write_metadata(metadata(ctx, {"delay": ctx.delay.describe(), "mode": "hogwild"}))
-        evaluator = ac.Evaluator(ctx, writer, threaded=True)
-        w = ctx.w0.copy()
-        evaluator.submit(0, 0.0, w.copy())  # the initial model, before the clock starts
-        evaluator.flush(wait=True)
-        stale = Staleness(cfg.max_staleness, W)
-        pushed = np.zeros(W, dtype=np.int64)
-        size = update_size(d, self.sparse)
-        bufs = [np.empty(size) for _ in range(W)]
-        reqs = [comm.Irecv(bufs[i], source=i + 1, tag=ac.TAG_UPDATE) for i in range(W)]
-        models = tp.SendPool(tp.HEADER + d)
-        stop_msg = tp.pack(np.zeros(tp.HEADER), tp.STOP, 0)
-        stop_reqs = []
-        stopped = [False] * W
-        done = [False] * W
-        usage = np.zeros((W, 2))
-        rows: list[tuple] = []
-        backoff = tp.Backoff()
-        tp.barrier(comm)
-        cpu0, t0 = time.process_time(), time.perf_counter()
-        deadline = None if cfg.timeout is None else time.monotonic() + cfg.timeout
-        status, last_apply, next_eval, grace, evaluated = "ok", 0.0, cfg.eval_every, None, 0
+    def on_done(self, worker: int) -> None:
+        self.stop(worker)
 
-        def stop_all() -> None:
-            for i in range(W):
-                if not stopped[i]:
-                    stopped[i] = True
-                    stop_reqs.append(comm.Isend(stop_msg, dest=i + 1, tag=ac.TAG_MODEL))
-
-        while not all(done):
-            idx = MPI.Request.Testsome(reqs)
-            now = time.perf_counter() - t0
-            for s in idx or ():
-                msg = bufs[s]
-                kind, step, _, pull = tp.header(msg)
-                if kind == tp.DONE:
-                    done[s] = True
-                    usage[s] = msg[tp.HEADER:tp.HEADER + 2]
-                    if not stopped[s]:
-                        stopped[s] = True
-                        stop_reqs.append(comm.Isend(stop_msg, dest=s + 1, tag=ac.TAG_MODEL))
-                    continue
-                pushed[s] += 1
-                if stale.admit(s, int(msg[tp.HEADER])):
-                    apply_update(w, msg)
-                    last_apply = now
-                    rows.append((step, s + 1, now, "used"))
-                else:
-                    rows.append((step, s + 1, now, "ignored"))
-                if pull and not stopped[s]:
-                    out = models.get()
-                    tp.pack(out, tp.MODEL, stale.version)
-                    out[tp.HEADER:] = w
-                    models.sent(out, [comm.Isend(out, dest=s + 1, tag=ac.TAG_MODEL)])
-                reqs[s] = comm.Irecv(bufs[s], source=s + 1, tag=ac.TAG_UPDATE)
-            if idx:
-                backoff.reset()
-            if len(rows) >= 256:
-                writer.append_workers(rows)
-                rows = []
-            if now >= next_eval and not evaluator.busy() and grace is None and stale.version != evaluated:
+    def loop(self) -> None:
+        opts, evaluator = self.options, self.evaluator
+        next_eval, evaluated = opts.eval_every, 0
+        while not self.all_done():
+            self.idle()
+            now = time.perf_counter() - self._wall0
+            if len(self.rows) >= 256:
+                self.writer.append_workers(self.rows)
+                self.rows = []
+            if now >= next_eval and not evaluator.busy() and self.stale.version != evaluated:
                 # elapsed: when the model reached this version (evaluation time is not training time)
-                evaluator.submit(stale.version, last_apply, w.copy())
-                evaluated, next_eval = stale.version, now + cfg.eval_every
+                evaluator.submit(self.stale.version, self.last_apply, self.w.copy())
+                evaluated, next_eval = self.stale.version, now + opts.eval_every
             evaluator.flush()
-            if grace is None and evaluator.reached(cfg.target_loss):
-                stop_all()
-                grace = time.monotonic() + ac.SHUTDOWN_GRACE
-            if grace is None and deadline is not None and time.monotonic() > deadline:
-                status = "timeout"
-                stop_all()
-                grace = time.monotonic() + ac.SHUTDOWN_GRACE
-            if grace is not None and time.monotonic() > grace:
-                ac.abort(comm, writer, "hogwild workers did not stop")
-            if not idx:
-                backoff.sleep()
-        wall = time.perf_counter() - t0
-        writer.append_workers(rows)
-        tp.poll_until(lambda: MPI.Request.Testall(stop_reqs), time.monotonic() + ac.SHUTDOWN_GRACE)
-        models.wait_all(time.monotonic() + ac.SHUTDOWN_GRACE)
-        evaluator.flush(wait=True)
-        if evaluator.last is None or evaluator.last["iteration"] != stale.version:
-            evaluator.submit(stale.version, last_apply, w.copy())
-        extra = {"worker_updates": stale.applied.tolist(), "worker_pushes": pushed.tolist(),
-                 "dropped_stale": stale.dropped.tolist(), "max_staleness_seen": stale.max_seen,
-                 "worker_cpu_seconds": usage[:, 0].tolist(), "worker_wall_seconds": usage[:, 1].tolist(),
-                 "coordinator_cpu_seconds": time.process_time() - cpu0, "coordinator_wall_seconds": wall}
-        return ac.write_summary(ctx, writer, evaluator, status, w, stale.version, last_apply, extra)
+            if evaluator.reached(opts.target_loss):
+                return
+
+    def after_drain(self) -> None:
+        self.writer.append_workers(self.rows)
+        self.models.wait_all(time.monotonic() + 10.0)
+        self.evaluator.flush(wait=True)
+        last = self.evaluator.last
+        if last is None or last["iteration"] != self.stale.version:
+            self.evaluator.submit(self.stale.version, self.last_apply, self.w.copy())
+
+    def result(self) -> tuple[np.ndarray, int, float, dict]:
+        stale = self.stale
+        extra = {"worker_updates": stale.applied.tolist(), "worker_pushes": self.pushed.tolist(),
+                 "dropped_stale": stale.dropped.tolist(), "max_staleness_seen": stale.max_seen}
+        return self.w, stale.version, self.last_apply, extra
 
 
 def coordinate(ctx: Context) -> int:
@@ -201,25 +165,25 @@ class _Inbox:
 
     def __init__(self, comm, d: int) -> None:
         self.comm = comm
-        self.buf = np.empty(tp.HEADER + d)
+        self.buf = pr.MODEL.new(d)
         self.newest = np.empty(d)
         self.version = -1
         self.received = 0
         self.stop = False
-        self.req = comm.Irecv(self.buf, source=0, tag=ac.TAG_MODEL)
+        self.req = comm.Irecv(self.buf, source=0, tag=pr.Tag.CONTROL)
 
     def poll(self) -> bool:
         """Receive what has come; True once STOP has."""
         while not self.stop and self.req.Test():
-            kind, version, _, _ = tp.header(self.buf)
-            if kind == tp.STOP:
+            kind, version, _, _ = pr.header(self.buf)
+            if kind == pr.Kind.STOP:
                 self.stop = True
                 break
             self.received += 1
             if version > self.version:
-                self.newest[:] = self.buf[tp.HEADER:]
+                self.newest[:] = pr.MODEL.vector(self.buf)
                 self.version = version
-            self.req = self.comm.Irecv(self.buf, source=0, tag=ac.TAG_MODEL)
+            self.req = self.comm.Irecv(self.buf, source=0, tag=pr.Tag.CONTROL)
         return self.stop
 
 
@@ -227,7 +191,7 @@ def work(ctx: Context) -> int:
     """Run one hogwild worker; return the process exit code."""
     cfg, comm, me, d = ctx.options, ctx.comm, ctx.worker, ctx.n_params
     gather_hosts_on_workers(ctx)
-    rows = ac.LocalRows(ctx, cfg.batch_size)
+    rows = LocalRows(ctx, cfg.batch_size)
     schedule = ctx.problem.schedule
     threads = cfg.threads
     model = ctx.model
@@ -237,7 +201,7 @@ def work(ctx: Context) -> int:
     inbox = _Inbox(comm, d)
     sends = tp.SendPool(update_size(d, rows.sparse))
     tp.barrier(comm)
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    clock = WorkerClock()
     steps = requested = 0
     backoff = tp.Backoff()
     for t in range(1, cfg.iterations + 1):
@@ -262,7 +226,7 @@ def work(ctx: Context) -> int:
             if rows.sparse:
                 cols, delta, _ = sparse_step(model, Xb, yb, w, ctx.l2, rows.share, lr)
             else:
-                dense_gradient(model, Xb, yb, w, ctx.l2, grad, ac.BLOCK_ROWS, inbox.poll)
+                dense_gradient(model, Xb, yb, w, ctx.l2, grad, BLOCK_ROWS, inbox.poll)
                 delta = -lr * grad
         compute = time.perf_counter() - t_start
         if inbox.stop or tp.pause(ctx.delay.draw(me, t, rows.load, compute), inbox.poll):
@@ -271,24 +235,22 @@ def work(ctx: Context) -> int:
         requested += pull
         buf = sends.get()
         msg = pack_update(buf, t, compute, pull, version, d, cols, delta)
-        sends.sent(buf, [comm.Isend(msg, dest=0, tag=ac.TAG_UPDATE)])
+        sends.sent(buf, [comm.Isend(msg, dest=0, tag=pr.Tag.UPDATE)])
         if cols is None:
             w += delta
         else:
             w[cols] += delta
         steps = t
-    usage = ac.usage_since(cpu0, wall0)
-    done = tp.pack(np.empty(tp.HEADER + 2), tp.DONE, steps)
-    done[tp.HEADER:] = usage
-    sends.sent(done, [comm.Isend(done, dest=0, tag=ac.TAG_UPDATE)])
+    done, _done_buf = send_done(comm, steps, clock, sent=steps, wait=False)  # one update per step
     backoff.reset()
     while not inbox.poll():
         backoff.sleep()
     sends.wait_all()
+    tp.poll_until(done.Test)
     return 0
 
 
-def _kernel_step(model, rows: ac.LocalRows, w: np.ndarray, lr: float, threads: int, seed: int, me: int,
+def _kernel_step(model, rows: LocalRows, w: np.ndarray, lr: float, threads: int, seed: int, me: int,
                  t: int, l2: float) -> np.ndarray:
     """The change the T-thread lock-free Hogwild kernel (:meth:`gdcode.models.Model.hogwild`)
     makes to ``w`` in one step.

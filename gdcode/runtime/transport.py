@@ -1,10 +1,10 @@
-"""Message layout and waiting that does not spin (DESIGN section 6).
+"""Waiting that does not spin, reusable send buffers, and paced pauses.
 
-Every hot-path message is a float64 numpy buffer whose first :data:`HEADER` entries are
-``(kind, iteration, seconds, part)``; the payload follows. Waits poll with ``Test`` and sleep
-between polls, backing off from :data:`BACKOFF_START` to :data:`BACKOFF_CAP`: a blocking
-``Recv`` under the MPICH wheel spins a full core while it waits, which starves the computing
-ranks when ranks outnumber cores.
+Waits poll with ``Test`` and sleep between polls, backing off from :data:`BACKOFF_START` to
+:data:`BACKOFF_CAP`: a blocking ``Recv`` under the MPICH wheel spins a full core while it
+waits (measured: 2.97 s of CPU in 3.0 s of waiting, against 0.08 s for a ``Test`` loop that
+sleeps), which starves the computing ranks when ranks outnumber cores. The messages
+themselves are defined in :mod:`gdcode.runtime.protocol`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-# message kinds (header[0])
-MODEL, STOP, GRADIENT, DONE = 0.0, 1.0, 2.0, 3.0
-# tags: one stream coordinator -> worker, one worker -> coordinator per message: message k of a
-# multi-message code uses TAG_REPLY + k, so TAG_DONE must not lie just above TAG_REPLY
-TAG_CONTROL, TAG_DONE, TAG_REPLY = 11, 12, 20
-
-HEADER = 4  # kind, iteration, seconds (worker compute time), part (message index)
 BACKOFF_START = 1e-5
 BACKOFF_CAP = 1e-3
 EAGER_CAP = 1e-4
@@ -73,17 +66,6 @@ def poll_until(ready: Callable[[], bool], deadline: float | None = None,
         if deadline is not None and time.monotonic() > deadline:
             raise Timeout
         backoff.sleep()
-
-
-def pack(buf: np.ndarray, kind: float, iteration: int, seconds: float = 0.0, part: int = 0) -> np.ndarray:
-    """Write the header into ``buf`` (in place) and return it."""
-    buf[0], buf[1], buf[2], buf[3] = kind, iteration, seconds, part
-    return buf
-
-
-def header(buf: np.ndarray) -> tuple[float, int, float, int]:
-    """``(kind, iteration, seconds, part)`` of a received buffer."""
-    return float(buf[0]), int(buf[1]), float(buf[2]), int(buf[3])
 
 
 class SendPool:

@@ -1,0 +1,384 @@
+"""Rank 0's skeleton, shared by every mode: receives, waits, deadlines, stopping, the summary.
+
+A mode's coordinator subclasses :class:`Coordinator` and supplies only what differs:
+
+* :meth:`~Coordinator.prepare`: post its receives with :meth:`~Coordinator.listen` (each
+  arrival calls a handler) and make any evaluation that must precede the clock;
+* :meth:`~Coordinator.loop`: the training loop, waiting with :meth:`~Coordinator.wait_until`
+  or :meth:`~Coordinator.idle` (both poll every receive and sleep with back-off between
+  polls, never spinning, and raise :class:`~gdcode.runtime.transport.Timeout` at ``timeout``);
+* :meth:`~Coordinator.result`: the final model, iterations, elapsed seconds and the mode's
+  summary keys.
+
+:meth:`~Coordinator.run` does the rest in the same order for every mode: the run directory
+and ``metadata.json``, the barrier that keeps set-up off the clock, the loop, STOP to every
+worker, the drain (every worker's DONE, with the receives still served, or an abort after a
+grace period), ``model.npy`` and ``summary.json`` (status, final losses, each rank's CPU and
+wall seconds). Evaluation goes through one :class:`Evaluator`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gdcode.results import RunWriter
+from gdcode.runtime import protocol as pr
+from gdcode.runtime import transport as tp
+from gdcode.runtime.context import Context, metadata
+
+#: seconds to wait for the workers once the run is over before aborting the job
+SHUTDOWN_GRACE = 10.0
+#: exit code of a run that reached ``--timeout`` (and of an aborted job)
+EXIT_TIMEOUT = 3
+
+
+class Evaluator:
+    """Rank 0's evaluation of models, written to ``metrics.jsonl`` in submission order.
+
+    With ``threaded`` the losses are computed on a helper thread (the kernels release the
+    GIL), so a parameter server keeps applying updates meanwhile; the models are copies
+    taken by the caller. Importing what the test metrics need happens here, before the clock.
+    """
+
+    def __init__(self, ctx: Context, writer: RunWriter, threaded: bool = True) -> None:
+        import scipy.stats  # noqa: F401 -- test metrics need it; importing it takes ~1 s, so not on the clock
+
+        self.ctx = ctx
+        self.writer = writer
+        self.Xtr, self.ytr = ctx.problem.train_set()
+        self.Xte, self.yte = ctx.test_set()
+        self.pool = ThreadPoolExecutor(max_workers=1) if threaded else None
+        self.pending: deque[tuple[dict, Future | dict]] = deque()
+        self.last: dict | None = None
+
+    def metrics(self, params: np.ndarray) -> dict:
+        """``train_loss`` (the objective with its L2 term) and the held-out metrics of ``params``."""
+        model = self.ctx.model
+        out = {"train_loss": model.objective(self.Xtr, self.ytr, params, self.ctx.l2)}
+        out.update(model.test_metrics(self.Xte, self.yte, params))
+        return out
+
+    def submit(self, iteration: int, elapsed: float, params: np.ndarray, **extra: Any) -> None:
+        """Evaluate ``params`` (absorbing ``iteration`` updates, taken at ``elapsed`` seconds)."""
+        head = {"iteration": int(iteration), "elapsed": float(elapsed)}
+        if self.pool is None:
+            self.pending.append(({**head, **extra}, self.metrics(params)))
+        else:
+            self.pending.append(({**head, **extra}, self.pool.submit(self.metrics, params)))
+        self.flush()
+
+    def busy(self) -> bool:
+        """Whether an evaluation is still running."""
+        return bool(self.pending)
+
+    def flush(self, wait: bool = False) -> list[dict]:
+        """Write every finished evaluation (all of them with ``wait``); return the records written."""
+        written = []
+        while self.pending:
+            head, result = self.pending[0]
+            if isinstance(result, Future):
+                if not (wait or result.done()):
+                    break
+                result = result.result()
+            self.pending.popleft()
+            record = {"iteration": head["iteration"], "elapsed": head["elapsed"], **result,
+                      **{k: v for k, v in head.items() if k not in ("iteration", "elapsed")}}
+            self.writer.append_metrics(record)
+            self.last = record
+            written.append(record)
+        return written
+
+    def reached(self, target: float | None) -> bool:
+        """Whether the last written record's training loss is at or below ``target``."""
+        return target is not None and self.last is not None and self.last["train_loss"] <= target
+
+    def close(self) -> None:
+        self.flush(wait=True)
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+@dataclass
+class _Stream:
+    """A posted receive: from which worker, on which tag, into which buffer, handled how."""
+
+    worker: int
+    tag: int
+    buf: np.ndarray
+    handler: Callable[[int, np.ndarray], bool | None]
+    active: bool = True
+    counted: bool = True  # arrivals count towards the messages a worker's DONE says it sent
+
+
+class Coordinator:
+    """Rank 0 of a run: the skeleton every mode's coordinator fills in.
+
+    Attributes
+    ----------
+    ctx : Context
+    options : gdcode.options.RunOptions
+    comm : mpi4py.MPI.Comm
+    W : int
+        The number of workers.
+    writer : gdcode.results.RunWriter
+        The run directory (open from :meth:`prepare` on).
+    evaluator : Evaluator
+    status : str
+        ``ok`` until the loop times out.
+    done : list of bool
+        Which workers have sent DONE.
+    usage : numpy.ndarray
+        Each worker's (CPU seconds, wall seconds) of its loop, from its DONE, shape ``(W, 2)``.
+    worker_steps : numpy.ndarray
+        Each worker's steps, from its DONE.
+    """
+
+    #: the tag on which this mode's workers receive STOP
+    stop_tag: int = pr.Tag.CONTROL
+    #: evaluate on a helper thread (the asynchronous modes) or in the loop (coded mode)
+    threaded_evaluation: bool = True
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.options = ctx.options
+        self.comm = ctx.comm
+        self.W = ctx.options.workers
+        self.status = "ok"
+        self.done = [False] * self.W
+        self.usage = np.zeros((self.W, 2))
+        self.worker_steps = np.zeros(self.W, dtype=np.int64)
+        self.models_not_sent = 0
+        self.sent = np.full(self.W, -1, dtype=np.int64)  # from each DONE: messages the worker sent rank 0
+        self.received = np.zeros(self.W, dtype=np.int64)
+        self.backoff = tp.Backoff()
+        self.deadline: float | None = None
+        self._streams: list[_Stream] = []
+        self._requests: list[Any] = []
+        self._stopped = [False] * self.W
+        self._stop_requests: list[Any] = []
+        self._stop_msg = pr.pack_header(pr.STOP.new(), pr.Kind.STOP, 0)
+        self._cpu0 = self._wall0 = 0.0
+
+    # --- what a mode supplies -------------------------------------------------------------
+
+    def metadata_extra(self) -> dict:
+        """Keys the mode adds to ``metadata.json``."""
+        return {"delay": self.ctx.delay.describe(), "mode": self.options.mode}
+
+    def open_run(self) -> None:
+        """Open the run directory and write ``metadata.json`` (coded mode also resumes here)."""
+        self.writer = RunWriter(self.ctx.run_dir)
+        self.writer.write_metadata(metadata(self.ctx, self.metadata_extra()))
+
+    def prepare(self) -> None:
+        """Post the mode's receives and evaluate what precedes the clock (nothing by default)."""
+
+    def loop(self) -> None:
+        """The training loop."""
+        raise NotImplementedError
+
+    def on_done(self, worker: int) -> None:
+        """A worker has finished its loop (default: nothing; e.g. stop it)."""
+
+    def drain_grace(self) -> float | None:
+        """Seconds the workers get to stop after STOP (None: no limit)."""
+        return SHUTDOWN_GRACE
+
+    def after_drain(self) -> None:
+        """Work between the drain and the summary (e.g. receive records)."""
+
+    def result(self) -> tuple[np.ndarray, int, float, dict]:
+        """The final model, iterations, elapsed seconds and the mode's summary keys."""
+        raise NotImplementedError
+
+    # --- receives and waits ---------------------------------------------------------------
+
+    def listen(self, worker: int, tag: int, buf: np.ndarray,
+               handler: Callable[[int, np.ndarray], bool | None], counted: bool = True) -> int:
+        """Post a receive from ``worker`` (0-based) on ``tag`` into ``buf``; return its stream id.
+
+        Each arrival calls ``handler(worker, buf)``; the receive is posted again unless the
+        handler returns False (it may then call :meth:`repost` later). Arrivals on a
+        ``counted`` stream count towards the messages the worker's DONE says it sent.
+        """
+        self._streams.append(_Stream(worker, int(tag), buf, handler, counted=counted))
+        self._requests.append(self._irecv(len(self._streams) - 1))
+        return len(self._streams) - 1
+
+    def _irecv(self, stream: int) -> Any:
+        s = self._streams[stream]
+        return self.comm.Irecv(s.buf, source=s.worker + 1, tag=s.tag)
+
+    def repost(self, stream: int) -> None:
+        """Post stream ``stream``'s receive again."""
+        self._requests[stream] = self._irecv(stream)
+        self._streams[stream].active = True
+
+    def poll(self) -> bool:
+        """Handle every message that has come (and every DONE); whether anything came."""
+        from mpi4py import MPI
+
+        idx = MPI.Request.Testsome(self._requests)
+        if not idx:
+            return False
+        for i in idx:
+            s = self._streams[i]
+            s.active = False
+            if s.counted:
+                self.received[s.worker] += 1
+            if s.handler(s.worker, s.buf) is not False:
+                self.repost(i)
+            elif not s.active:
+                self._requests[i] = MPI.REQUEST_NULL
+        return True
+
+    def check_deadline(self) -> None:
+        """Raise :class:`~gdcode.runtime.transport.Timeout` once ``timeout`` has passed."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise tp.Timeout
+
+    def wait_until(self, ready: Callable[[], bool]) -> None:
+        """Poll until ``ready()``, sleeping with back-off while nothing comes.
+
+        Raises
+        ------
+        Timeout
+            At the run's deadline.
+        """
+        self.backoff.reset()
+        while not ready():
+            if not self.poll():
+                self.check_deadline()
+                self.backoff.sleep()
+            elif self.deadline is not None:
+                self.check_deadline()
+
+    def idle(self) -> None:
+        """One step of an event loop: poll; sleep with back-off when nothing came."""
+        came = self.poll()
+        self.check_deadline()
+        if came:
+            self.backoff.reset()
+        else:
+            self.backoff.sleep()
+
+    # --- stopping -------------------------------------------------------------------------
+
+    def stop(self, worker: int) -> None:
+        """Send STOP to ``worker`` (once)."""
+        if not self._stopped[worker]:
+            self._stopped[worker] = True
+            self._stop_requests.append(self.comm.Isend(self._stop_msg, dest=worker + 1, tag=self.stop_tag))
+
+    def stop_workers(self) -> None:
+        """Send STOP to every worker not yet stopped."""
+        for i in range(self.W):
+            self.stop(i)
+
+    def finished(self, worker: int) -> bool:
+        """Whether ``worker`` has sent DONE and rank 0 has every message it sent before."""
+        return self.done[worker] and self.received[worker] >= self.sent[worker]
+
+    def all_done(self) -> bool:
+        """Whether every worker has :meth:`finished`."""
+        return all(self.finished(i) for i in range(self.W))
+
+    def _on_done(self, worker: int, buf: np.ndarray) -> bool:
+        self.done[worker] = True
+        h = pr.header(buf)
+        self.worker_steps[worker] = h.iteration
+        self.models_not_sent += h.part
+        self.usage[worker] = (pr.DONE.get(buf, "cpu_seconds"), pr.DONE.get(buf, "wall_seconds"))
+        self.sent[worker] = int(pr.DONE.get(buf, "sent"))
+        self.on_done(worker)
+        return False
+
+    def drain(self) -> None:
+        """STOP every worker, then serve the receives until every worker's DONE has come.
+
+        Aborts the job when the workers do not finish within :meth:`drain_grace` seconds.
+        """
+        from mpi4py import MPI
+
+        self.stop_workers()
+        grace = self.drain_grace()
+        limit = None if grace is None else time.monotonic() + grace
+        self.backoff.reset()
+        while not self.all_done():
+            if self.poll():
+                continue
+            if limit is not None and time.monotonic() > limit:
+                self.abort("workers did not stop")
+            self.backoff.sleep()
+        tp.poll_until(lambda: MPI.Request.Testall(self._stop_requests), time.monotonic() + SHUTDOWN_GRACE)
+
+    def close_receives(self) -> None:
+        """Cancel every receive still posted."""
+        from mpi4py import MPI
+
+        for i, req in enumerate(self._requests):
+            if req != MPI.REQUEST_NULL:
+                req.Cancel()
+                req.Wait()
+                self._requests[i] = MPI.REQUEST_NULL
+
+    def abort(self, what: str) -> None:
+        """End the job: the workers did not answer in time."""
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+        print(f"gdcode run: error: {what} within {SHUTDOWN_GRACE:g} s; aborting the job", file=sys.stderr)
+        self.comm.Abort(EXIT_TIMEOUT)
+
+    # --- the run --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run rank 0 from the run directory to ``summary.json``; return the exit code."""
+        self.open_run()
+        self.evaluator = Evaluator(self.ctx, self.writer, threaded=self.threaded_evaluation)
+        for i in range(self.W):
+            self.listen(i, pr.Tag.DONE, pr.DONE.new(), self._on_done, counted=False)
+        self.prepare()
+        tp.barrier(self.comm)  # every worker has its rows: set-up stays off the clock
+        self._cpu0, self._wall0 = time.process_time(), time.perf_counter()
+        if self.options.timeout is not None:
+            self.deadline = time.monotonic() + self.options.timeout
+        try:
+            self.loop()
+        except tp.Timeout:
+            self.status = "timeout"
+        wall = time.perf_counter() - self._wall0
+        self.drain()
+        self.close_receives()
+        self.after_drain()
+        params, iterations, elapsed, extra = self.result()
+        extra.update({"worker_cpu_seconds": self.usage[:, 0].tolist(),
+                      "worker_wall_seconds": self.usage[:, 1].tolist(),
+                      "coordinator_cpu_seconds": time.process_time() - self._cpu0,
+                      "coordinator_wall_seconds": wall})
+        return self.finish(params, iterations, elapsed, extra)
+
+    def finish(self, params: np.ndarray, iterations: int, elapsed: float, extra: dict) -> int:
+        """Write ``model.npy`` and ``summary.json``; return the exit code (3 after ``--timeout``)."""
+        self.evaluator.close()
+        self.writer.save_model(params)
+        summary = {"status": self.status, "iterations": int(iterations), "elapsed": float(elapsed)}
+        summary.update(self.evaluator.metrics(params))
+        if self.options.target_loss is not None:
+            summary["target_loss_reached"] = bool(summary["train_loss"] <= self.options.target_loss)
+        summary.update(extra)
+        self.writer.write_summary(summary)
+        self.writer.close()
+        if self.status == "timeout":
+            print(f"gdcode run: error: --timeout {self.options.timeout:g} s reached after {iterations} iterations "
+                  f"(mode {self.options.mode}); the run directory {self.ctx.run_dir} has every finished one",
+                  file=sys.stderr)
+            return EXIT_TIMEOUT
+        return 0

@@ -1,0 +1,102 @@
+"""What the workers of every mode share: their clock, the DONE report, a partition's rows, fault injection.
+
+Every worker (rank ``i + 1``) of the modes other than coded holds partition ``i`` of W
+contiguous partitions (:func:`gdcode.data.partition_bounds`, the uncoded layout), so all
+modes train on the same rows.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from gdcode.runtime import protocol as pr
+from gdcode.runtime import transport as tp
+from gdcode.runtime.context import Context
+from gdcode.sgd import BatchSampler, column_shares
+
+#: rows a worker processes between two polls
+BLOCK_ROWS = 2048
+
+
+class WorkerClock:
+    """CPU and wall seconds of a worker's training loop, from when it is made."""
+
+    def __init__(self) -> None:
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+
+    def usage(self) -> np.ndarray:
+        """``(CPU seconds, wall seconds)`` since the start."""
+        return np.array([time.process_time() - self.cpu0, time.perf_counter() - self.wall0])
+
+
+def send_done(comm: Any, steps: int, usage: WorkerClock | np.ndarray, sent: int, not_sent: int = 0,
+              wait: bool = True) -> Any:
+    """Tell rank 0 this worker's loop has ended (:data:`~gdcode.runtime.protocol.DONE`).
+
+    ``usage`` is the loop's clock or its ``(CPU, wall)`` seconds; ``sent`` counts the messages
+    this worker has sent rank 0 so far (rank 0 waits for all of them); ``not_sent`` counts
+    models the worker did not send (allreduce, local). With ``wait`` the send completes
+    before the return (without spinning); otherwise the request and its buffer are returned.
+    """
+    buf = pr.DONE.new()
+    seconds = usage.usage() if isinstance(usage, WorkerClock) else usage
+    pr.DONE.pack(buf, pr.Kind.DONE, steps, part=not_sent, cpu_seconds=seconds[0], wall_seconds=seconds[1],
+                 sent=sent)
+    req = comm.Isend(buf, dest=0, tag=pr.Tag.DONE)
+    if wait:
+        tp.poll_until(req.Test)
+        return None
+    return req, buf
+
+
+def injected_failure(worker: int) -> int | None:
+    """``GDCODE_FAIL_WORKER=W:T`` makes worker W (1-based) raise at iteration T (fault injection for tests)."""
+    spec = os.environ.get("GDCODE_FAIL_WORKER")
+    if not spec:
+        return None
+    target, _, iteration = spec.partition(":")
+    return int(iteration or 1) if int(target) == worker + 1 else None
+
+
+class LocalRows:
+    """A worker's partition (rows ``bounds[i]:bounds[i+1]`` of W) and its minibatches.
+
+    Attributes
+    ----------
+    X, y
+        The partition's rows (dense or CSR).
+    sparse : bool
+        Whether ``X`` is CSR.
+    share : numpy.ndarray or None
+        :func:`gdcode.sgd.column_shares` of the partition (sparse only).
+    load : float
+        The worker's fraction of the partitions (1/W), for ``--delay-scale-with-load``.
+    """
+
+    def __init__(self, ctx: Context, batch_size: int) -> None:
+        import scipy.sparse as sp
+
+        W, me = ctx.options.workers, ctx.worker
+        bounds = ctx.problem.partition_bounds()
+        lo, hi = int(bounds[me]), int(bounds[me + 1])
+        self.X, self.y = ctx.rows(lo, hi)
+        self.sparse = sp.issparse(self.X)
+        self.n_rows = hi - lo
+        self.sampler = BatchSampler(self.n_rows, batch_size, np.random.default_rng([ctx.options.seed, 0xBA7C, me]))
+        self.share = column_shares(self.X) if self.sparse else None
+        self.load = 1.0 / W
+
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.size
+
+    def batch(self) -> tuple:
+        """The next minibatch ``(X_b, y_b)`` (the whole partition when ``--batch-size`` is 0)."""
+        idx = self.sampler.next()
+        if idx is None:
+            return self.X, self.y
+        return self.X[idx], self.y[idx]
