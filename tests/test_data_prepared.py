@@ -446,3 +446,61 @@ def test_validate_memory_stays_bounded_on_a_large_dataset(tmp_path, sparse):
     assert after - before <= budget, f"validate() grew the peak by {(after - before) / 2**20} MiB"
     assert control - after >= 0.9 * whole  # the measurement does see a whole array read
 
+
+# ----------------------------------------------------------------------------- prepare refuses
+
+
+def _leftovers(parent: Path) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(".") or p.name == "out")
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
+def test_prepare_refuses_values_that_overflow_when_scaled(tmp_path, capsys):
+    """Finite raw values whose squares overflow: scaling the sparse columns gives NaN."""
+    X = sp.csr_matrix(np.array([[1e200, 0.0], [3e200, 1.0], [0.0, 2.0], [2e200, 0.0]] * 5))
+    raw = tmp_path / "raw.npz"
+    np.savez(raw, data=X.data, indices=X.indices, indptr=X.indptr, shape=X.shape,
+             y=np.array([0, 1] * 10))
+    out = tmp_path / "out"
+    assert cli.main(["prepare", "npz", "--raw", str(raw), "--out", str(out)]) == 0
+    validate_prepared(out)  # unscaled, the values are finite and the directory is good
+    code = cli.main(["prepare", "npz", "--raw", str(raw), "--out", str(out), "--force",
+                     "--standardize"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{out} was not written: train row" in err and "NaN or infinite feature" in err
+    validate_prepared(out)  # the old directory is still there, untouched
+    assert _leftovers(tmp_path) == ["out"]
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_the_writer_refuses_non_finite_values(tmp_path, sparse):
+    X = np.ones((6, 3))
+    X[4, 1] = np.nan
+    X = sp.csr_matrix(X) if sparse else X
+    y = np.array([1.0, -1.0] * 3)
+    meta = {"task": "binary", "n_classes": 2}
+    with pytest.raises(ConfigError, match=r"was not written: train row 4 has a NaN or infinite "
+                                          "feature"):
+        write_prepared(tmp_path / "out", {"train": (X, y), "test": (X[:0], y[:0])}, meta)
+    y[2] = np.inf
+    with pytest.raises(ConfigError, match="train row 2 has a NaN or infinite label"):
+        write_prepared(tmp_path / "out", {"train": (np.ones((6, 3)), y),
+                                          "test": (np.ones((0, 3)), y[:0])}, meta)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("task, n_classes, labels, says", [
+    ("binary", 2, [1.0, 0.0, -1.0, 1.0], "y[1] is 0.0; a binary dataset's labels are -1 and +1"),
+    ("multiclass", 3, [0.0, 1.0, 3.0, 2.0], "y[2] is 3.0; a multiclass dataset of 3 classes"),
+    ("multiclass", 3, [0.0, 0.5, 1.0, 2.0], "y[1] is 0.5"),
+])
+def test_the_writer_refuses_labels_outside_the_classes(tmp_path, task, n_classes, labels, says):
+    X, y = np.ones((4, 2)), np.array(labels)
+    with pytest.raises(ConfigError) as info:
+        write_prepared(tmp_path / "out", {"train": (X, y), "test": (X[:0], y[:0])},
+                       {"task": task, "n_classes": n_classes})
+    assert f"{tmp_path / 'out'} was not written: {tmp_path / 'out' / 'y_train.npy'}: {says}" in \
+        str(info.value)
+    assert _leftovers(tmp_path) == []

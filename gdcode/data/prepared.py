@@ -16,7 +16,8 @@ worker's memory is its share of the data whatever the number of workers or the c
 Opening a directory (:class:`PreparedSource`) checks ``meta.json`` and the ``.npy`` headers
 only. :meth:`PreparedSource.validate` (or :func:`validate_prepared`) reads every array once,
 in chunks of bounded size, and raises :class:`PreparedDataError` for a damaged directory
-before any rank reads it.
+before any rank reads it; :class:`PreparedWriter` runs the same check before it publishes a
+directory, so ``gdcode prepare`` never leaves one that fails it.
 """
 
 from __future__ import annotations
@@ -478,8 +479,11 @@ class PreparedWriter:
     """Write a prepared directory split by split, block by block, then publish it atomically.
 
     The files go to a hidden temporary directory beside ``out``; :meth:`finish` writes
-    ``meta.json`` and renames the directory into place, so an interrupted preparation never
-    leaves a directory that looks complete.
+    ``meta.json``, checks the whole directory with :meth:`PreparedSource.validate` and only
+    then renames it into place, so neither an interrupted preparation nor one whose data a
+    run could not use (a NaN or infinite value, say from scaling huge values, or labels
+    outside the task's classes) leaves a directory behind. :meth:`append` already refuses
+    non-finite values, naming their row.
 
     Parameters
     ----------
@@ -529,17 +533,41 @@ class PreparedWriter:
 
         state = self._open[split]
         files = state["files"]
+        y = np.asarray(y, dtype=np.float64)
+        self._check_finite(split, X, y, files["y"].rows)
         if self.storage == "dense":
             X = X.toarray() if sp.issparse(X) else np.asarray(X)
             files["X"].append(X)
             state["nnz"] += int(np.count_nonzero(X))
         else:
             X = canonical_csr(X)
+            if X.shape[1] != self.n_cols:
+                raise ValueError(f"rows of {X.shape[1]} columns appended to a dataset of "
+                                 f"{self.n_cols}")
             files["indptr"].append(np.asarray(X.indptr[1:], dtype=np.int64) + state["nnz"])
             files["indices"].append(X.indices)
             files["data"].append(X.data)
             state["nnz"] += X.nnz
-        files["y"].append(np.asarray(y, dtype=np.float64))
+        files["y"].append(y)
+
+    def _check_finite(self, split: str, X, y: np.ndarray, done: int) -> None:
+        """ConfigError naming the first row (of the split) with a NaN or infinite value."""
+        import scipy.sparse as sp
+
+        values = X.data if sp.issparse(X) else np.asarray(X)
+        if np.all(np.isfinite(values)) and np.all(np.isfinite(y)):
+            return
+        if not np.all(np.isfinite(y)):
+            row, what = int(np.flatnonzero(~np.isfinite(y))[0]), "label"
+        elif sp.issparse(X):
+            X = sp.csr_matrix(X)
+            pos = int(np.flatnonzero(~np.isfinite(X.data))[0])
+            row, what = int(np.searchsorted(X.indptr, pos, side="right") - 1), "feature"
+        else:
+            row, what = int(np.flatnonzero(~np.all(np.isfinite(values), axis=1))[0]), "feature"
+        raise ConfigError(f"{self.out} was not written: {split} row {done + row} has a NaN or "
+                          f"infinite {what} after preparation (scaling very large values "
+                          "overflows); a prepared dataset holds finite numbers only")
 
     def end(self, split: str) -> None:
         """Close the files of ``split``, checking that every row (and stored value) came."""
@@ -549,7 +577,14 @@ class PreparedWriter:
         self.counts[split]["nnz"] = state["nnz"]
 
     def finish(self, meta: dict[str, Any], feature_names: list[str] | None = None) -> Path:
-        """Write ``meta.json`` (plus ``features.txt``) and move the directory into place."""
+        """Write ``meta.json`` (plus ``features.txt``), validate, move the directory into place.
+
+        Raises
+        ------
+        ConfigError
+            When the directory would fail :meth:`PreparedSource.validate` (nothing is moved
+            into place; :meth:`abort` removes the temporary directory).
+        """
         import gdcode
 
         if self._open:
@@ -573,6 +608,11 @@ class PreparedWriter:
             (self.tmp / "features.txt").write_text("".join(f"{n}\n" for n in feature_names))
             full["features"] = "features.txt"
         (self.tmp / "meta.json").write_text(json.dumps(full, indent=2) + "\n")
+        try:
+            validate_prepared(self.tmp)
+        except ValueError as exc:  # PreparedDataError, or ConfigError from the headers
+            text = str(exc).replace(str(self.tmp), str(self.out))
+            raise ConfigError(f"{self.out} was not written: {text}") from None
         if self.out.exists():  # allowed by check_output_dir: --force over a prepared directory
             shutil.rmtree(self.out)
         os.replace(self.tmp, self.out)
