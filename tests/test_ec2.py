@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import shlex
 import subprocess
 import sys
+import tarfile
 import textwrap
 from pathlib import Path
 
@@ -28,6 +30,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # --- fixtures ------------------------------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def ec2_state(tmp_path, monkeypatch):
+    """Cluster state files go to a directory of the test's own, never the user's."""
+    state = tmp_path / "ec2-state"
+    monkeypatch.setenv(ec2.STATE_ENV, str(state))
+    return state
+
 
 @pytest.fixture
 def no_aws_env(monkeypatch, tmp_path):
@@ -194,6 +204,10 @@ def test_launch_status_hosts_terminate_round_trip(aws, tmp_path, capsys):
     tags = [{t["Key"]: t["Value"] for t in i["Tags"]}
             for r in resp["Reservations"] for i in r["Instances"]]
     assert all(t["gdcode:cluster"] == "exp1" and t["project"] == "gdcode-test" for t in tags)
+    state = json.loads(ec2.state_path(ec2config.load(cfg)).read_text())
+    assert state["name"] == "exp1" and state["region"] == REGION
+    assert len(state["cluster_id"]) == 32 and int(state["cluster_id"], 16) >= 0
+    assert all(t["gdcode:cluster-id"] == state["cluster_id"] for t in tags)
     assert sorted(t["gdcode:role"] for t in tags) == ["coordinator", "worker", "worker", "worker"]
     assert sorted(int(t["gdcode:index"]) for t in tags) == [0, 1, 2, 3]
 
@@ -275,16 +289,101 @@ def test_terminate_never_touches_another_cluster(aws, tmp_path, capsys):
         TagSpecifications=[{"ResourceType": "instance",
                             "Tags": [{"Key": "Name", "Value": "exp1"}]}],
     )["Instances"][0]["InstanceId"]
+    # the same name without an id: a cluster launched by an older gdcode, or by hand
+    no_id = client.run_instances(
+        ImageId="ami-0123456789abcdef0", MinCount=1, MaxCount=1, InstanceType="t3.micro",
+        TagSpecifications=[{"ResourceType": "instance",
+                            "Tags": [{"Key": "gdcode:cluster", "Value": "exp1"}]}],
+    )["Instances"][0]["InstanceId"]
     theirs_ids = cluster_ids(client, "exp10")
-    assert len(cluster_ids(client, "exp1")) == 2 and len(theirs_ids) == 3
+    assert len(cluster_ids(client, "exp1")) == 3 and len(theirs_ids) == 3
 
     assert main(["ec2", "terminate", "-c", str(mine), "--yes"]) == 0
-    assert cluster_ids(client, "exp1") == []
+    assert cluster_ids(client, "exp1") == [no_id]
     assert cluster_ids(client, "exp10") == theirs_ids
     states = {i["InstanceId"]: i["State"]["Name"]
               for r in client.describe_instances(InstanceIds=[untagged, other_key])["Reservations"]
               for i in r["Instances"]}
     assert set(states.values()) <= {"pending", "running"}
+
+
+def ids_of_cluster(client, cluster_id: str, states=("pending", "running")) -> list[str]:
+    resp = client.describe_instances(Filters=[
+        {"Name": "tag:gdcode:cluster-id", "Values": [cluster_id]},
+        {"Name": "instance-state-name", "Values": list(states)}])
+    return sorted(i["InstanceId"] for r in resp["Reservations"] for i in r["Instances"])
+
+
+def test_two_clusters_of_one_name_never_touch_each_other(aws, tmp_path, capsys, monkeypatch):
+    """Alice and Bob launch the same config (same name, same account) from two machines."""
+    cfg = write_config(tmp_path / "c.toml", aws, workers=2)
+    client = aws["client"]
+    state = {who: tmp_path / f"state-{who}" for who in ("alice", "bob")}
+
+    def as_user(who: str, *argv: str) -> int:
+        monkeypatch.setenv(ec2.STATE_ENV, str(state[who]))
+        return main(["ec2", argv[0], "-c", str(cfg), *argv[1:]])
+
+    assert as_user("alice", "launch") == 0
+    capsys.readouterr()
+    assert as_user("bob", "launch") == 0
+    assert "note: 3 other instance(s) in us-east-1 are tagged gdcode:cluster=exp1" in \
+        capsys.readouterr().out
+    cid = {who: json.loads((state[who] / REGION / "exp1.json").read_text())["cluster_id"]
+           for who in state}
+    assert cid["alice"] != cid["bob"]
+    alice, bob = ids_of_cluster(client, cid["alice"]), ids_of_cluster(client, cid["bob"])
+    assert len(alice) == len(bob) == 3 and len(cluster_ids(client, "exp1")) == 6
+
+    # each one's status and hostfiles list only their own instances
+    assert as_user("bob", "status") == 0
+    out = capsys.readouterr().out
+    assert all(i in out for i in bob) and not any(i in out for i in alice)
+    assert f"cluster exp1 (id {cid['bob']}): 3 of 3 instance(s)" in out
+    assert as_user("bob", "hosts", "--out", str(tmp_path / "bob-hosts")) == 0
+    resp = client.describe_instances(InstanceIds=alice)
+    alice_ips = {i["PrivateIpAddress"] for r in resp["Reservations"] for i in r["Instances"]}
+    bob_hosts = (tmp_path / "bob-hosts" / "hosts.txt").read_text().split()
+    assert len(bob_hosts) == 3 and not alice_ips & set(bob_hosts)
+    # a second launch by Alice is refused: her cluster still runs
+    assert as_user("alice", "launch") == 1
+
+    assert as_user("alice", "terminate", "--yes") == 0
+    assert ids_of_cluster(client, cid["alice"]) == []
+    assert ids_of_cluster(client, cid["bob"]) == bob
+    assert ids_of_cluster(client, cid["alice"], states=("shutting-down", "terminated")) == alice
+    capsys.readouterr()
+    assert as_user("bob", "status") == 0
+    assert "3 of 3 instance(s) pending or running" in capsys.readouterr().out
+
+
+def test_without_a_recorded_id_every_action_refuses(aws, fake_ssh, tmp_path, capsys,
+                                                    ec2_state):
+    cfg = write_config(tmp_path / "c.toml", aws, workers=1, ssh_command=fake_ssh["command"])
+    assert main(["ec2", "launch", "-c", str(cfg)]) == 0
+    state_file = ec2.state_path(ec2config.load(cfg))
+    cid = json.loads(state_file.read_text())["cluster_id"]
+    state_file.unlink()  # as on a machine that did not launch the cluster
+    capsys.readouterr()
+    for action in (["status"], ["hosts"], ["setup"], ["run", "--", "true"], ["collect"],
+                   ["terminate", "--yes"], ["terminate", "--dry-run"]):
+        assert main(["ec2", action[0], "-c", str(cfg), *action[1:]]) == 2, action
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert "\n" not in err, err  # one line
+        assert err.startswith("gdcode ec2: error: no cluster id recorded for cluster exp1 in "
+                              "us-east-1"), err
+        assert str(state_file) in err and "--cluster-id ID" in err
+    assert len(cluster_ids(aws["client"], "exp1")) == 2
+    assert not (fake_ssh["root"] / "ssh.log").exists()
+    # a malformed id is refused too
+    assert main(["ec2", "status", "-c", str(cfg), "--cluster-id", "exp1"]) == 2
+    assert "is not a cluster id" in capsys.readouterr().err
+    # given the id, the actions work
+    assert main(["ec2", "status", "-c", str(cfg), "--cluster-id", cid]) == 0
+    assert "2 of 2 instance(s) pending or running" in capsys.readouterr().out
+    assert main(["ec2", "terminate", "-c", str(cfg), "--cluster-id", cid, "--yes"]) == 0
+    assert cluster_ids(aws["client"], "exp1") == []
 
 
 def test_terminate_asks_first(aws, tmp_path, capsys):
@@ -314,16 +413,26 @@ def test_launch_refuses_a_cluster_that_exists(aws, tmp_path, capsys):
     assert len(cluster_ids(aws["client"], "exp1")) == 2
 
 
-def test_dry_run_prints_calls_and_starts_nothing(aws, tmp_path, capsys):
+def test_dry_run_prints_calls_and_starts_nothing(aws, tmp_path, capsys, ec2_state):
     cfg = write_config(tmp_path / "c.toml", aws)
     assert main(["ec2", "launch", "-c", str(cfg), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.count("ec2(us-east-1).run_instances(") == 2
     assert '"MaxPrice": "0.05"' in out and "instance_running" in out
+    assert '"gdcode:cluster-id"' in out and "would record cluster id" in out
     assert "would start 4 instance(s)" in out
     assert aws["client"].describe_instances()["Reservations"] == []
+    assert not ec2_state.exists()  # a dry run records nothing
+    # nothing launched, so no cluster id to terminate by: the dry run refuses as the real one would
+    assert main(["ec2", "terminate", "-c", str(cfg), "--dry-run"]) == 2
+    assert "no cluster id recorded for cluster exp1" in capsys.readouterr().err
+    assert main(["ec2", "launch", "-c", str(cfg)]) == 0
+    cid = json.loads(ec2.state_path(ec2config.load(cfg)).read_text())["cluster_id"]
+    capsys.readouterr()
     assert main(["ec2", "terminate", "-c", str(cfg), "--dry-run"]) == 0
-    assert "terminate_instances" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "terminate_instances" in out and f"gdcode:cluster-id={cid}" in out
+    assert len(cluster_ids(aws["client"], "exp1")) == 4
 
 
 def test_dry_run_needs_no_credentials(no_aws_env, tmp_path, capsys):
@@ -341,7 +450,7 @@ def test_dry_run_needs_no_credentials(no_aws_env, tmp_path, capsys):
 
 def test_missing_credentials_is_a_clear_error(no_aws_env, tmp_path, capsys):
     cfg = write_config(tmp_path / "c.toml")
-    assert main(["ec2", "status", "-c", str(cfg)]) == 2
+    assert main(["ec2", "status", "-c", str(cfg), "--cluster-id", "0" * 32]) == 2
     err = capsys.readouterr().err
     assert "no AWS credentials found" in err and "AWS_ACCESS_KEY_ID" in err
     assert "AWS_PROFILE" in err
@@ -508,6 +617,15 @@ def make_package(root: Path, marker: str) -> Path:
     return root
 
 
+def git_commit_all(root: Path, force: bool = False) -> Path:
+    """Make ``root`` a git repository with every file in it committed (``force``: ignored too)."""
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", *(["-f"] if force else []), "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "tiny package"], check=True)
+    return root
+
+
 def test_setup_installs_the_same_venv_everywhere(aws, fake_ssh, tmp_path, capsys):
     """Ships a source, creates each venv, pip-installs into it, trusts, copies hostfiles.
 
@@ -516,6 +634,9 @@ def test_setup_installs_the_same_venv_everywhere(aws, fake_ssh, tmp_path, capsys
     reuses the venvs.
     """
     src = make_package(tmp_path / "src", "from-checkout")
+    (src / "secret.pem").write_text("-----BEGIN RSA PRIVATE KEY-----\n")
+    (src / ".env").write_text("AWS_SECRET_ACCESS_KEY=x\n")
+    git_commit_all(src, force=True)
     cfg = write_config(tmp_path / "c.toml", aws, workers=1, ssh_command=fake_ssh["command"],
                        worker_slots=3,
                        setup={"venv": "~/envs/gd", "source_dir": "~/src/gdcode",
@@ -526,8 +647,13 @@ def test_setup_installs_the_same_venv_everywhere(aws, fake_ssh, tmp_path, capsys
     assert main(["ec2", "setup", "-c", str(cfg), "--source", str(src)]) == 0
     out = capsys.readouterr().out
     assert "setup succeeded on all 2 host(s)" in out
+    assert "not sending 2 credential-looking file(s): .env, secret.pem" in out
     root = fake_ssh["root"]
     homes = [root / coordinator.public_ip, root / worker.public_ip]
+    for home in homes:  # the tracked files went, the credential-looking ones did not
+        shipped = {p.name for p in (home / "src" / "gdcode").iterdir()}
+        assert {"backend.py", "pyproject.toml", "gdcode"} <= shipped
+        assert not {"secret.pem", ".env", ".git"} & shipped
 
     def marks():
         return [subprocess.run([str(home / "envs" / "gd" / "bin" / "python"), "-c",
@@ -549,11 +675,7 @@ def test_setup_installs_the_same_venv_everywhere(aws, fake_ssh, tmp_path, capsys
     assert (homes[0] / "hosts.txt").read_text() == \
         f"{coordinator.private_ip}\n{worker.private_ip}\n"
 
-    repo = make_package(tmp_path / "repo", "from-git")
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "tiny package"], check=True)
+    repo = git_commit_all(make_package(tmp_path / "repo", "from-git"))
     hosts = tmp_path / "hosts.txt"
     hosts.write_text(f"{coordinator.public_ip}\n{worker.public_ip}\n")
     assert main(["ec2", "setup", "-c", str(cfg), "--hosts", str(hosts), "--git", str(repo),
@@ -571,9 +693,125 @@ def test_setup_reports_a_failing_host(fake_ssh, tmp_path, capsys):
     assert "setup failed on 1 of 1 host(s): alpha" in capsys.readouterr().out
 
 
-def test_source_archive_ships_the_checkout_files():
-    import tarfile
+#: credential-looking files planted in a source tree -> what each stands for
+PLANTED = {
+    "secret.pem": "an EC2 key pair",
+    ".env": "environment secrets",
+    ".env.production": "environment secrets",
+    "ec2.toml": "the user's cluster config",
+    "tools/ec2.toml": "the user's cluster config, beside the example",
+    "gdcode/deploy.key": "a private key inside the package",
+    "tools/id_rsa": "an ssh key",
+    "tools/id_ed25519.pub": "an ssh public key (its private half is next to it)",
+    ".aws/config": "an AWS profile",
+    "notes/aws_credentials.txt": "credentials",
+    "gdcode/.netrc": "login passwords",
+    "backup/store.p12": "a key store",
+    "backup/store.pfx": "a key store",
+    "vault.kdbx": "a password database",
+    "kernels/client_secret.json": "an OAuth secret",
+}
 
+
+def tree_with_secrets(root: Path) -> Path:
+    """The tiny package plus the shipped example config and every :data:`PLANTED` file."""
+    make_package(root, "x")
+    (root / "tools").mkdir()
+    (root / "tools" / "ec2.example.toml").write_text('name = "example"\n')
+    (root / "kernels").mkdir()
+    (root / "kernels" / "linear.pyx").write_text("# kernel\n")
+    for name in PLANTED:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("not for other machines\n")
+    return root
+
+
+def archive_names(data: bytes) -> set[str]:
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        return set(tar.getnames())
+
+
+def test_manifest_never_ships_credentials_even_when_tracked(tmp_path):
+    root = git_commit_all(tree_with_secrets(tmp_path / "repo"), force=True)
+    tracked = subprocess.run(["git", "-C", str(root), "ls-files"], capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert set(PLANTED) <= set(tracked)
+    (root / "untracked.py").write_text("print('not committed')\n")
+    manifest = remote.source_manifest(root)
+    assert manifest.how == "git ls-files" and manifest.untracked == 1
+    assert set(manifest.files) == {"pyproject.toml", "backend.py", "gdcode/__init__.py",
+                                   "tools/ec2.example.toml", "kernels/linear.pyx"}
+    assert dict(manifest.excluded).keys() == set(PLANTED)
+    assert all("matches " in why for _, why in manifest.excluded)
+    assert archive_names(remote.source_archive(root)) == set(manifest.files)
+
+
+def test_manifest_outside_git_lists_only_the_source_tree(tmp_path):
+    root = tree_with_secrets(tmp_path / "tree")  # an unpacked sdist or a copied tree: no .git
+    for junk in ("gdcode/__pycache__/x.cpython-311.pyc", "gdcode/kernels/linear.so",
+                 "results/run-1/summary.json", "notes.txt", "tests/test_x.py",
+                 ".venv/bin/python"):
+        (root / junk).parent.mkdir(parents=True, exist_ok=True)
+        (root / junk).write_text("x")
+    for name in ("Makefile", "meson.build", "README.md"):
+        (root / name).write_text("x")
+    (root / "hostfiles").mkdir()
+    (root / "hostfiles" / "localhost.mpich").write_text("localhost:4\n")
+    manifest = remote.source_manifest(root)
+    assert manifest.how == "manifest" and manifest.untracked == 0
+    assert set(manifest.files) == {"pyproject.toml", "Makefile", "meson.build", "README.md",
+                                   "gdcode/__init__.py", "tools/ec2.example.toml",
+                                   "kernels/linear.pyx", "hostfiles/localhost.mpich"}
+    # only candidates inside the manifest are listed as held back; the rest is never looked at
+    assert dict(manifest.excluded).keys() == {
+        n for n in PLANTED if n.split("/")[0] in remote.MANIFEST_DIRS}
+    assert archive_names(remote.source_archive(root)) == set(manifest.files)
+
+
+@pytest.mark.parametrize("name", [*PLANTED, "a/B/Secret.PEM", "x/.ssh/known_hosts",
+                                  ".env.local", "deploy/prod.tfstate", "aws-credentials",
+                                  ".gnupg/pubring.kbx", "home/.pypirc"])
+def test_credential_looking_names(name):
+    assert remote.credential_reason(name) is not None
+
+
+@pytest.mark.parametrize("name", ["tools/ec2.example.toml", "gdcode/cluster/ec2.py",
+                                  "kernels/rowops.h", "README.md", "hostfiles/localhost.mpich",
+                                  "experiments/erasurehead.toml", "environment.yml",
+                                  "gdcode/keys.py", "docs/pem-format.md"])
+def test_ordinary_names_are_shipped(name):
+    assert remote.credential_reason(name) is None
+
+
+def test_setup_dry_run_lists_every_file_and_sends_nothing(fake_ssh, tmp_path, capsys,
+                                                          monkeypatch):
+    root = git_commit_all(tree_with_secrets(tmp_path / "repo"), force=True)
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("alpha\nbeta\n")
+    monkeypatch.chdir(tmp_path)  # no ec2.toml here: the hosts file is enough
+    assert main(["ec2", "setup", "--ssh", fake_ssh["command"], "--hosts", str(hosts),
+                 "--source", str(root), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    manifest = remote.source_manifest(root)
+    sent = [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("  send ")]
+    assert sent == list(manifest.files)
+    for name in PLANTED:
+        assert f"  EXCLUDED  {name}  (credential-looking, matches " in out
+    assert f"{len(manifest.files)} file(s) would be sent, {len(PLANTED)} excluded; nothing " \
+        "was sent" in out
+    assert "on alpha, beta" in out
+    assert not (fake_ssh["root"] / "ssh.log").exists()
+    assert list(fake_ssh["root"].iterdir()) == []
+
+
+def test_this_checkout_ships_no_credential_looking_file():
+    manifest = remote.source_manifest(REPO)
+    assert manifest.excluded == ()
+    assert {"pyproject.toml", "meson.build", "gdcode/cluster/ec2.py",
+            "tools/ec2.example.toml"} <= set(manifest.files)
+
+
+def test_source_archive_ships_the_checkout_files():
     with tarfile.open(fileobj=io.BytesIO(remote.source_archive(REPO)), mode="r:gz") as tar:
         names = set(tar.getnames())
     assert {"pyproject.toml", "meson.build", "gdcode/cluster/ec2.py"} <= names
@@ -593,6 +831,28 @@ def test_collect_copies_run_directories(fake_ssh, tmp_path, capsys):
     assert "run-1" in capsys.readouterr().out
     assert main(["ec2", "collect", "-c", str(cfg), "--hosts", str(hosts), "--remote", "nothing",
                  "--out", str(dest)]) == 1
+
+
+def test_run_and_collect_need_only_a_hosts_file(fake_ssh, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ec2.toml, no --config
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("alpha\nbeta\n")
+    run = fake_ssh["root"] / "alpha" / "results" / "run-1"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text("{}")
+    ssh = ["--ssh", fake_ssh["command"]]
+    assert main(["ec2", "run", *ssh, "--hosts", str(hosts), "--", "echo", "on $FAKE_HOST"]) == 0
+    out = capsys.readouterr().out
+    assert "on alpha" in out and "on beta" in out
+    assert "command succeeded on all 2 host(s)" in out
+    assert main(["ec2", "collect", *ssh, "--hosts", str(hosts)]) == 0
+    assert (tmp_path / "cluster-hosts" / "results" / "run-1" / "summary.json").is_file()
+    capsys.readouterr()
+    # without --hosts the config is needed, and an explicit --config must exist
+    assert main(["ec2", "run", *ssh, "--", "true"]) == 2
+    assert "config file ec2.toml does not exist" in capsys.readouterr().err
+    assert main(["ec2", "run", "-c", "none.toml", *ssh, "--hosts", str(hosts), "--", "true"]) == 2
+    assert "config file none.toml does not exist" in capsys.readouterr().err
 
 
 def test_gdcode_imports_and_explains_without_boto3(tmp_path):

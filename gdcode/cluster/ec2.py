@@ -2,31 +2,45 @@
 
 ``gdcode ec2 ACTION --config CLUSTER.toml [--dry-run]`` with ACTION one of
 
-- ``launch``: one coordinator and W workers, every instance tagged with the cluster name; waits
-  until they run, prints them and their cost per hour at the configured prices;
+- ``launch``: one coordinator and W workers, every instance tagged with the cluster name and a
+  new cluster id; waits until they run, prints them and their cost per hour at the configured
+  prices;
 - ``status``: the cluster's instances, their state and addresses;
 - ``hosts``: hostfiles for MPICH and Open MPI (coordinator first) and a plain address list;
-- ``setup``: installs gdcode into the same virtual environment on every host (from this
-  checkout or a git URL), lets the coordinator ssh to every host, and copies the hostfiles to it;
+- ``setup``: installs gdcode into the same virtual environment on every host (the tracked
+  files of this checkout, never credential-looking ones, or a git URL), lets the coordinator
+  ssh to every host, and copies the hostfiles to it;
 - ``run -- COMMAND``: runs a command on every host over SSH in parallel, with a timeout, and
   reports each host's exit code;
 - ``collect``: copies run directories from the coordinator;
-- ``terminate``: terminates the instances tagged with this cluster's name, after confirmation
-  unless ``--yes``.
+- ``terminate``: terminates the cluster's instances, after confirmation unless ``--yes``.
 
-``--dry-run`` prints the AWS API calls instead of making them. boto3 is imported only here, so
-gdcode itself imports without it.
+A cluster is the instances tagged ``gdcode:cluster = NAME`` *and* ``gdcode:cluster-id = ID``.
+``launch`` draws the id (a uuid4 in hex) and records it in a local state file, one per region
+and cluster name (:func:`state_path`: ``$GDCODE_EC2_STATE_DIR/REGION/NAME.json``, by default
+under ``$XDG_STATE_HOME/gdcode/ec2`` or ``~/.local/state/gdcode/ec2``). Every later action
+selects instances by name and id, so two clusters of the same name in one account (launched
+by two people, or from two machines) never list, run on or terminate each other's instances.
+Without a recorded id (a cluster launched elsewhere) those actions refuse with exit code 2
+unless given ``--cluster-id ID``; ``run``, ``setup`` and ``collect`` with ``--hosts FILE``
+ask EC2 nothing and need neither an id nor a config file.
+
+``--dry-run`` prints the AWS API calls instead of making them (and ``setup --dry-run`` lists
+the files it would send). boto3 is imported only here, so gdcode itself imports without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import difflib
 import functools
 import json
 import os
+import re
 import shlex
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -36,12 +50,18 @@ from gdcode.cluster.ec2config import ClusterConfig, NFSSettings
 from gdcode.errors import ConfigError
 
 TAG_CLUSTER = "gdcode:cluster"
+TAG_CLUSTER_ID = "gdcode:cluster-id"
 TAG_ROLE = "gdcode:role"
 TAG_INDEX = "gdcode:index"
 #: states of an instance that still exists (and may cost money)
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 #: waiter polling: seconds between checks and how many checks before giving up
 WAIT_DELAY, WAIT_ATTEMPTS = 5, 120
+#: the config file read when ``--config`` is not given
+DEFAULT_CONFIG = "ec2.toml"
+#: environment variable naming the directory of the local cluster state files
+STATE_ENV = "GDCODE_EC2_STATE_DIR"
+_CLUSTER_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 CREDENTIALS_HELP = (
     "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and "
@@ -165,6 +185,80 @@ def explain(op: str, exc: Exception, cfg: ClusterConfig) -> Exception:
     return exc
 
 
+# --- local state: the id of each cluster launched from here -------------------------------
+
+def state_dir() -> Path:
+    """The directory of the local cluster state files.
+
+    ``$GDCODE_EC2_STATE_DIR`` when set, else ``$XDG_STATE_HOME/gdcode/ec2``, else
+    ``~/.local/state/gdcode/ec2``.
+    """
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV]).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join("~", ".local", "state")
+    return Path(base).expanduser() / "gdcode" / "ec2"
+
+
+def state_path(cfg: ClusterConfig) -> Path:
+    """The state file of the cluster of ``cfg``: ``state_dir()/REGION/NAME.json``."""
+    return state_dir() / cfg.region / f"{cfg.name}.json"
+
+
+def check_cluster_id(value: str, where: str) -> str:
+    """``value`` if it is a cluster id (32 lower-case hex digits), else :class:`ConfigError`."""
+    if not isinstance(value, str) or not _CLUSTER_ID_RE.match(value):
+        raise ConfigError(f"{where}: {value!r} is not a cluster id (32 hex digits, the "
+                          f"{TAG_CLUSTER_ID} tag of the cluster's instances)")
+    return value
+
+
+def read_state(cfg: ClusterConfig) -> dict[str, Any] | None:
+    """The local state of the cluster of ``cfg``, or None when there is none.
+
+    Raises
+    ------
+    ConfigError
+        When the state file exists but is not a state file of this cluster.
+    """
+    path = state_path(cfg)
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cluster state file {path} cannot be read ({exc}); remove it and "
+                          "pass --cluster-id ID, or launch the cluster again") from None
+    if not isinstance(state, dict) or state.get("name") != cfg.name or \
+            state.get("region") != cfg.region:
+        raise ConfigError(f"cluster state file {path} is not the state of cluster {cfg.name} in "
+                          f"{cfg.region}; remove it and pass --cluster-id ID")
+    check_cluster_id(state.get("cluster_id"), f"cluster state file {path}")
+    return state
+
+
+def write_state(cfg: ClusterConfig, cluster_id: str) -> Path:
+    """Record ``cluster_id`` as the id of the cluster of ``cfg`` (replacing an older one)."""
+    path = state_path(cfg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"name": cfg.name, "region": cfg.region, "cluster_id": cluster_id,
+             "launched": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                 timespec="seconds"),
+             "config": str(cfg.path)}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def no_state_message(cfg: ClusterConfig) -> str:
+    """The one line with which actions refuse a cluster whose id is not recorded here."""
+    return (f"no cluster id recorded for cluster {cfg.name} in {cfg.region} ({state_path(cfg)} "
+            "does not exist), so its instances cannot be told from those of another cluster of "
+            "the same name: copy that file from the machine that launched it, or pass "
+            f"--cluster-id ID (the {TAG_CLUSTER_ID} tag of its instances); run, setup and "
+            "collect also take --hosts FILE")
+
+
 class Api:
     """The EC2 calls of one cluster: made through boto3, or printed under ``--dry-run``.
 
@@ -177,15 +271,39 @@ class Api:
         Use this client (tests pass a stubbed one); default a client for ``cfg.region``.
     out : text stream, optional
         Where dry-run calls are printed (default standard output).
+    cluster_id : str, optional
+        The cluster's id (``--cluster-id``); default the one of the local state file, read
+        when first needed (:meth:`cluster_id`).
     """
 
     def __init__(self, cfg: ClusterConfig, dry_run: bool = False, client: Any = None,
-                 out: TextIO | None = None):
+                 out: TextIO | None = None, cluster_id: str | None = None):
         self.cfg = cfg
         self.dry_run = dry_run
         self._client = client
         self.out = out or sys.stdout
         self.calls: list[tuple[str, dict]] = []
+        self._cluster_id = None if cluster_id is None else \
+            check_cluster_id(cluster_id, "--cluster-id")
+
+    def cluster_id(self) -> str:
+        """The id that, with the name, selects the cluster's instances.
+
+        Raises
+        ------
+        ConfigError
+            When it was not given and the local state records none (:func:`no_state_message`).
+        """
+        if self._cluster_id is None:
+            state = read_state(self.cfg)
+            if state is None:
+                raise ConfigError(no_state_message(self.cfg))
+            self._cluster_id = state["cluster_id"]
+        return self._cluster_id
+
+    def set_cluster_id(self, cluster_id: str) -> None:
+        """Select the cluster of this id from now on (``launch`` sets the new one)."""
+        self._cluster_id = check_cluster_id(cluster_id, "cluster id")
 
     @property
     def client(self) -> Any:
@@ -249,6 +367,11 @@ class Instance:
         """The cluster name this instance is tagged with."""
         return self.tags.get(TAG_CLUSTER)
 
+    @property
+    def cluster_id(self) -> str | None:
+        """The cluster id this instance is tagged with (None for one launched without)."""
+        return self.tags.get(TAG_CLUSTER_ID)
+
     def address(self, kind: str) -> str | None:
         """Its private or public address; a missing public address falls back to the private."""
         if kind == "public":
@@ -259,13 +382,41 @@ class Instance:
         return (self.role != "coordinator", self.index, self.id)
 
 
-def find_instances(api: Api, states: Sequence[str] | None = LIVE_STATES) -> list[Instance]:
+def find_instances(api: Api, states: Sequence[str] | None = LIVE_STATES,
+                   cluster_id: str | None = None) -> list[Instance]:
     """The cluster's instances, coordinator first, then workers by index.
 
-    Only instances whose ``gdcode:cluster`` tag equals the cluster name are returned: the
-    tag filter of the request is checked again on every instance of the answer.
+    Only instances whose ``gdcode:cluster`` tag equals the cluster name and whose
+    ``gdcode:cluster-id`` tag equals the cluster id are returned: the tag filters of the
+    request are checked again on every instance of the answer.
+
+    Parameters
+    ----------
+    api : Api
+    states : sequence of str, optional
+        Instance states to keep (None: every state).
+    cluster_id : str, optional
+        The id to select (default :meth:`Api.cluster_id`).
+
+    Raises
+    ------
+    ConfigError
+        When no id is given or recorded locally.
+    """
+    cid = cluster_id or api.cluster_id()
+    return [i for i in find_named(api, states, cluster_id=cid) if i.cluster_id == cid]
+
+
+def find_named(api: Api, states: Sequence[str] | None = LIVE_STATES,
+               cluster_id: str | None = None) -> list[Instance]:
+    """Instances tagged with the cluster's name, of any cluster id (or of ``cluster_id``).
+
+    ``launch`` uses it to tell the user of other clusters of the same name; every other
+    action goes through :func:`find_instances`.
     """
     filters = [{"Name": f"tag:{TAG_CLUSTER}", "Values": [api.cfg.name]}]
+    if cluster_id is not None:
+        filters.append({"Name": f"tag:{TAG_CLUSTER_ID}", "Values": [cluster_id]})
     if states:
         filters.append({"Name": "instance-state-name", "Values": list(states)})
     found: list[Instance] = []
@@ -288,8 +439,9 @@ def find_instances(api: Api, states: Sequence[str] | None = LIVE_STATES) -> list
     return sorted(found, key=Instance.sort_key)
 
 
-def _tags(cfg: ClusterConfig, role: str, name: str) -> list[dict[str, str]]:
-    tags = {**cfg.tags, "Name": name, TAG_CLUSTER: cfg.name, TAG_ROLE: role}
+def _tags(cfg: ClusterConfig, role: str, name: str, cluster_id: str) -> list[dict[str, str]]:
+    tags = {**cfg.tags, "Name": name, TAG_CLUSTER: cfg.name, TAG_CLUSTER_ID: cluster_id,
+            TAG_ROLE: role}
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
@@ -319,7 +471,7 @@ def nfs_user_data(nfs: NFSSettings) -> str:
     ]) + "\n"
 
 
-def run_request(cfg: ClusterConfig, role: str, count: int) -> dict[str, Any]:
+def run_request(cfg: ClusterConfig, role: str, count: int, cluster_id: str) -> dict[str, Any]:
     """The RunInstances arguments for the coordinator (``role="coordinator"``) or the workers.
 
     Parameters
@@ -328,6 +480,8 @@ def run_request(cfg: ClusterConfig, role: str, count: int) -> dict[str, Any]:
     role : {"coordinator", "worker"}
     count : int
         Instances to start; all or none (MinCount = MaxCount).
+    cluster_id : str
+        The cluster's id, tagged on every instance and volume beside its name.
     """
     itype = cfg.coordinator_type if role == "coordinator" else cfg.worker_type
     name = f"{cfg.name}-{role}"
@@ -336,7 +490,7 @@ def run_request(cfg: ClusterConfig, role: str, count: int) -> dict[str, Any]:
         "InstanceType": itype,
         "MinCount": count,
         "MaxCount": count,
-        "TagSpecifications": [{"ResourceType": kind, "Tags": _tags(cfg, role, name)}
+        "TagSpecifications": [{"ResourceType": kind, "Tags": _tags(cfg, role, name, cluster_id)}
                               for kind in ("instance", "volume")],
     }
     if cfg.key_name:
@@ -433,23 +587,42 @@ def launch(api: Api, out: TextIO | None = None) -> list[Instance]:
     list of Instance
         The running instances, coordinator first (empty under dry run).
 
+    The new cluster id is recorded in the local state file (:func:`state_path`) before any
+    instance starts, so that a launch that fails half-way can still be terminated.
+
     Raises
     ------
     ConfigError
         For a missing launch key, an unknown region, instance type or zone.
     ClusterError
-        When the cluster already has instances, or AWS refuses (capacity, spot, quota).
+        When the cluster recorded here still has instances, or AWS refuses (capacity, spot,
+        quota).
     """
     out = out or sys.stdout
     cfg = api.cfg
     cfg.require_launch()
     check_region(cfg.region)
-    existing = find_instances(api)
-    if existing:
-        raise ClusterError(f"cluster {cfg.name} already has {len(existing)} instance(s) in "
-                           f"{cfg.region}; see `gdcode ec2 status`, terminate them first or "
-                           "choose another name")
+    state = read_state(cfg)
+    if state is not None:
+        existing = find_instances(api, cluster_id=state["cluster_id"])
+        if existing:
+            raise ClusterError(f"cluster {cfg.name} already has {len(existing)} instance(s) in "
+                               f"{cfg.region}; see `gdcode ec2 status`, terminate them first or "
+                               "choose another name")
+    others = find_named(api)
+    if others:
+        ids = sorted({i.cluster_id or "none" for i in others})
+        print(f"note: {len(others)} other instance(s) in {cfg.region} are tagged "
+              f"{TAG_CLUSTER}={cfg.name} with cluster id(s) {', '.join(ids)}; they belong to "
+              "another cluster of the same name and this one never touches them", file=out)
     validate_launch(api)
+    cluster_id = uuid.uuid4().hex
+    api.set_cluster_id(cluster_id)
+    if api.dry_run:
+        print(f"[dry-run] would record cluster id {cluster_id} in {state_path(cfg)}", file=out)
+    else:
+        path = write_state(cfg, cluster_id)
+        print(f"cluster id {cluster_id} (recorded in {path})", file=out)
     n = 1 + cfg.workers
     market = "spot" if cfg.spot else "on-demand"
     print(f"launching cluster {cfg.name} in {cfg.region}: 1 x {cfg.coordinator_type} "
@@ -457,7 +630,7 @@ def launch(api: Api, out: TextIO | None = None) -> list[Instance]:
     started: list[str] = []
     try:
         for role, count in (("coordinator", 1), ("worker", cfg.workers)):
-            resp = api.call("run_instances", **run_request(cfg, role, count))
+            resp = api.call("run_instances", **run_request(cfg, role, count, cluster_id))
             if resp is None:  # dry run: placeholders stand for the ids AWS would return
                 ids = [f"<{role} {i + 1} id>" for i in range(count)]
             else:
@@ -476,7 +649,8 @@ def launch(api: Api, out: TextIO | None = None) -> list[Instance]:
     except (ClusterError, ConfigError) as exc:
         if started and not api.dry_run:
             exc.args = (f"{exc.args[0]}\n{len(started)} instance(s) already started are tagged "
-                        f"{TAG_CLUSTER}={cfg.name} and may cost money: "
+                        f"{TAG_CLUSTER}={cfg.name}, {TAG_CLUSTER_ID}={cluster_id} and may cost "
+                        "money: "
                         f"{', '.join(started)}; remove them with `gdcode ec2 terminate`",)
         raise
     _, cost = hourly_cost(cfg, [cfg.coordinator_type] + [cfg.worker_type] * cfg.workers)
@@ -497,13 +671,14 @@ def status(api: Api, out: TextIO | None = None) -> list[Instance]:
     instances = find_instances(api, states=None)
     if api.dry_run:
         return []
+    label = f"cluster {cfg.name} (id {api.cluster_id()})"
     if not instances:
-        print(f"cluster {cfg.name}: no instances in {cfg.region}", file=out)
+        print(f"{label}: no instances in {cfg.region}", file=out)
         return []
     print_instances(instances, out)
     live = [i for i in instances if i.state in ("pending", "running")]
     _, cost = hourly_cost(cfg, [i.type for i in live])
-    print(f"cluster {cfg.name}: {len(live)} of {len(instances)} instance(s) pending or running; "
+    print(f"{label}: {len(live)} of {len(instances)} instance(s) pending or running; "
           f"cost {cost}", file=out)
     return instances
 
@@ -609,10 +784,28 @@ def run_command(api: Api, command: Sequence[str], on: str = "all", timeout: floa
     return remote.report(results, out, what="command")
 
 
+def print_manifest(manifest: remote.SourceManifest, out: TextIO) -> None:
+    """List what ``setup`` would send: every file, then those held back and why."""
+    print(f"[dry-run] files that would be sent from {manifest.root} ({manifest.how}):", file=out)
+    for name in manifest.files:
+        print(f"  send      {name}", file=out)
+    for name, reason in manifest.excluded:
+        print(f"  EXCLUDED  {name}  (credential-looking, {reason})", file=out)
+    if manifest.untracked:
+        print(f"[dry-run] {manifest.untracked} untracked file(s) are not sent (only files "
+              "tracked by git are)", file=out)
+    print(f"[dry-run] {len(manifest.files)} file(s) would be sent, {len(manifest.excluded)} "
+          "excluded; nothing was sent", file=out)
+
+
 def setup(api: Api, source: str | None = None, git_url: str | None = None,
           git_ref: str | None = None, timeout: float | None = None,
           hosts_file: str | None = None, trust: bool = True, out: TextIO | None = None) -> int:
     """Install gdcode on every host, let the coordinator reach every host, copy the hostfiles.
+
+    From a local source tree only the files of :func:`remote.source_manifest` are sent: those
+    tracked by git (or, outside a git checkout, those of the manifest), never a
+    credential-looking one. Under dry run the files are listed and nothing is sent.
 
     Returns
     -------
@@ -627,6 +820,7 @@ def setup(api: Api, source: str | None = None, git_url: str | None = None,
     if source and git_url:
         raise ConfigError("give --source or --git, not both")
     src = None if git_url else (Path(source) if source else remote.default_source())
+    manifest = None if src is None else remote.source_manifest(src)
     if hosts_file:
         entries = hostfile.read_addresses(hosts_file)
         hosts = hostfile.make_hosts(entries, slots=cfg.worker_slots,
@@ -640,14 +834,22 @@ def setup(api: Api, source: str | None = None, git_url: str | None = None,
     ssh = ssh_of(cfg)
     limit = timeout or max(cfg.command_timeout, 1800.0)
     what = f"git {git_url}" + (f" at {git_ref}" if git_ref else "") if git_url else str(src)
+    if manifest is not None:
+        what += f" ({len(manifest.files)} files listed by {manifest.how})"
     if api.dry_run:
         print(f"[dry-run] would install gdcode from {what} into {settings.venv} on "
               f"{', '.join(targets) or 'every running host'}", file=out)
+        if manifest is not None:
+            print_manifest(manifest, out)
         return 0
+    if manifest is not None and manifest.excluded:
+        print(f"not sending {len(manifest.excluded)} credential-looking file(s): "
+              f"{', '.join(name for name, _ in manifest.excluded)} (--dry-run lists every file)",
+              file=out)
     print(f"installing gdcode from {what} into {settings.venv} on {len(targets)} host(s)",
           file=out)
     results = remote.setup_hosts(ssh, targets, settings, limit, source=src, git_url=git_url,
-                                 git_ref=git_ref)
+                                 git_ref=git_ref, manifest=manifest)
     code = remote.report(results, out, what="setup")
     if code != 0:
         return code
@@ -689,7 +891,7 @@ def collect_runs(api: Api, remote_dir: str, dest: Path, hosts_file: str | None =
 
 def terminate(api: Api, yes: bool = False, wait: bool = False,
               ask: Callable[[str], str] = input, out: TextIO | None = None) -> int:
-    """Terminate the instances tagged with this cluster's name, after confirmation.
+    """Terminate the cluster's instances (its name and id), after confirmation.
 
     Parameters
     ----------
@@ -710,18 +912,22 @@ def terminate(api: Api, yes: bool = False, wait: bool = False,
     out = out or sys.stdout
     cfg = api.cfg
     check_region(cfg.region)
+    cluster_id = api.cluster_id()
     instances = find_instances(api)
     if api.dry_run:
         api.call("terminate_instances",
-                 InstanceIds=[f"<each instance tagged {TAG_CLUSTER}={cfg.name}>"])
+                 InstanceIds=[f"<each instance tagged {TAG_CLUSTER}={cfg.name} and "
+                              f"{TAG_CLUSTER_ID}={cluster_id}>"])
         return 0
     if not instances:
         print(f"cluster {cfg.name}: no live instances in {cfg.region}; nothing to terminate",
               file=out)
         return 0
-    strangers = [i.id for i in instances if i.cluster != cfg.name]
+    strangers = [i.id for i in instances
+                 if i.cluster != cfg.name or i.cluster_id != cluster_id]
     if strangers:  # find_instances keeps only this cluster's; never terminate anything else
-        raise ClusterError(f"instances {', '.join(strangers)} are not tagged {cfg.name}")
+        raise ClusterError(f"instances {', '.join(strangers)} are not tagged {cfg.name} with "
+                           f"cluster id {cluster_id}")
     print_instances(instances, out)
     if not yes:
         try:
@@ -749,22 +955,27 @@ ACTIONS = ("launch", "status", "hosts", "setup", "run", "collect", "terminate")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``gdcode ec2`` options (also those of ``tools/ec2.py``)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", default="ec2.toml", metavar="FILE",
-                        help="cluster config (TOML; see tools/ec2.example.toml; default ec2.toml)")
+    common.add_argument("-c", "--config", default=None, metavar="FILE",
+                        help="cluster config (TOML; see tools/ec2.example.toml; default "
+                             f"{DEFAULT_CONFIG}; run, setup and collect with --hosts need none)")
     common.add_argument("--dry-run", action="store_true",
                         help="print the AWS API calls instead of making them")
     common.add_argument("--ssh", metavar="CMD", default=None,
                         help="ssh program and options (default: $GDCODE_SSH, else ssh_command "
                              "of the config, else ssh)")
+    chosen = argparse.ArgumentParser(add_help=False, parents=[common])
+    chosen.add_argument("--cluster-id", metavar="ID", default=None,
+                        help="the cluster's id (its gdcode:cluster-id tag); default the one "
+                             "recorded locally by launch")
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
     sub.required = True
     sub.add_parser("launch", parents=[common], help="start the coordinator and the workers")
-    sub.add_parser("status", parents=[common], help="show the cluster's instances")
-    p = sub.add_parser("hosts", parents=[common],
+    sub.add_parser("status", parents=[chosen], help="show the cluster's instances")
+    p = sub.add_parser("hosts", parents=[chosen],
                        help="write hostfile.mpich, hostfile.openmpi and hosts.txt")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="directory for the files (default: cluster-NAME)")
-    p = sub.add_parser("setup", parents=[common],
+    p = sub.add_parser("setup", parents=[chosen],
                        help="install gdcode into the same virtual environment on every host")
     p.add_argument("--source", metavar="DIR", help="local checkout to install (default: this one)")
     p.add_argument("--git", metavar="URL", help="install from this git URL instead")
@@ -776,7 +987,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "instead of asking EC2")
     p.add_argument("--no-trust", dest="trust", action="store_false",
                    help="do not set up ssh from the coordinator to the other hosts")
-    p = sub.add_parser("run", parents=[common], help="run a command on every host over ssh")
+    p = sub.add_parser("run", parents=[chosen], help="run a command on every host over ssh")
     p.add_argument("--on", choices=("all", "coordinator", "workers"), default="all",
                    help="which hosts (default all)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
@@ -785,7 +996,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="run on these hosts (one address a line) instead of asking EC2")
     p.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="COMMAND",
                    help="-- then the command, given to each host's shell as ssh does")
-    p = sub.add_parser("collect", parents=[common],
+    p = sub.add_parser("collect", parents=[chosen],
                        help="copy run directories from the coordinator")
     p.add_argument("--remote", default="results", metavar="DIR",
                    help="directory on the coordinator, relative to its home (default results)")
@@ -794,17 +1005,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="S")
     p.add_argument("--hosts", dest="hosts_file", metavar="FILE",
                    help="take the coordinator from this address list instead of EC2")
-    p = sub.add_parser("terminate", parents=[common],
-                       help="terminate the instances tagged with this cluster's name")
+    p = sub.add_parser("terminate", parents=[chosen],
+                       help="terminate the cluster's instances (its name and id)")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--wait", action="store_true", help="wait until they are terminated")
 
 
 def load_config(args: argparse.Namespace) -> ClusterConfig:
-    """The config of ``--config``, with the ssh command of ``--ssh`` or ``$GDCODE_SSH``."""
+    """The config of ``--config``, with the ssh command of ``--ssh`` or ``$GDCODE_SSH``.
+
+    Without ``--config`` it is ``ec2.toml`` of the current directory; when that does not
+    exist and the action has ``--hosts FILE`` (run, setup, collect), the defaults of
+    :func:`ec2config.for_hosts_file` stand in, since a hosts file is all those need.
+    """
     from gdcode.cluster import ec2config
 
-    cfg = ec2config.load(args.config)
+    path = args.config
+    if path is None and getattr(args, "hosts_file", None) and not Path(DEFAULT_CONFIG).exists():
+        cfg = ec2config.for_hosts_file(args.hosts_file)
+    else:
+        cfg = ec2config.load(path or DEFAULT_CONFIG)
     return cfg.with_ssh_command(args.ssh or os.environ.get("GDCODE_SSH") or None)
 
 
@@ -812,7 +1032,8 @@ def main(args: argparse.Namespace, api: Api | None = None) -> int:
     """Run one ``gdcode ec2`` action; :class:`ClusterError` becomes a message and exit 1."""
     try:
         cfg = load_config(args)
-        api = api or Api(cfg, dry_run=args.dry_run)
+        api = api or Api(cfg, dry_run=args.dry_run,
+                         cluster_id=getattr(args, "cluster_id", None))
         default_dir = Path(f"cluster-{cfg.name}")
         if args.action == "launch":
             launch(api)

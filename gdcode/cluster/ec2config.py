@@ -308,6 +308,26 @@ def _parse_nfs(data: Any, where: str) -> NFSSettings:
                        options=_str(data, "options", where, d.options))
 
 
+#: the cluster name of :func:`for_hosts_file` (and so ``collect``'s default ``cluster-hosts``)
+HOSTS_FILE_NAME = "hosts"
+
+
+def for_hosts_file(hosts_file: str | os.PathLike) -> ClusterConfig:
+    """The config of hosts given by a file alone, with no config file.
+
+    ``run``, ``setup`` and ``collect`` with ``--hosts FILE`` ask EC2 nothing, so they need no
+    region or instance settings: every other key keeps its default (ssh as ``ssh`` with
+    :data:`DEFAULT_SSH_OPTIONS` and no user or key, the ``[setup]`` defaults, one slot a host).
+
+    Parameters
+    ----------
+    hosts_file : str or Path
+        The hosts file, named in messages.
+    """
+    return ClusterConfig(name=HOSTS_FILE_NAME, region="",
+                         path=f"<no config file: --hosts {hosts_file}>")
+
+
 def load(path: str | os.PathLike) -> ClusterConfig:
     """Read and check a cluster config file.
 

@@ -9,6 +9,7 @@ the command locally).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import io
 import os
 import shlex
@@ -28,9 +29,6 @@ from gdcode.errors import ConfigError
 
 #: exit code reported for a host whose command outlived the timeout
 TIMEOUT_EXIT = 124
-# directories never shipped to the hosts when the source is not a git checkout
-_SKIP_DIRS = {".git", ".venv", "venv", "build", "dist", "__pycache__", ".pytest_cache",
-              ".ruff_cache", "results", "demo-results", ".mypy_cache"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -193,37 +191,184 @@ def default_source() -> Path:
     return root
 
 
-def source_files(root: Path) -> list[Path]:
-    """Files of a source tree to ship: git's tracked and unignored files, else a filtered walk."""
-    if (root / ".git").exists():
-        try:
-            listing = subprocess.run(
-                ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others",
-                 "--exclude-standard"], capture_output=True, check=True).stdout
-        except (OSError, subprocess.CalledProcessError) as exc:
-            raise ClusterError(f"cannot list the files of {root} with git: {exc}") from None
-        names = sorted({n for n in listing.decode().split("\0") if n})
-        return [Path(n) for n in names if (root / n).is_file()]
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and
-                             not d.endswith(".egg-info"))
-        for f in sorted(filenames):
-            if not f.endswith((".pyc", ".so")):
-                files.append((Path(dirpath) / f).relative_to(root))
-    return files
+#: top-level files shipped from a source tree that is not a git checkout (those that exist)
+MANIFEST_FILES = ("pyproject.toml", "meson.build", "meson.options", "Makefile", "README.md",
+                  "LICENSE", "LICENSE.txt", "PKG-INFO")
+#: top-level directories shipped, whole but for caches and build products, from a source
+#: tree that is not a git checkout: the package, its kernels, the experiments, the dataset
+#: scripts, the tools and the example hostfiles (not tests/, results or anything else)
+MANIFEST_DIRS = ("gdcode", "kernels", "experiments", "data_prepare", "tools", "hostfiles")
+# never shipped from a manifest directory: caches and build products
+_SKIP_DIRS = {".git", ".venv", "venv", "build", "dist", "__pycache__", ".pytest_cache",
+              ".ruff_cache", ".mypy_cache", ".ipynb_checkpoints"}
+_SKIP_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd", ".o")
+
+#: Names of credential-looking files, never shipped even when tracked by git or inside a
+#: manifest directory: ``(pattern, what such a file usually is)``. A pattern is matched,
+#: without regard to case, against every component of a file's path, so a file inside a
+#: directory of such a name (``.aws/config``, ``secrets/token``) is held back too.
+CREDENTIAL_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("*.pem", "a private key or certificate (EC2 key pairs are .pem files)"),
+    ("*.key", "a private key"),
+    ("*.p12", "a key store"),
+    ("*.pfx", "a key store"),
+    ("*.jks", "a Java key store"),
+    ("*.keystore", "a key store"),
+    ("*.ppk", "a PuTTY private key"),
+    ("*.kdbx", "a password database"),
+    ("id_rsa*", "an ssh key"),
+    ("id_dsa*", "an ssh key"),
+    ("id_ecdsa*", "an ssh key"),
+    ("id_ed25519*", "an ssh key"),
+    (".ssh", "ssh keys and settings"),
+    (".aws", "AWS credentials and profiles"),
+    (".gnupg", "GnuPG keys"),
+    (".env", "environment variables, often secrets"),
+    (".env.*", "environment variables, often secrets"),
+    ("ec2.toml", "the user's cluster config (tools/ec2.example.toml is shipped)"),
+    ("*credentials*", "credentials"),
+    ("*secret*", "secrets"),
+    (".netrc", "login passwords"),
+    ("_netrc", "login passwords"),
+    (".pgpass", "database passwords"),
+    (".pypirc", "package index tokens"),
+    (".npmrc", "package registry tokens"),
+    ("*.tfstate", "Terraform state, which holds secrets"),
+)
 
 
-def source_archive(root: Path) -> bytes:
-    """A gzipped tar of the source tree at ``root`` (paths relative to it)."""
+def credential_reason(path: str | os.PathLike) -> str | None:
+    """Why ``path`` (relative to the source root) looks like a credential, or None.
+
+    Returns
+    -------
+    str or None
+        ``"matches PATTERN: WHAT"`` for the first pattern of :data:`CREDENTIAL_PATTERNS` that
+        a component of the path matches, else None.
+    """
+    parts = [part.lower() for part in Path(path).parts]
+    for pattern, what in CREDENTIAL_PATTERNS:
+        if any(fnmatch.fnmatchcase(part, pattern) for part in parts):
+            return f"matches {pattern}: {what}"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceManifest:
+    """What ``setup`` ships from a local source tree.
+
+    Attributes
+    ----------
+    root : Path
+        The source tree.
+    how : str
+        How the candidate files were listed: ``"git ls-files"`` or ``"manifest"``.
+    files : tuple of str
+        Paths (relative, ``/``-separated) put into the archive, sorted.
+    excluded : tuple of (str, str)
+        Candidate paths held back as credential-looking, each with the reason.
+    untracked : int
+        Files git reports as untracked and not ignored (a git checkout only): not shipped.
+    """
+
+    root: Path
+    how: str
+    files: tuple[str, ...]
+    excluded: tuple[tuple[str, str], ...]
+    untracked: int = 0
+
+
+def source_manifest(root: str | os.PathLike) -> SourceManifest:
+    """The files of a source tree that ``setup`` ships, and those it holds back.
+
+    In a git checkout (``root/.git`` exists) the candidates are git's tracked files
+    (``git ls-files``, as they are in the work tree; untracked files are never shipped).
+    Elsewhere (an unpacked sdist, a copied tree) they are the files of :data:`MANIFEST_FILES`
+    and everything under :data:`MANIFEST_DIRS` except caches and build products. Either way,
+    a candidate whose path looks like a credential (:func:`credential_reason`, the patterns of
+    :data:`CREDENTIAL_PATTERNS`: private keys, key stores, ssh and AWS directories, ``.env``
+    files, the user's ``ec2.toml``, anything named like credentials or secrets, ``.netrc``
+    and similar token files) is never shipped, even when it is tracked: a key committed by
+    mistake must not be copied to machines that other people may reach.
+
+    Parameters
+    ----------
+    root : str or Path
+        The root of a gdcode source tree (holding ``pyproject.toml``).
+
+    Returns
+    -------
+    SourceManifest
+
+    Raises
+    ------
+    ConfigError
+        When ``root`` has no ``pyproject.toml``.
+    ClusterError
+        When ``root`` is a git checkout but git cannot list its files.
+    """
     root = Path(root)
     if not (root / "pyproject.toml").is_file():
         raise ConfigError(f"--source {root}: no pyproject.toml there; give the root of a "
                           "gdcode checkout")
+    untracked = 0
+    if (root / ".git").exists():
+        how = "git ls-files"
+        candidates = [n for n in _git_names(root, "--cached") if (root / n).is_file()]
+        untracked = len(_git_names(root, "--others", "--exclude-standard"))
+    else:
+        how = "manifest"
+        candidates = [n for n in MANIFEST_FILES if (root / n).is_file()]
+        for top in MANIFEST_DIRS:
+            for dirpath, dirnames, filenames in os.walk(root / top):
+                dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and
+                                     not d.endswith(".egg-info"))
+                rel = Path(dirpath).relative_to(root)
+                candidates += [(rel / f).as_posix() for f in filenames
+                               if not f.endswith(_SKIP_SUFFIXES)]
+    files, excluded = [], []
+    for name in sorted(set(candidates)):
+        reason = credential_reason(name)
+        if reason is None:
+            files.append(name)
+        else:
+            excluded.append((name, reason))
+    return SourceManifest(root=root, how=how, files=tuple(files), excluded=tuple(excluded),
+                          untracked=untracked)
+
+
+def _git_names(root: Path, *which: str) -> list[str]:
+    try:
+        listing = subprocess.run(["git", "-C", str(root), "ls-files", "-z", *which],
+                                 capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise ClusterError(f"cannot list the files of {root} with git: {exc}") from None
+    return sorted({n for n in listing.decode().split("\0") if n})
+
+
+def source_files(root: Path) -> list[Path]:
+    """The files :func:`source_archive` ships from ``root`` (see :func:`source_manifest`)."""
+    return [Path(n) for n in source_manifest(root).files]
+
+
+def _anonymous(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    """A tar entry without the local user's name and ids."""
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def source_archive(root: Path, manifest: SourceManifest | None = None) -> bytes:
+    """A gzipped tar of the files of ``manifest`` (default :func:`source_manifest` of ``root``).
+
+    Paths are relative to ``root``; credential-looking files are never in it.
+    """
+    root = Path(root)
+    manifest = manifest or source_manifest(root)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for rel in source_files(root):
-            tar.add(root / rel, arcname=str(rel), recursive=False)
+        for name in manifest.files:
+            tar.add(root / name, arcname=name, recursive=False, filter=_anonymous)
     return buf.getvalue()
 
 
@@ -266,7 +411,8 @@ def setup_script(settings: SetupSettings, git_url: str | None = None,
 
 def setup_hosts(ssh: SSH, hosts: Sequence[str], settings: SetupSettings, timeout: float,
                 source: Path | None = None, git_url: str | None = None,
-                git_ref: str | None = None) -> list[HostResult]:
+                git_ref: str | None = None,
+                manifest: SourceManifest | None = None) -> list[HostResult]:
     """Install gdcode on every host in parallel (see :func:`setup_script`).
 
     Parameters
@@ -277,11 +423,19 @@ def setup_hosts(ssh: SSH, hosts: Sequence[str], settings: SetupSettings, timeout
     timeout : float
         Seconds each host may take.
     source : Path, optional
-        Local source tree to ship (default: this checkout), unless ``git_url`` is given.
+        Local source tree to ship (default: this checkout), unless ``git_url`` is given; only
+        the files of its :func:`source_manifest` are sent.
     git_url, git_ref : str, optional
         Repository each host clones instead.
+    manifest : SourceManifest, optional
+        The files to send, already listed (default: the manifest of ``source``).
     """
-    stdin = None if git_url else source_archive(source or default_source())
+    if git_url:
+        stdin = None
+    elif manifest is not None:
+        stdin = source_archive(manifest.root, manifest)
+    else:
+        stdin = source_archive(source or default_source())
     script = setup_script(settings, git_url=git_url, git_ref=git_ref)
     return run_on_hosts(ssh, hosts, "sh -c " + shlex.quote(script), timeout, stdin=stdin)
 

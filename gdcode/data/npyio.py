@@ -2,13 +2,15 @@
 
 :class:`NpyRows` reads rows ``start:stop`` of a C-ordered ``.npy`` file straight into a new
 array with ``readinto`` (no memory map, so no file pages are charged to the reader's
-resident memory), and counts the bytes it reads. :class:`NpyAppender` writes a ``.npy`` file
-of a known shape block by block.
+resident memory), and counts the bytes it reads; :meth:`NpyRows.chunks` streams the whole
+array through one buffer of a bounded size. :class:`NpyAppender` writes a ``.npy`` file of a
+known shape block by block.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,57 @@ class NpyRows:
     def read_all(self) -> np.ndarray:
         """The whole array."""
         return self.read(0, len(self))
+
+    @property
+    def size(self) -> int:
+        """The number of items of the array (all axes)."""
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    def chunks(self, max_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Every item of the array in file order, flattened, in chunks of at most ``max_bytes``.
+
+        One buffer is read into again and again (``readinto``, no memory map: the file's pages
+        are not charged to this process), so memory stays at ``max_bytes`` whatever the size
+        of the file. A chunk is overwritten by the next one: copy what must outlive it.
+
+        Parameters
+        ----------
+        max_bytes : int
+            Bytes of one chunk; a chunk holds at least one item whatever this is.
+
+        Yields
+        ------
+        first : int
+            Flat index (C order) of the chunk's first item.
+        chunk : numpy.ndarray
+            The next items, 1-D, of the file's dtype.
+
+        Raises
+        ------
+        NpyFormatError
+            When the file ends before its last item.
+        """
+        total, itemsize = self.size, self.dtype.itemsize
+        if total == 0 or itemsize == 0:
+            return
+        per = max(1, int(max_bytes) // itemsize)
+        buf = np.empty(min(per, total), dtype=self.dtype)
+        raw = memoryview(buf.view(np.uint8))
+        with open(self.path, "rb", buffering=0) as fh:
+            fh.seek(self.offset)
+            first = 0
+            while first < total:
+                n = min(per, total - first)
+                want, got = n * itemsize, 0
+                while got < want:
+                    k = fh.readinto(raw[got:want])
+                    if not k:
+                        raise NpyFormatError(f"{self.path} ended early, at item "
+                                             f"{first + got // itemsize} of {total}")
+                    got += k
+                self.bytes_read += want
+                yield first, buf[:n]
+                first += n
 
 
 class NpyAppender:

@@ -12,6 +12,12 @@ Rows are stored in the order the split left them (shuffled, see ``meta.json``), 
 contiguous partition is a fair sample. A reader of rows ``start:stop`` reads only those rows'
 bytes (for CSR: ``indptr[start:stop+1]`` and the ``indices``/``data`` ranges it points to), so a
 worker's memory is its share of the data whatever the number of workers or the code's layout.
+
+Opening a directory (:class:`PreparedSource`) checks ``meta.json`` and the ``.npy`` headers
+only. :meth:`PreparedSource.validate` (or :func:`validate_prepared`) reads every array once,
+in chunks of bounded size, and raises :class:`PreparedDataError` for a damaged directory
+before any rank reads it; :class:`PreparedWriter` runs the same check before it publishes a
+directory, so ``gdcode prepare`` never leaves one that fails it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,19 @@ FORMAT = "gdcode-prepared-dataset"
 VERSION = 1
 SPLITS = ("train", "test")
 STORAGES = ("dense", "csr")
+#: dtypes of the feature values and labels a prepared directory may hold
+FLOAT_DTYPES = ("float32", "float64")
+#: dtypes of ``indptr`` and ``indices`` (those scipy's CSR matrices use without a copy)
+INDEX_DTYPES = ("int32", "int64")
+#: the memory :meth:`PreparedSource.validate` may use by default
+VALIDATE_BYTES = 64 * 2**20
+#: the smallest ``max_bytes`` :meth:`PreparedSource.validate` accepts
+MIN_VALIDATE_BYTES = 1024
+
+
+class PreparedDataError(ValueError):
+    """A prepared directory whose arrays contradict ``meta.json`` or each other, or hold values
+    no run can use. The message names the file, the first bad position and what is wrong."""
 
 
 def is_prepared_dir(path: str | os.PathLike) -> bool:
@@ -200,13 +219,271 @@ class PreparedSource(DataSource):
         out["path"] = str(self.path)
         return out
 
+    # ------------------------------------------------------------------------- validation
+
+    def validate(self, max_bytes: int = VALIDATE_BYTES) -> None:
+        """Read every array of the directory once and check everything a run relies on.
+
+        Opening the directory checked ``meta.json`` and the ``.npy`` headers; this reads the
+        data too, so that a damaged directory is found before a run starts rather than as a
+        traceback on one of its ranks. Checked, split by split:
+
+        - ``meta.json``: counts are whole numbers, ``dtype`` and ``index_dtype`` are known,
+          ``n_classes`` (and the length of ``classes``) fits the task;
+        - every file: present, not truncated, of the shape ``meta.json`` gives (rows of X
+          and of the labels, ``indptr`` of rows + 1 entries, ``indices`` and ``data`` of
+          equal length), of a native-endian dtype the reader expects (float32 or float64
+          values of ``meta.json``'s ``dtype``; int32 or int64 indices);
+        - dense ``X``: every value finite;
+        - CSR: ``indptr`` starts at 0, never decreases and ends at the number of stored
+          values; every column index is in ``0 .. cols - 1``; every stored value is finite;
+        - labels: -1 or +1 (binary), whole numbers ``0 .. n_classes - 1`` (multiclass),
+          finite (regression);
+        - ``nnz_train`` / ``nnz_test`` of ``meta.json`` equal the stored values (CSR) or the
+          non-zero values (dense), and ``features.txt`` has one line per column.
+
+        The arrays are streamed through one buffer of at most ``max_bytes / 4`` bytes at a
+        time (:meth:`NpyRows.chunks`, read without a memory map), and the checks of a chunk
+        make temporaries smaller than twice that, so the memory used stays below
+        ``max_bytes`` whatever the size of the dataset. Nothing is counted in
+        :attr:`bytes_read`.
+
+        Parameters
+        ----------
+        max_bytes : int
+            Memory the check may use (at least :data:`MIN_VALIDATE_BYTES`).
+
+        Raises
+        ------
+        PreparedDataError
+            At the first problem: the file, the position (``X[row, column]``,
+            ``indptr[i]``, ``indices[k]`` with its row, ``y[row]``) and what is wrong.
+        ValueError
+            For a ``max_bytes`` below :data:`MIN_VALIDATE_BYTES`.
+        """
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int | np.integer) or \
+                max_bytes < MIN_VALIDATE_BYTES:
+            raise ValueError(f"max_bytes must be a whole number of bytes >= {MIN_VALIDATE_BYTES}, "
+                             f"not {max_bytes!r}")
+        chunk = int(max_bytes) // 4
+        float_dtype = self._check_meta()
+        for split, rows in (("train", self.n_train), ("test", self.n_test)):
+            try:
+                readers = self._open_split(split, rows)
+                nnz = self._check_split(split, readers, float_dtype, chunk)
+            except NpyFormatError as exc:
+                raise PreparedDataError(str(exc)) from None
+            recorded = self.meta.get(f"nnz_{split}")
+            if recorded is not None and recorded != nnz:
+                what = "stored values" if self.storage == "csr" else "non-zero values in X"
+                raise PreparedDataError(f"{self.path / 'meta.json'}: nnz_{split} is {recorded} "
+                                        f"but the {split} arrays hold {nnz} {what}")
+        self._check_features(chunk)
+
+    def _check_meta(self) -> np.dtype:
+        """Check the counts, dtypes and classes of ``meta.json``; return the value dtype."""
+        meta, where = self.meta, self.path / "meta.json"
+        for key in ("rows_train", "rows_test", "cols", "n_classes", "nnz_train", "nnz_test"):
+            v = meta.get(key, 0)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise PreparedDataError(f"{where}: {key} is {v!r}; it must be a whole number "
+                                        ">= 0")
+        name = meta.get("dtype") or "float64"
+        if name not in FLOAT_DTYPES:
+            raise PreparedDataError(f"{where}: dtype is {name!r}; values are stored as "
+                                    f"{' or '.join(FLOAT_DTYPES)}")
+        index = meta.get("index_dtype")
+        if self.storage == "csr" and index is not None and index not in INDEX_DTYPES:
+            raise PreparedDataError(f"{where}: index_dtype is {index!r}; indices are stored as "
+                                    f"{' or '.join(INDEX_DTYPES)}")
+        k, task = self.n_classes, self.task
+        want = {"binary": k == 2, "regression": k == 1, "multiclass": k >= 2}[task]
+        if not want:
+            rule = {"binary": "2", "regression": "1", "multiclass": "2 or more"}[task]
+            raise PreparedDataError(f"{where}: n_classes is {k} but a {task} dataset has {rule}")
+        classes = meta.get("classes")
+        if task != "regression" and isinstance(classes, list) and len(classes) != k:
+            raise PreparedDataError(f"{where}: classes lists {len(classes)} classes but "
+                                    f"n_classes is {k}")
+        return np.dtype(name)
+
+    def _check_split(self, split: str, readers: dict[str, NpyRows], float_dtype: np.dtype,
+                     chunk: int) -> int:
+        """Check the dtypes and values of one split; return its stored (or non-zero) values."""
+        for role, r in readers.items():
+            if role == "indices" and self.meta.get("index_dtype"):
+                allowed: tuple[str, ...] = (self.meta["index_dtype"],)  # as meta.json says
+            elif role in ("indptr", "indices"):
+                allowed = INDEX_DTYPES
+            elif role == "y":
+                allowed = FLOAT_DTYPES
+            else:  # X, data: the dtype of meta.json
+                allowed = (float_dtype.name,)
+            if not (r.dtype.isnative and r.dtype.name in allowed):
+                raise PreparedDataError(f"{r.path}: dtype {r.dtype.str} ({r.dtype.name}); the "
+                                        f"reader expects native-endian {' or '.join(allowed)}")
+        if self.storage == "dense":
+            nnz = _check_dense(readers["X"], self.n_cols, chunk)
+        else:
+            nnz = readers["indices"].shape[0]
+            _check_indptr(readers["indptr"], readers["indices"], nnz, chunk)
+            _check_indices(readers["indices"], readers["indptr"], self.n_cols, chunk)
+            _check_data(readers["data"], readers["indices"], readers["indptr"], chunk)
+        _check_labels(readers["y"], self.task, self.n_classes, chunk)
+        return nnz
+
+    def _check_features(self, chunk: int) -> None:
+        """``features.txt``, when ``meta.json`` names it, has one line per column."""
+        name = self.meta.get("features")
+        if not name:
+            return
+        where = self.path / "meta.json"
+        if not isinstance(name, str) or Path(name).name != name:
+            raise PreparedDataError(f"{where}: features is {name!r}; it must name a file of the "
+                                    "directory")
+        f = self.path / name
+        lines = 0
+        try:
+            with f.open("rb") as fh:
+                for block in iter(lambda: fh.read(chunk), b""):
+                    lines += block.count(b"\n")
+        except OSError as exc:
+            raise PreparedDataError(f"{f}: cannot be read ({exc.strerror or exc}); meta.json "
+                                    "names it as the column names") from None
+        if lines != self.n_cols:
+            raise PreparedDataError(f"{f} has {lines} lines but meta.json gives {self.n_cols} "
+                                    "columns (one name a line)")
+
+
+def validate_prepared(path: str | os.PathLike, max_bytes: int = VALIDATE_BYTES) -> None:
+    """Open the prepared directory ``path`` and :meth:`~PreparedSource.validate` it.
+
+    Raises
+    ------
+    PreparedDataError
+        For damaged data (see :meth:`PreparedSource.validate`).
+    ConfigError
+        When ``path`` is not a prepared directory, or its ``meta.json`` or the headers of
+        its files are wrong (both are ValueError).
+    """
+    PreparedSource(path).validate(max_bytes)
+
+
+def _value(v: Any) -> str:
+    """A number of an array as plain text (``nan``, ``-3.0``, ``12``)."""
+    return repr(float(v)) if isinstance(v, float | np.floating) else str(int(v))
+
+
+def _row_of(indptr: NpyRows, k: int) -> int:
+    """The row that stored value ``k`` belongs to (binary search, a few items read)."""
+    lo, hi = 0, len(indptr) - 2  # the last row whose start is <= k
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if int(indptr.read(mid, mid + 1)[0]) <= k:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _check_dense(X: NpyRows, cols: int, chunk: int) -> int:
+    """Every value of dense ``X`` is finite; return how many are not zero."""
+    nnz = 0
+    for first, a in X.chunks(chunk):
+        ok = np.isfinite(a)
+        if not ok.all():
+            i = int(np.argmin(ok))
+            row, col = divmod(first + i, cols)
+            raise PreparedDataError(f"{X.path}: X[{row}, {col}] is {_value(a[i])}; feature "
+                                    "values must be finite numbers")
+        del ok
+        nnz += int(np.count_nonzero(a))
+    return nnz
+
+
+def _check_indptr(indptr: NpyRows, indices: NpyRows, nnz: int, chunk: int) -> None:
+    """``indptr`` starts at 0, never decreases and ends at ``nnz``."""
+    prev = None
+    for first, a in indptr.chunks(chunk):
+        if first == 0 and a[0] != 0:
+            raise PreparedDataError(f"{indptr.path}: indptr[0] is {_value(a[0])}; the first row "
+                                    "must start at stored value 0")
+        if prev is not None and a[0] < prev:
+            raise PreparedDataError(f"{indptr.path}: indptr[{first}] is {_value(a[0])}, less "
+                                    f"than indptr[{first - 1}] = {prev}; row starts must not "
+                                    "decrease")
+        down = a[1:] < a[:-1]
+        if down.any():
+            i = int(np.argmax(down)) + 1
+            raise PreparedDataError(f"{indptr.path}: indptr[{first + i}] is {_value(a[i])}, less "
+                                    f"than indptr[{first + i - 1}] = {_value(a[i - 1])}; row "
+                                    "starts must not decrease")
+        del down
+        prev = int(a[-1])
+    if prev != nnz:
+        raise PreparedDataError(f"{indptr.path}: indptr ends at {prev}, but {indices.path.name} "
+                                f"holds {nnz} stored values; the last row must end at the last "
+                                "stored value")
+
+
+def _check_indices(indices: NpyRows, indptr: NpyRows, cols: int, chunk: int) -> None:
+    """Every column index is in ``0 .. cols - 1``."""
+    for first, a in indices.chunks(chunk):
+        if a.min() >= 0 and a.max() < cols:
+            continue
+        bad = (a < 0) | (a >= cols)
+        i = int(np.argmax(bad))
+        k = first + i
+        raise PreparedDataError(f"{indices.path}: indices[{k}] (row {_row_of(indptr, k)}) is "
+                                f"{_value(a[i])}, outside the columns 0..{cols - 1} of meta.json")
+
+
+def _check_data(data: NpyRows, indices: NpyRows, indptr: NpyRows, chunk: int) -> None:
+    """Every stored value is finite."""
+    for first, a in data.chunks(chunk):
+        ok = np.isfinite(a)
+        if ok.all():
+            continue
+        i = int(np.argmin(ok))
+        k = first + i
+        col = int(indices.read(k, k + 1)[0])
+        raise PreparedDataError(f"{data.path}: data[{k}] (row {_row_of(indptr, k)}, column "
+                                f"{col}) is {_value(a[i])}; feature values must be finite "
+                                "numbers")
+
+
+def _check_labels(y: NpyRows, task: str, n_classes: int, chunk: int) -> None:
+    """Labels are -1/+1 (binary), 0..K-1 (multiclass) or finite (regression)."""
+    if task == "binary":
+        rule = "a binary dataset's labels are -1 and +1"
+    elif task == "multiclass":
+        rule = f"a multiclass dataset of {n_classes} classes has labels 0..{n_classes - 1}"
+    else:
+        rule = "regression targets must be finite numbers"
+    for first, a in y.chunks(chunk):
+        if task == "binary":
+            ok = a == 1
+            ok |= a == -1
+        elif task == "multiclass":
+            ok = a >= 0
+            ok &= a <= n_classes - 1
+            ok &= a == np.floor(a)
+        else:
+            ok = np.isfinite(a)
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise PreparedDataError(f"{y.path}: y[{first + i}] is {_value(a[i])}; {rule}")
+
 
 class PreparedWriter:
     """Write a prepared directory split by split, block by block, then publish it atomically.
 
     The files go to a hidden temporary directory beside ``out``; :meth:`finish` writes
-    ``meta.json`` and renames the directory into place, so an interrupted preparation never
-    leaves a directory that looks complete.
+    ``meta.json``, checks the whole directory with :meth:`PreparedSource.validate` and only
+    then renames it into place, so neither an interrupted preparation nor one whose data a
+    run could not use (a NaN or infinite value, say from scaling huge values, or labels
+    outside the task's classes) leaves a directory behind. :meth:`append` already refuses
+    non-finite values, naming their row.
 
     Parameters
     ----------
@@ -256,17 +533,41 @@ class PreparedWriter:
 
         state = self._open[split]
         files = state["files"]
+        y = np.asarray(y, dtype=np.float64)
+        self._check_finite(split, X, y, files["y"].rows)
         if self.storage == "dense":
             X = X.toarray() if sp.issparse(X) else np.asarray(X)
             files["X"].append(X)
             state["nnz"] += int(np.count_nonzero(X))
         else:
             X = canonical_csr(X)
+            if X.shape[1] != self.n_cols:
+                raise ValueError(f"rows of {X.shape[1]} columns appended to a dataset of "
+                                 f"{self.n_cols}")
             files["indptr"].append(np.asarray(X.indptr[1:], dtype=np.int64) + state["nnz"])
             files["indices"].append(X.indices)
             files["data"].append(X.data)
             state["nnz"] += X.nnz
-        files["y"].append(np.asarray(y, dtype=np.float64))
+        files["y"].append(y)
+
+    def _check_finite(self, split: str, X, y: np.ndarray, done: int) -> None:
+        """ConfigError naming the first row (of the split) with a NaN or infinite value."""
+        import scipy.sparse as sp
+
+        values = X.data if sp.issparse(X) else np.asarray(X)
+        if np.all(np.isfinite(values)) and np.all(np.isfinite(y)):
+            return
+        if not np.all(np.isfinite(y)):
+            row, what = int(np.flatnonzero(~np.isfinite(y))[0]), "label"
+        elif sp.issparse(X):
+            X = sp.csr_matrix(X)
+            pos = int(np.flatnonzero(~np.isfinite(X.data))[0])
+            row, what = int(np.searchsorted(X.indptr, pos, side="right") - 1), "feature"
+        else:
+            row, what = int(np.flatnonzero(~np.all(np.isfinite(values), axis=1))[0]), "feature"
+        raise ConfigError(f"{self.out} was not written: {split} row {done + row} has a NaN or "
+                          f"infinite {what} after preparation (scaling very large values "
+                          "overflows); a prepared dataset holds finite numbers only")
 
     def end(self, split: str) -> None:
         """Close the files of ``split``, checking that every row (and stored value) came."""
@@ -276,7 +577,14 @@ class PreparedWriter:
         self.counts[split]["nnz"] = state["nnz"]
 
     def finish(self, meta: dict[str, Any], feature_names: list[str] | None = None) -> Path:
-        """Write ``meta.json`` (plus ``features.txt``) and move the directory into place."""
+        """Write ``meta.json`` (plus ``features.txt``), validate, move the directory into place.
+
+        Raises
+        ------
+        ConfigError
+            When the directory would fail :meth:`PreparedSource.validate` (nothing is moved
+            into place; :meth:`abort` removes the temporary directory).
+        """
         import gdcode
 
         if self._open:
@@ -300,6 +608,11 @@ class PreparedWriter:
             (self.tmp / "features.txt").write_text("".join(f"{n}\n" for n in feature_names))
             full["features"] = "features.txt"
         (self.tmp / "meta.json").write_text(json.dumps(full, indent=2) + "\n")
+        try:
+            validate_prepared(self.tmp)
+        except ValueError as exc:  # PreparedDataError, or ConfigError from the headers
+            text = str(exc).replace(str(self.tmp), str(self.out))
+            raise ConfigError(f"{self.out} was not written: {text}") from None
         if self.out.exists():  # allowed by check_output_dir: --force over a prepared directory
             shutil.rmtree(self.out)
         os.replace(self.tmp, self.out)
