@@ -244,9 +244,10 @@ def build(options: RunOptions) -> Problem:
 def check(options: RunOptions) -> Problem:
     """:func:`build`, then every other check that needs no MPI; the built problem.
 
-    Beyond what :func:`build` checks: the code's decodes are numerically usable (exact codes
-    decode to the exact gradient sum), ``out`` is a writable directory (it is created) and
-    ``record_delays`` can be written.
+    Beyond what :func:`build` checks: every value of a prepared dataset (a streaming pass of
+    bounded memory), the code's decodes are numerically usable (exact codes decode to the exact
+    gradient sum), ``out`` is a writable directory (it is created) and ``record_delays`` can be
+    written.
 
     Raises
     ------
@@ -254,6 +255,10 @@ def check(options: RunOptions) -> Problem:
         Naming the option to change.
     """
     problem = build(options)
+    validate = getattr(problem.source, "validate", None)
+    if validate is not None:
+        with naming("dataset", options.dataset):
+            validate()
     if problem.code is not None:
         with naming("scheme", options.scheme):
             codes.check_usable(problem.code)

@@ -7,7 +7,7 @@ Actions: launch, status, hosts, setup, run -- COMMAND, collect, terminate (see -
 
 import sys
 
-from gdcode.cluster.ec2 import cli
+from gdcode.cli import main
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main(["ec2", *sys.argv[1:]]))

@@ -1060,9 +1060,3 @@ def main(args: argparse.Namespace, api: Api | None = None) -> int:
         return 1
     return 0
 
-
-def cli(argv: Sequence[str] | None = None) -> int:
-    """``tools/ec2.py``: the same as ``gdcode ec2``."""
-    from gdcode.cli import main as gdcode_main
-
-    return gdcode_main(["ec2", *(sys.argv[1:] if argv is None else argv)])

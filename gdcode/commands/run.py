@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gdcode import options as opts
 from gdcode import problem, rundir
-from gdcode.errors import ConfigError, OptionError
+from gdcode.errors import ConfigError
 from gdcode.options import RunOptions
 
 
@@ -72,38 +72,20 @@ def main(args: argparse.Namespace) -> int:
 
 def _in_job(args: argparse.Namespace, command: list[str]) -> int:
     """Inside the MPI job: the options from the launcher's run directory, or resolved by rank 0."""
-    from mpi4py import MPI
-
     from gdcode.runtime import session
 
-    comm = MPI.COMM_WORLD
     if args.handoff:
         run_dir = Path(args.handoff)
-        return session.run(rundir.read_options(run_dir), run_dir, rundir.read_command(run_dir) or command, comm)
-    claim = None
-    message: tuple | None = None
-    if comm.Get_rank() == 0:
-        try:
-            options = resolve(args)
-            session.check_world(options, comm.Get_size())
-            options, claim = prepare_resolved(options)
-            rundir.write_options(claim.path, options, command)
-            message = ("ok", options.to_dict(), str(claim.path))
-        except OptionError as exc:
-            message = ("error", f"gdcode run: error: {exc.flag_message()}")
-        except ConfigError as exc:
-            message = ("error", f"gdcode run: error: {exc}")
-    message = comm.bcast(message, root=0)
-    if message[0] == "error":
-        if comm.Get_rank() == 0:
-            print(message[1], file=sys.stderr)
-            return 2
-        return 0
-    try:
-        return session.run(RunOptions.from_dict(message[1]), Path(message[2]), command, comm)
-    finally:
-        if claim is not None:
-            claim.release()
+        return session.run_handoff(rundir.read_options(run_dir), run_dir, rundir.read_command(run_dir) or command)
+
+    def start() -> tuple[RunOptions, rundir.Claim]:
+        options = resolve(args)
+        session.check_world(options, session.world_size())
+        options, claim = prepare_resolved(options)
+        rundir.write_options(claim.path, options, command)
+        return options, claim
+
+    return session.run_by_hand(start, command)
 
 
 def prepare_resolved(options: RunOptions) -> tuple[RunOptions, rundir.Claim]:

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gdcode import problem
-from gdcode.errors import OptionError
+from gdcode.errors import ConfigError, OptionError
 from gdcode.options import RunOptions
+from gdcode.rundir import Claim
 from gdcode.runtime.context import Context
+
+
+def world_size() -> int:
+    """The size of ``MPI.COMM_WORLD`` (initialises MPI)."""
+    from mpi4py import MPI
+
+    return int(MPI.COMM_WORLD.Get_size())
 
 
 def check_world(options: RunOptions, size: int) -> None:
@@ -26,14 +36,48 @@ def check_world(options: RunOptions, size: int) -> None:
                           f"has {size}; launch with `mpiexec -n {options.workers + 1}` or set --workers {size - 1}")
 
 
+def run_handoff(options: RunOptions, run_dir: Path, command: list[str]) -> int:
+    """A rank of a job the launcher started: its options come from the claimed run directory."""
+    from mpi4py import MPI
+
+    return run(options, run_dir, command, MPI.COMM_WORLD)
+
+
+def run_by_hand(start: Callable[[], tuple[RunOptions, Claim]], command: list[str]) -> int:
+    """A rank of a job started by hand: rank 0 resolves, checks and claims (``start()``) and
+    broadcasts the options; a bad input ends every rank, rank 0 with exit code 2 and one line."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    claim = None
+    message: tuple = ("error", "")
+    if comm.Get_rank() == 0:
+        try:
+            options, claim = start()
+            message = ("ok", options.to_dict(), str(claim.path))
+        except OptionError as exc:
+            message = ("error", f"gdcode run: error: {exc.flag_message()}")
+        except ConfigError as exc:
+            message = ("error", f"gdcode run: error: {exc}")
+    message = comm.bcast(message, root=0)
+    if message[0] == "error":
+        if comm.Get_rank() == 0:
+            print(message[1], file=sys.stderr)
+            return 2
+        return 0
+    try:
+        return run(RunOptions.from_dict(message[1]), Path(message[2]), command, comm)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
 def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> int:
     """Run on every rank of ``comm``; return this rank's exit code.
 
     Every rank builds the run's parts once (:func:`gdcode.problem.build`) and runs its mode's
     loop: ``coordinate`` on rank 0, ``work`` on ranks 1..W.
     """
-    import sys
-
     try:
         check_world(options, comm.Get_size())
     except OptionError as exc:
