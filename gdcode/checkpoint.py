@@ -8,22 +8,27 @@ the same losses, delays and random streams as an uninterrupted one.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from gdcode.errors import ConfigError
+from gdcode.results import write_atomic
 
 FILE = "checkpoint.npz"
 
 
 def save(run_dir: Path, iteration: int, elapsed: float, optimizer) -> None:
-    """Write ``checkpoint.npz`` atomically (a kill mid-write leaves the previous one)."""
+    """Write ``checkpoint.npz`` atomically (a kill mid-write leaves the previous one).
+
+    Raises
+    ------
+    gdcode.results.RunDirError
+        When it cannot be written (the previous checkpoint stays).
+    """
     state = {f"opt_{k}": np.asarray(v) for k, v in optimizer.state().items()}
-    tmp = Path(run_dir) / (FILE + ".tmp.npz")
-    np.savez(tmp, iteration=np.array(iteration), elapsed=np.array(elapsed), **state)
-    os.replace(tmp, Path(run_dir) / FILE)
+    write_atomic(Path(run_dir) / FILE,
+                 lambda fh: np.savez(fh, iteration=np.array(iteration), elapsed=np.array(elapsed), **state))
 
 
 def load(run_dir: Path) -> dict:

@@ -39,3 +39,11 @@ class OptionError(ConfigError):
         flag = "--" + self.option.replace("_", "-")
         value = "" if self.value is None else f" {self.value}"
         return f"{flag}{value}: {self.message}"
+
+
+#: exit codes of ``gdcode run`` (a run ended by SIGTERM or SIGHUP exits with 128 + the signal's number)
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 3
+EXIT_WRITE_FAILED = 4
+EXIT_FAILED = 5

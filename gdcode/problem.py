@@ -255,6 +255,8 @@ def check(options: RunOptions) -> Problem:
         Naming the option to change.
     """
     problem = build(options)
+    check_memory(problem, one_host="-f" not in os.environ.get("MPIEXEC_ARGS", "").split()
+                 and "--hostfile" not in os.environ.get("MPIEXEC_ARGS", ""))
     validate = getattr(problem.source, "validate", None)
     if validate is not None:
         with naming("dataset", options.dataset):
@@ -266,6 +268,63 @@ def check(options: RunOptions) -> Problem:
     if options.record_delays:
         check_writable_file(options.record_delays, "record_delays")
     return problem
+
+
+def memory_estimate(problem: Problem) -> dict[str, int]:
+    """Bytes each process of the run will hold, estimated from the dataset's size and the model's.
+
+    Rank 0 keeps every training and held-out row (to evaluate) and a receive buffer per
+    worker message; a worker keeps the rows of its partitions (its code's load) and a few
+    parameter vectors. Returns ``{"coordinator": ..., "worker": ... (the largest), "total": ...}``.
+    """
+    opts, src = problem.options, problem.source
+    row = src.bytes_per_row()
+    vector = 8 * problem.n_params
+    W = opts.workers
+    messages = problem.code.n_messages if problem.code is not None else 1
+    load = float(np.max(problem.code.load())) if problem.code is not None else 1.0 / W
+    coordinator = row * (src.n_train + src.n_test) + vector * (W * messages + 8)
+    worker = row * load * src.n_train + vector * 8
+    return {"coordinator": int(coordinator), "worker": int(worker), "total": int(coordinator + W * worker)}
+
+
+def available_memory() -> int | None:
+    """``MemAvailable`` of this machine in bytes (Linux), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB"
+
+
+def check_memory(problem: Problem, available: int | None = None, one_host: bool = True) -> None:
+    """Refuse a run whose estimated memory (:func:`memory_estimate`) exceeds what is available.
+
+    ``one_host``: every rank runs on this machine (else only the largest process is compared).
+
+    Raises
+    ------
+    OptionError
+        Naming ``dataset``, the bytes needed and the bytes available.
+    """
+    available = available_memory() if available is None else available
+    if available is None:
+        return
+    need = memory_estimate(problem)
+    total = need["total"] if one_host else max(need["coordinator"], need["worker"])
+    if total > available:
+        where = f"its {problem.options.workers + 1} ranks" if one_host else "its largest rank"
+        raise OptionError("dataset", problem.options.dataset,
+                          f"needs an estimated {_gib(total)} of memory for {where} (the coordinator "
+                          f"{_gib(need['coordinator'])}, each worker up to {_gib(need['worker'])}), but "
+                          f"{_gib(available)} is available; use fewer rows or columns, or more hosts")
 
 
 def check_writable_dir(path: str | os.PathLike, option: str) -> Path:

@@ -1,18 +1,23 @@
-"""The run directory (DESIGN section 5): writer and reader.
+"""The run directory: writer and reader (the files are described in ``docs/run-directory.md``).
 
-``OUT/NAME/`` holds ``metadata.json``, ``metrics.jsonl`` (one JSON object per line, appended
-and flushed as the run goes), ``workers.csv``, ``summary.json`` and ``model.npy``.
+``OUT/NAME/`` holds ``options.json``, ``metadata.json``, ``metrics.jsonl`` (one JSON object per
+line, appended and flushed as the run goes), ``workers.csv``, ``summary.json`` and
+``model.npy``. Whole files (JSON documents, the model) are written to a temporary file and
+renamed, so a reader sees the old file or the new one, never a part; the appended files are
+read up to their last complete line. A write that fails (a full disk) raises
+:class:`RunDirError` naming the file.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -34,10 +39,38 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+class RunDirError(OSError):
+    """A file of the run directory could not be written (e.g. the disk is full)."""
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_atomic(path: str | os.PathLike, write: Any) -> None:
+    """Write ``path`` through ``write(file_object)`` into a temporary file, then rename it over ``path``.
+
+    Raises
+    ------
+    RunDirError
+        When writing fails; the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    tmp = _tmp_path(path)
+    try:
+        with tmp.open("wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunDirError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
+
+
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    text = (json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n").encode()
+    write_atomic(path, lambda fh: fh.write(text))
 
 
 class RunWriter:
@@ -53,40 +86,57 @@ class RunWriter:
 
     def __init__(self, path: str | os.PathLike, append: bool = False) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        mode = "a" if append else "w"
-        self._metrics = (self.path / "metrics.jsonl").open(mode, buffering=1)
-        workers_path = self.path / "workers.csv"
-        fresh = not append or not workers_path.exists()
-        self._workers_fh = workers_path.open("w" if fresh else "a", newline="", buffering=1)
-        self._workers = csv.writer(self._workers_fh)
-        if fresh:
-            self._workers.writerow(WORKERS_HEADER)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            mode = "a" if append else "w"
+            self._metrics = (self.path / "metrics.jsonl").open(mode, buffering=1)
+            workers_path = self.path / "workers.csv"
+            fresh = not append or not workers_path.exists()
+            self._workers_fh = workers_path.open("w" if fresh else "a", newline="", buffering=1)
+            self._workers = csv.writer(self._workers_fh)
+            if fresh:
+                self._workers.writerow(WORKERS_HEADER)
+                self._workers_fh.flush()
+        except OSError as exc:
+            raise RunDirError(exc.errno, f"cannot write the run directory {self.path}: {exc.strerror}") from None
 
     def write_metadata(self, metadata: dict) -> None:
         _write_json(self.path / "metadata.json", metadata)
 
     def append_metrics(self, record: dict) -> None:
         """Append one iteration's record as one complete line, flushed at once."""
-        self._metrics.write(json.dumps(_jsonable(record)) + "\n")
-        self._metrics.flush()
+        self._append(self._metrics, json.dumps(_jsonable(record)) + "\n")
 
     def append_workers(self, rows: list[tuple[int, int, float | None, str]]) -> None:
         """Rows of ``(iteration, worker, arrival seconds or None, status)``."""
+        if not rows:
+            return
+        out = io.StringIO()
+        writer = csv.writer(out)
         for it, worker, arrival, status in rows:
             assert status in WORKER_STATUSES, status
-            self._workers.writerow((it, worker, "" if arrival is None else f"{arrival:.6f}", status))
-        self._workers_fh.flush()
+            writer.writerow((it, worker, "" if arrival is None else f"{arrival:.6f}", status))
+        self._append(self._workers_fh, out.getvalue())
+
+    def _append(self, fh: IO[str], text: str) -> None:
+        try:
+            fh.write(text)
+            fh.flush()
+        except OSError as exc:
+            raise RunDirError(exc.errno, f"cannot write {fh.name}: {exc.strerror}") from None
 
     def write_summary(self, summary: dict) -> None:
         _write_json(self.path / "summary.json", summary)
 
     def save_model(self, params: np.ndarray) -> None:
-        np.save(self.path / "model.npy", params)
+        write_atomic(self.path / "model.npy", lambda fh: np.save(fh, params))
 
     def close(self) -> None:
-        self._metrics.close()
-        self._workers_fh.close()
+        for fh in (self._metrics, self._workers_fh):
+            try:
+                fh.close()
+            except OSError:  # a full disk: what was flushed is there, the rest is lost
+                pass
 
 
 @dataclass
@@ -121,9 +171,14 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 
 def read_workers(path: str | os.PathLike) -> list[dict]:
-    """Rows of ``workers.csv`` with ``iteration``/``worker`` as int and ``arrival`` as float or None."""
-    with Path(path).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    """Rows of ``workers.csv`` with ``iteration``/``worker`` as int and ``arrival`` as float or None.
+
+    A torn last line (a killed run, a full disk) is skipped.
+    """
+    text = Path(path).read_text()
+    if text and not text.endswith("\n"):
+        text = text[:text.rfind("\n") + 1]
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     for r in rows:
         r["iteration"] = int(r["iteration"])
         r["worker"] = int(r["worker"])

@@ -155,6 +155,18 @@ def claim_resume(path: str | os.PathLike) -> Claim:
     return Claim(p, lock)
 
 
+#: files a resumed run replaces, set aside as ``NAME.stale.EXT`` when it starts
+STALE_ON_RESUME = ("summary.json", "model.npy")
+
+
+def mark_stale(path: str | os.PathLike) -> None:
+    """Set the old ``summary.json`` and ``model.npy`` aside as stale: the resumed run writes new ones."""
+    for name in STALE_ON_RESUME:
+        f = Path(path) / name
+        if f.exists():
+            os.replace(f, f.with_name(f"{f.stem}.stale{f.suffix}"))
+
+
 def write_options(path: str | os.PathLike, options: RunOptions, command: Sequence[str] = ()) -> None:
     """Write the resolved options and the command that gave them to ``path/options.json`` (atomically)."""
     target = Path(path) / OPTIONS_FILE

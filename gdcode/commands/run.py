@@ -38,6 +38,9 @@ def resolve(args: argparse.Namespace) -> RunOptions:
                               "cannot be given")
         return rundir.resume_options(cli["resume"], cli)
     toml = opts.load_toml(args.config) if args.config else {}
+    if toml.get("resume"):
+        raise ConfigError(f"config file {args.config}: resume cannot be set in a config file; continue a run with "
+                          "`gdcode run --resume RUN_DIR` (it keeps the run's own options)")
     return opts.from_sources(toml, cli)
 
 
@@ -65,7 +68,8 @@ def main(args: argparse.Namespace) -> int:
         rundir.write_options(claim.path, options, command)
         # the ranks' output is a pipe under mpiexec: tell rank 0 whether the user sees a terminal
         os.environ.setdefault("GDCODE_PROGRESS", "1" if sys.stderr.isatty() else "0")
-        return launch(options.workers + 1, ["run", "--handoff", str(claim.path)], timeout=options.timeout)
+        return launch(options.workers + 1, ["run", "--handoff", str(claim.path)], timeout=options.timeout,
+                      run_dir=claim.path)
     finally:
         claim.release()
 
@@ -91,7 +95,22 @@ def _in_job(args: argparse.Namespace, command: list[str]) -> int:
 def prepare_resolved(options: RunOptions) -> tuple[RunOptions, rundir.Claim]:
     """Check resolved options and claim their run directory (see :func:`prepare`)."""
     problem.check(options)
+    check_fault_injection(options.workers)
     if options.resume:
-        return options, rundir.claim_resume(options.resume)
+        claim = rundir.claim_resume(options.resume)
+        rundir.mark_stale(claim.path)
+        return options, claim
     claim, options = rundir.claim_new(options)
     return options, claim
+
+
+def check_fault_injection(workers: int) -> None:
+    """Refuse a malformed ``GDCODE_FAIL_WORKER`` (the tests' fault injection) before launch."""
+    from gdcode.runtime.worker import parse_failure
+
+    text = os.environ.get("GDCODE_FAIL_WORKER")
+    if text:
+        try:
+            parse_failure(text, workers)
+        except ValueError as exc:
+            raise ConfigError(f"GDCODE_FAIL_WORKER={text!r}: {exc}") from None

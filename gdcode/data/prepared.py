@@ -221,6 +221,14 @@ class PreparedSource(DataSource):
 
     # ------------------------------------------------------------------------- validation
 
+    def bytes_per_row(self) -> float:
+        """Memory one training row takes once read: dense values, or CSR values, indices and pointer."""
+        item = np.dtype(self.meta.get("dtype", "float64")).itemsize
+        if self.storage == "dense":
+            return float(item * self.n_cols + 8)
+        nnz = float(self.meta.get("nnz_train", 0) or 0)
+        return (item + 8) * nnz / max(self.n_train, 1) + 16.0
+
     def validate(self, max_bytes: int = VALIDATE_BYTES) -> None:
         """Read every array of the directory once and check everything a run relies on.
 

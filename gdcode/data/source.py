@@ -42,6 +42,10 @@ class DataSource:
         """All training rows (the coordinator's evaluation copy)."""
         return self.train_rows(0, self.n_train)
 
+    def bytes_per_row(self) -> float:
+        """Memory one training row takes once read (features and label): what a memory estimate uses."""
+        return 8.0 * (self.n_cols + 1)
+
     def metadata(self) -> dict:
         """What ``metadata.json`` records about the dataset."""
         return {"rows_train": self.n_train, "rows_test": self.n_test, "cols": self.n_cols,

@@ -221,12 +221,12 @@ class CodedCoordinator(Coordinator):
             line.close()
 
     def after_drain(self) -> None:
-        for it in sorted(self.pending):  # nothing more comes once the workers have stopped
-            self.writer.append_workers(self.pending[it].status_rows(self.W, self.M))
-        self.pending.clear()
         self.sends.wait_all()
 
     def result(self) -> tuple[np.ndarray, int, float, dict]:
+        for it in sorted(self.pending):  # nothing more comes once the workers have stopped
+            self.writer.append_workers(self.pending[it].status_rows(self.W, self.M))
+        self.pending.clear()
         if self.options.record_delays:
             _write_delays(self.options.record_delays, self.recorded_delays)
         return self.opt.params, self.last, self.elapsed, {}
@@ -296,7 +296,7 @@ def work(ctx: Context) -> int:
     backoff = tp.Backoff()
     tp.barrier(comm)
     clock = WorkerClock()
-    fail_at = injected_failure(me)
+    fail_at = injected_failure(me, ctx.options.workers)
     steps = sent = 0
 
     while True:

@@ -7,6 +7,7 @@ path; ``elapsed`` starts with the first iteration.
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import socket
 import sys
@@ -97,14 +98,14 @@ class Context:
 
 
 def metadata(ctx: Context, extra: dict | None = None) -> dict:
-    """``metadata.json``: options, command line, versions, MPI library, hosts, start time, seed.
+    """``metadata.json``: options, command line, versions, MPI library, each rank's host and pid, start time, seed.
 
     Collective: every rank calls it (the workers through :func:`gather_hosts_on_workers`).
     """
     import mpi4py
     from mpi4py import MPI
 
-    hosts = ctx.comm.gather(socket.gethostname(), root=0)
+    ranks = ctx.comm.gather((socket.gethostname(), os.getpid()), root=0) or []
     meta = {
         "gdcode_version": gdcode.__version__,
         "python_version": platform.python_version(),
@@ -122,12 +123,13 @@ def metadata(ctx: Context, extra: dict | None = None) -> dict:
         "n_params": ctx.n_params,
         "dataset": ctx.source.metadata(),
         "world_size": ctx.comm.Get_size(),
-        "hosts": {str(rank): host for rank, host in enumerate(hosts or [])},
+        "hosts": {str(rank): host for rank, (host, _) in enumerate(ranks)},
+        "pids": {str(rank): pid for rank, (_, pid) in enumerate(ranks)},
     }
     meta.update(extra or {})
     return meta
 
 
 def gather_hosts_on_workers(ctx: Context) -> None:
-    """Workers' half of the host gather in :func:`metadata`."""
-    ctx.comm.gather(socket.gethostname(), root=0)
+    """Workers' half of the host and pid gather in :func:`metadata`."""
+    ctx.comm.gather((socket.gethostname(), os.getpid()), root=0)

@@ -29,15 +29,15 @@ from typing import Any
 
 import numpy as np
 
-from gdcode.results import RunWriter
+from gdcode.errors import EXIT_TIMEOUT, EXIT_WRITE_FAILED
+from gdcode.results import RunDirError, RunWriter
 from gdcode.runtime import protocol as pr
+from gdcode.runtime import signals
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, metadata
 
 #: seconds to wait for the workers once the run is over before aborting the job
 SHUTDOWN_GRACE = 10.0
-#: exit code of a run that reached ``--timeout`` (and of an aborted job)
-EXIT_TIMEOUT = 3
 
 
 class Evaluator:
@@ -241,7 +241,9 @@ class Coordinator:
         return True
 
     def check_deadline(self) -> None:
-        """Raise :class:`~gdcode.runtime.transport.Timeout` once ``timeout`` has passed."""
+        """Raise :class:`~gdcode.runtime.transport.Timeout` once ``timeout`` has passed, and
+        :class:`~gdcode.runtime.signals.Terminated` once SIGTERM or SIGHUP has come."""
+        signals.check()
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise tp.Timeout
 
@@ -301,10 +303,11 @@ class Coordinator:
         self.on_done(worker)
         return False
 
-    def drain(self) -> None:
-        """STOP every worker, then serve the receives until every worker's DONE has come.
+    def drain(self) -> bool:
+        """STOP every worker, then serve the receives until every worker has :meth:`finished`.
 
-        Aborts the job when the workers do not finish within :meth:`drain_grace` seconds.
+        Returns False when some did not within :meth:`drain_grace` seconds (they are listed in
+        :attr:`unresponsive`; the job is aborted once the summary is written).
         """
         from mpi4py import MPI
 
@@ -316,9 +319,14 @@ class Coordinator:
             if self.poll():
                 continue
             if limit is not None and time.monotonic() > limit:
-                self.abort("workers did not stop")
+                self.unresponsive = [i + 1 for i in range(self.W) if not self.finished(i)]
+                return False
             self.backoff.sleep()
-        tp.poll_until(lambda: MPI.Request.Testall(self._stop_requests), time.monotonic() + SHUTDOWN_GRACE)
+        try:
+            tp.poll_until(lambda: MPI.Request.Testall(self._stop_requests), time.monotonic() + SHUTDOWN_GRACE)
+        except tp.Timeout:
+            return False
+        return True
 
     def close_receives(self) -> None:
         """Cancel every receive still posted."""
@@ -330,17 +338,30 @@ class Coordinator:
                 req.Wait()
                 self._requests[i] = MPI.REQUEST_NULL
 
-    def abort(self, what: str) -> None:
-        """End the job: the workers did not answer in time."""
+    def abort(self, message: str, code: int) -> None:
+        """End the whole job at once with ``message`` and exit code ``code``."""
         if getattr(self, "writer", None) is not None:
             self.writer.close()
-        print(f"gdcode run: error: {what} within {SHUTDOWN_GRACE:g} s; aborting the job", file=sys.stderr)
-        self.comm.Abort(EXIT_TIMEOUT)
+        print(f"gdcode run: error: {message}", file=sys.stderr, flush=True)
+        self.comm.Abort(code)
 
     # --- the run --------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run rank 0 from the run directory to ``summary.json``; return the exit code."""
+        """Run rank 0 from the run directory to ``summary.json``; return the exit code.
+
+        A file of the run directory that cannot be written (a full disk) ends the job at once
+        with exit code 4 and one line; what was written before stays readable.
+        """
+        try:
+            return self._run()
+        except RunDirError as exc:
+            self.abort(f"{exc.strerror}; the run stopped (free space, then --resume from its last checkpoint "
+                       "if it has one)", EXIT_WRITE_FAILED)
+            return EXIT_WRITE_FAILED
+
+    def _run(self) -> int:
+        self.unresponsive: list[int] = []
         self.open_run()
         self.evaluator = Evaluator(self.ctx, self.writer, threaded=self.threaded_evaluation)
         for i in range(self.W):
@@ -350,20 +371,30 @@ class Coordinator:
         self._cpu0, self._wall0 = time.process_time(), time.perf_counter()
         if self.options.timeout is not None:
             self.deadline = time.monotonic() + self.options.timeout
+        self.signum: int | None = None
         try:
             self.loop()
         except tp.Timeout:
             self.status = "timeout"
+        except signals.Terminated as exc:
+            self.status, self.signum = "terminated", exc.signum
         wall = time.perf_counter() - self._wall0
-        self.drain()
-        self.close_receives()
-        self.after_drain()
+        clean = self.drain()
+        if clean:
+            self.close_receives()
+            self.after_drain()
         params, iterations, elapsed, extra = self.result()
         extra.update({"worker_cpu_seconds": self.usage[:, 0].tolist(),
                       "worker_wall_seconds": self.usage[:, 1].tolist(),
                       "coordinator_cpu_seconds": time.process_time() - self._cpu0,
                       "coordinator_wall_seconds": wall})
-        return self.finish(params, iterations, elapsed, extra)
+        if self.unresponsive:
+            extra["unresponsive_workers"] = self.unresponsive
+        code = self.finish(params, iterations, elapsed, extra)
+        if not clean:
+            self.abort(f"worker(s) {', '.join(map(str, self.unresponsive))} did not stop within "
+                       f"{SHUTDOWN_GRACE:g} s; summary.json and model.npy are written; ending the job", code or 0)
+        return code
 
     def finish(self, params: np.ndarray, iterations: int, elapsed: float, extra: dict) -> int:
         """Write ``model.npy`` and ``summary.json``; return the exit code (3 after ``--timeout``)."""
@@ -381,4 +412,8 @@ class Coordinator:
                   f"(mode {self.options.mode}); the run directory {self.ctx.run_dir} has every finished one",
                   file=sys.stderr)
             return EXIT_TIMEOUT
+        if self.status == "terminated" and self.signum is not None:
+            print(f"gdcode run: stopped by {signals.Terminated(self.signum)} after {iterations} iterations; "
+                  f"the run directory {self.ctx.run_dir} has every finished one", file=sys.stderr)
+            return signals.exit_code(self.signum)
         return 0

@@ -407,6 +407,10 @@ class GossipCoordinator(Coordinator):
         self._result = (avg, steps, elapsed)
 
     def result(self) -> tuple[np.ndarray, int, float, dict]:
+        if not hasattr(self, "_result"):  # the drain did not finish: the last average evaluated
+            steps, avg = self.last_avg
+            last = self.evaluator.last
+            return avg, steps, last["elapsed"] if last else 0.0, {"worker_steps": self.worker_steps.tolist()}
         avg, steps, elapsed = self._result
         meta = np.array([pr.REPORT.scalars(self.final[i]) for i in range(self.W)])
         names = pr.REPORT.fields

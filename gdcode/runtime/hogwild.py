@@ -138,14 +138,14 @@ class Server(Coordinator):
                 return
 
     def after_drain(self) -> None:
-        self.writer.append_workers(self.rows)
         self.models.wait_all(time.monotonic() + 10.0)
+
+    def result(self) -> tuple[np.ndarray, int, float, dict]:
+        self.writer.append_workers(self.rows)
         self.evaluator.flush(wait=True)
         last = self.evaluator.last
         if last is None or last["iteration"] != self.stale.version:
             self.evaluator.submit(self.stale.version, self.last_apply, self.w.copy())
-
-    def result(self) -> tuple[np.ndarray, int, float, dict]:
         stale = self.stale
         extra = {"worker_updates": stale.applied.tolist(), "worker_pushes": self.pushed.tolist(),
                  "dropped_stale": stale.dropped.tolist(), "max_staleness_seen": stale.max_seen}

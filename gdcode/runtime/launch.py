@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from gdcode.errors import ConfigError
+from gdcode.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, ConfigError
 
 # Environment variables that MPICH (Hydra), Open MPI, PMIx and Slurm set in every rank.
 _MPI_ENV = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
@@ -41,29 +43,104 @@ def launch_command(n_ranks: int, argv: list[str], extra_mpiexec_args: list[str] 
             "gdcode", *argv]
 
 
-def launch(n_ranks: int, argv: list[str], timeout: float | None = None) -> int:
-    """Run ``gdcode ARGV`` on ``n_ranks`` ranks and return the job's exit code.
+#: seconds the launcher gives rank 0 to stop the run after a signal, before it kills the job
+STOP_GRACE = 4.0
+#: the signals the launcher forwards to rank 0 (Ctrl-C included: the ranks run in their own session)
+FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+#: exit code for each summary status (a terminated run exits with 128 + the signal's number)
+STATUS_CODES = {"ok": EXIT_OK, "timeout": EXIT_TIMEOUT, "failed": EXIT_FAILED}
 
-    With ``timeout``, the launcher itself ends a job that outlives it by a grace period (the
-    coordinator normally stops the run first and writes ``summary.json``).
+
+def launch(n_ranks: int, argv: list[str], timeout: float | None = None, run_dir: Path | None = None) -> int:
+    """Run ``gdcode ARGV`` on ``n_ranks`` ranks and return the run's exit code.
+
+    The job runs in its own session. SIGTERM, SIGHUP and SIGINT to the launcher are forwarded
+    to rank 0 as SIGTERM (its pid is in ``RUN_DIR/metadata.json``), which ends the run with
+    status ``terminated``; a job still alive :data:`STOP_GRACE` seconds later, or one that
+    outlives ``timeout`` by 30 s, is killed. The exit code follows the status ``summary.json``
+    reports when this job wrote one, else mpiexec's.
     """
     cmd = launch_command(n_ranks, argv)
+    started = time.time()
     proc = subprocess.Popen(cmd, start_new_session=True)
+    signalled: list[int] = []
+    first_signal = 0.0
+
+    def forward(signum: int, frame: object) -> None:
+        nonlocal first_signal
+        if not signalled:
+            first_signal = time.monotonic()
+            _stop_rank0(proc, run_dir)
+        signalled.append(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    limit = None if timeout is None else time.monotonic() + timeout + 30.0
     try:
-        return proc.wait(timeout=None if timeout is None else timeout + 30.0)
-    except subprocess.TimeoutExpired:
-        print(f"gdcode: error: the MPI job outlived --timeout {timeout:g} s by 30 s; killing it",
-              file=sys.stderr)
-        return _kill(proc)
-    except KeyboardInterrupt:
-        _kill(proc)
-        raise
+        while True:
+            try:
+                code = proc.wait(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if signalled and time.monotonic() - first_signal > STOP_GRACE:
+                code = _kill(proc)
+                break
+            if limit is not None and time.monotonic() > limit:
+                print(f"gdcode: error: the MPI job outlived --timeout {timeout:g} s by 30 s; killing it",
+                      file=sys.stderr)
+                return _kill(proc)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return _outcome(code, run_dir, started, signalled)
+
+
+def _stop_rank0(proc: subprocess.Popen, run_dir: Path | None) -> None:
+    """SIGTERM to rank 0 when it runs here (it writes ``summary.json``), else to the whole job."""
+    pid = _rank0_pid(run_dir)
+    try:
+        if pid is not None and os.getsid(pid) == proc.pid:
+            os.kill(pid, signal.SIGTERM)
+            return
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+def _rank0_pid(run_dir: Path | None) -> int | None:
+    if run_dir is None:
+        return None
+    try:
+        meta = json.loads((run_dir / "metadata.json").read_text())
+        return int(meta["pids"]["0"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _outcome(code: int, run_dir: Path | None, started: float, signalled: list[int]) -> int:
+    """The run's exit code: from the status of a ``summary.json`` this job wrote, else mpiexec's."""
+    summary = None if run_dir is None else run_dir / "summary.json"
+    if summary is not None and summary.exists() and summary.stat().st_mtime >= started - 1.0:
+        try:
+            status = json.loads(summary.read_text()).get("status")
+        except (OSError, ValueError):
+            status = None
+        if status == "terminated":
+            return 128 + int(signalled[0] if signalled else signal.SIGTERM)
+        if status in STATUS_CODES:
+            return STATUS_CODES[status]
+    if signalled:
+        return 128 + int(signalled[0])
+    return code
 
 
 def _kill(proc: subprocess.Popen) -> int:
     try:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=5)
+        proc.wait(timeout=1)
     except (ProcessLookupError, subprocess.TimeoutExpired):
         try:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -12,6 +12,7 @@ from gdcode import problem
 from gdcode.errors import ConfigError, OptionError
 from gdcode.options import RunOptions
 from gdcode.rundir import Claim
+from gdcode.runtime import signals
 from gdcode.runtime.context import Context
 
 
@@ -86,6 +87,8 @@ def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> in
             print(f"gdcode run: error: {exc.flag_message()}", file=sys.stderr)
         comm.Barrier()
         return 2 if comm.Get_rank() == 0 else 0
+    if comm.Get_rank() == 0:
+        signals.install()  # SIGTERM/SIGHUP: rank 0 stops the workers and writes the summary
     ctx = Context(problem=problem.build(options), comm=comm, run_dir=Path(run_dir), command=list(command))
     loop = importlib.import_module(ctx.problem.mode.runtime)
     return loop.coordinate(ctx) if comm.Get_rank() == 0 else loop.work(ctx)

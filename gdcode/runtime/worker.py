@@ -53,13 +53,31 @@ def send_done(comm: Any, steps: int, usage: WorkerClock | np.ndarray, sent: int,
     return req, buf
 
 
-def injected_failure(worker: int) -> int | None:
+def parse_failure(text: str, workers: int) -> tuple[int, int]:
+    """``W[:T]`` as (worker 1..W, iteration >= 1; 1 when omitted).
+
+    Raises
+    ------
+    ValueError
+        Naming the form when ``text`` is not one.
+    """
+    target, sep, iteration = text.strip().partition(":")
+    try:
+        w, t = int(target), int(iteration) if sep else 1
+    except ValueError:
+        raise ValueError("write W:T, a worker 1..W and an iteration >= 1") from None
+    if not 1 <= w <= workers or t < 1:
+        raise ValueError(f"write W:T with a worker 1..{workers} and an iteration >= 1")
+    return w, t
+
+
+def injected_failure(worker: int, workers: int) -> int | None:
     """``GDCODE_FAIL_WORKER=W:T`` makes worker W (1-based) raise at iteration T (fault injection for tests)."""
     spec = os.environ.get("GDCODE_FAIL_WORKER")
     if not spec:
         return None
-    target, _, iteration = spec.partition(":")
-    return int(iteration or 1) if int(target) == worker + 1 else None
+    target, iteration = parse_failure(spec, workers)
+    return iteration if target == worker + 1 else None
 
 
 class LocalRows:
