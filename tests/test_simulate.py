@@ -331,3 +331,29 @@ def test_persistent_stragglers_are_flagged():
     per[3] = {"measured": 0, "censored": 40, "mean_measured": None}
     per[5] = {"measured": 40, "censored": 0, "mean_measured": 1.5}
     assert simulate.persistent_stragglers(per) == [3, 5]
+
+
+class _NoRule(codes.GradientCode):
+    """A code with only a decode: wait for the first two replies."""
+
+    def decode(self, responders):
+        got = self._arrivals(responders)
+        return None if len(got) < 2 else np.ones(self.n_workers)
+
+
+def test_a_code_without_its_own_rule_is_decoded_generically():
+    code = _NoRule(4, 0)
+    A = np.random.default_rng(1).exponential(1.0, (30, 4, 1))
+    times, method = simulate.decode_times(code, A)
+    assert method == "generic" and not simulate.has_vectorised_rule(code)
+    np.testing.assert_array_equal(times, np.sort(A[:, :, 0], axis=1)[:, 1])
+    assert simulate.closed_form_mean(code, delays.parse("exp:1")) is None
+
+
+def test_every_code_chooses_its_own_closed_form():
+    expected = {"uncoded": True, "ignore": True, "cyclic": True, "cyclic-mds": True, "frc": True, "approx": False,
+                "sgc": False, "expander": False, "bcc": False}
+    for name, has in expected.items():
+        code = codes.build(name, 6, 1)
+        assert (code.exponential_order_mean(0.5, 2.0) is not None) == has, name
+    assert codes.build("frc", 6, 1).exponential_order_mean(0.5, 2.0) == pytest.approx(0.5 + 2.0 * H(3) / 2)

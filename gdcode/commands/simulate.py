@@ -83,13 +83,11 @@ def build_code(values: dict, n_train: int | None = None):
 
     try:
         opts = config.code_options(values)
-        cls = codes.get_class(values["scheme"])
-        args = (values["workers"], values["stragglers"], values["seed"])
-        if n_train is not None and "partition_sizes" in codes.accepted_options(values["scheme"]):
-            probe = cls(*args, **opts)
-            opts["partition_sizes"] = np.asarray(partition_sizes(n_train, probe.n_partitions))
-        return codes.build(values["scheme"], n_workers=values["workers"], n_stragglers=values["stragglers"],
+        code = codes.build(values["scheme"], n_workers=values["workers"], n_stragglers=values["stragglers"],
                            seed=values["seed"], **opts)
+        if n_train is not None:
+            code.bind_partition_sizes(np.asarray(partition_sizes(n_train, code.n_partitions)))
+        return code
     except ValueError as exc:
         raise ConfigError(f"--scheme {values['scheme']}: {exc}") from None
 
@@ -109,11 +107,11 @@ def main(args: argparse.Namespace) -> int:
     target = values["target_loss"]
     n_train = None
     if target is not None:
-        models.get(values["model"])
+        model = models.get(values["model"])
         parse_dataset_spec(values["dataset"])
         optim.Schedule(values["lr"], values["lr_schedule"], values["lr_step_every"], values["lr_decay"])
         n_train = open_dataset(values["dataset"], seed=values["seed"], test_fraction=values["test_fraction"],
-                               task=models.get(values["model"]).task).n_train
+                               task=model.task).n_train
     code = build_code(values, n_train)
     delay = delays.parse(values["delay"], seed=values["seed"], scale_with_load=values["delay_scale_with_load"],
                          n_workers=W)

@@ -40,11 +40,9 @@ def build_code(ctx: Context) -> codes.GradientCode:
     """The run's code; identical on every rank (its randomness comes from the seed)."""
     cfg = ctx.cfg
     opts = code_options(cfg.as_dict())
-    cls = codes.get_class(cfg.scheme)
-    if "partition_sizes" in codes.accepted_options(cfg.scheme):
-        probe = cls(cfg.workers, cfg.stragglers, cfg.seed, **opts)
-        opts["partition_sizes"] = np.diff(partition_bounds(ctx.source.n_train, probe.n_partitions))
-    return codes.build(cfg.scheme, n_workers=cfg.workers, n_stragglers=cfg.stragglers, seed=cfg.seed, **opts)
+    code = codes.build(cfg.scheme, n_workers=cfg.workers, n_stragglers=cfg.stragglers, seed=cfg.seed, **opts)
+    code.bind_partition_sizes(np.diff(partition_bounds(ctx.source.n_train, code.n_partitions)))
+    return code
 
 
 # ----------------------------------------------------------------------------- coordinator
