@@ -8,10 +8,11 @@ checked without MPI, so that bad input fails before any job starts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("momentum", float, 0.9, "heavy-ball coefficient beta of --update momentum"),
     Option("target-loss", float, None, "stop once the training loss reaches this value"),
     Option("iterations", int, 100, "iterations (asynchronous modes: steps per worker)"),
-    Option("delay", str, "none", "straggler delay: none, exp:MEAN, ..."),
+    Option("delay", str, "none", "straggler delay: none, exp:MEAN, ..., or a plug-in MODULE:CLASS[:ARGS]"),
     Option("delay-scale-with-load", bool, False, "multiply each pause by the worker's load", flag=True),
     Option("seed", int, 0, "seed of data, initial point, codes and delays"),
     Option("out", str, "results", "parent directory of the run directory"),
@@ -214,6 +215,18 @@ def _require(cond: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+@contextlib.contextmanager
+def flag_errors(flag: str, value: Any = None) -> Iterator[None]:
+    """Turn a library ``ValueError`` raised inside into ``ConfigError("FLAG VALUE: message")``."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        shown = "" if value is None else f" {value!r}"
+        raise ConfigError(f"{flag}{shown}: {exc}") from None
+
+
 def resolve(values: dict[str, Any], check_code: bool = True) -> RunConfig:
     """Check every option that can be checked without MPI and return the config.
 
@@ -246,7 +259,8 @@ def resolve(values: dict[str, Any], check_code: bool = True) -> RunConfig:
     if v["collect"] is not None:
         _require(1 <= v["collect"] <= W, f"--collect {v['collect']} must be between 1 and W = {W}")
     models.get(v["model"])  # raises ConfigError for an unknown model
-    delays.parse(v["delay"], n_workers=W)
+    with flag_errors("--delay", v["delay"]):
+        delays.parse(v["delay"], n_workers=W)
     parse_dataset_spec(v["dataset"])
     if v["mode"] == "coded":
         try:

@@ -141,7 +141,11 @@ def parse_compute(spec: str | None, n_workers: int) -> ComputeModel:
         return ComputeModel()
     spec = str(spec).strip()
     if spec.startswith("trace:"):
-        return ComputeModel(kind="trace", trace=delays.read_trace(spec[len("trace:"):]), spec=spec)
+        try:
+            table = delays.read_trace(spec[len("trace:"):])
+        except ValueError as exc:
+            raise ConfigError(f"--compute {spec}: {exc}") from None
+        return ComputeModel(kind="trace", trace=table, spec=spec)
     try:
         vals = np.array([float(x) for x in spec.split(",")])
     except ValueError:
@@ -159,48 +163,22 @@ def sample_pauses(model: delays.DelayModel, load: np.ndarray, compute: np.ndarra
 
     With ``replay`` each pause is ``model.draw(worker, iteration, load, compute)`` for the
     iterations ``first_iteration ..``: the same numbers a run with the model's seed meets.
-    Otherwise they are drawn in bulk from the same distribution with one generator seeded from
-    ``seed`` (default: the model's seed); a model of an unknown kind is always replayed.
+    Otherwise the model draws them in bulk from the same distribution
+    (:meth:`~gdcode.delays.DelayModel.sample_bulk`) with one generator seeded from ``seed``
+    (default: the model's seed).
     """
     load = np.asarray(load, dtype=float)
     compute = np.asarray(compute, dtype=float)
     W = load.size
-    pauses = None if replay else _bulk_pauses(model, compute, draws, W, first_iteration,
-                                              model.seed if seed is None else seed)
-    if pauses is None:
+    if replay:
         pauses = np.empty((draws, W))
         for d in range(draws):
             for w in range(W):
                 pauses[d, w] = model.draw(w, first_iteration + d, load[w], compute[d, w])
         return pauses
+    rng = np.random.default_rng([model.seed if seed is None else seed, 0x5171])
+    pauses = np.asarray(model.sample_bulk(rng, compute.reshape(draws, W), first_iteration), dtype=float)
     return pauses * load[None, :] if model.scale_with_load else pauses
-
-
-def _bulk_pauses(model, compute, draws, W, first_iteration, seed) -> np.ndarray | None:
-    rng = np.random.default_rng([seed, 0x5171])
-    if isinstance(model, delays.NoDelay):
-        return np.zeros((draws, W))
-    if isinstance(model, delays.ShiftedExponential):
-        return model.shift + rng.exponential(model.mean, (draws, W))
-    if isinstance(model, delays.Exponential):
-        return rng.exponential(model.mean, (draws, W))
-    if isinstance(model, delays.Pareto):
-        return model.scale * (1.0 + rng.pareto(model.shape, (draws, W)))
-    if isinstance(model, delays.Persistent):
-        slow = np.zeros(W, dtype=bool)
-        slow[model.slow_workers(W)] = True
-        return np.where(slow[None, :], model.factor * (compute + model.base) - compute, model.base)
-    if isinstance(model, delays.Trace):
-        out = np.empty((draws, W))
-        for w in range(W):
-            rows = model.table.get(w + 1)
-            if rows is None:
-                raise ConfigError(f"--delay {model.spec}: the trace has no rows for worker {w + 1}")
-            by_it, secs = rows
-            out[:, w] = [by_it.get(t, secs[(t - 1) % len(secs)])
-                         for t in range(first_iteration, first_iteration + draws)]
-        return out
-    return None
 
 
 # ----------------------------------------------------------------------------- simulation
@@ -303,14 +281,13 @@ def closed_form_mean(code: codes.GradientCode, delay: delays.DelayModel, compute
     uncoded ``(1/n)(a + m H_n)``; ignore-s ``(1/n)(a + m (H_n - H_s))``; cyclic codes
     ``((s+1)/n)(a + m (H_n - H_s))``; frc ``((s+1)/n)(a + m H_{n/(s+1)}/(s+1))`` (the slowest
     of n/(s+1) group minima). Without load scaling ``l`` multiplies only the compute. ``comm``
-    adds to every arrival.
+    adds to every arrival. The delay model gives ``(a, m)``,
+    :meth:`~gdcode.delays.DelayModel.shifted_exponential`.
     """
-    if isinstance(delay, delays.ShiftedExponential):
-        shift, mean = delay.shift, delay.mean
-    elif isinstance(delay, delays.Exponential):
-        shift, mean = 0.0, delay.mean
-    else:
+    params = delay.shifted_exponential()
+    if params is None:
         return None
+    shift, mean = params
     if code.n_messages != 1:
         return None
     compute = compute or ComputeModel()

@@ -62,6 +62,8 @@ def test_missing_toml():
     ({"mode": "nope"}, "--mode 'nope'"),
     ({"scheme": "nope"}, "unknown code"),
     ({"scheme": "uncoded", "collect": 2}, "--collect applies to approximate codes"),
+    ({"delay": "gamma:1"}, "--delay 'gamma:1'"),
+    ({"delay": "persistent:5,2"}, "--delay 'persistent:5,2'"),
 ])
 def test_resolve_rejects_bad_values(tmp_path, overrides, message):
     values = config.merge(None, None, out=str(tmp_path), **overrides)

@@ -333,6 +333,26 @@ def test_persistent_stragglers_are_flagged():
     assert simulate.persistent_stragglers(per) == [3, 5]
 
 
+def test_bulk_pauses_are_the_documented_streams():
+    """The bulk draws are one generator seeded [seed, 0x5171], in this order: fixed forever."""
+    W, draws = 3, 50
+
+    def rng():
+        return np.random.default_rng([7, 0x5171])
+
+    cases = {"exp:0.5": rng().exponential(0.5, (draws, W)),
+             "shifted-exp:0.1,0.5": 0.1 + rng().exponential(0.5, (draws, W)),
+             "pareto:0.1,2.5": 0.1 * (1.0 + rng().pareto(2.5, (draws, W))),
+             "none": np.zeros((draws, W))}
+    for spec, expected in cases.items():
+        got = simulate.sample_pauses(delays.parse(spec, seed=7), np.ones(W), np.zeros((draws, W)), draws)
+        np.testing.assert_array_equal(got, expected)
+    load = np.array([0.5, 0.25, 1.0])
+    scaled = simulate.sample_pauses(delays.parse("exp:0.5", seed=7, scale_with_load=True), load,
+                                    np.zeros((draws, W)), draws)
+    np.testing.assert_array_equal(scaled, cases["exp:0.5"] * load)
+
+
 class _NoRule(codes.GradientCode):
     """A code with only a decode: wait for the first two replies."""
 

@@ -113,8 +113,9 @@ def main(args: argparse.Namespace) -> int:
         n_train = open_dataset(values["dataset"], seed=values["seed"], test_fraction=values["test_fraction"],
                                task=model.task).n_train
     code = build_code(values, n_train)
-    delay = delays.parse(values["delay"], seed=values["seed"], scale_with_load=values["delay_scale_with_load"],
-                         n_workers=W)
+    with config.flag_errors("--delay", values["delay"]):
+        delay = delays.parse(values["delay"], seed=values["seed"], scale_with_load=values["delay_scale_with_load"],
+                             n_workers=W)
     compute = simulate.parse_compute(args.compute, W)
     if isinstance(delay, delays.Persistent) and compute.kind == "zero" and delay.base == 0:
         raise ConfigError(f"--delay {values['delay']}: a persistent straggler is FACTOR times slower than its "
