@@ -56,7 +56,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("code-options", str, None, "more code options: KEY=VALUE[,...], e.g. degree=3,rescale=true"),
     Option("dataset", str, "synthetic:4000x100", "synthetic:ROWSxCOLS, sklearn:NAME or a prepared dataset directory"),
     Option("test-fraction", float, 0.2, "held-out fraction of a dataset that is not already split (0 keeps all rows)"),
-    Option("model", str, "logistic", "objective (see gdcode.models)"),
+    Option("model", str, "logistic", "objective: logistic, least-squares, hinge, softmax, or a plug-in "
+           "MODULE:CLASS (see gdcode.models)"),
     Option("intercept", bool, False, "append a constant column to X", flag=True),
     Option("l2", float, None, "L2 coefficient lambda (default 1/n)"),
     Option("update", str, "gd", "update rule", choices=UPDATES),
@@ -258,7 +259,8 @@ def resolve(values: dict[str, Any], check_code: bool = True) -> RunConfig:
     _require(0 <= v["momentum"] < 1, f"--momentum {v['momentum']} must be in [0, 1)")
     if v["collect"] is not None:
         _require(1 <= v["collect"] <= W, f"--collect {v['collect']} must be between 1 and W = {W}")
-    models.get(v["model"])  # raises ConfigError for an unknown model
+    with flag_errors("--model", v["model"]):
+        models.get(v["model"])
     with flag_errors("--delay", v["delay"]):
         delays.parse(v["delay"], n_workers=W)
     parse_dataset_spec(v["dataset"])
@@ -296,6 +298,13 @@ def _check_async(v: dict[str, Any]) -> None:
         from gdcode.runtime.hogwild import check_threads  # no MPI at import
 
         check_threads(v["threads"])
+        if v["threads"] > 1:
+            from gdcode import models
+
+            with flag_errors("--model", v["model"]):
+                model = models.get(v["model"])
+            _require(model.supports_hogwild_threads, f"--threads {v['threads']}: --model {v['model']} has no "
+                                                     "lock-free Hogwild kernel; use --threads 1")
     if mode == "gossip":
         _require(v["workers"] >= 2, f"--mode gossip needs at least 2 workers (--workers {v['workers']})")
         _require(0 <= v["gossip_prob"] <= 1, f"--gossip-prob {v['gossip_prob']} must be in [0, 1]")

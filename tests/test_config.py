@@ -62,6 +62,7 @@ def test_missing_toml():
     ({"mode": "nope"}, "--mode 'nope'"),
     ({"scheme": "nope"}, "unknown code"),
     ({"scheme": "uncoded", "collect": 2}, "--collect applies to approximate codes"),
+    ({"model": "svm"}, "--model 'svm'"),
     ({"delay": "gamma:1"}, "--delay 'gamma:1'"),
     ({"delay": "persistent:5,2"}, "--delay 'persistent:5,2'"),
 ])

@@ -77,7 +77,7 @@ def test_ignore_stragglers_cancels_slow_workers(train):
     (["--workers", "4", "--stragglers", "4"], "--stragglers 4 must satisfy 0 <= S < W"),
     (["--workers", "4", "--stragglers", "-1"], "--stragglers -1 must satisfy 0 <= S < W"),
     (["--scheme", "nonesuch"], "unknown code 'nonesuch'"),
-    (["--model", "nonesuch"], "--model 'nonesuch' is not a known model"),
+    (["--model", "nonesuch"], "--model 'nonesuch': unknown model"),
     (["--update", "nonesuch"], "--update 'nonesuch' is not one of"),
     (["--delay", "nonesuch"], "--delay 'nonesuch': unknown delay model"),
     (["--delay", "exp:-1"], "--delay 'exp:-1'"),

@@ -107,7 +107,8 @@ def main(args: argparse.Namespace) -> int:
     target = values["target_loss"]
     n_train = None
     if target is not None:
-        model = models.get(values["model"])
+        with config.flag_errors("--model", values["model"]):
+            model = models.get(values["model"])
         parse_dataset_spec(values["dataset"])
         optim.Schedule(values["lr"], values["lr_schedule"], values["lr_step_every"], values["lr_decay"])
         n_train = open_dataset(values["dataset"], seed=values["seed"], test_fraction=values["test_fraction"],
