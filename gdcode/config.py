@@ -24,7 +24,6 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MODES = ("coded", "hogwild", "gossip", "allreduce", "local")
-UPDATES = ("gd", "agd", "momentum", "adam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +59,7 @@ OPTIONS: tuple[Option, ...] = (
            "MODULE:CLASS (see gdcode.models)"),
     Option("intercept", bool, False, "append a constant column to X", flag=True),
     Option("l2", float, None, "L2 coefficient lambda (default 1/n)"),
-    Option("update", str, "gd", "update rule", choices=UPDATES),
+    Option("update", str, "gd", "update rule: gd, agd, momentum, adam, or a plug-in MODULE:CLASS"),
     Option("lr", float, 0.5, "step size eta"),
     Option("lr-schedule", str, "constant", "step sizes: constant, inv-sqrt (lr/sqrt(t)) or step",
            choices=("constant", "inv-sqrt", "step")),
@@ -255,8 +254,11 @@ def resolve(values: dict[str, Any], check_code: bool = True) -> RunConfig:
     _require(0 <= v["test_fraction"] < 1, f"--test-fraction {v['test_fraction']} must be in [0, 1)")
     _require(v["timeout"] is None or v["timeout"] > 0, f"--timeout {v['timeout']} must be positive")
     _require(v["checkpoint_every"] >= 0, f"--checkpoint-every {v['checkpoint_every']} must be >= 0")
-    optim.Schedule(v["lr"], v["lr_schedule"], v["lr_step_every"], v["lr_decay"])
+    with flag_errors("--lr, --lr-schedule, --lr-step-every, --lr-decay"):
+        schedule = optim.Schedule(v["lr"], v["lr_schedule"], v["lr_step_every"], v["lr_decay"])
     _require(0 <= v["momentum"] < 1, f"--momentum {v['momentum']} must be in [0, 1)")
+    with flag_errors("--update", v["update"]):
+        optim.make(v["update"], [0.0], schedule, **optim.rule_options(v["update"], v))
     if v["collect"] is not None:
         _require(1 <= v["collect"] <= W, f"--collect {v['collect']} must be between 1 and W = {W}")
     with flag_errors("--model", v["model"]):

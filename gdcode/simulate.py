@@ -381,8 +381,7 @@ def train_replay(sim: Simulation, values: dict, iterations: int, target_loss: fl
     parts = [(X[bounds[j]:bounds[j + 1]], y[bounds[j]:bounds[j + 1]]) for j in range(code.n_partitions)]
     ones = [np.ones(p[1].shape[0]) for p in parts]
     schedule = optim.Schedule(values["lr"], values["lr_schedule"], values["lr_step_every"], values["lr_decay"])
-    kwargs = {"beta": values["momentum"]} if values["update"] == "momentum" else {}
-    opt = optim.make(values["update"], ctx.w0, schedule, **kwargs)
+    opt = optim.make(values["update"], ctx.w0, schedule, **optim.rule_options(values["update"], values))
     G = np.zeros((code.n_partitions, ctx.n_params))
     seconds, losses, errors = [], [], []
     clock, reached = 0.0, None

@@ -62,9 +62,12 @@ def test_missing_toml():
     ({"mode": "nope"}, "--mode 'nope'"),
     ({"scheme": "nope"}, "unknown code"),
     ({"scheme": "uncoded", "collect": 2}, "--collect applies to approximate codes"),
+    ({"update": "sgd"}, "--update 'sgd'"),
+    ({"update": "momentum", "momentum": 1.5}, "--momentum"),
     ({"model": "svm"}, "--model 'svm'"),
     ({"delay": "gamma:1"}, "--delay 'gamma:1'"),
     ({"delay": "persistent:5,2"}, "--delay 'persistent:5,2'"),
+    ({"lr_schedule": "step", "lr_decay": 2.0}, "--lr-decay"),
 ])
 def test_resolve_rejects_bad_values(tmp_path, overrides, message):
     values = config.merge(None, None, out=str(tmp_path), **overrides)

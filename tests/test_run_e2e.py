@@ -78,7 +78,7 @@ def test_ignore_stragglers_cancels_slow_workers(train):
     (["--workers", "4", "--stragglers", "-1"], "--stragglers -1 must satisfy 0 <= S < W"),
     (["--scheme", "nonesuch"], "unknown code 'nonesuch'"),
     (["--model", "nonesuch"], "--model 'nonesuch': unknown model"),
-    (["--update", "nonesuch"], "--update 'nonesuch' is not one of"),
+    (["--update", "nonesuch"], "--update 'nonesuch': unknown update rule"),
     (["--delay", "nonesuch"], "--delay 'nonesuch': unknown delay model"),
     (["--delay", "exp:-1"], "--delay 'exp:-1'"),
     (["--dataset", "nonesuch"], "--dataset 'nonesuch' is not a known dataset"),

@@ -110,7 +110,10 @@ def main(args: argparse.Namespace) -> int:
         with config.flag_errors("--model", values["model"]):
             model = models.get(values["model"])
         parse_dataset_spec(values["dataset"])
-        optim.Schedule(values["lr"], values["lr_schedule"], values["lr_step_every"], values["lr_decay"])
+        with config.flag_errors("--lr, --lr-schedule, --lr-step-every, --lr-decay"):
+            schedule = optim.Schedule(values["lr"], values["lr_schedule"], values["lr_step_every"], values["lr_decay"])
+        with config.flag_errors("--update", values["update"]):
+            optim.make(values["update"], [0.0], schedule, **optim.rule_options(values["update"], values))
         n_train = open_dataset(values["dataset"], seed=values["seed"], test_fraction=values["test_fraction"],
                                task=model.task).n_train
     code = build_code(values, n_train)

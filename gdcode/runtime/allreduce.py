@@ -55,7 +55,7 @@ def _optimizer(ctx: Context) -> optim.Optimizer:
     """The update rule exactly as coded mode's coordinator builds it."""
     cfg = ctx.cfg
     schedule = optim.Schedule(cfg.lr, cfg.lr_schedule, cfg.lr_step_every, cfg.lr_decay)
-    kwargs = {"beta": cfg.momentum} if cfg.update == "momentum" else {}
+    kwargs = optim.rule_options(cfg.update, cfg.as_dict())
     return optim.make(cfg.update, ctx.w0, schedule, **kwargs)
 
 

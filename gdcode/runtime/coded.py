@@ -96,7 +96,7 @@ class Coordinator:
         self.Xtr, self.ytr = ctx.rows(0, self.n)
         self.Xte, self.yte = ctx.test_set()
         schedule = optim.Schedule(cfg.lr, cfg.lr_schedule, cfg.lr_step_every, cfg.lr_decay)
-        kwargs = {"beta": cfg.momentum} if cfg.update == "momentum" else {}
+        kwargs = optim.rule_options(cfg.update, cfg.as_dict())
         self.opt = optim.make(cfg.update, ctx.w0, schedule, **kwargs)
         self.pending: dict[int, _Iteration] = {}
         self.elapsed = 0.0

@@ -81,7 +81,7 @@ class Worker:
         self.me, self.d, self.size = ctx.worker, ctx.n_params, ctx.comm.Get_size()
         self.rows = ac.LocalRows(ctx, cfg.batch_size)
         schedule = optim.Schedule(cfg.lr, cfg.lr_schedule, cfg.lr_step_every, cfg.lr_decay)
-        kwargs = {"beta": cfg.momentum} if cfg.update == "momentum" else {}
+        kwargs = optim.rule_options(cfg.update, cfg.as_dict())
         self.opt = optim.make(cfg.update, ctx.w0, schedule, **kwargs)
         self.rng = np.random.default_rng([cfg.seed, 0x6055, self.me])
         selection = cfg.peer_selection if cfg.mixing == "pairwise" else "uniform"
