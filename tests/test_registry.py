@@ -5,8 +5,11 @@ from __future__ import annotations
 import inspect
 import sys
 
+import numpy as np
 import pytest
 
+from gdcode import codes, delays, models, optim
+from gdcode.errors import ConfigError
 from gdcode.registry import Registry
 
 
@@ -123,3 +126,62 @@ def test_the_registry_module_needs_neither_numpy_nor_mpi():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
+
+# ----------------------------------------------------------------------------- the four registries
+
+
+def test_each_kind_has_one_registry_with_its_builtins():
+    assert set(codes.CODES.names()) >= {"uncoded", "ignore", "frc", "cyclic", "cyclic-mds", "approx", "sgc",
+                                        "expander", "bcc", "partial-frc", "partial-cyclic"}
+    assert set(models.MODELS.names()) >= {"logistic", "least-squares", "hinge", "softmax"}
+    assert set(optim.UPDATES.names()) >= {"gd", "agd", "momentum", "adam"}
+    assert set(delays.DELAYS.names()) >= {"none", "exp", "shifted-exp", "pareto", "persistent", "trace"}
+    assert codes.names() == codes.CODES.names() and models.names() == models.MODELS.names()
+    assert optim.names() == optim.UPDATES.names() and delays.names() == delays.DELAYS.names()
+    for name in codes.names():
+        assert codes.get_class(name).name == name
+    assert list(codes.CODES.options("expander")) == ["degree", "collect", "decoder"]
+    assert list(optim.UPDATES.options("momentum")) == ["momentum"]
+    assert list(delays.DELAYS.options("persistent")) == ["k", "factor", "base"]
+    assert models.MODELS.options("logistic") == {}
+
+
+@pytest.mark.parametrize("call", [
+    lambda: codes.build("nope", 4),
+    lambda: codes.build("cyclic", 4, 1, collect=2),
+    lambda: codes.build("frc", 5, 1),
+    lambda: models.get("svm"),
+    lambda: models.get("logistic", n_threads=0),
+    lambda: models.get("softmax").n_params(3, 1),
+    lambda: optim.make("sgd", np.zeros(2), optim.Schedule(1.0)),
+    lambda: optim.make("momentum", np.zeros(2), optim.Schedule(1.0), momentum=1.5),
+    lambda: optim.make("momentum", np.zeros(2), optim.Schedule(1.0), beta=0.5),
+    lambda: optim.make("adam", np.zeros(2), optim.Schedule(1.0), eps=float("nan")),
+    lambda: optim.Schedule(-1.0),
+    lambda: optim.Schedule(float("inf")),
+    lambda: optim.Schedule(1.0, "cosine"),
+    lambda: optim.Schedule(1.0, "step", decay=2.0),
+    lambda: delays.parse("gamma:1"),
+    lambda: delays.parse("exp:-1"),
+    lambda: delays.parse("exp:nan"),
+    lambda: delays.parse("persistent:4,2", n_workers=3),
+    lambda: delays.parse("trace:no/such/file.csv"),
+    lambda: codes.build("ignore", 4, 1).bind_partition_sizes([1, 2, 0, 1]),
+], ids=lambda f: "call")
+def test_library_errors_are_value_errors_in_library_terms(call):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert not isinstance(info.value, ConfigError)
+    assert "--" not in str(info.value), str(info.value)
+
+
+def test_the_library_error_names_the_parameter_and_the_allowed_values():
+    with pytest.raises(ValueError) as info:
+        optim.Schedule(-1)
+    assert str(info.value) == "lr must be > 0, got -1"
+    with pytest.raises(ValueError) as info:
+        delays.parse("exp:-1")
+    assert str(info.value) == "exp delay: MEAN must be > 0 seconds, got -1"
+    with pytest.raises(ValueError) as info:
+        models.get("x")
+    assert str(info.value).startswith("unknown model 'x'; known models: hinge, least-squares, logistic, softmax")
