@@ -136,6 +136,9 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """The factory of ``name``: a built-in, an entry-point name, or an import path ``MODULE:ATTR``.
 
+        A plug-in is imported once. A plug-in class gets ``name`` set to its entry-point
+        name, or to its import path when the class does not set a ``name`` of its own.
+
         Raises
         ------
         ValueError
