@@ -5,6 +5,12 @@ Every model has ``f(w) = (1/n) sum_i loss_i(w) + (lambda/2) ||w||^2``. A worker 
 (:meth:`Model.loss_grad_sum`); the coordinator divides the decoded sum by n and adds
 ``lambda * w`` (:meth:`Model.full_gradient` does the same serially).
 
+:class:`Model` is the interface: a plug-in implements ``loss_grad_sum`` and ``test_metrics``
+in plain numpy (and ``n_params``/``n_classes`` for a parameter matrix), and registers as an
+entry point of the group ``gdcode.models`` or is named by its import path ``MODULE:CLASS``
+(:data:`MODELS`). The four built-in models derive from :class:`LinearModel`, which runs the
+compiled kernels and the lock-free Hogwild kernel (``--threads``).
+
 Rows are dense (a C-contiguous float64 or float32 ndarray; other dtypes are converted to
 float64) or scipy CSR (another sparse format is converted to CSR, at the cost of a copy).
 Both go to the compiled kernels of :mod:`gdcode.kernels` when they are built, else to their
@@ -18,23 +24,23 @@ runtime sizes ``w`` with ``n_params(n_cols, source.n_classes)`` and every method
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from gdcode import kernels
-from gdcode.errors import ConfigError
+from gdcode.registry import Registry
+
+#: every model, by name
+MODELS: Registry[type] = Registry("model", "gdcode.models", fixed=("compiled", "n_threads"))
 
 
 class Model:
-    """A linear model's objective.
+    """The objective of a model: what a run needs of it.
 
-    Parameters
-    ----------
-    compiled : bool, optional
-        ``True`` insists on the compiled kernels, ``False`` uses the numpy twins, ``None``
-        (default) takes the compiled ones when they are built.
-    n_threads : int
-        OpenMP threads of each kernel call (default 1: one per MPI rank); ignored by the
-        numpy twins and by a build without OpenMP.
+    A plug-in subclasses it and implements :meth:`loss_grad_sum` and :meth:`test_metrics`;
+    :meth:`objective` and :meth:`full_gradient` follow. Its constructor takes the keyword
+    arguments ``compiled`` and ``n_threads`` (as :class:`LinearModel`) or no arguments.
 
     Attributes
     ----------
@@ -46,16 +52,11 @@ class Model:
 
     name = ""
     task = "binary"
-    stem = ""  # kernel names: f"{stem}_dense", f"{stem}_csr"
 
-    def __init__(self, compiled: bool | None = None, n_threads: int = 1) -> None:
-        if int(n_threads) < 1:
-            raise ConfigError(f"n_threads must be at least 1, got {n_threads}")
-        self.n_threads = int(n_threads)
-        self._dense = kernels.get(f"{self.stem}_dense", compiled=compiled)
-        self._csr = kernels.get(f"{self.stem}_csr", compiled=compiled)
-        self._hogwild_dense = kernels.get("hogwild_dense", compiled=compiled)
-        self._hogwild_csr = kernels.get("hogwild_csr", compiled=compiled)
+    @property
+    def supports_hogwild_threads(self) -> bool:
+        """True when the model has the lock-free multi-threaded ``hogwild`` method."""
+        return callable(getattr(self, "hogwild", None))
 
     def n_params(self, n_cols: int, n_classes: int = 2) -> int:
         """Length of the parameter vector."""
@@ -81,13 +82,66 @@ class Model:
         w : numpy.ndarray
             The parameter vector.
         grad : numpy.ndarray
-            Float64, contiguous, the length of ``w``: the sum is added to it.
+            Float64, contiguous, the length of ``w``: the sum is added to it in place.
 
         Returns
         -------
         float
             The coefficient-weighted loss sum of the rows.
         """
+        raise NotImplementedError
+
+    def objective(self, X, y: np.ndarray, w: np.ndarray, l2: float) -> float:
+        """``f(w)`` on the rows ``X, y``: mean loss plus ``(l2/2) ||w||^2``."""
+        grad = np.zeros(np.shape(w))
+        loss = self.loss_grad_sum(X, y, np.ones(X.shape[0]), w, grad)
+        return loss / max(X.shape[0], 1) + 0.5 * l2 * float(w @ w)
+
+    def full_gradient(self, X, y: np.ndarray, w: np.ndarray, l2: float) -> np.ndarray:
+        """``grad f(w)`` on the rows ``X, y``."""
+        grad = np.zeros(np.shape(w))
+        self.loss_grad_sum(X, y, np.ones(X.shape[0]), w, grad)
+        return grad / max(X.shape[0], 1) + l2 * w
+
+    def test_metrics(self, X, y: np.ndarray, w: np.ndarray) -> dict[str, float]:
+        """Held-out metrics of ``w`` (no regularisation in the loss), e.g. ``test_loss``; ``{}`` for no rows."""
+        raise NotImplementedError
+
+
+class LinearModel(Model):
+    """A linear model whose loss and gradient run in the kernels of :mod:`gdcode.kernels`.
+
+    Parameters
+    ----------
+    compiled : bool, optional
+        ``True`` insists on the compiled kernels, ``False`` uses the numpy twins, ``None``
+        (default) takes the compiled ones when they are built.
+    n_threads : int
+        OpenMP threads of each kernel call (default 1: one per MPI rank); ignored by the
+        numpy twins and by a build without OpenMP.
+
+    Attributes
+    ----------
+    stem : str
+        Kernel names: ``{stem}_dense`` and ``{stem}_csr``.
+    kernel_objective : str
+        The objective of the Hogwild kernel (``logistic``, ``least-squares``, ``hinge``,
+        ``softmax``).
+    """
+
+    stem = ""
+    kernel_objective = ""
+
+    def __init__(self, compiled: bool | None = None, n_threads: int = 1) -> None:
+        if int(n_threads) < 1:
+            raise ValueError(f"n_threads must be at least 1, got {n_threads}")
+        self.n_threads = int(n_threads)
+        self._dense = kernels.get(f"{self.stem}_dense", compiled=compiled)
+        self._csr = kernels.get(f"{self.stem}_csr", compiled=compiled)
+        self._hogwild_dense = kernels.get("hogwild_dense", compiled=compiled)
+        self._hogwild_csr = kernels.get("hogwild_csr", compiled=compiled)
+
+    def loss_grad_sum(self, X, y, coef, w, grad):
         if X.shape[0] == 0:
             return 0.0
         if not (isinstance(grad, np.ndarray) and grad.dtype == np.float64
@@ -112,18 +166,6 @@ class Model:
         self.n_classes(w.size, n_cols)
         return w, grad
 
-    def objective(self, X, y: np.ndarray, w: np.ndarray, l2: float) -> float:
-        """``f(w)`` on the rows ``X, y``: mean loss plus ``(l2/2) ||w||^2``."""
-        grad = np.zeros(np.shape(w))
-        loss = self.loss_grad_sum(X, y, np.ones(X.shape[0]), w, grad)
-        return loss / max(X.shape[0], 1) + 0.5 * l2 * float(w @ w)
-
-    def full_gradient(self, X, y: np.ndarray, w: np.ndarray, l2: float) -> np.ndarray:
-        """``grad f(w)`` on the rows ``X, y``."""
-        grad = np.zeros(np.shape(w))
-        self.loss_grad_sum(X, y, np.ones(X.shape[0]), w, grad)
-        return grad / max(X.shape[0], 1) + l2 * w
-
     def hogwild(self, X, y: np.ndarray, w: np.ndarray, lr: float, n_steps: int, seed: int,
                 n_threads: int | None = None, l2: float = 0.0, lr_decay: float = 0.0,
                 step_offset: int = 0) -> int:
@@ -145,15 +187,11 @@ class Model:
         X = as_rows(X)
         n_classes = self.n_classes(w.size, X.shape[1])
         common = dict(n_threads=threads, l2=l2, lr_decay=lr_decay, step_offset=step_offset,
-                      n_classes=n_classes if self.name == "softmax" else 0)
+                      n_classes=n_classes if self.kernel_objective == "softmax" else 0)
         if isinstance(X, np.ndarray):
-            return int(self._hogwild_dense(X, y, w, self.name, lr, n_steps, seed, **common))
-        return int(self._hogwild_csr(X.data, X.indices, X.indptr, y, w, self.name, lr, n_steps,
+            return int(self._hogwild_dense(X, y, w, self.kernel_objective, lr, n_steps, seed, **common))
+        return int(self._hogwild_csr(X.data, X.indices, X.indptr, y, w, self.kernel_objective, lr, n_steps,
                                      seed, **common))
-
-    def test_metrics(self, X, y: np.ndarray, w: np.ndarray) -> dict[str, float]:
-        """Held-out metrics of ``w`` (no regularisation in the loss)."""
-        raise NotImplementedError
 
 
 def as_rows(X):
@@ -179,10 +217,11 @@ def as_rows(X):
     return X
 
 
-class Logistic(Model):
+@MODELS.register("logistic")
+class Logistic(LinearModel):
     """``logistic``: ``log(1 + exp(-y x.w))`` with labels +1/-1."""
 
-    name, task, stem = "logistic", "binary", "logistic"
+    task, stem, kernel_objective = "binary", "logistic", "logistic"
 
     def test_metrics(self, X, y, w):
         if X.shape[0] == 0:
@@ -192,13 +231,14 @@ class Logistic(Model):
         return _binary_metrics(loss, margin, y)
 
 
-class LeastSquares(Model):
+@MODELS.register("least-squares")
+class LeastSquares(LinearModel):
     """``least-squares``: ``(x.w - y)^2 / 2``.
 
     So ``f`` is ``(1/(2n)) sum (x.w - y)^2 + (lambda/2)||w||^2``.
     """
 
-    name, task, stem = "least-squares", "regression", "least_squares"
+    task, stem, kernel_objective = "regression", "least_squares", "least-squares"
 
     def test_metrics(self, X, y, w):
         if X.shape[0] == 0:
@@ -208,14 +248,15 @@ class LeastSquares(Model):
                 "test_rmse": float(np.sqrt(np.mean(r * r)))}
 
 
-class Hinge(Model):
+@MODELS.register("hinge")
+class Hinge(LinearModel):
     """``hinge``: ``max(0, 1 - y x.w)`` with labels +1/-1 (a linear SVM).
 
     The loss is not differentiable where ``y x.w = 1``; the kernels use the subgradient
     ``-y x`` where ``y x.w < 1`` and 0 elsewhere, the kink included.
     """
 
-    name, task, stem = "hinge", "binary", "hinge"
+    task, stem, kernel_objective = "binary", "hinge", "hinge"
 
     def test_metrics(self, X, y, w):
         if X.shape[0] == 0:
@@ -225,19 +266,19 @@ class Hinge(Model):
         return _binary_metrics(loss, margin, y)
 
 
-class Softmax(Model):
+@MODELS.register("softmax")
+class Softmax(LinearModel):
     """``softmax``: ``-log softmax(W x)[y]`` with classes ``0..K-1`` (multinomial logistic).
 
     ``W`` is ``(K, n_cols)``, flattened row-major into the parameter vector; the L2 term
     covers all of ``W``. K comes from the parameter length (see the module docstring).
     """
 
-    name, task, stem = "softmax", "multiclass", "softmax"
+    task, stem, kernel_objective = "multiclass", "softmax", "softmax"
 
     def n_params(self, n_cols: int, n_classes: int = 2) -> int:
         if n_classes < 2:
-            raise ConfigError(f"--model softmax needs a dataset with at least 2 classes, "
-                              f"got {n_classes}")
+            raise ValueError(f"softmax needs a dataset with at least 2 classes, got {n_classes}")
         return n_classes * n_cols
 
     def n_classes(self, n_params: int, n_cols: int) -> int:
@@ -284,19 +325,37 @@ def binary_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-MODELS: dict[str, type[Model]] = {cls.name: cls for cls in (Logistic, LeastSquares, Hinge, Softmax)}
-
-
 def names() -> list[str]:
-    """The registered model names."""
-    return sorted(MODELS)
+    """The model names (built-ins and entry-point plug-ins), sorted."""
+    return MODELS.names()
 
 
 def get(name: str, compiled: bool | None = None, n_threads: int = 1) -> Model:
-    """The model ``name``; ConfigError listing the known models otherwise."""
+    """The model ``name`` (a name or ``MODULE:CLASS``), built with the kernel choices it takes.
+
+    ``compiled`` and ``n_threads`` go to a constructor that takes them; a model whose
+    constructor takes neither (a plain-numpy plug-in) is built without them, and then
+    ``compiled=True`` or ``n_threads > 1`` are refused.
+
+    Raises
+    ------
+    ValueError
+        For an unknown model, a plug-in that fails to import or is no :class:`Model`, or
+        kernel choices the model cannot honour.
+    """
+    factory = MODELS.get(name)
     try:
-        cls = MODELS[name]
-    except KeyError:
-        raise ConfigError(f"--model {name!r} is not a known model; "
-                          f"known: {', '.join(names())}") from None
-    return cls(compiled=compiled, n_threads=n_threads)
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a factory without a signature
+        params = {}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {}
+    for key, value, harmless in (("compiled", compiled, (None, False)), ("n_threads", n_threads, (1,))):
+        if takes_any or key in params:
+            kwargs[key] = value
+        elif value not in harmless:
+            raise ValueError(f"model {name!r} takes no {key}, so it cannot honour {key}={value!r}")
+    model = factory(**kwargs)
+    if not isinstance(model, Model):
+        raise ValueError(f"the model {name!r} built a {type(model).__name__}, not a gdcode.models.Model")
+    return model

@@ -14,7 +14,6 @@ experiments and the benchmarks all build their parts here.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import tempfile
 from collections.abc import Iterator
@@ -128,20 +127,9 @@ class Problem:
 
 
 def make_optimizer(options: RunOptions, w0: np.ndarray, schedule: optim.Schedule) -> optim.Optimizer:
-    """The update rule ``options.update`` at ``w0``; it gets ``momentum`` when it takes that keyword."""
+    """The update rule ``options.update`` at ``w0``; it gets the run options its keywords name (``momentum``)."""
     with naming("update", options.update):
-        cls = optim.UPDATES.get(options.update) if hasattr(optim, "UPDATES") and hasattr(
-            optim.UPDATES, "get") else None
-        factory = cls if cls is not None else optim.make
-        params = inspect.signature(factory).parameters if cls is not None else {}
-        kwargs = {}
-        if "momentum" in params:
-            kwargs["momentum"] = options.momentum
-        elif "beta" in params:
-            kwargs["beta"] = options.momentum
-        if cls is not None:
-            return cls(np.array(w0, dtype=np.float64), schedule, **kwargs)
-        return optim.make(options.update, w0, schedule, **kwargs)
+        return optim.make(options.update, w0, schedule, **optim.rule_options(options.update, options.to_dict()))
 
 
 def build_code(options: RunOptions, n_train: int | None = None) -> codes.GradientCode:
@@ -159,7 +147,6 @@ def build_code(options: RunOptions, n_train: int | None = None) -> codes.Gradien
     if options.collect is not None and options.collect > options.workers:
         raise OptionError("collect", options.collect, f"must be between 1 and W = {options.workers}")
     with naming("scheme", options.scheme):
-        cls = codes.get_class(options.scheme)
         accepted = codes.accepted_options(options.scheme)
     opts = code_options(options)
     if "collect" in opts and "collect" not in accepted:
@@ -167,19 +154,13 @@ def build_code(options: RunOptions, n_train: int | None = None) -> codes.Gradien
                                                       "does not take it")
     unknown = sorted(set(opts) - set(accepted) - {"collect"})
     if unknown:
-        takes = ", ".join(sorted(set(accepted) - {"partition_sizes"})) or "no options"
+        takes = ", ".join(sorted(accepted)) or "no options"
         raise OptionError("code_options", options.code_options, f"scheme {options.scheme} takes {takes}, not "
                                                                 f"{', '.join(unknown)}")
     with naming("scheme", options.scheme):
-        code = cls(options.workers, options.stragglers, options.seed, **opts)
-        code.options = dict(opts)
+        code = codes.build(options.scheme, options.workers, options.stragglers, options.seed, **opts)
         if n_train is not None:
-            sizes = np.diff(partition_bounds(n_train, code.n_partitions))
-            if hasattr(code, "bind_partition_sizes"):
-                code.bind_partition_sizes(sizes)
-            elif "partition_sizes" in accepted:
-                code = cls(options.workers, options.stragglers, options.seed, partition_sizes=sizes, **opts)
-                code.options = dict(opts)
+            code.bind_partition_sizes(np.diff(partition_bounds(n_train, code.n_partitions)))
     return code
 
 
@@ -218,18 +199,13 @@ def build(options: RunOptions) -> Problem:
         schedule = optim.Schedule(options.lr, options.lr_schedule, options.lr_step_every, options.lr_decay)
     code = None
     if mode.coded:
-        parts = build_code(options)
-        if source.n_train < parts.n_partitions:
+        code = build_code(options)
+        if source.n_train < code.n_partitions:
             raise OptionError("dataset", options.dataset, f"has {source.n_train} training rows, fewer than the "
-                                                          f"{parts.n_partitions} partitions of scheme "
+                                                          f"{code.n_partitions} partitions of scheme "
                                                           f"{options.scheme}; use more rows or fewer workers")
         with naming("scheme", options.scheme):
-            sizes = np.diff(partition_bounds(source.n_train, parts.n_partitions))
-            if hasattr(parts, "bind_partition_sizes"):
-                parts.bind_partition_sizes(sizes)
-                code = parts
-            else:
-                code = build_code(options, source.n_train)
+            code.bind_partition_sizes(np.diff(partition_bounds(source.n_train, code.n_partitions)))
     elif source.n_train < options.workers:
         raise OptionError("dataset", options.dataset, f"has {source.n_train} training rows, fewer than the "
                                                       f"{options.workers} workers; use more rows or fewer workers")

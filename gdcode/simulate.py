@@ -9,12 +9,14 @@ messages in proportion to their partitions, exactly as the engine's worker loop 
 (:func:`message_arrivals`). The iteration ends when the code first decodes
 (:func:`decode_time`): what the MPI coordinator does, replayed on paper.
 
-Decode times are computed per draw by a vectorised rule for the common codes (an order
-statistic, a coverage time, or both) and by the code's own incremental ``decode`` for any
-other code; the tests check each rule against ``decode``. Pauses come from the delay model's
-distribution drawn in bulk (fast), or, with ``replay=True``, from the very streams a
-``gdcode run --seed N`` meets: draw ``d`` is then iteration ``first_iteration + d``, so a
-simulation can replay a real run's delays exactly.
+Decode times come from the code itself, :meth:`GradientCode.decode_times
+<gdcode.codes.GradientCode.decode_times>`: a vectorised rule where the code has one (an order
+statistic, a coverage time, or both), else its own incremental ``decode`` per draw; the tests
+check each rule against ``decode``. Pauses come from the delay model's distribution drawn in
+bulk by the model (:meth:`DelayModel.sample_bulk <gdcode.delays.DelayModel.sample_bulk>`,
+fast), or, with ``replay=True``, from the very streams a ``gdcode run --seed N`` meets: draw
+``d`` is then iteration ``first_iteration + d``, so a simulation can replay a real run's
+delays exactly.
 
 :func:`train_replay` replays the optimiser serially with each simulated iteration's decoded
 gradient, for the time to a target loss and, for approximate codes, the gradient error.
@@ -24,65 +26,25 @@ gradient, for the time to a target loss and, for approximate codes, the gradient
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from gdcode import codes, delays
+from gdcode.codes.base import decode_time, harmonic
 from gdcode.errors import ConfigError
+
+__all__ = ["QUANTILES", "ComputeModel", "ReplayResult", "Sample", "Simulation", "all_arrivals", "closed_form_mean",
+           "decode_time", "decode_times", "fit_run", "fit_sample", "harmonic", "has_vectorised_rule",
+           "message_arrivals", "message_shares", "parse_compute", "persistent_stragglers", "run_sample",
+           "sample_pauses", "simulate", "spec_of", "train_replay"]
 
 #: quantiles reported for the iteration time
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
 
 
 # ----------------------------------------------------------------------------- decode times
-
-
-def decode_time(code: codes.GradientCode, arrivals: np.ndarray) -> tuple[float, list]:
-    """When ``code`` first decodes, and the responders it decoded from.
-
-    Parameters
-    ----------
-    code : GradientCode
-        The code (single- or multi-message).
-    arrivals : numpy.ndarray
-        Arrival time of each worker's message: shape ``(n_workers,)`` for a single-message
-        code, ``(n_workers, n_messages)`` otherwise; ``inf`` for a message that never comes.
-
-    Returns
-    -------
-    time : float
-        Arrival time of the reply that made the decode possible (``inf`` if it never does).
-    responders : list
-        The responders in arrival order up to that reply.
-
-    Notes
-    -----
-    A code's ``decode`` is consistent on prefixes (once it decodes, longer arrival sequences
-    decode too), so the shortest decodable prefix is found by bisection: about
-    ``log2(W * n_messages)`` calls of ``decode`` instead of up to ``W * n_messages``.
-    """
-    arrivals = np.asarray(arrivals, dtype=float)
-    multi = code.n_messages > 1
-    if not multi:
-        arrivals = arrivals.reshape(-1, 1)
-    W, M = arrivals.shape
-    order = np.argsort(arrivals, axis=None, kind="stable")
-    order = order[np.isfinite(arrivals.ravel()[order])]
-    items = [divmod(int(flat), M) for flat in order]
-    responders = [(w, k) if multi else w for w, k in items]
-    if not responders or code.decode(responders) is None:
-        return float("inf"), responders
-    lo, hi = 0, len(responders)  # decode fails on the first lo replies and works on the first hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if code.decode(responders[:mid]) is None:
-            lo = mid
-        else:
-            hi = mid
-    w, k = items[hi - 1]
-    return float(arrivals[w, k]), responders[:hi]
 
 
 def message_arrivals(compute: np.ndarray, pause: np.ndarray, share: Sequence[float] | None = None) -> np.ndarray:
@@ -115,75 +77,23 @@ def all_arrivals(code: codes.GradientCode, compute: np.ndarray, pause: np.ndarra
     return np.cumsum(busy[:, :, None] * share[None, :, :], axis=2) + comm
 
 
-def _kth(arrivals: np.ndarray, k: int) -> np.ndarray:
-    """The k-th smallest (1-based) arrival of each draw; ``arrivals`` is ``(draws, W)``."""
-    return np.partition(arrivals, k - 1, axis=1)[:, k - 1]
-
-
-def _cover(arrivals: np.ndarray, B: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """When every partition has arrived from at least one worker holding it:
-    ``max_j min_{i: B_ij != 0} T_i`` per draw."""
-    held = B != 0
-    out = np.empty(arrivals.shape[0])
-    for lo in range(0, arrivals.shape[0], chunk):
-        a = arrivals[lo:lo + chunk]
-        first = np.where(held[None, :, :], a[:, :, None], np.inf).min(axis=1)  # (draws, partitions)
-        out[lo:lo + chunk] = first.max(axis=1)
-    return out
-
-
-def _single_rule(code) -> Callable[[np.ndarray], np.ndarray] | None:
-    """Vectorised decode time of a one-message code from ``(draws, W)`` arrivals, or None."""
-    name, W, S = code.name, code.n_workers, code.n_stragglers
-    if name == "uncoded":
-        return lambda a: a.max(axis=1)
-    if name in ("ignore", "cyclic"):
-        return lambda a: _kth(a, W - S)
-    if name == "cyclic-mds" and hasattr(code, "design_stragglers"):
-        return lambda a: _kth(a, W - code.design_stragglers)
-    if name in ("sgc", "expander") and hasattr(code, "collect"):
-        return lambda a: _kth(a, code.collect)
-    if name in ("frc", "bcc"):
-        return lambda a: _cover(a, code.B)
-    if name == "approx" and hasattr(code, "collect"):
-        return lambda a: np.minimum(_kth(a, code.collect), _cover(a, code.B))
-    return None
-
-
-def vectorised_rule(code: codes.GradientCode) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The vectorised decode-time rule of ``code``, or None when only its ``decode`` knows.
-
-    The rule maps arrivals of shape ``(draws, W, n_messages)`` to decode times ``(draws,)``:
-    uncoded waits for the last reply; ignore, cyclic and cyclic-mds for the (W-S)-th (the
-    design S for cyclic-mds); sgc and expander for the ``collect``-th; frc and bcc until every
-    partition has arrived from one of its holders; approx for the earlier of the two; the
-    partial schemes for every private message and the inner code's rule on the coded ones.
-    """
-    M = code.n_messages
-    if M == 1:
-        rule = _single_rule(code)
-        return None if rule is None else (lambda a: rule(a[:, :, 0]))
-    inner = getattr(code, "inner", None)
-    if code.name.startswith("partial-") and M == 2 and inner is not None:
-        rule = _single_rule(inner)
-        if rule is not None:
-            return lambda a: np.maximum(a[:, :, 0].max(axis=1), rule(a[:, :, 1]))
-    return None
-
-
 def decode_times(code: codes.GradientCode, arrivals: np.ndarray, generic: bool = False) -> tuple[np.ndarray, str]:
     """Decode time of every draw: ``arrivals`` ``(draws, W, n_messages)`` -> ``(draws,)``.
 
-    Returns the times and the method used: ``"vectorised"`` or ``"generic"`` (the code's own
-    ``decode``, per draw; forced by ``generic=True``).
+    Calls the code's :meth:`~gdcode.codes.GradientCode.decode_times`, or with ``generic=True``
+    the base implementation (the code's own ``decode``, per draw). Returns the times and the
+    method used: ``"vectorised"`` when the code's class overrides ``decode_times``, else
+    ``"generic"``.
     """
     arrivals = np.asarray(arrivals, dtype=float)
-    rule = None if generic else vectorised_rule(code)
-    if rule is not None:
-        return np.asarray(rule(arrivals), dtype=float), "vectorised"
-    multi = code.n_messages > 1
-    times = np.array([decode_time(code, a if multi else a[:, 0])[0] for a in arrivals])
-    return times, "generic"
+    if generic or not has_vectorised_rule(code):
+        return np.asarray(codes.GradientCode.decode_times(code, arrivals), dtype=float), "generic"
+    return np.asarray(code.decode_times(arrivals), dtype=float), "vectorised"
+
+
+def has_vectorised_rule(code: codes.GradientCode) -> bool:
+    """True when the class of ``code`` overrides :meth:`GradientCode.decode_times`."""
+    return type(code).decode_times is not codes.GradientCode.decode_times
 
 
 # ----------------------------------------------------------------------------- time models
@@ -231,7 +141,11 @@ def parse_compute(spec: str | None, n_workers: int) -> ComputeModel:
         return ComputeModel()
     spec = str(spec).strip()
     if spec.startswith("trace:"):
-        return ComputeModel(kind="trace", trace=delays.read_trace(spec[len("trace:"):]), spec=spec)
+        try:
+            table = delays.read_trace(spec[len("trace:"):])
+        except ValueError as exc:
+            raise ConfigError(f"--compute {spec}: {exc}") from None
+        return ComputeModel(kind="trace", trace=table, spec=spec)
     try:
         vals = np.array([float(x) for x in spec.split(",")])
     except ValueError:
@@ -249,48 +163,22 @@ def sample_pauses(model: delays.DelayModel, load: np.ndarray, compute: np.ndarra
 
     With ``replay`` each pause is ``model.draw(worker, iteration, load, compute)`` for the
     iterations ``first_iteration ..``: the same numbers a run with the model's seed meets.
-    Otherwise they are drawn in bulk from the same distribution with one generator seeded from
-    ``seed`` (default: the model's seed); a model of an unknown kind is always replayed.
+    Otherwise the model draws them in bulk from the same distribution
+    (:meth:`~gdcode.delays.DelayModel.sample_bulk`) with one generator seeded from ``seed``
+    (default: the model's seed).
     """
     load = np.asarray(load, dtype=float)
     compute = np.asarray(compute, dtype=float)
     W = load.size
-    pauses = None if replay else _bulk_pauses(model, compute, draws, W, first_iteration,
-                                              model.seed if seed is None else seed)
-    if pauses is None:
+    if replay:
         pauses = np.empty((draws, W))
         for d in range(draws):
             for w in range(W):
                 pauses[d, w] = model.draw(w, first_iteration + d, load[w], compute[d, w])
         return pauses
+    rng = np.random.default_rng([model.seed if seed is None else seed, 0x5171])
+    pauses = np.asarray(model.sample_bulk(rng, compute.reshape(draws, W), first_iteration), dtype=float)
     return pauses * load[None, :] if model.scale_with_load else pauses
-
-
-def _bulk_pauses(model, compute, draws, W, first_iteration, seed) -> np.ndarray | None:
-    rng = np.random.default_rng([seed, 0x5171])
-    if isinstance(model, delays.NoDelay):
-        return np.zeros((draws, W))
-    if isinstance(model, delays.ShiftedExponential):
-        return model.shift + rng.exponential(model.mean, (draws, W))
-    if isinstance(model, delays.Exponential):
-        return rng.exponential(model.mean, (draws, W))
-    if isinstance(model, delays.Pareto):
-        return model.scale * (1.0 + rng.pareto(model.shape, (draws, W)))
-    if isinstance(model, delays.Persistent):
-        slow = np.zeros(W, dtype=bool)
-        slow[model.slow_workers(W)] = True
-        return np.where(slow[None, :], model.factor * (compute + model.base) - compute, model.base)
-    if isinstance(model, delays.Trace):
-        out = np.empty((draws, W))
-        for w in range(W):
-            rows = model.table.get(w + 1)
-            if rows is None:
-                raise ConfigError(f"--delay {model.spec}: the trace has no rows for worker {w + 1}")
-            by_it, secs = rows
-            out[:, w] = [by_it.get(t, secs[(t - 1) % len(secs)])
-                         for t in range(first_iteration, first_iteration + draws)]
-        return out
-    return None
 
 
 # ----------------------------------------------------------------------------- simulation
@@ -381,11 +269,6 @@ def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20
                       replay=replay, first_iteration=first_iteration)
 
 
-def harmonic(m: int) -> float:
-    """The m-th harmonic number ``H_m = 1 + 1/2 + ... + 1/m`` (``H_0 = 0``)."""
-    return float(np.sum(1.0 / np.arange(1, m + 1))) if m > 0 else 0.0
-
-
 def closed_form_mean(code: codes.GradientCode, delay: delays.DelayModel, compute: ComputeModel | None = None,
                      comm: float = 0.0) -> float | None:
     """The exact mean iteration time where a closed form exists, else None.
@@ -393,17 +276,18 @@ def closed_form_mean(code: codes.GradientCode, delay: delays.DelayModel, compute
     Under Lee et al.'s model a worker with load ``l`` takes ``l (a + E)`` with ``E`` exponential
     of mean ``m`` (``shifted-exp:a,m`` or ``exp:m`` with ``--delay-scale-with-load``, any
     ``--compute`` of the full dataset adding to ``a``), and the j-th fastest of n workers
-    arrives at ``l (a + m (H_n - H_{n-j}))``. Hence uncoded ``(1/n)(a + m H_n)``; ignore-s
-    ``(1/n)(a + m (H_n - H_s))``; cyclic codes ``((s+1)/n)(a + m (H_n - H_s))``; frc
-    ``((s+1)/n)(a + m H_{n/(s+1)}/(s+1))`` (the slowest of n/(s+1) group minima). Without load
-    scaling ``l`` multiplies only the compute. ``comm`` adds to every arrival.
+    arrives at ``l (a + m (H_n - H_{n-j}))``. Each code gives ``a`` plus its decode time's
+    mean under such arrivals, :meth:`~gdcode.codes.GradientCode.exponential_order_mean`:
+    uncoded ``(1/n)(a + m H_n)``; ignore-s ``(1/n)(a + m (H_n - H_s))``; cyclic codes
+    ``((s+1)/n)(a + m (H_n - H_s))``; frc ``((s+1)/n)(a + m H_{n/(s+1)}/(s+1))`` (the slowest
+    of n/(s+1) group minima). Without load scaling ``l`` multiplies only the compute. ``comm``
+    adds to every arrival. The delay model gives ``(a, m)``,
+    :meth:`~gdcode.delays.DelayModel.shifted_exponential`.
     """
-    if isinstance(delay, delays.ShiftedExponential):
-        shift, mean = delay.shift, delay.mean
-    elif isinstance(delay, delays.Exponential):
-        shift, mean = 0.0, delay.mean
-    else:
+    params = delay.shifted_exponential()
+    if params is None:
         return None
+    shift, mean = params
     if code.n_messages != 1:
         return None
     compute = compute or ComputeModel()
@@ -413,7 +297,7 @@ def closed_form_mean(code: codes.GradientCode, delay: delays.DelayModel, compute
     load = code.load()
     if not np.allclose(load, load[0]):
         return None
-    n, s, ell = code.n_workers, code.n_stragglers, float(load[0])
+    ell = float(load[0])
     if not delay.scale_with_load:
         if full:  # compute l*full plus an unscaled shifted exponential: still a shift
             shift += ell * full
@@ -421,22 +305,10 @@ def closed_form_mean(code: codes.GradientCode, delay: delays.DelayModel, compute
         ell = 1.0
     else:
         shift += full
-    name = code.name
-    if name == "uncoded":
-        order = mean * harmonic(n)
-    elif name == "ignore":
-        order = mean * (harmonic(n) - harmonic(s))
-    elif name == "cyclic":
-        order = mean * (harmonic(n) - harmonic(s))
-    elif name == "cyclic-mds" and hasattr(code, "design_stragglers"):
-        s = code.design_stragglers
-        order = mean * (harmonic(n) - harmonic(s))
-    elif name == "frc":
-        g = s + 1
-        order = mean * harmonic(n // g) / g
-    else:
+    decoded = code.exponential_order_mean(shift, mean)
+    if decoded is None:
         return None
-    return ell * (shift + order) + comm
+    return ell * decoded + comm
 
 
 # ----------------------------------------------------------------------------- training replay

@@ -221,3 +221,24 @@ def test_bad_code_parameters_are_exit_2_errors_of_gdcode_run(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and message in err, err
     assert not any(tmp_path.iterdir())  # nothing was launched or written
+
+
+def test_partition_sizes_are_bound_after_building():
+    code = codes.build("ignore", n_workers=4, n_stragglers=1)
+    np.testing.assert_array_equal(code.partition_sizes, np.ones(4))
+    np.testing.assert_array_equal(code.decode([3, 0, 1]), [4 / 3, 4 / 3, 0, 4 / 3])
+    code.bind_partition_sizes([1, 2, 3, 4])
+    np.testing.assert_array_equal(code.decode([3, 0, 1]), [10 / 7, 10 / 7, 0, 10 / 7])
+    for bad in ([1, 2, 3], [1, 2, 3, 0], [1, 2, 3, np.inf], [[1, 2], [3, 4]]):
+        with pytest.raises(ValueError, match="partition_sizes"):
+            code.bind_partition_sizes(bad)
+    assert "partition_sizes" not in codes.accepted_options("ignore")
+    other = codes.build("partial-frc", n_workers=4, n_stragglers=1)
+    other.bind_partition_sizes(np.arange(1, other.n_partitions + 1))
+    assert other.partition_sizes.sum() == other.n_partitions * (other.n_partitions + 1) / 2
+
+
+def test_a_plugin_class_that_is_no_gradient_code_is_refused(monkeypatch):
+    monkeypatch.setattr(codes.CODES, "_loaded", {"fake:Code": lambda *a, **k: object()})
+    with pytest.raises(ValueError, match="not a gdcode.codes.GradientCode"):
+        codes.build("fake:Code", n_workers=2)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from gdcode import delays
-from gdcode.errors import ConfigError
 
 
 def test_exp_is_reproducible_per_worker_and_iteration():
@@ -30,7 +29,7 @@ def test_none_is_zero():
 
 @pytest.mark.parametrize("spec", ["exp", "exp:", "exp:a", "exp:0", "exp:1,2", "gamma:1", ""])
 def test_bad_specs(spec):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         delays.parse(spec)
 
 
@@ -54,7 +53,7 @@ def test_persistent_slows_the_same_workers_by_factor():
         expected = 5 * (0.002 + 0.01) if w in slow else 0.002 + 0.01
         assert total == pytest.approx(expected)
     assert p.describe()["slow_workers"] == [w + 1 for w in slow]
-    with pytest.raises(ConfigError, match="only 3"):
+    with pytest.raises(ValueError, match="only 3"):
         delays.parse("persistent:4,2", n_workers=3)
 
 
@@ -64,7 +63,7 @@ def test_trace_replay_and_wraparound(tmp_path):
     tr = delays.parse(f"trace:{f}", n_workers=2)
     assert [tr.draw(0, 1), tr.draw(0, 2), tr.draw(1, 2)] == [0.1, 0.2, 0.6]
     assert tr.draw(0, 3) == 0.1 and tr.draw(1, 4) == 0.6
-    with pytest.raises(ConfigError, match="no rows for worker"):
+    with pytest.raises(ValueError, match="no rows for worker"):
         delays.parse(f"trace:{f}", n_workers=3)
 
 
@@ -73,17 +72,65 @@ def test_trace_replay_and_wraparound(tmp_path):
 def test_bad_traces(tmp_path, text, message):
     f = tmp_path / "t.csv"
     f.write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ValueError, match=message):
         delays.parse(f"trace:{f}")
 
 
 def test_missing_trace_file():
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ValueError, match="cannot read"):
         delays.parse("trace:no/such.csv")
 
 
 @pytest.mark.parametrize("spec", ["shifted-exp:1", "shifted-exp:-1,1", "pareto:1,0", "persistent:1.5,2",
                                   "persistent:1,0.5", "persistent:1", "trace:", "weibull:1"])
 def test_more_bad_specs(spec):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         delays.parse(spec, n_workers=4)
+
+
+def test_each_model_writes_its_own_form_and_reads_its_args():
+    assert delays.forms() == ["exp:MEAN", "none", "pareto:SCALE,SHAPE", "persistent:K,FACTOR[,BASE]",
+                              "shifted-exp:SHIFT,MEAN", "trace:FILE"]
+    p = delays.parse("persistent:2.0,5", n_workers=4)  # a whole number written as a float is fine
+    assert (p.k, p.factor, p.base, p.spec) == (2, 5.0, 0.0, "persistent:2,5")
+    assert delays.parse("shifted-exp: 0.5 ,2").spec == "shifted-exp:0.5,2"
+    for spec in ("exp:nan", "exp:inf", "shifted-exp:0,-inf", "pareto:1,nan", "persistent:1,2,inf", "none:1"):
+        with pytest.raises(ValueError):
+            delays.parse(spec, n_workers=4)
+    model = delays.Exponential.from_args("0.25", seed=3, scale_with_load=True, n_workers=5)
+    assert (model.mean, model.seed, model.scale_with_load) == (0.25, 3, True)
+
+
+def test_trace_file_names_may_hold_commas_and_colons(tmp_path):
+    f = tmp_path / "a,b:c.csv"
+    f.write_text("1,1,0.5\n1,2,0.25\n")
+    model = delays.parse(f"trace:{f}", n_workers=1)
+    assert model.draw(0, 2) == 0.25 and model.spec == f"trace:{f}"
+
+
+class _Twice(delays.DelayModel):
+    """Each pause is twice the iteration number, in milliseconds (no bulk draw of its own)."""
+
+    def __init__(self, scale: float = 1.0, *, seed: int = 0, scale_with_load: bool = False) -> None:
+        super().__init__(seed=seed, scale_with_load=scale_with_load)
+        self.scale = scale
+
+    def sample(self, rng, worker, iteration, compute):
+        return self.scale * 0.002 * iteration + 0.0 * float(rng.random())
+
+
+def test_the_default_bulk_draw_replays_draw_and_the_defaults_read_optional_args():
+    model = _Twice.from_args("", seed=1, scale_with_load=False, n_workers=None)
+    assert model.scale == 1.0 and _Twice.form() == "_Twice[:SCALE]"
+    bulk = model.sample_bulk(np.random.default_rng(0), np.zeros((3, 2)), first_iteration=4)
+    np.testing.assert_allclose(bulk, [[0.008, 0.008], [0.010, 0.010], [0.012, 0.012]])
+    assert _Twice.from_args("3", seed=1).scale == 3.0
+
+
+@pytest.mark.parametrize("spec", ["none", "exp:0.5", "shifted-exp:0.1,0.5", "pareto:0.1,2.5", "persistent:2,5,0.02",
+                                  "persistent:1,3"])
+def test_the_spec_rebuilds_the_model(spec):
+    model = delays.parse(spec, seed=2, n_workers=5)
+    assert model.spec == spec
+    again = delays.parse(model.spec, seed=2, n_workers=5)
+    assert [again.draw(w, 3, compute=0.01) for w in range(5)] == [model.draw(w, 3, compute=0.01) for w in range(5)]

@@ -8,7 +8,6 @@ import scipy.sparse as sp
 from scipy.optimize import minimize
 
 from gdcode import kernels, models
-from gdcode.errors import ConfigError
 
 NAMES = ("logistic", "least-squares", "hinge", "softmax")
 
@@ -53,9 +52,9 @@ def test_registry_and_tasks():
     tasks = {name: models.get(name).task for name in NAMES}
     assert tasks == {"logistic": "binary", "least-squares": "regression", "hinge": "binary",
                      "softmax": "multiclass"}
-    with pytest.raises(ConfigError, match="not a known model"):
+    with pytest.raises(ValueError, match="unknown model"):
         models.get("svm")
-    with pytest.raises(ConfigError, match="n_threads"):
+    with pytest.raises(ValueError, match="n_threads"):
         models.get("logistic", n_threads=0)
 
 
@@ -63,7 +62,7 @@ def test_softmax_parameter_count():
     m = models.get("softmax")
     assert m.n_params(7, 4) == 28
     assert models.get("logistic").n_params(7, 2) == 7
-    with pytest.raises(ConfigError, match="at least 2 classes"):
+    with pytest.raises(ValueError, match="at least 2 classes"):
         m.n_params(7, 1)
     with pytest.raises(ValueError, match=r"\(K, 7\)"):
         m.objective(np.zeros((3, 7)), np.zeros(3), np.zeros(10), 0.0)
@@ -256,3 +255,29 @@ def test_model_hogwild_lowers_the_objective(name, layout):
     assert m.objective(X, y, w, l2) < 0.7 * f0
     with pytest.raises(ValueError, match="in place"):
         m.hogwild(rows, y, w.astype(np.float32), lr=0.1, n_steps=1, seed=0)
+
+
+class _Quadratic(models.Model):
+    """``(x.w - y)^2 / 2`` in plain numpy: the interface without kernels."""
+
+    task = "regression"
+
+    def loss_grad_sum(self, X, y, coef, w, grad):
+        r = np.asarray(X @ w) - y
+        grad += X.T @ (coef * r)
+        return float(coef @ (0.5 * r * r))
+
+    def test_metrics(self, X, y, w):
+        return {}
+
+
+def test_a_plain_numpy_model_gets_objective_and_gradient_but_no_hogwild_threads():
+    rng = np.random.default_rng(0)
+    X, y, w = rng.standard_normal((30, 4)), rng.standard_normal(30), rng.standard_normal(4)
+    plain, kernel = _Quadratic(), models.get("least-squares")
+    assert plain.objective(X, y, w, 0.1) == pytest.approx(kernel.objective(X, y, w, 0.1))
+    np.testing.assert_allclose(plain.full_gradient(X, y, w, 0.1), kernel.full_gradient(X, y, w, 0.1))
+    assert plain.n_params(4, 2) == 4 and plain.n_classes(4, 4) == 1
+    assert not plain.supports_hogwild_threads
+    assert all(models.get(name).supports_hogwild_threads for name in NAMES)
+    assert all(isinstance(models.get(name), models.LinearModel) for name in NAMES)

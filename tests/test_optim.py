@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from gdcode import optim
-from gdcode.errors import ConfigError
 
 A = np.diag([1.0, 4.0, 10.0])
 b = np.array([1.0, -2.0, 3.0])
@@ -52,12 +51,28 @@ def test_schedules():
     assert optim.Schedule(1.0, "inv-sqrt")(4) == 0.5
     s = optim.Schedule(1.0, "step", every=10, decay=0.5)
     assert [s(1), s(10), s(11), s(21)] == [1.0, 1.0, 0.5, 0.25]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         optim.Schedule(1.0, "cosine")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
         optim.make("sgd", np.zeros(2), optim.Schedule(1.0))
 
 
 def test_initial_point_is_seeded():
     assert np.array_equal(optim.initial_point(5, 3), optim.initial_point(5, 3))
     assert not np.array_equal(optim.initial_point(5, 3), optim.initial_point(5, 4))
+
+
+def test_heavy_ball_takes_momentum_by_name_and_run_options_map_onto_it():
+    opt = optim.make("momentum", np.zeros(3), optim.Schedule(0.1), momentum=0.5)
+    assert opt.momentum == 0.5
+    opt.step(np.ones(3))
+    opt.step(np.ones(3))
+    np.testing.assert_allclose(opt.params, -0.1 * (1 + 1.5) * np.ones(3))
+    values = {"momentum": 0.7, "lr": 0.1, "update": "momentum"}
+    assert optim.rule_options("momentum", values) == {"momentum": 0.7}
+    assert optim.rule_options("adam", values) == {} and optim.rule_options("gd", values) == {}
+    with pytest.raises(ValueError, match="takes no option beta"):
+        optim.make("momentum", np.zeros(3), optim.Schedule(0.1), beta=0.5)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
+        optim.make("momentum", np.zeros(3), optim.Schedule(0.1), momentum=1.0)
+    assert optim.names() == ["adam", "agd", "gd", "momentum"]

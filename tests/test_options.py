@@ -101,6 +101,12 @@ def test_option_error_names_the_flag():
     ({"delay": "exp:-1"}, "delay"),
     ({"update": "nope"}, "update"),
     ({"code_options": "degree"}, "code_options"),
+    ({"update": "sgd"}, "update"),
+    ({"update": "momentum", "momentum": 1.5}, "momentum"),
+    ({"model": "svm"}, "model"),
+    ({"delay": "gamma:1"}, "delay"),
+    ({"delay": "persistent:5,2"}, "delay"),  # more slow workers than workers
+    ({"lr_schedule": "step", "lr_decay": 2.0}, "lr_decay"),
 ])
 def test_check_refuses_bad_values(tmp_path, changes, option):
     with pytest.raises(OptionError) as info:

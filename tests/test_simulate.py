@@ -331,3 +331,49 @@ def test_persistent_stragglers_are_flagged():
     per[3] = {"measured": 0, "censored": 40, "mean_measured": None}
     per[5] = {"measured": 40, "censored": 0, "mean_measured": 1.5}
     assert simulate.persistent_stragglers(per) == [3, 5]
+
+
+def test_bulk_pauses_are_the_documented_streams():
+    """The bulk draws are one generator seeded [seed, 0x5171], in this order: fixed forever."""
+    W, draws = 3, 50
+
+    def rng():
+        return np.random.default_rng([7, 0x5171])
+
+    cases = {"exp:0.5": rng().exponential(0.5, (draws, W)),
+             "shifted-exp:0.1,0.5": 0.1 + rng().exponential(0.5, (draws, W)),
+             "pareto:0.1,2.5": 0.1 * (1.0 + rng().pareto(2.5, (draws, W))),
+             "none": np.zeros((draws, W))}
+    for spec, expected in cases.items():
+        got = simulate.sample_pauses(delays.parse(spec, seed=7), np.ones(W), np.zeros((draws, W)), draws)
+        np.testing.assert_array_equal(got, expected)
+    load = np.array([0.5, 0.25, 1.0])
+    scaled = simulate.sample_pauses(delays.parse("exp:0.5", seed=7, scale_with_load=True), load,
+                                    np.zeros((draws, W)), draws)
+    np.testing.assert_array_equal(scaled, cases["exp:0.5"] * load)
+
+
+class _NoRule(codes.GradientCode):
+    """A code with only a decode: wait for the first two replies."""
+
+    def decode(self, responders):
+        got = self._arrivals(responders)
+        return None if len(got) < 2 else np.ones(self.n_workers)
+
+
+def test_a_code_without_its_own_rule_is_decoded_generically():
+    code = _NoRule(4, 0)
+    A = np.random.default_rng(1).exponential(1.0, (30, 4, 1))
+    times, method = simulate.decode_times(code, A)
+    assert method == "generic" and not simulate.has_vectorised_rule(code)
+    np.testing.assert_array_equal(times, np.sort(A[:, :, 0], axis=1)[:, 1])
+    assert simulate.closed_form_mean(code, delays.parse("exp:1")) is None
+
+
+def test_every_code_chooses_its_own_closed_form():
+    expected = {"uncoded": True, "ignore": True, "cyclic": True, "cyclic-mds": True, "frc": True, "approx": False,
+                "sgc": False, "expander": False, "bcc": False}
+    for name, has in expected.items():
+        code = codes.build(name, 6, 1)
+        assert (code.exponential_order_mean(0.5, 2.0) is not None) == has, name
+    assert codes.build("frc", 6, 1).exponential_order_mean(0.5, 2.0) == pytest.approx(0.5 + 2.0 * H(3) / 2)

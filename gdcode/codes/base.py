@@ -7,6 +7,11 @@ Multi-message codes (``n_messages > 1``, the partial schemes) split ``B`` into
 ``message_matrices``: for message ``k`` worker ``i`` sends ``sum_j M_k[i, j] g_j``, their
 ``decode`` takes ``(worker, message)`` pairs and returns weights of shape
 ``(n_messages, n_workers)``; the gradient sum is ``sum_k sum_i a[k, i] y_{i,k}``.
+
+For the simulator a code also tells when it first decodes over many draws of arrival times,
+:meth:`GradientCode.decode_times`: the base class replays ``decode`` per draw (exact, slow),
+and a code overrides it with a vectorised rule, usually built from :func:`kth_arrival` (the
+k-th reply) and :func:`coverage_time` (every partition received from one of its holders).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ class GradientCode:
         self.B = np.eye(self.n_workers)
         #: the keyword options it was built with (set by :func:`gdcode.codes.build`)
         self.options: dict = {}
+        self._partition_sizes: np.ndarray | None = None
 
     @property
     def n_partitions(self) -> int:
@@ -109,6 +115,65 @@ class GradientCode:
     def facts(self) -> dict:
         """Construction facts worth reporting beside the diagnostics (none by default)."""
         return {}
+
+    @property
+    def partition_sizes(self) -> np.ndarray:
+        """Rows in each partition, as bound by :meth:`bind_partition_sizes` (all ones until then)."""
+        sizes = getattr(self, "_partition_sizes", None)
+        return np.ones(self.n_partitions) if sizes is None else sizes
+
+    def bind_partition_sizes(self, sizes: Sequence[float]) -> None:
+        """Tell the code how many rows each of its partitions holds.
+
+        The runtime calls it once the dataset is known; a decode that weights partitions by
+        their size (``ignore``) uses them, the others ignore them.
+
+        Parameters
+        ----------
+        sizes : sequence of float
+            ``n_partitions`` positive numbers.
+
+        Raises
+        ------
+        ValueError
+            Unless there are ``n_partitions`` finite positive sizes.
+        """
+        arr = np.asarray(sizes, dtype=float)
+        if arr.shape != (self.n_partitions,) or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+            got = arr.tolist() if arr.size <= 8 else f"shape {arr.shape}"
+            raise ValueError(f"partition_sizes must be {self.n_partitions} finite positive numbers, got {got}")
+        self._partition_sizes = arr
+
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """When the code first decodes in each draw of arrival times.
+
+        The base class replays :meth:`decode` per draw on the arrivals in time order
+        (:func:`decode_time`, a bisection over the prefixes): exact for any code, slow. A code
+        overrides it with a vectorised rule that gives the same times.
+
+        Parameters
+        ----------
+        arrivals : numpy.ndarray
+            Shape ``(draws, n_workers, n_messages)``: when each message of each worker
+            arrives (``inf`` for one that never does). A worker's messages arrive in order.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(draws,)``: the arrival time of the message that made the decode
+            possible, ``inf`` in a draw that never decodes.
+        """
+        arrivals = np.asarray(arrivals, dtype=float)
+        multi = self.n_messages > 1
+        return np.array([decode_time(self, a if multi else a[:, 0])[0] for a in arrivals])
+
+    def exponential_order_mean(self, shift: float, mean: float) -> float | None:
+        """The mean decode time when every worker's message arrives at ``shift + E``, ``E``
+        exponential of mean ``mean``, independently; None when there is no closed form (default).
+
+        Used by :func:`gdcode.simulate.closed_form_mean` (one-message codes of equal load).
+        """
+        return None
 
     def _arrivals(self, responders: Sequence[int]) -> list[int]:
         """The responders as checked worker indices without repeats, first arrival kept."""
@@ -189,3 +254,101 @@ def first_per_group(arrivals: Sequence[int], group_of: np.ndarray, n_groups: int
             if len(first) == n_groups:
                 break
     return first
+
+
+def kth_arrival(arrivals: np.ndarray, k: int) -> np.ndarray:
+    """The k-th smallest (1-based) arrival time of each draw.
+
+    Parameters
+    ----------
+    arrivals : numpy.ndarray
+        Shape ``(draws, W)``.
+    k : int
+        ``1 <= k <= W``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(draws,)``: when a code that decodes from any k replies decodes.
+    """
+    return np.partition(arrivals, k - 1, axis=1)[:, k - 1]
+
+
+def coverage_time(arrivals: np.ndarray, B: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """When every partition has arrived from at least one worker holding it.
+
+    ``max_j min_{i: B_ij != 0} T_i`` per draw: the decode time of a code that needs one reply
+    per partition (``frc``, ``bcc``).
+
+    Parameters
+    ----------
+    arrivals : numpy.ndarray
+        Shape ``(draws, W)``.
+    B : numpy.ndarray
+        The ``(W, n_partitions)`` matrix whose non-zero entries say who holds what.
+    chunk : int
+        Draws handled at once (bounds the memory of the ``(draws, W, partitions)`` mask).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(draws,)``.
+    """
+    held = B != 0
+    out = np.empty(arrivals.shape[0])
+    for lo in range(0, arrivals.shape[0], chunk):
+        a = arrivals[lo:lo + chunk]
+        first = np.where(held[None, :, :], a[:, :, None], np.inf).min(axis=1)  # (draws, partitions)
+        out[lo:lo + chunk] = first.max(axis=1)
+    return out
+
+
+def decode_time(code: GradientCode, arrivals: np.ndarray) -> tuple[float, list]:
+    """When ``code`` first decodes, and the responders it decoded from.
+
+    Parameters
+    ----------
+    code : GradientCode
+        The code (single- or multi-message).
+    arrivals : numpy.ndarray
+        Arrival time of each worker's message: shape ``(n_workers,)`` for a single-message
+        code, ``(n_workers, n_messages)`` otherwise; ``inf`` for a message that never comes.
+
+    Returns
+    -------
+    time : float
+        Arrival time of the reply that made the decode possible (``inf`` if it never does).
+    responders : list
+        The responders in arrival order up to that reply.
+
+    Notes
+    -----
+    A code's ``decode`` is consistent on prefixes (once it decodes, longer arrival sequences
+    decode too), so the shortest decodable prefix is found by bisection: about
+    ``log2(W * n_messages)`` calls of ``decode`` instead of up to ``W * n_messages``.
+    """
+    arrivals = np.asarray(arrivals, dtype=float)
+    multi = code.n_messages > 1
+    if not multi:
+        arrivals = arrivals.reshape(-1, 1)
+    W, M = arrivals.shape
+    order = np.argsort(arrivals, axis=None, kind="stable")
+    order = order[np.isfinite(arrivals.ravel()[order])]
+    items = [divmod(int(flat), M) for flat in order]
+    responders = [(w, k) if multi else w for w, k in items]
+    if not responders or code.decode(responders) is None:
+        return float("inf"), responders
+    lo, hi = 0, len(responders)  # decode fails on the first lo replies and works on the first hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if code.decode(responders[:mid]) is None:
+            lo = mid
+        else:
+            hi = mid
+    w, k = items[hi - 1]
+    return float(arrivals[w, k]), responders[:hi]
+
+
+def harmonic(m: int) -> float:
+    """The m-th harmonic number ``H_m = 1 + 1/2 + ... + 1/m`` (``H_0 = 0``)."""
+    return float(np.sum(1.0 / np.arange(1, m + 1))) if m > 0 else 0.0

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdcode.codes.base import GradientCode
-from gdcode.codes.registry import register
+from gdcode.codes.base import GradientCode, coverage_time
+from gdcode.codes.registry import CODES
 
 
-@register("bcc")
+@CODES.register("bcc")
 class BatchedCouponCollector(GradientCode):
     """Batched coupon's collector: the data are cut into b batches and each worker holds one, at random.
 
@@ -65,3 +65,7 @@ class BatchedCouponCollector(GradientCode):
                 a[list(first.values())] = 1.0
                 return a
         return None
+
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """The first time every batch has arrived."""
+        return coverage_time(np.asarray(arrivals, dtype=float)[:, :, 0], self.B)

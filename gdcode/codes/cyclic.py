@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdcode.codes.base import GradientCode, lstsq_weights
-from gdcode.codes.registry import register
+from gdcode.codes.base import GradientCode, harmonic, kth_arrival, lstsq_weights
+from gdcode.codes.registry import CODES
 
 
 def circulant_rows(first_row: np.ndarray, n: int) -> np.ndarray:
@@ -37,7 +37,7 @@ def tandon_cyclic_matrix(n_workers: int, n_stragglers: int, rng: np.random.Gener
     return B
 
 
-@register("cyclic")
+@CODES.register("cyclic")
 class CyclicRepetition(GradientCode):
     """Cyclic repetition code (Tandon et al.'s random construction): worker i holds partitions i..i+S.
 
@@ -70,6 +70,14 @@ class CyclicRepetition(GradientCode):
             return None
         return lstsq_weights(self.B, got[:need])
 
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """The (W-S)-th reply."""
+        return kth_arrival(np.asarray(arrivals, dtype=float)[:, :, 0], self.n_workers - self.n_stragglers)
+
+    def exponential_order_mean(self, shift: float, mean: float) -> float:
+        """``shift + mean (H_W - H_S)``: the (W-S)-th of W exponentials."""
+        return shift + mean * (harmonic(self.n_workers) - harmonic(self.n_stragglers))
+
 
 def cyclic_mds_design(n_workers: int, n_stragglers: int) -> int:
     """The stragglers the real cyclic MDS construction is built for: S, or S+1 when W-S is even."""
@@ -98,7 +106,7 @@ def cyclic_mds_generator(n_workers: int, n_design: int) -> np.ndarray:
     return g[::-1] / g.sum()
 
 
-@register("cyclic-mds")
+@CODES.register("cyclic-mds")
 class CyclicMDS(GradientCode):
     """Cyclic MDS gradient code: cyclic shifts of a weight-(S+1) codeword, deterministic.
 
@@ -147,3 +155,11 @@ class CyclicMDS(GradientCode):
         if len(got) < need:
             return None
         return lstsq_weights(self.B, got[:need])
+
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """The (W - design_stragglers)-th reply."""
+        return kth_arrival(np.asarray(arrivals, dtype=float)[:, :, 0], self.n_workers - self.design_stragglers)
+
+    def exponential_order_mean(self, shift: float, mean: float) -> float:
+        """``shift + mean (H_W - H_s)`` with ``s = design_stragglers``."""
+        return shift + mean * (harmonic(self.n_workers) - harmonic(self.design_stragglers))

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdcode.codes.base import GradientCode, check_collect, lstsq_weights, uniform_sample_moments
-from gdcode.codes.registry import register
+from gdcode.codes.base import GradientCode, check_collect, kth_arrival, lstsq_weights, uniform_sample_moments
+from gdcode.codes.registry import CODES
 
 DECODERS = ("lstsq", "fixed")
 
@@ -50,7 +50,7 @@ def random_regular_graph(n: int, d: int, rng: np.random.Generator, max_tries: in
     raise ValueError(f"could not draw a simple {d}-regular graph on {n} vertices")  # pragma: no cover
 
 
-@register("expander")
+@CODES.register("expander")
 class ExpanderCode(GradientCode):
     """Expander code: approximate gradient coding with the normalised adjacency of a random d-regular graph.
 
@@ -133,3 +133,7 @@ class ExpanderCode(GradientCode):
             a[used] = self.n_workers / self.collect
             return a
         return lstsq_weights(self.B, used)
+
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """The ``collect``-th reply."""
+        return kth_arrival(np.asarray(arrivals, dtype=float)[:, :, 0], self.collect)

@@ -8,7 +8,7 @@ import numpy as np
 
 from gdcode.codes.base import GradientCode
 from gdcode.codes.cyclic import CyclicRepetition
-from gdcode.codes.registry import register
+from gdcode.codes.registry import CODES
 from gdcode.codes.repetition import FractionalRepetition
 
 
@@ -75,8 +75,13 @@ class _Partial(GradientCode):
             return None
         return np.vstack([np.ones(self.n_workers), inner])
 
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """The later of the last private message and the inner code's decode time on the coded ones."""
+        a = np.asarray(arrivals, dtype=float)
+        return np.maximum(a[:, :, 0].max(axis=1), self.inner.decode_times(a[:, :, 1:2]))
 
-@register("partial-frc")
+
+@CODES.register("partial-frc")
 class PartialFRC(_Partial):
     """Partial fractional repetition: P-S-1 private uncoded pieces per worker, sent first, then an frc-coded part.
 
@@ -101,7 +106,7 @@ class PartialFRC(_Partial):
     exact_by_construction = True
 
 
-@register("partial-cyclic")
+@CODES.register("partial-cyclic")
 class PartialCyclic(_Partial):
     """Partial cyclic repetition: P-S-1 private uncoded pieces per worker, sent first, then a cyclic-coded part.
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdcode.codes.base import GradientCode, check_collect
-from gdcode.codes.registry import register
+from gdcode.codes.base import GradientCode, check_collect, coverage_time, harmonic, kth_arrival
+from gdcode.codes.registry import CODES
 
 
 def frc_matrix(n_workers: int, n_stragglers: int) -> np.ndarray:
@@ -25,7 +25,7 @@ def frc_matrix(n_workers: int, n_stragglers: int) -> np.ndarray:
     return np.kron(np.eye(n_workers // size), np.ones((size, size)))
 
 
-@register("frc")
+@CODES.register("frc")
 class FractionalRepetition(GradientCode):
     """Fractional repetition code: groups of S+1 workers hold the same S+1 partitions.
 
@@ -62,8 +62,17 @@ class FractionalRepetition(GradientCode):
                 return a
         return None
 
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """The first time every group has replied."""
+        return coverage_time(np.asarray(arrivals, dtype=float)[:, :, 0], self.B)
 
-@register("approx")
+    def exponential_order_mean(self, shift: float, mean: float) -> float:
+        """``shift + mean H_{W/(S+1)} / (S+1)``: the slowest of W/(S+1) group minima."""
+        g = self.n_stragglers + 1
+        return shift + mean * harmonic(self.n_workers // g) / g
+
+
+@CODES.register("approx")
 class ErasureHead(GradientCode):
     """ErasureHead: approximate gradient coding on the fractional-repetition layout.
 
@@ -115,3 +124,8 @@ class ErasureHead(GradientCode):
                 a[list(first.values())] = self.n_groups / len(first) if self.rescale else 1.0
                 return a
         return None
+
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """The earlier of the ``collect``-th reply and the time every group has replied."""
+        a = np.asarray(arrivals, dtype=float)[:, :, 0]
+        return np.minimum(kth_arrival(a, self.collect), coverage_time(a, self.B))

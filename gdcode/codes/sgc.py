@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdcode.codes.base import GradientCode, check_collect, uniform_sample_moments
-from gdcode.codes.registry import register
+from gdcode.codes.base import GradientCode, check_collect, kth_arrival, uniform_sample_moments
+from gdcode.codes.registry import CODES
 
 
 def pair_overlaps(M: np.ndarray) -> np.ndarray:
@@ -76,7 +76,7 @@ def _best_objective(n: int, d: int) -> int:
     return (pairs - n_hi) * lo ** 2 + n_hi * (lo + 1) ** 2
 
 
-@register("sgc")
+@CODES.register("sgc")
 class StochasticGradientCode(GradientCode):
     """Stochastic gradient coding: d partitions per worker, pair-wise balanced, fixed weights 1/(d(1-p)).
 
@@ -141,6 +141,10 @@ class StochasticGradientCode(GradientCode):
         a = np.zeros(self.n_workers)
         a[got[:self.collect]] = self.weight
         return a
+
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """The ``collect``-th reply."""
+        return kth_arrival(np.asarray(arrivals, dtype=float)[:, :, 0], self.collect)
 
     def weight_moments(self, independent: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Mean and covariance matrix of the partition weights ``a @ B`` over random stragglers.

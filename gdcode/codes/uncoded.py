@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdcode.codes.base import GradientCode
-from gdcode.codes.registry import register
+from gdcode.codes.base import GradientCode, harmonic, kth_arrival
+from gdcode.codes.registry import CODES
 
 
-@register("uncoded")
+@CODES.register("uncoded")
 class Uncoded(GradientCode):
     """Uncoded gradient descent: worker i holds partition i and the coordinator waits for all W.
 
@@ -41,8 +41,16 @@ class Uncoded(GradientCode):
             return None
         return np.ones(self.n_workers)
 
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """The last reply."""
+        return np.asarray(arrivals, dtype=float)[:, :, 0].max(axis=1)
 
-@register("ignore")
+    def exponential_order_mean(self, shift: float, mean: float) -> float:
+        """``shift + mean H_W``: the largest of W exponentials."""
+        return shift + mean * harmonic(self.n_workers)
+
+
+@CODES.register("ignore")
 class IgnoreStragglers(GradientCode):
     """Ignore stragglers: use the first W-S replies and drop the rest.
 
@@ -57,22 +65,15 @@ class IgnoreStragglers(GradientCode):
     Pan, Monga, Bengio, Jozefowicz, "Revisiting Distributed Synchronous SGD",
     arXiv:1604.00981, with b = S backup workers.
 
-    Parameters
-    ----------
-    partition_sizes : sequence of int, optional
-        Rows in each partition; the rescaling uses them (equal partitions by default).
+    The rescaling uses the rows of each partition, :meth:`bind_partition_sizes` (equal
+    partitions until they are bound).
     """
 
     exact = False
 
-    def __init__(self, n_workers: int, n_stragglers: int = 0, seed: int = 0,
-                 partition_sizes: Sequence[int] | None = None) -> None:
+    def __init__(self, n_workers: int, n_stragglers: int = 0, seed: int = 0) -> None:
         super().__init__(n_workers, n_stragglers, seed)
         self.B = np.eye(self.n_workers)
-        sizes = np.ones(self.n_workers) if partition_sizes is None else np.asarray(partition_sizes, float)
-        if sizes.shape != (self.n_workers,) or np.any(sizes <= 0):
-            raise ValueError(f"partition_sizes must be {self.n_workers} positive numbers")
-        self.partition_sizes = sizes
 
     def decode(self, responders: Sequence[int]) -> np.ndarray | None:
         got = self._arrivals(responders)
@@ -80,6 +81,15 @@ class IgnoreStragglers(GradientCode):
         if len(got) < need:
             return None
         used = got[:need]
+        sizes = self.partition_sizes
         a = np.zeros(self.n_workers)
-        a[used] = self.partition_sizes.sum() / self.partition_sizes[used].sum()
+        a[used] = sizes.sum() / sizes[used].sum()
         return a
+
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """The (W-S)-th reply."""
+        return kth_arrival(np.asarray(arrivals, dtype=float)[:, :, 0], self.n_workers - self.n_stragglers)
+
+    def exponential_order_mean(self, shift: float, mean: float) -> float:
+        """``shift + mean (H_W - H_S)``: the (W-S)-th of W exponentials."""
+        return shift + mean * (harmonic(self.n_workers) - harmonic(self.n_stragglers))

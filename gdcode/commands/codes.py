@@ -5,7 +5,9 @@ Reports the load of each worker, whether the code is exact, and over the straggl
 workers plus seeded random ones) the worst residual max|a.B - 1|, the worst condition number
 of the rows a decode uses, the largest decode weight and the relative error of the decoded
 gradient when the workers' messages are rounded to float32. ``gdcode codes --list`` lists
-the codes. Code options: ``--option key=value`` (repeatable), e.g. ``--option collect=5``.
+the codes, plug-ins included (with the distribution each comes from). A plug-in code is named
+by its entry point or its import path ``MODULE:CLASS``. Code options: ``--option key=value``
+(repeatable), e.g. ``--option collect=5``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from gdcode.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", nargs="?", help="code name (see --list)")
+    parser.add_argument("name", nargs="?", help="code name (see --list) or a plug-in MODULE:CLASS")
     parser.add_argument("--list", action="store_true", help="list the codes with a one-line description")
     parser.add_argument("--workers", type=int, default=4, metavar="W", help="number of workers (default: 4)")
     parser.add_argument("--stragglers", type=int, default=0, metavar="S",
@@ -50,9 +52,7 @@ def main(args: argparse.Namespace) -> int:
     from gdcode import codes
 
     if args.list:
-        width = max(len(n) for n in codes.names())
-        for name in codes.names():
-            print(f"{name:<{width}}  {codes.describe(name)}")
+        print(list_codes())
         return 0
     if not args.name:
         raise ConfigError(f"give a code name (one of: {', '.join(codes.names())}) or --list")
@@ -61,13 +61,33 @@ def main(args: argparse.Namespace) -> int:
         code = codes.build(args.name, n_workers=args.workers, n_stragglers=args.stragglers,
                            seed=args.seed, **options)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"code {args.name}: {exc}") from None
     report = codes.diagnose(code, seed=args.seed)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
         print(format_report(report, codes.describe(args.name)))
     return 0
+
+
+def list_codes() -> str:
+    """``gdcode codes --list``: one line per code, its description, and where a plug-in comes from."""
+    from gdcode import codes
+
+    sources = dict(codes.CODES.plugins())
+    rows = []
+    for name in codes.names():
+        try:
+            text = codes.describe(name)
+        except ValueError as exc:  # a plug-in that does not import
+            text = f"cannot be used: {exc}"
+        if name in sources:
+            text = f"[plug-in, {sources[name]}] {text}"
+        rows.append((name, text))
+    width = max(len(n) for n, _ in rows)
+    lines = [f"{name:<{width}}  {text}" for name, text in rows]
+    lines.append("(a plug-in code may also be given by its import path MODULE:CLASS)")
+    return "\n".join(lines)
 
 
 def format_report(d, description: str = "") -> str:

@@ -1,4 +1,4 @@
-"""Show versions of gdcode, Python, numpy and mpi4py, the MPI library, and the kernels in use."""
+"""Show versions of gdcode, Python, numpy and mpi4py, the MPI library, the kernels in use, and the plug-ins."""
 
 from __future__ import annotations
 
@@ -41,7 +41,24 @@ def collect() -> dict:
         facts["mpiexec"] = find_mpiexec()
     except Exception as exc:  # noqa: BLE001
         facts["mpiexec"] = f"not found: {exc}"
+    facts["plug-ins"] = plugins()
     return facts
+
+
+def plugins() -> dict[str, list[dict[str, str]]]:
+    """The plug-ins of every registry: ``{"codes": [{"name": ..., "source": ...}], ...}``."""
+    from gdcode import codes, delays, models, optim
+
+    return {reg.plural: [{"name": name, "source": source} for name, source in reg.plugins()]
+            for reg in (codes.CODES, models.MODELS, optim.UPDATES, delays.DELAYS)}
+
+
+def _text(value) -> str:
+    if isinstance(value, dict):  # the plug-ins
+        found = [f"{kind}: " + ", ".join(f"{p['name']} ({p['source']})" for p in items)
+                 for kind, items in value.items() if items]
+        return "; ".join(found) or "none"
+    return str(value)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -51,5 +68,5 @@ def main(args: argparse.Namespace) -> int:
     else:
         width = max(len(k) for k in facts)
         for key, value in facts.items():
-            print(f"{key:<{width}}  {value}")
+            print(f"{key:<{width}}  {_text(value)}")
     return 0

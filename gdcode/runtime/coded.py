@@ -95,7 +95,7 @@ class CodedCoordinator(Coordinator):
         code = self.code
         return {"code": {"name": code.name, "exact": code.exact, "n_partitions": code.n_partitions,
                          "n_messages": self.M, "load": code.load().tolist(),
-                         "options": {k: v for k, v in code.options.items() if k != "partition_sizes"}},
+                         "options": dict(code.options)},
                 "delay": self.ctx.delay.describe()}
 
     def open_run(self) -> None:
