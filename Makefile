@@ -42,6 +42,7 @@ bench: install
 
 lint: install
 	$(VENV_BIN)/ruff check gdcode tests experiments data_prepare tools
+	$(VENV_BIN)/mypy
 
 clean:
 	rm -rf build .venv demo-results results experiment-results .pytest_cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,9 +27,9 @@ def save(run_dir: Path, iteration: int, elapsed: float, optimizer) -> None:
     gdcode.results.RunDirError
         When it cannot be written (the previous checkpoint stays).
     """
-    state = {f"opt_{k}": np.asarray(v) for k, v in optimizer.state().items()}
-    write_atomic(Path(run_dir) / FILE,
-                 lambda fh: np.savez(fh, iteration=np.array(iteration), elapsed=np.array(elapsed), **state))
+    arrays: dict[str, Any] = {f"opt_{k}": np.asarray(v) for k, v in optimizer.state().items()}
+    arrays.update(iteration=np.array(iteration), elapsed=np.array(elapsed))
+    write_atomic(Path(run_dir) / FILE, lambda fh: np.savez(fh, **arrays))
 
 
 def load(run_dir: Path) -> dict:

@@ -485,7 +485,7 @@ def _finite(x) -> bool:
 def _annotations(cls: type) -> dict[str, object]:
     """The constructor's annotations, resolved where they can be."""
     try:
-        return typing.get_type_hints(cls.__init__)
+        return typing.get_type_hints(cls.__init__)  # type: ignore[misc]
     except Exception:  # noqa: BLE001 - unresolvable annotations: use them as written
         return {}
 

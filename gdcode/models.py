@@ -25,6 +25,7 @@ runtime sizes ``w`` with ``n_params(n_cols, source.n_classes)`` and every method
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -344,6 +345,7 @@ def get(name: str, compiled: bool | None = None, n_threads: int = 1) -> Model:
         kernel choices the model cannot honour.
     """
     factory = MODELS.get(name)
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # pragma: no cover - a factory without a signature

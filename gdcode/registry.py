@@ -88,7 +88,7 @@ class Registry(Generic[T]):
             if name in self._builtin:
                 raise ValueError(f"a {self.kind} named {name!r} is already registered")
             if isinstance(target, type):
-                target.name = name
+                setattr(target, "name", name)  # noqa: B010 - T is any class
             self._builtin[name] = target
             return target
 
@@ -157,7 +157,7 @@ class Registry(Generic[T]):
             raise ValueError(f"unknown {self.kind} {name!r}; known {self.plural}: {', '.join(self.names())}; "
                              f"a plug-in is given as {PLUGIN_FORM}")
         if isinstance(obj, type) and "name" not in vars(obj):
-            obj.name = name
+            setattr(obj, "name", name)  # noqa: B010 - T is any class
         self._loaded[name] = obj
         return obj
 
@@ -168,7 +168,7 @@ class Registry(Generic[T]):
             raise ValueError(f"the {self.kind} plug-in {ep.name!r} (entry point {ep.value} of "
                              f"{_dist_name(ep)}) failed to import: {type(exc).__name__}: {exc}") from exc
         if isinstance(obj, type):
-            obj.name = ep.name
+            setattr(obj, "name", ep.name)  # noqa: B010 - T is any class
         return obj
 
     def _import_path(self, path: str) -> T:

@@ -115,7 +115,7 @@ def sparse_step(model, Xb, yb: np.ndarray, w: np.ndarray, l2: float, share: np.n
     wJ = np.ascontiguousarray(w.reshape(K, p)[:, cols]).reshape(-1)
     g = np.zeros(wJ.size)
     loss = model.loss_grad_sum(Xs, yb, np.ones(b), wJ, g)
-    uses = np.bincount(Xs.indices, minlength=cols.size)  # batch rows using each column of J
+    uses = np.bincount(Xs.indices, minlength=cols.size)  # type: ignore[attr-defined]  # batch rows using each column of J
     g += l2 * np.tile(share[cols] * uses, K) * wJ
     g *= -lr / b
     index = (np.arange(K)[:, None] * p + cols[None, :]).reshape(-1)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -52,8 +53,8 @@ def message_arrivals(compute: np.ndarray, pause: np.ndarray, share: Sequence[flo
     compute and pause (the engine's worker loop): shape ``(n_workers, n_messages)``."""
     compute = np.asarray(compute, dtype=float)
     pause = np.asarray(pause, dtype=float)
-    share = np.array([1.0] if share is None else share, dtype=float)
-    return np.cumsum((compute[:, None] + pause[:, None]) * share[None, :], axis=1)
+    shares = np.array([1.0] if share is None else share, dtype=float)
+    return np.cumsum((compute[:, None] + pause[:, None]) * shares[None, :], axis=1)
 
 
 def message_shares(code: codes.GradientCode) -> np.ndarray:
@@ -120,10 +121,12 @@ class ComputeModel:
         if self.kind == "zero":
             return np.zeros((draws, W))
         if self.kind == "full":
+            assert self.seconds is not None
             per = np.broadcast_to(self.seconds, (W,)) * code.load()
             return np.broadcast_to(per, (draws, W)).copy()
         out = np.empty((draws, W))
         its = range(first_iteration, first_iteration + draws)
+        assert self.trace is not None
         for w in range(W):
             rows = self.trace.get(w + 1)
             if rows is None:
@@ -213,7 +216,7 @@ class Simulation:
         """Mean, spread and quantiles of the iteration time."""
         t = self.times
         finite = t[np.isfinite(t)]
-        out = {"draws": int(t.size), "never_decoded": int(t.size - finite.size),
+        out: dict[str, Any] = {"draws": int(t.size), "never_decoded": int(t.size - finite.size),
                "mean_iteration_seconds": float(finite.mean()) if finite.size else float("inf"),
                "std_iteration_seconds": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
                "min_iteration_seconds": float(finite.min()) if finite.size else float("inf"),
@@ -291,9 +294,9 @@ def closed_form_mean(code: codes.GradientCode, delay: delays.DelayModel, compute
     if code.n_messages != 1:
         return None
     compute = compute or ComputeModel()
-    if compute.kind == "trace" or (compute.kind == "full" and np.ndim(compute.seconds) > 0):
+    if compute.kind == "trace" or (compute.kind == "full" and np.ndim(compute.seconds) > 0):  # type: ignore[arg-type]
         return None
-    full = 0.0 if compute.kind == "zero" else float(compute.seconds)
+    full = 0.0 if compute.kind == "zero" else float(compute.seconds)  # type: ignore[arg-type]
     load = code.load()
     if not np.allclose(load, load[0]):
         return None
@@ -537,7 +540,7 @@ def fit_sample(sample: Sample, bootstrap: int = 200, seed: int = 0, alpha: float
                         "ks_statistic": stat, "p_value": p, "fits": bool(p >= alpha)})
     fitted = [r for r in results if r["fitted"]]
     good = [r for r in fitted if r["fits"]]
-    best = min(good or fitted, key=lambda r: r["aic"]) if fitted else None
+    best = min(good or fitted, key=lambda r: float(r["aic"])) if fitted else None  # type: ignore[arg-type]
     return {"what": sample.what, "observed": int(x.size), "censored": int(c.size), "alpha": alpha,
             "bootstrap": bootstrap, "models": results, "best": best["model"] if best else None,
             "best_fits": bool(best and best["fits"]), "per_worker": sample.per_worker,
@@ -585,10 +588,14 @@ def run_sample(run, compute: ComputeModel | None = None) -> Sample:
         comp = compute.trace
     elif compute is not None and compute.kind != "zero":
         raise ConfigError("--compute for --fit must be trace:FILE (the run's --record-delays file)")
-    med = {}
+    med: dict[int, float] = {}
     if comp is not None:
         med = {w: float(np.median(rows[1])) for w, rows in comp.items()}
-    observed, cap_obs, censored, by_worker, cut_of = [], [], [], {}, {}
+    observed: list[float] = []
+    cap_obs: list[float] = []
+    censored: list[float] = []
+    by_worker: dict[int, list[float]] = {}
+    cut_of: dict[int, int] = {}
     cut = {r["iteration"] for r in run.workers if r["status"] in ("cancelled", "late")}
     for r in run.workers:
         w, t = r["worker"], r["iteration"]

@@ -41,9 +41,9 @@ def _compute_table(path: Path, n_workers: int, iterations: int) -> np.ndarray:
     with path.open() as fh:
         next(fh)
         for line in fh:
-            w, t, sec = line.strip().split(",")
-            if int(t) <= iterations:
-                table[int(w) - 1, int(t) - 1] = float(sec)
+            worker, it, sec = line.strip().split(",")
+            if int(it) <= iterations:
+                table[int(worker) - 1, int(it) - 1] = float(sec)
     for w in range(n_workers):
         row = table[w]
         row[np.isnan(row)] = np.nanmedian(row) if np.isfinite(row).any() else 0.0
@@ -58,6 +58,7 @@ def ideal_seconds_per_iteration(run_dir: Path, compute: np.ndarray) -> float:
 
     run = load_run(run_dir)
     options = rundir.read_options(run_dir)
+    assert run.summary is not None, f"{run_dir} has no summary.json"
     W, T = options.workers, run.summary["iterations"]
     code = problem.build_code(options)
     model = problem.build_delay(options)

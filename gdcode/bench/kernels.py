@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ class Case:
     objective: str
     layout: str
     dtype: str
-    X: object
+    X: Any
     y: np.ndarray
     w: np.ndarray
     x_bytes: int
@@ -160,6 +161,7 @@ def measure(case: Case, X64: np.ndarray, repeats: int, threads: int) -> dict:
     X, y, w = case.X, case.y, case.w
     coef = np.ones(X.shape[0])
     grad = np.zeros_like(w)
+    args: tuple
     if case.layout == "csr":
         args = (X.data, X.indices, X.indptr, y, coef, w, grad)
     else:

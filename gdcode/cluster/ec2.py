@@ -232,7 +232,7 @@ def read_state(cfg: ClusterConfig) -> dict[str, Any] | None:
             state.get("region") != cfg.region:
         raise ConfigError(f"cluster state file {path} is not the state of cluster {cfg.name} in "
                           f"{cfg.region}; remove it and pass --cluster-id ID")
-    check_cluster_id(state.get("cluster_id"), f"cluster state file {path}")
+    check_cluster_id(str(state.get("cluster_id", "")), f"cluster state file {path}")
     return state
 
 
@@ -564,6 +564,8 @@ def print_instances(instances: Sequence[Instance], out: TextIO) -> None:
 def validate_launch(api: Api) -> None:
     """Check instance types and availability zone with AWS before starting anything."""
     cfg = api.cfg
+    cfg.require_launch()
+    assert cfg.coordinator_type is not None and cfg.worker_type is not None
     types = sorted({cfg.coordinator_type, cfg.worker_type})
     api.call("describe_instance_types", InstanceTypes=types)
     if cfg.availability_zone:
@@ -623,13 +625,15 @@ def launch(api: Api, out: TextIO | None = None) -> list[Instance]:
     else:
         path = write_state(cfg, cluster_id)
         print(f"cluster id {cluster_id} (recorded in {path})", file=out)
-    n = 1 + cfg.workers
+    assert cfg.workers is not None and cfg.coordinator_type is not None and cfg.worker_type is not None
+    n_workers: int = cfg.workers
+    n = 1 + n_workers
     market = "spot" if cfg.spot else "on-demand"
     print(f"launching cluster {cfg.name} in {cfg.region}: 1 x {cfg.coordinator_type} "
           f"(coordinator) + {cfg.workers} x {cfg.worker_type} (workers), {market}", file=out)
     started: list[str] = []
     try:
-        for role, count in (("coordinator", 1), ("worker", cfg.workers)):
+        for role, count in (("coordinator", 1), ("worker", n_workers)):
             resp = api.call("run_instances", **run_request(cfg, role, count, cluster_id))
             if resp is None:  # dry run: placeholders stand for the ids AWS would return
                 ids = [f"<{role} {i + 1} id>" for i in range(count)]
@@ -653,7 +657,7 @@ def launch(api: Api, out: TextIO | None = None) -> list[Instance]:
                         "money: "
                         f"{', '.join(started)}; remove them with `gdcode ec2 terminate`",)
         raise
-    _, cost = hourly_cost(cfg, [cfg.coordinator_type] + [cfg.worker_type] * cfg.workers)
+    _, cost = hourly_cost(cfg, [cfg.coordinator_type] + [cfg.worker_type] * n_workers)
     if api.dry_run:
         print(f"would start {n} instance(s); cost {cost}", file=out)
         return []
@@ -756,7 +760,7 @@ def _targets(api: Api, hosts_file: str | None) -> list[str]:
     instances = running_hosts(api)
     if api.dry_run:
         return []
-    return [i.address(api.cfg.ssh_address) for i in instances]
+    return [a for i in instances if (a := i.address(api.cfg.ssh_address)) is not None]
 
 
 def run_command(api: Api, command: Sequence[str], on: str = "all", timeout: float | None = None,
@@ -829,7 +833,7 @@ def setup(api: Api, source: str | None = None, git_url: str | None = None,
         targets = [h.address for h in hosts]
     else:
         instances = running_hosts(api)
-        targets = [i.address(cfg.ssh_address) for i in instances]
+        targets = [a for i in instances if (a := i.address(cfg.ssh_address)) is not None]
         hosts = host_list(cfg, instances) if instances else []
     ssh = ssh_of(cfg)
     limit = timeout or max(cfg.command_timeout, 1800.0)

@@ -553,7 +553,9 @@ def collect(ssh: SSH, host: str, remote: str, dest: Path, timeout: float) -> lis
                                                                           or m.isdir()):
                 raise ClusterError(f"{host}: refusing archive member {m.name!r}")
         # "data" filter (Python >= 3.10.12) also refuses links and device files
-        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-        tar.extractall(dest, members=members, **safe)
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, members=members, filter="data")
+        else:  # pragma: no cover - Python < 3.10.12
+            tar.extractall(dest, members=members)
     top = dest / base
     return sorted(p.name for p in top.iterdir()) if top.is_dir() else [base]

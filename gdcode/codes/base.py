@@ -122,7 +122,7 @@ class GradientCode:
         sizes = getattr(self, "_partition_sizes", None)
         return np.ones(self.n_partitions) if sizes is None else sizes
 
-    def bind_partition_sizes(self, sizes: Sequence[float]) -> None:
+    def bind_partition_sizes(self, sizes: Sequence[float] | np.ndarray) -> None:
         """Tell the code how many rows each of its partitions holds.
 
         The runtime calls it once the dataset is known; a decode that weights partitions by

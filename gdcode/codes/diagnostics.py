@@ -110,7 +110,7 @@ def arrival_sequences(code: GradientCode, patterns: np.ndarray, seed: int = 0) -
     if patterns.size:
         alive[np.repeat(np.arange(K), patterns.shape[1]), patterns.ravel()] = False
     order = rng.random((K, W)).argsort(axis=1)
-    seqs = []
+    seqs: list[list] = []
     for k in range(K):
         responders = [int(i) for i in order[k] if alive[k, i]]
         if code.n_messages == 1:

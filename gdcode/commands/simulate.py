@@ -69,6 +69,7 @@ def main(args: argparse.Namespace) -> int:
     built = None
     if target is not None:  # the replay trains: the dataset, model and optimiser too
         built = problem.build(options.replace(mode="coded"))
+        assert built.code is not None
         code, delay = built.code, built.delay
     else:
         code, delay = problem.build_code(options), problem.build_delay(options)

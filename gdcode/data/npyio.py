@@ -77,7 +77,7 @@ class NpyRows:
         want = (stop - start) * self.row_bytes
         if want == 0:
             return out
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = memoryview(out.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
         with open(self.path, "rb", buffering=0) as fh:
             fh.seek(self.offset + start * self.row_bytes)
             got = 0
@@ -128,7 +128,7 @@ class NpyRows:
             return
         per = max(1, int(max_bytes) // itemsize)
         buf = np.empty(min(per, total), dtype=self.dtype)
-        raw = memoryview(buf.view(np.uint8))
+        raw = memoryview(buf.view(np.uint8))  # type: ignore[arg-type]
         with open(self.path, "rb", buffering=0) as fh:
             fh.seek(self.offset)
             first = 0
@@ -174,7 +174,7 @@ class NpyAppender:
         if self.rows + block.shape[0] > self.shape[0]:
             raise ValueError(f"too many rows for {self.path}: {self.rows + block.shape[0]} > "
                              f"{self.shape[0]}")
-        self._fh.write(memoryview(block.reshape(-1).view(np.uint8)))
+        self._fh.write(memoryview(block.reshape(-1).view(np.uint8)))  # type: ignore[arg-type]
         self.rows += block.shape[0]
 
     def close(self) -> None:

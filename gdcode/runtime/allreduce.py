@@ -122,7 +122,7 @@ class _ModelSender:
         self.skipped = 0
         self.sent = 0
 
-    def send(self, kind: float, iteration: int, elapsed: float, params: np.ndarray, force: bool = False) -> bool:
+    def send(self, kind: int, iteration: int, elapsed: float, params: np.ndarray, force: bool = False) -> bool:
         """Send a model unless :data:`MAX_BACKLOG` sends are still in flight (``force``: send anyway)."""
         self.in_flight = [r for r in self.in_flight if not r.Test()]
         if len(self.in_flight) >= MAX_BACKLOG and not force:
@@ -266,7 +266,7 @@ def _local(wk: _Worker) -> int:
     usage = clock.usage()
     if not every or averaged_at != steps:
         average(final=True)
-    elif unsent is not None:  # the last average ended the run but was not sent
+    elif unsent is not None and wk.sender is not None:  # the last average ended the run but was not sent
         wk.sender.send(pr.Kind.MODEL, *unsent, wk.opt.params, force=True)
     return wk.finish(steps, usage)
 

@@ -90,6 +90,9 @@ class CodedCoordinator(Coordinator):
         self.first = 1
         self.last = 0
         self.recorded_delays: list[tuple[int, int, float]] = []
+        self.weights: np.ndarray | None = None
+        self.responders: list = []
+        self.decode_seconds = 0.0
 
     def metadata_extra(self) -> dict:
         code = self.code
@@ -181,7 +184,7 @@ class CodedCoordinator(Coordinator):
                 rec = _Iteration(t, start)
                 self.pending[t] = rec
                 self.current = rec
-                self.responders: list = []
+                self.responders = []
                 self.held = []
                 self.weights = None
                 self.decode_seconds = 0.0
@@ -210,6 +213,7 @@ class CodedCoordinator(Coordinator):
                     extra["gradient_error"] = float(np.linalg.norm(grad - exact) / np.linalg.norm(exact))
                 self.evaluator.submit(t, self.elapsed, self.opt.params, **extra)
                 record = self.evaluator.last
+                assert record is not None
                 line.update(t, self.elapsed, record["train_loss"])
                 self.last = t
                 if opts.checkpoint_every and t % opts.checkpoint_every == 0:

@@ -166,6 +166,7 @@ class Coordinator:
         self._stop_requests: list[Any] = []
         self._stop_msg = pr.pack_header(pr.STOP.new(), pr.Kind.STOP, 0)
         self._cpu0 = self._wall0 = 0.0
+        self.unresponsive: list[int] = []  # workers that did not stop within the grace period
 
     # --- what a mode supplies -------------------------------------------------------------
 
@@ -361,7 +362,7 @@ class Coordinator:
             return EXIT_WRITE_FAILED
 
     def _run(self) -> int:
-        self.unresponsive: list[int] = []
+        self.unresponsive = []
         self.open_run()
         self.evaluator = Evaluator(self.ctx, self.writer, threaded=self.threaded_evaluation)
         for i in range(self.W):
@@ -400,7 +401,7 @@ class Coordinator:
         """Write ``model.npy`` and ``summary.json``; return the exit code (3 after ``--timeout``)."""
         self.evaluator.close()
         self.writer.save_model(params)
-        summary = {"status": self.status, "iterations": int(iterations), "elapsed": float(elapsed)}
+        summary: dict[str, Any] = {"status": self.status, "iterations": int(iterations), "elapsed": float(elapsed)}
         summary.update(self.evaluator.metrics(params))
         if self.options.target_loss is not None:
             summary["target_loss_reached"] = bool(summary["train_loss"] <= self.options.target_loss)

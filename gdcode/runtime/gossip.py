@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class _Outgoing:
 
     kind: str  # "pull" or "elastic"
     buf: np.ndarray
-    req: object
+    req: Any
     sent_at: float
     x_sent: np.ndarray | None = None
 
@@ -127,7 +128,7 @@ class Worker:
             if r.req.Test():
                 del self.out[j]
                 self.events += 1
-                if r.kind == "elastic":
+                if r.kind == "elastic" and r.x_sent is not None:
                     self._elastic(r.x_sent, pr.ANSWER.vector(r.buf))
                 else:
                     self.stats["late"] += 1

@@ -224,6 +224,7 @@ def work(ctx: Context) -> int:
         else:
             Xb, yb = rows.batch()
             if rows.sparse:
+                assert rows.share is not None
                 cols, delta, _ = sparse_step(model, Xb, yb, w, ctx.l2, rows.share, lr)
             else:
                 dense_gradient(model, Xb, yb, w, ctx.l2, grad, BLOCK_ROWS, inbox.poll)

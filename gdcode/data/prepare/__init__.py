@@ -153,7 +153,7 @@ def prepare(kind: str, opts: PrepareOptions, progress=None) -> tuple[Path, dict[
                                test_fraction=opts.test_fraction, nnz_per_row=k, force=opts.force,
                                progress=progress)
     out = Path(opts.out) if opts.out else default_out(kind, opts)
-    finish = {"kind": kind, "out": out, "test_fraction": opts.test_fraction, "seed": opts.seed,
+    finish: dict[str, Any] = {"kind": kind, "out": out, "test_fraction": opts.test_fraction, "seed": opts.seed,
               "standardize_features": opts.standardize, "force": opts.force}
     if kind == "sklearn":
         from gdcode.data import bundled
@@ -167,7 +167,7 @@ def prepare(kind: str, opts: PrepareOptions, progress=None) -> tuple[Path, dict[
                              source={"name": opts.name}, **finish)
 
     raw = _raw_file(kind, opts)
-    source = {"raw": str(raw), "sha256": file_digest(raw)}
+    source: dict[str, Any] = {"raw": str(raw), "sha256": file_digest(raw)}
     if kind in ("amazon", "covtype", "kc_house"):
         from gdcode.data.prepare import download, papers
 

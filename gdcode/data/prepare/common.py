@@ -140,6 +140,7 @@ def map_labels(labels: np.ndarray, task: str, positive: str | None, origin: str)
         return Labels(codes.astype(np.float64), "multiclass", int(classes.size),
                       [json_value(c) for c in classes], "sorted distinct labels -> 0..K-1")
     if positive is not None:
+        pos: float | str
         if num is not None:
             try:
                 pos = float(positive)

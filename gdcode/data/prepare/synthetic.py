@@ -80,14 +80,15 @@ def write(out: str | os.PathLike, rows: int, cols: int, *, seed: int, test_fract
         raise ConfigError(f"{rows} rows with --test-fraction {test_fraction} leave no "
                           "training rows")
     sparse = nnz_per_row is not None
+    per_row = nnz_per_row or 0
     writer = PreparedWriter(out, "csr" if sparse else "dense", cols, force=force)
     try:
         for split, lo, hi in (("train", 0, n_train), ("test", n_train, rows)):
-            writer.begin(split, hi - lo, (hi - lo) * nnz_per_row if sparse else None)
+            writer.begin(split, hi - lo, (hi - lo) * per_row if sparse else None)
             for a in range(lo, hi, chunk_rows):
                 b = min(hi, a + chunk_rows)
                 if sparse:
-                    X, y = generate_sparse(a, b, cols, nnz_per_row, seed)
+                    X, y = generate_sparse(a, b, cols, per_row, seed)
                 else:
                     X, y = synthetic.generate(a, b, cols, seed)
                 writer.append(split, X, y)
