@@ -21,7 +21,7 @@
 # `:` (default: `experiment-results`, searched recursively). `GDCODE_FIGURES`, if set, is a folder where
 # the figures are saved as PNG as well as shown.
 #
-# The run directory is the contract of DESIGN section 5: `metadata.json` (options), `metrics.jsonl`
+# The run directory is the contract of docs/run-directory.md: `metadata.json` (options), `metrics.jsonl`
 # (one line per iteration), `workers.csv` (iteration, worker, arrival, status) and `summary.json`.
 
 # %%

@@ -1,6 +1,6 @@
 """Straggler delay models: an injected pause per worker per iteration.
 
-``parse(spec)`` turns a delay SPEC (DESIGN section 4) into a model whose
+``parse(spec)`` turns a delay SPEC (docs/plugins.md) into a model whose
 ``draw(worker, iteration)`` is a pure function of (seed, worker, iteration): every scheme in a
 comparison meets the same delays, whichever iterations a worker skips or a run resumes from.
 

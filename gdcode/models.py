@@ -1,4 +1,4 @@
-"""Objectives (DESIGN section 3): loss and gradient of a block of rows, through the kernels.
+"""Objectives (docs/objectives.md): loss and gradient of a block of rows, through the kernels.
 
 Every model has ``f(w) = (1/n) sum_i loss_i(w) + (lambda/2) ||w||^2``. A worker computes
 *sums* of per-row gradients over its rows, weighted per row by its code coefficients

@@ -1,4 +1,4 @@
-# Fused loss-and-gradient kernels of the linear models (DESIGN section 3), dense and CSR.
+# Fused loss-and-gradient kernels of the linear models (docs/objectives.md), dense and CSR.
 """Loss and gradient sums of a block of rows, one pass over the rows.
 
 For a block of rows ``X`` with labels ``y`` and per-row coefficients ``coef`` (a coded

@@ -19,7 +19,7 @@ RIDGE = ("--dataset", f"synthetic:{ROWS}x{COLS}", "--model", "least-squares", "-
 
 @pytest.fixture(scope="module")
 def f_star():
-    """The ridge optimum's objective on the training rows (DESIGN section 3 closed form)."""
+    """The ridge optimum's objective on the training rows (the closed form of docs/objectives.md)."""
     X, y = SyntheticSource(ROWS, COLS, seed=0, test_fraction=0.2).train_set()
     n = X.shape[0]
     w = np.linalg.solve(X.T @ X / n + L2 * np.eye(COLS), X.T @ y / n)
@@ -27,7 +27,7 @@ def f_star():
 
 
 def check_async_run_directory(run, workers):
-    """The contract of an asynchronous run directory (DESIGN section 5)."""
+    """The contract of an asynchronous run directory (docs/run-directory.md)."""
     first = run.metrics[0]
     assert first["iteration"] == 0 and first["elapsed"] == 0.0
     assert np.all(np.diff(run.column("iteration")) >= 0)

@@ -1,4 +1,4 @@
-"""Models: DESIGN section 3 objectives, dense/CSR/float32 dispatch, optima, metrics."""
+"""Models: the objectives of docs/objectives.md, dense/CSR/float32 dispatch, optima, metrics."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def problem(name: str, n: int = 80, p: int = 6, seed: int = 0, K: int = 3):
 
 
 def design_objective(name: str, X: np.ndarray, y: np.ndarray, w: np.ndarray, l2: float) -> float:
-    """The table of DESIGN section 3, written out directly."""
+    """The table of docs/objectives.md, written out directly."""
     n = X.shape[0]
     if name == "logistic":
         data = np.mean(np.log1p(np.exp(-y * (X @ w))))

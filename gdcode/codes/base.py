@@ -1,4 +1,4 @@
-"""The gradient-code interface (DESIGN section 7).
+"""The gradient-code interface (docs/codes.md).
 
 Worker ``i`` sends ``y_i = sum_j B[i, j] g_j``, with ``g_j`` the gradient sum of partition ``j``;
 the coordinator forms ``sum_i a_i y_i`` with the weights ``a = code.decode(responders)``.

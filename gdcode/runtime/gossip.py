@@ -4,7 +4,7 @@ There is no global collective inside the training loop. Each worker (rank ``i + 
 ``--iterations`` SGD steps on minibatches of its partition with its own optimiser, and
 between blocks of rows, in the slices of its injected pause and while it waits, it runs a
 *polling responder*: an ``Irecv`` on :attr:`~gdcode.runtime.protocol.Tag.ASK` that it
-tests, answering what came (DESIGN section 6: one-sided MPI would not progress while the
+tests, answering what came (docs/runtime.md: one-sided MPI would not progress while the
 target computes). Requests that change the model (elastic exchanges, push-sum messages)
 are applied as they are answered, also while a step computes: the gradient is taken at a
 copy of the model made when the step began, and the step applies it to the model as it is
