@@ -168,9 +168,10 @@ class CodedCoordinator(Coordinator):
     # --- the loop ------------------------------------------------------------------------
 
     def loop(self) -> None:
-        comm, W, M, opts = self.comm, self.W, self.M, self.options
+        W, M, opts = self.W, self.M, self.options
         sends = tp.SendPool(pr.MODEL.size(self.d))
         self.sends = sends
+        boxes = [self.outbox(i, pr.Tag.CONTROL, pr.MODEL.size(self.d)) for i in range(W)]
         decoded = np.empty(self.d)
         line = progress.Progress(opts.iterations, progress.wanted(opts.quiet))
         try:
@@ -180,7 +181,7 @@ class CodedCoordinator(Coordinator):
                 pr.MODEL.pack(buf, pr.Kind.MODEL, t)
                 pr.MODEL.vector(buf)[:] = point
                 start = time.perf_counter()
-                sends.sent(buf, [comm.Isend(buf, dest=i + 1, tag=pr.Tag.CONTROL) for i in range(W)])
+                sends.sent(buf, [r for box in boxes if (r := box.offer(buf)) is not None])
                 rec = _Iteration(t, start)
                 self.pending[t] = rec
                 self.current = rec

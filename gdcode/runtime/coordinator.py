@@ -38,6 +38,8 @@ from gdcode.runtime.context import Context, metadata
 
 #: seconds to wait for the workers once the run is over before aborting the job
 SHUTDOWN_GRACE = 10.0
+#: a worker that has not taken a message for this long when the run ends is not waited for
+FROZEN_AFTER = 2.0
 
 
 class Evaluator:
@@ -106,6 +108,59 @@ class Evaluator:
             self.pool.shutdown()
 
 
+class Outbox:
+    """What rank 0 sends one worker, with at most one message in flight.
+
+    Messages go out with ``Issend``, which completes once the worker has taken the message
+    (its receive matched it), not merely once MPI has buffered it. While one is in flight, a
+    newer message waits here (a copy; only the newest is kept) and goes out when the worker
+    takes the last one. So a frozen worker holds one message of rank 0's, never an unbounded
+    queue: under the MPICH wheel, about 64 messages pending to a stopped rank (eager or not)
+    stall rank 0's shared-memory sends to every other rank too.
+    """
+
+    def __init__(self, comm: Any, worker: int, tag: int, size: int) -> None:
+        from mpi4py import MPI
+
+        self.comm, self.worker, self.tag = comm, worker, int(tag)
+        self.req: Any = MPI.REQUEST_NULL
+        self.sent_at = 0.0
+        self._own = [np.empty(size), np.empty(size)]
+        self._in_flight: np.ndarray | None = None
+        self.pending: np.ndarray | None = None
+
+    def busy(self) -> bool:
+        """Whether the last message has not been taken yet."""
+        return bool(self._in_flight is not None and not self.req.Test())
+
+    def _send(self, buf: np.ndarray) -> Any:
+        self._in_flight = buf
+        self.sent_at = time.monotonic()
+        self.req = self.comm.Issend(buf, dest=self.worker + 1, tag=self.tag)
+        return self.req
+
+    def offer(self, buf: np.ndarray) -> Any:
+        """Send ``buf`` now (returning the request; ``buf`` must stay unchanged until it completes)
+        or, while the last message is in flight, keep a copy as the newest pending one (None)."""
+        if not self.busy():
+            self._in_flight = None
+            return self._send(buf)
+        spare = self._own[0] if self._in_flight is not self._own[0] else self._own[1]
+        spare[:buf.size] = buf
+        self.pending = spare[:buf.size]
+        return None
+
+    def progress(self) -> None:
+        """Send the pending message once the worker has taken the last one."""
+        if self.pending is not None and not self.busy():
+            pending, self.pending = self.pending, None
+            self._send(pending)
+
+    def stalled(self, seconds: float) -> bool:
+        """Whether a message has waited more than ``seconds`` for the worker to take it."""
+        return self.busy() and time.monotonic() - self.sent_at > seconds
+
+
 @dataclass
 class _Stream:
     """A posted receive: from which worker, on which tag, into which buffer, handled how."""
@@ -158,6 +213,8 @@ class Coordinator:
         self.models_not_sent = 0
         self.sent = np.full(self.W, -1, dtype=np.int64)  # from each DONE: messages the worker sent rank 0
         self.received = np.zeros(self.W, dtype=np.int64)
+        self.last_heard = np.zeros(self.W)  # monotonic time of each worker's last message
+        self.longest_gap = np.zeros(self.W)  # the longest silence seen from each worker
         self.backoff = tp.Backoff()
         self.deadline: float | None = None
         self._streams: list[_Stream] = []
@@ -166,7 +223,8 @@ class Coordinator:
         self._stop_requests: list[Any] = []
         self._stop_msg = pr.pack_header(pr.STOP.new(), pr.Kind.STOP, 0)
         self._cpu0 = self._wall0 = 0.0
-        self.unresponsive: list[int] = []  # workers that did not stop within the grace period
+        self.unresponsive: list[int] = []  # workers (1-based) that did not stop within the grace period
+        self.outboxes: list[Outbox] = []
 
     # --- what a mode supplies -------------------------------------------------------------
 
@@ -218,6 +276,12 @@ class Coordinator:
         s = self._streams[stream]
         return self.comm.Irecv(s.buf, source=s.worker + 1, tag=s.tag)
 
+    def outbox(self, worker: int, tag: int, size: int) -> Outbox:
+        """An :class:`Outbox` to ``worker`` on ``tag`` for messages of up to ``size`` entries."""
+        box = Outbox(self.comm, worker, tag, size)
+        self.outboxes.append(box)
+        return box
+
     def repost(self, stream: int) -> None:
         """Post stream ``stream``'s receive again."""
         self._requests[stream] = self._irecv(stream)
@@ -227,14 +291,22 @@ class Coordinator:
         """Handle every message that has come (and every DONE); whether anything came."""
         from mpi4py import MPI
 
+        for box in self.outboxes:
+            if box.pending is not None:
+                box.progress()
         idx = MPI.Request.Testsome(self._requests)
         if not idx:
             return False
+        now = time.monotonic()
         for i in idx:
             s = self._streams[i]
             s.active = False
             if s.counted:
                 self.received[s.worker] += 1
+            gap = now - self.last_heard[s.worker]
+            if gap > self.longest_gap[s.worker]:
+                self.longest_gap[s.worker] = gap
+            self.last_heard[s.worker] = now
             if s.handler(s.worker, s.buf) is not False:
                 self.repost(i)
             elif not s.active:
@@ -276,7 +348,10 @@ class Coordinator:
     # --- stopping -------------------------------------------------------------------------
 
     def stop(self, worker: int) -> None:
-        """Send STOP to ``worker`` (once)."""
+        """Send STOP to ``worker`` (once); a message still waiting in its outbox is dropped."""
+        for box in self.outboxes:
+            if box.worker == worker:
+                box.pending = None
         if not self._stopped[worker]:
             self._stopped[worker] = True
             self._stop_requests.append(self.comm.Isend(self._stop_msg, dest=worker + 1, tag=self.stop_tag))
@@ -291,8 +366,28 @@ class Coordinator:
         return self.done[worker] and self.received[worker] >= self.sent[worker]
 
     def all_done(self) -> bool:
-        """Whether every worker has :meth:`finished`."""
-        return all(self.finished(i) for i in range(self.W))
+        """Whether every worker rank 0 still waits for has :meth:`finished`."""
+        return all(self.finished(i) for i in range(self.W) if i + 1 not in self.unresponsive)
+
+    def settled(self) -> bool:
+        """Whether the asynchronous loop may end: every worker has finished, except those that are
+        silent (frozen, or dead) while the others have finished.
+
+        A worker is silent when nothing has come from it for more than :data:`FROZEN_AFTER`
+        seconds and three times the longest silence it kept before; it is then listed in
+        :attr:`unresponsive` and not waited for.
+        """
+        waiting = [i for i in range(self.W) if not self.finished(i) and i + 1 not in self.unresponsive]
+        if not waiting:
+            return True
+        if len(waiting) == self.W:
+            return False
+        now = time.monotonic()
+        limits = np.maximum(FROZEN_AFTER, 3.0 * self.longest_gap)
+        if all(now - self.last_heard[i] > limits[i] for i in waiting):
+            self.unresponsive = sorted(set(self.unresponsive) | {i + 1 for i in waiting})
+            return True
+        return False
 
     def _on_done(self, worker: int, buf: np.ndarray) -> bool:
         self.done[worker] = True
@@ -312,6 +407,8 @@ class Coordinator:
         """
         from mpi4py import MPI
 
+        frozen = {box.worker + 1 for box in self.outboxes if box.stalled(FROZEN_AFTER)}
+        self.unresponsive = sorted(set(self.unresponsive) | frozen)
         self.stop_workers()
         grace = self.drain_grace()
         limit = None if grace is None else time.monotonic() + grace
@@ -320,9 +417,12 @@ class Coordinator:
             if self.poll():
                 continue
             if limit is not None and time.monotonic() > limit:
-                self.unresponsive = [i + 1 for i in range(self.W) if not self.finished(i)]
+                self.unresponsive = sorted(set(self.unresponsive)
+                                           | {i + 1 for i in range(self.W) if not self.finished(i)})
                 return False
             self.backoff.sleep()
+        if self.unresponsive:
+            return False
         try:
             tp.poll_until(lambda: MPI.Request.Testall(self._stop_requests), time.monotonic() + SHUTDOWN_GRACE)
         except tp.Timeout:
@@ -370,6 +470,7 @@ class Coordinator:
         self.prepare()
         tp.barrier(self.comm)  # every worker has its rows: set-up stays off the clock
         self._cpu0, self._wall0 = time.process_time(), time.perf_counter()
+        self.last_heard[:] = time.monotonic()
         if self.options.timeout is not None:
             self.deadline = time.monotonic() + self.options.timeout
         self.signum: int | None = None
@@ -393,8 +494,8 @@ class Coordinator:
             extra["unresponsive_workers"] = self.unresponsive
         code = self.finish(params, iterations, elapsed, extra)
         if not clean:
-            self.abort(f"worker(s) {', '.join(map(str, self.unresponsive))} did not stop within "
-                       f"{SHUTDOWN_GRACE:g} s; summary.json and model.npy are written; ending the job", code or 0)
+            self.abort(f"worker(s) {', '.join(map(str, self.unresponsive))} did not stop (frozen, or slower than "
+                       f"{SHUTDOWN_GRACE:g} s); summary.json and model.npy are written; ending the job", code or 0)
         return code
 
     def finish(self, params: np.ndarray, iterations: int, elapsed: float, extra: dict) -> int:

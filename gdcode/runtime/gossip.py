@@ -51,7 +51,7 @@ from gdcode import mixing as mix
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, gather_hosts_on_workers
-from gdcode.runtime.coordinator import Coordinator
+from gdcode.runtime.coordinator import FROZEN_AFTER, Coordinator
 from gdcode.runtime.worker import BLOCK_ROWS, LocalRows, WorkerClock, send_done
 
 #: per-worker counts reported in summary.json
@@ -93,6 +93,7 @@ class Worker:
         self.to_root = 0  # messages sent to rank 0 (answers to its evaluation requests)
         self.wanted: int | None = None
         self.out: dict[int, _Outgoing] = {}
+        self.pushes: dict[int, Any] = {}  # peer -> the request of the last push to it
         self.sent_asks = np.zeros(self.size, dtype=np.int64)
         self.got_asks = np.zeros(self.size, dtype=np.int64)
         self.ask_buf = pr.ASK.new(self.d)
@@ -175,15 +176,17 @@ class Worker:
 
     # --- requests to peers ---------------------------------------------------------------
 
-    def _ask(self, j: int, kind: int, t: int, weight: float = 0.0, x: np.ndarray | None = None) -> None:
+    def _ask(self, j: int, kind: int, t: int, weight: float = 0.0, x: np.ndarray | None = None) -> Any:
         buf = self.sends.get()
         n = pr.ASK.start
         pr.ASK.pack(buf, kind, t, weight=weight)
         if x is not None:
             pr.ASK.vector(buf, self.d)[:] = x
             n = pr.ASK.size(self.d)
-        self.sends.sent(buf, [self.comm.Isend(buf[:n], dest=j + 1, tag=pr.Tag.ASK)])
+        req = self.comm.Issend(buf[:n], dest=j + 1, tag=pr.Tag.ASK)
+        self.sends.sent(buf, [req])
         self.sent_asks[j + 1] += 1
+        return req
 
     def _request(self, j: int, kind: str, t: int) -> bool:
         """Send a pull or elastic request to peer ``j`` unless one is still unanswered."""
@@ -230,10 +233,13 @@ class Worker:
             if self._request(self.selector.pick(), "elastic", t):
                 self.stats["gossips"] += 1
         elif gossip and cfg.mixing == "push-sum":
-            self.push.x = self.x
-            x_half, w_half = self.push.send()
-            self._ask(self.selector.pick(), pr.Kind.ASK_PUSH, t, weight=w_half, x=x_half)
-            self.stats["gossips"] += 1
+            j = self.selector.pick()
+            last = self.pushes.get(j)
+            if last is None or last.Test():  # at most one push in flight to a peer (a frozen one holds it)
+                self.push.x = self.x
+                x_half, w_half = self.push.send()
+                self.pushes[j] = self._ask(j, pr.Kind.ASK_PUSH, t, weight=w_half, x=x_half)
+                self.stats["gossips"] += 1
         return True
 
     def _finish_pull(self, j: int) -> None:
@@ -336,6 +342,8 @@ class GossipCoordinator(Coordinator):
         self.final: dict[int, np.ndarray] = {}
         self.answers: dict[int, np.ndarray] = {}
         self.round_no, self.round_at, self.open_round = 0, 0.0, False
+        self.round_started, self.longest_round = 0.0, 0.0
+        self.asked: list[int] = []
         self.last_avg = (0, self.ctx.w0)
         self.counts = None
         for i in range(W):
@@ -350,13 +358,47 @@ class GossipCoordinator(Coordinator):
             return False  # nothing more comes from this worker on ROOT
         return True
 
-    def _ask_all(self, kind: int, tag: int) -> None:
-        for i in range(self.W):
+    def _ask_all(self, kind: int, tag: int, workers: list[int] | None = None) -> None:
+        for i in range(self.W) if workers is None else workers:
             buf = self.asks.get()
             pr.pack_header(buf, kind, tag)
             pr.ASK.set(buf, weight=0.0)
             self.asks.sent(buf, [self.comm.Isend(buf, dest=i + 1, tag=pr.Tag.ASK)])
             self.sent_asks[i + 1] += 1
+
+    def _responsive(self) -> list[int]:
+        return [i for i in range(self.W) if i + 1 not in self.unresponsive]
+
+    def _start_round(self, now: float) -> None:
+        """Ask every responsive worker for its model (at most one request in flight to each)."""
+        self.round_no += 1
+        self.round_at, self.open_round = now, True
+        self.round_started = time.monotonic()
+        self.asked = self._responsive()
+        self._ask_all(pr.Kind.ASK_EVAL, self.round_no, self.asked)
+
+    def _close_round(self) -> bool:
+        """Evaluate the round once every asked worker has answered; a worker that has not answered
+        within :data:`~gdcode.runtime.coordinator.FROZEN_AFTER` seconds and three times the longest
+        round so far is listed as unresponsive and the round is evaluated without it (the line's
+        ``workers`` says how many models the average holds). Whether a round was closed."""
+        if not self.open_round:
+            return False
+        took = time.monotonic() - self.round_started
+        if len(self.answers) < len(self.asked):
+            if took <= max(FROZEN_AFTER, 3.0 * self.longest_round):
+                return False
+            missing = {i + 1 for i in self.asked if i not in self.answers}
+            self.unresponsive = sorted(set(self.unresponsive) | missing)
+        else:
+            self.longest_round = max(self.longest_round, took)
+        if self.answers:
+            steps, avg = _average(self.answers, self.push_sum)
+            extra = {} if len(self.answers) == self.W else {"workers": len(self.answers)}
+            self.evaluator.submit(steps, self.round_at, avg, **extra)
+            self.last_avg = (steps, avg)
+        self.answers, self.open_round = {}, False
+        return True
 
     def loop(self) -> None:
         opts, evaluator = self.options, self.evaluator
@@ -364,18 +406,20 @@ class GossipCoordinator(Coordinator):
         while True:
             self.idle()
             now = time.perf_counter() - self._wall0
-            if self.open_round and len(self.answers) == self.W:
-                steps, avg = _average(self.answers, self.push_sum)
-                evaluator.submit(steps, self.round_at, avg)
-                self.last_avg = (steps, avg)
-                self.answers, self.open_round = {}, False
+            self._close_round()
             evaluator.flush()
-            if all(self.done) or evaluator.reached(opts.target_loss):
+            if evaluator.reached(opts.target_loss):
+                return
+            if all(self.done[i] for i in self._responsive()):
+                if not self.unresponsive:
+                    return
+                # the final model without the silent workers: one more round among the others
+                self._start_round(now)
+                self.wait_until(self._close_round)
+                evaluator.flush(wait=True)
                 return
             if now >= next_eval and not self.open_round and not evaluator.busy():
-                self.round_no += 1
-                self.round_at, self.open_round = now, True
-                self._ask_all(pr.Kind.ASK_EVAL, self.round_no)
+                self._start_round(now)
                 next_eval = now + opts.eval_every
 
     def stop_workers(self) -> None:
@@ -391,6 +435,10 @@ class GossipCoordinator(Coordinator):
     def all_done(self) -> bool:
         return (super().all_done() and len(self.final) == self.W and self.counts is not None
                 and bool(self.counts.Test()))
+
+    def drain_grace(self) -> float | None:
+        # the workers' closing count exchange is collective: with a frozen worker it cannot end
+        return 0.0 if self.unresponsive else super().drain_grace()
 
     def after_drain(self) -> None:
         self.asks.wait_all(time.monotonic() + 10.0)
@@ -411,7 +459,9 @@ class GossipCoordinator(Coordinator):
         if not hasattr(self, "_result"):  # the drain did not finish: the last average evaluated
             steps, avg = self.last_avg
             last = self.evaluator.last
-            return avg, steps, last["elapsed"] if last else 0.0, {"worker_steps": self.worker_steps.tolist()}
+            extra = {"worker_steps": self.worker_steps.tolist(),
+                     "averaged_workers": [i + 1 for i in self._responsive()]}
+            return avg, steps, last["elapsed"] if last else 0.0, extra
         avg, steps, elapsed = self._result
         meta = np.array([pr.REPORT.scalars(self.final[i]) for i in range(self.W)])
         names = pr.REPORT.fields

@@ -95,8 +95,9 @@ class Server(Coordinator):
         self.stale = Staleness(self.options.max_staleness, W)
         self.pushed = np.zeros(W, dtype=np.int64)
         self.rows: list[tuple] = []
-        self.models = tp.SendPool(pr.MODEL.size(self.d))
+        self.boxes = [self.outbox(i, pr.Tag.CONTROL, pr.MODEL.size(self.d)) for i in range(W)]
         self.last_apply = 0.0
+        self.model_buf = pr.MODEL.new(self.d)
         size = update_size(self.d, sp.issparse(ctx.source.train_rows(0, 1)[0]))
         for i in range(W):
             self.listen(i, pr.Tag.UPDATE, np.empty(size), self._on_update)
@@ -112,10 +113,10 @@ class Server(Coordinator):
         else:
             self.rows.append((step, s + 1, now, "ignored"))
         if pull and not self._stopped[s]:
-            out = self.models.get()
+            out = self.model_buf
             pr.MODEL.pack(out, pr.Kind.MODEL, self.stale.version)
             pr.MODEL.vector(out)[:] = self.w
-            self.models.sent(out, [self.comm.Isend(out, dest=s + 1, tag=pr.Tag.CONTROL)])
+            self.boxes[s].offer(out.copy())  # a worker waits for its pull: at most one is in flight
 
     def on_done(self, worker: int) -> None:
         self.stop(worker)
@@ -123,7 +124,7 @@ class Server(Coordinator):
     def loop(self) -> None:
         opts, evaluator = self.options, self.evaluator
         next_eval, evaluated = opts.eval_every, 0
-        while not self.all_done():
+        while not self.settled():
             self.idle()
             now = time.perf_counter() - self._wall0
             if len(self.rows) >= 256:
@@ -136,9 +137,6 @@ class Server(Coordinator):
             evaluator.flush()
             if evaluator.reached(opts.target_loss):
                 return
-
-    def after_drain(self) -> None:
-        self.models.wait_all(time.monotonic() + 10.0)
 
     def result(self) -> tuple[np.ndarray, int, float, dict]:
         self.writer.append_workers(self.rows)
