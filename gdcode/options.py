@@ -128,6 +128,10 @@ class RunOptions:
                                         flag=True, modes=("coded",))
     quiet: bool = option(False, "no progress line (it is drawn on rank 0 only when stderr is a terminal)",
                          flag=True, resumable=True)
+    tolerate_failures: bool = option(False, "a worker that dies (killed, or an error) becomes a permanent "
+                                            "straggler instead of ending the job (coded, hogwild; MPICH's "
+                                            "hydra launcher, workers on rank 0's host)", flag=True,
+                                     modes=("coded", "hogwild"))
     # the asynchronous modes and the allreduce/local baselines
     batch_size: int = option(0, "hogwild, gossip, allreduce, local: rows per worker step (0: the worker's "
                                 "whole partition)", check=NON_NEGATIVE)

@@ -39,7 +39,8 @@ Y_LABELS = {
 KEY_OPTIONS = (("workers", "W={}"), ("delay", "delay {}"), ("delay_scale_with_load", "load-scaled={}"),
                ("update", "{}"), ("lr", "lr={}"), ("dataset", "{}"), ("model", "{}"), ("seed", "seed={}"))
 
-STATUS_COLOURS = {"used": "#2a9d2a", "ignored": "#f2c230", "late": "#d1495b", "cancelled": "#9a9a9a"}
+STATUS_COLOURS = {"used": "#2a9d2a", "ignored": "#f2c230", "late": "#d1495b", "cancelled": "#9a9a9a",
+                  "dead": "#222222"}
 
 
 def run_label(run: Run) -> str:

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import numpy as np
 
-WORKER_STATUSES = ("used", "ignored", "cancelled", "late")
+WORKER_STATUSES = ("used", "ignored", "cancelled", "late", "dead")
 WORKERS_HEADER = ("iteration", "worker", "arrival", "status")
 
 

@@ -50,8 +50,15 @@ def _compute_table(path: Path, n_workers: int, iterations: int) -> np.ndarray:
     return table
 
 
-def ideal_seconds_per_iteration(run_dir: Path, compute: np.ndarray) -> float:
-    """Mean over iterations of the earliest decode time the run's code allows."""
+def ideal_seconds_per_iteration(run_dir: Path, compute: np.ndarray | None = None,
+                                absent: dict[int, int] | None = None) -> float:
+    """Mean over iterations of the earliest decode time the run's code allows.
+
+    Each worker finishes after its measured compute (``compute``, shape ``(W, iterations)``; by
+    default read from the run's ``--record-delays`` file) plus its injected pause; a worker in
+    ``absent`` (1-based worker -> first iteration) never replies from that iteration on: the
+    ideal of a run in which it is removed from the decode.
+    """
     from gdcode import problem, rundir
     from gdcode.results import load_run
     from gdcode.simulate import decode_time
@@ -60,12 +67,17 @@ def ideal_seconds_per_iteration(run_dir: Path, compute: np.ndarray) -> float:
     options = rundir.read_options(run_dir)
     assert run.summary is not None, f"{run_dir} has no summary.json"
     W, T = options.workers, run.summary["iterations"]
+    if compute is None:
+        assert options.record_delays, f"{run_dir} was run without --record-delays"
+        compute = _compute_table(Path(options.record_delays), W, T)
     code = problem.build_code(options)
     model = problem.build_delay(options)
     load = code.load()
+    gone = absent or {}
     times = []
     for t in range(1, T + 1):
-        finish = np.array([compute[w, t - 1] + model.draw(w, t, load[w], compute[w, t - 1]) for w in range(W)])
+        finish = np.array([np.inf if w + 1 in gone and t >= gone[w + 1]
+                           else compute[w, t - 1] + model.draw(w, t, load[w], compute[w, t - 1]) for w in range(W)])
         times.append(decode_time(code, finish)[0])
     return float(np.mean(times))
 

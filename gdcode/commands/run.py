@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
         # the ranks' output is a pipe under mpiexec: tell rank 0 whether the user sees a terminal
         os.environ.setdefault("GDCODE_PROGRESS", "1" if sys.stderr.isatty() else "0")
         return launch(options.workers + 1, ["run", "--handoff", str(claim.path)], timeout=options.timeout,
-                      run_dir=claim.path)
+                      run_dir=claim.path, tolerate_failures=options.tolerate_failures)
     finally:
         claim.release()
 
@@ -96,6 +96,13 @@ def prepare_resolved(options: RunOptions) -> tuple[RunOptions, rundir.Claim]:
     """Check resolved options and claim their run directory (see :func:`prepare`)."""
     problem.check(options)
     check_fault_injection(options.workers)
+    if options.tolerate_failures:
+        from gdcode.runtime.launch import check_tolerant_launcher, in_mpi_job
+
+        if in_mpi_job():
+            raise ConfigError("--tolerate-failures needs the job started by `gdcode run` (it launches the ranks "
+                              "so that a dead one does not end the job); run it outside mpiexec")
+        check_tolerant_launcher()
     if options.resume:
         claim = rundir.claim_resume(options.resume)
         rundir.mark_stale(claim.path)

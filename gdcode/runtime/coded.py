@@ -30,7 +30,7 @@ from gdcode.runtime import progress
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
-from gdcode.runtime.coordinator import Coordinator
+from gdcode.runtime.coordinator import Coordinator, WorkersFailed
 from gdcode.runtime.worker import WorkerClock, injected_failure, send_done
 
 #: rows a worker processes between two polls for a newer model
@@ -54,9 +54,12 @@ class _Iteration:
     closed: set = field(default_factory=set)  # streams that will send nothing more for t
     weights: np.ndarray | None = None  # (n_messages, W) once decoded
 
-    def status_rows(self, n_workers: int, n_messages: int) -> list[tuple]:
+    def status_rows(self, n_workers: int, n_messages: int, dead: dict[int, int] | None = None) -> list[tuple]:
         rows = []
         for w in range(n_workers):
+            if dead and w + 1 in dead and self.t >= dead[w + 1]:
+                rows.append((self.t, w + 1, None, "dead"))
+                continue
             got = [(self.arrivals[(w, k)], k) for k in range(n_messages) if (w, k) in self.arrivals]
             before = [(sec, k) for (sec, pre), k in got if pre]
             after = [sec for (sec, pre), _ in got if not pre]
@@ -91,6 +94,7 @@ class CodedCoordinator(Coordinator):
         self.last = 0
         self.recorded_delays: list[tuple[int, int, float]] = []
         self.weights: np.ndarray | None = None
+        self.dead_from: dict[int, int] = {}  # dead worker (1-based) -> first iteration it missed
         self.responders: list = []
         self.decode_seconds = 0.0
 
@@ -162,7 +166,7 @@ class CodedCoordinator(Coordinator):
             rec = self.pending[it]
             if rec is current or len(rec.closed) < self.W * self.M:
                 continue
-            self.writer.append_workers(rec.status_rows(self.W, self.M))
+            self.writer.append_workers(rec.status_rows(self.W, self.M, self.dead_from))
             del self.pending[it]
 
     # --- the loop ------------------------------------------------------------------------
@@ -225,12 +229,28 @@ class CodedCoordinator(Coordinator):
             self.current = None
             line.close()
 
+    def on_death(self, worker: int) -> None:
+        """A dead worker is a straggler for ever: its streams close, and the code must still decode."""
+        t = self.current.t if self.current is not None else self.last + 1
+        self.dead_from[worker + 1] = t
+        for rec in self.pending.values():
+            if rec.t >= t:
+                rec.closed.update((worker, k) for k in range(self.M))
+        live = [(w, k) if self.M > 1 else w for w in range(self.W) if w + 1 not in self.dead
+                for k in range(self.M)]
+        if self.code.decode(live) is None:
+            dead = ", ".join(map(str, sorted(self.dead)))
+            raise WorkersFailed(f"worker(s) {dead} died; scheme {self.code.name} cannot decode without them "
+                                f"(it tolerates {self.code.straggler_tolerance} straggler(s))")
+
     def after_drain(self) -> None:
+        if self.dead or self.unresponsive:
+            return  # a send to a dead or frozen worker never completes
         self.sends.wait_all()
 
     def result(self) -> tuple[np.ndarray, int, float, dict]:
         for it in sorted(self.pending):  # nothing more comes once the workers have stopped
-            self.writer.append_workers(self.pending[it].status_rows(self.W, self.M))
+            self.writer.append_workers(self.pending[it].status_rows(self.W, self.M, self.dead_from))
         self.pending.clear()
         if self.options.record_delays:
             _write_delays(self.options.record_delays, self.recorded_delays)

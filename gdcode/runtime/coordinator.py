@@ -19,17 +19,20 @@ wall seconds). Evaluation goes through one :class:`Evaluator`.
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gdcode.errors import EXIT_TIMEOUT, EXIT_WRITE_FAILED
+from gdcode.errors import EXIT_FAILED, EXIT_TIMEOUT, EXIT_WRITE_FAILED
 from gdcode.results import RunDirError, RunWriter
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import signals
@@ -40,6 +43,27 @@ from gdcode.runtime.context import Context, metadata
 SHUTDOWN_GRACE = 10.0
 #: a worker that has not taken a message for this long when the run ends is not waited for
 FROZEN_AFTER = 2.0
+#: seconds between two checks that the workers' processes are alive (``--tolerate-failures``)
+DEATH_CHECK_EVERY = 0.05
+
+
+class WorkersFailed(Exception):
+    """More workers died than the run tolerates."""
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is alive (a zombie is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return state not in ("Z", "X")
 
 
 class Evaluator:
@@ -128,6 +152,7 @@ class Outbox:
         self._own = [np.empty(size), np.empty(size)]
         self._in_flight: np.ndarray | None = None
         self.pending: np.ndarray | None = None
+        self.closed = False  # the worker is dead: nothing more is sent
 
     def busy(self) -> bool:
         """Whether the last message has not been taken yet."""
@@ -142,6 +167,8 @@ class Outbox:
     def offer(self, buf: np.ndarray) -> Any:
         """Send ``buf`` now (returning the request; ``buf`` must stay unchanged until it completes)
         or, while the last message is in flight, keep a copy as the newest pending one (None)."""
+        if self.closed:
+            return None
         if not self.busy():
             self._in_flight = None
             return self._send(buf)
@@ -224,7 +251,12 @@ class Coordinator:
         self._stop_msg = pr.pack_header(pr.STOP.new(), pr.Kind.STOP, 0)
         self._cpu0 = self._wall0 = 0.0
         self.unresponsive: list[int] = []  # workers (1-based) that did not stop within the grace period
+        self.dead: dict[int, float] = {}  # workers (1-based) found dead, and when (seconds of the run)
         self.outboxes: list[Outbox] = []
+        self.error: str | None = None
+        self.local_pids: dict[int, int] = {}  # worker (0-based) -> pid, for workers on rank 0's host
+        self._next_death_check = 0.0
+        self._suspects: set[int] = set()
 
     # --- what a mode supplies -------------------------------------------------------------
 
@@ -235,7 +267,15 @@ class Coordinator:
     def open_run(self) -> None:
         """Open the run directory and write ``metadata.json`` (coded mode also resumes here)."""
         self.writer = RunWriter(self.ctx.run_dir)
-        self.writer.write_metadata(metadata(self.ctx, self.metadata_extra()))
+        meta = metadata(self.ctx, self.metadata_extra())
+        self.note_ranks(meta)
+        self.writer.write_metadata(meta)
+
+    def note_ranks(self, meta: dict) -> None:
+        """Keep the pids of the workers on this host (from ``metadata.json``'s hosts and pids)."""
+        here = socket.gethostname()
+        self.local_pids = {int(r) - 1: int(pid) for r, pid in meta["pids"].items()
+                           if int(r) > 0 and meta["hosts"].get(r) == here}
 
     def prepare(self) -> None:
         """Post the mode's receives and evaluate what precedes the clock (nothing by default)."""
@@ -246,6 +286,17 @@ class Coordinator:
 
     def on_done(self, worker: int) -> None:
         """A worker has finished its loop (default: nothing; e.g. stop it)."""
+
+    def on_death(self, worker: int) -> None:
+        """A worker has died (``--tolerate-failures``): the mode stops counting on it.
+
+        Raises
+        ------
+        WorkersFailed
+            When the run cannot go on without the dead workers (the default when all are dead).
+        """
+        if len(self.dead) == self.W:
+            raise WorkersFailed("every worker has died")
 
     def drain_grace(self) -> float | None:
         """Seconds the workers get to stop after STOP (None: no limit)."""
@@ -294,6 +345,8 @@ class Coordinator:
         for box in self.outboxes:
             if box.pending is not None:
                 box.progress()
+        if self.options.tolerate_failures:
+            self._watch_deaths()
         idx = MPI.Request.Testsome(self._requests)
         if not idx:
             return False
@@ -312,6 +365,37 @@ class Coordinator:
             elif not s.active:
                 self._requests[i] = MPI.REQUEST_NULL
         return True
+
+    def _watch_deaths(self) -> None:
+        """Find workers of this host whose process has gone without finishing (at most every 50 ms)."""
+        now = time.monotonic()
+        if now < self._next_death_check:
+            return
+        self._next_death_check = now + DEATH_CHECK_EVERY
+        for i, pid in self.local_pids.items():
+            if i + 1 in self.dead or self.finished(i) or process_alive(pid):
+                self._suspects.discard(i)
+            elif i in self._suspects:  # gone at two checks in a row, and no DONE came in between
+                self.declare_dead(i)
+            else:
+                self._suspects.add(i)
+
+    def declare_dead(self, worker: int) -> None:
+        """Stop counting on ``worker`` (0-based): nothing more is sent to it or waited for."""
+        from mpi4py import MPI
+
+        self.dead[worker + 1] = time.perf_counter() - self._wall0 if self._wall0 else 0.0
+        for box in self.outboxes:
+            if box.worker == worker:
+                box.closed, box.pending = True, None
+        for i, s in enumerate(self._streams):
+            if s.worker == worker and self._requests[i] != MPI.REQUEST_NULL:
+                self._requests[i].Cancel()  # a receive from a dead rank cancels at once
+                self._requests[i].Wait()
+                self._requests[i] = MPI.REQUEST_NULL
+        print(f"gdcode run: worker {worker + 1} died; going on without it (--tolerate-failures)",
+              file=sys.stderr, flush=True)
+        self.on_death(worker)
 
     def check_deadline(self) -> None:
         """Raise :class:`~gdcode.runtime.transport.Timeout` once ``timeout`` has passed, and
@@ -352,6 +436,8 @@ class Coordinator:
         for box in self.outboxes:
             if box.worker == worker:
                 box.pending = None
+        if worker + 1 in self.dead:
+            self._stopped[worker] = True
         if not self._stopped[worker]:
             self._stopped[worker] = True
             self._stop_requests.append(self.comm.Isend(self._stop_msg, dest=worker + 1, tag=self.stop_tag))
@@ -367,7 +453,8 @@ class Coordinator:
 
     def all_done(self) -> bool:
         """Whether every worker rank 0 still waits for has :meth:`finished`."""
-        return all(self.finished(i) for i in range(self.W) if i + 1 not in self.unresponsive)
+        return all(self.finished(i) for i in range(self.W)
+                   if i + 1 not in self.unresponsive and i + 1 not in self.dead)
 
     def settled(self) -> bool:
         """Whether the asynchronous loop may end: every worker has finished, except those that are
@@ -377,7 +464,8 @@ class Coordinator:
         seconds and three times the longest silence it kept before; it is then listed in
         :attr:`unresponsive` and not waited for.
         """
-        waiting = [i for i in range(self.W) if not self.finished(i) and i + 1 not in self.unresponsive]
+        waiting = [i for i in range(self.W) if not self.finished(i) and i + 1 not in self.unresponsive
+                   and i + 1 not in self.dead]
         if not waiting:
             return True
         if len(waiting) == self.W:
@@ -444,6 +532,7 @@ class Coordinator:
         if getattr(self, "writer", None) is not None:
             self.writer.close()
         print(f"gdcode run: error: {message}", file=sys.stderr, flush=True)
+        time.sleep(0.3)  # hydra forwards the line asynchronously; an abort at once can lose it
         self.comm.Abort(code)
 
     # --- the run --------------------------------------------------------------------------
@@ -480,6 +569,8 @@ class Coordinator:
             self.status = "timeout"
         except signals.Terminated as exc:
             self.status, self.signum = "terminated", exc.signum
+        except WorkersFailed as exc:
+            self.status, self.error = "failed", str(exc)
         wall = time.perf_counter() - self._wall0
         clean = self.drain()
         if clean:
@@ -492,6 +583,10 @@ class Coordinator:
                       "coordinator_wall_seconds": wall})
         if self.unresponsive:
             extra["unresponsive_workers"] = self.unresponsive
+        if self.options.tolerate_failures:
+            extra["dead_workers"] = sorted(self.dead)
+        if self.error:
+            extra["error"] = self.error
         code = self.finish(params, iterations, elapsed, extra)
         if not clean:
             self.abort(f"worker(s) {', '.join(map(str, self.unresponsive))} did not stop (frozen, or slower than "
@@ -514,6 +609,10 @@ class Coordinator:
                   f"(mode {self.options.mode}); the run directory {self.ctx.run_dir} has every finished one",
                   file=sys.stderr)
             return EXIT_TIMEOUT
+        if self.status == "failed":
+            print(f"gdcode run: error: {self.error}; the run stopped after {iterations} iterations "
+                  f"(summary.json status failed)", file=sys.stderr)
+            return EXIT_FAILED
         if self.status == "terminated" and self.signum is not None:
             print(f"gdcode run: stopped by {signals.Terminated(self.signum)} after {iterations} iterations; "
                   f"the run directory {self.ctx.run_dir} has every finished one", file=sys.stderr)

@@ -121,6 +121,10 @@ class Server(Coordinator):
     def on_done(self, worker: int) -> None:
         self.stop(worker)
 
+    def on_death(self, worker: int) -> None:
+        self.rows.append((int(self.pushed[worker]) + 1, worker + 1, time.perf_counter() - self._wall0, "dead"))
+        super().on_death(worker)
+
     def loop(self) -> None:
         opts, evaluator = self.options, self.evaluator
         next_eval, evaluated = opts.eval_every, 0

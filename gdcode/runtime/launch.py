@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from gdcode.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, ConfigError
+from gdcode.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, ConfigError, OptionError
 
 # Environment variables that MPICH (Hydra), Open MPI, PMIx and Slurm set in every rank.
 _MPI_ENV = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
@@ -36,11 +36,43 @@ def find_mpiexec() -> str:
     return found
 
 
-def launch_command(n_ranks: int, argv: list[str], extra_mpiexec_args: list[str] | None = None) -> list[str]:
-    """``mpiexec -n N python -m mpi4py -m gdcode ARGV...``; ``$MPIEXEC_ARGS`` adds launcher options."""
+def launch_command(n_ranks: int, argv: list[str], extra_mpiexec_args: list[str] | None = None,
+                   tolerate_failures: bool = False) -> list[str]:
+    """``mpiexec -n N python -m mpi4py -m gdcode ARGV...``; ``$MPIEXEC_ARGS`` adds launcher options.
+
+    With ``tolerate_failures`` a rank that dies must not end the job, and under MPICH's hydra
+    (measured with the wheel) three things end it otherwise: hydra's clean-up (off with
+    ``-disable-auto-cleanup``), a rank killed by a signal (hydra then SIGKILLs every rank,
+    whatever the clean-up setting; a shell between hydra and Python turns the death into a
+    plain exit status) and the SIGUSR1 hydra sends the others when one exits (ignored, and the
+    ignoring is inherited by Python). The ranks then run without ``-m mpi4py``, whose abort on
+    an exception would end the job: a worker that raises exits on its own.
+    """
     extra = list(extra_mpiexec_args or []) + os.environ.get("MPIEXEC_ARGS", "").split()
-    return [find_mpiexec(), "-n", str(n_ranks), *extra, sys.executable, "-u", "-m", "mpi4py", "-m",
-            "gdcode", *argv]
+    if not tolerate_failures:
+        return [find_mpiexec(), "-n", str(n_ranks), *extra, sys.executable, "-u", "-m", "mpi4py", "-m",
+                "gdcode", *argv]
+    wrapper = 'trap "" USR1; "$0" "$@"; exit $?'
+    return [find_mpiexec(), "-disable-auto-cleanup", "-n", str(n_ranks), *extra, "sh", "-c", wrapper,
+            sys.executable, "-u", "-m", "gdcode", *argv]
+
+
+def check_tolerant_launcher() -> None:
+    """Refuse ``--tolerate-failures`` unless the launcher is MPICH's hydra (see :func:`launch_command`).
+
+    Raises
+    ------
+    OptionError
+        Naming ``tolerate_failures``.
+    """
+    mpiexec = find_mpiexec()
+    try:
+        version = subprocess.run([mpiexec, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        version = ""
+    if "HYDRA" not in version:
+        raise OptionError("tolerate_failures", True, f"needs MPICH's hydra launcher (the mpich wheel); {mpiexec} "
+                                                     "is not hydra")
 
 
 #: seconds the launcher gives rank 0 to stop the run after a signal, before it kills the job
@@ -51,7 +83,8 @@ FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 STATUS_CODES = {"ok": EXIT_OK, "timeout": EXIT_TIMEOUT, "failed": EXIT_FAILED}
 
 
-def launch(n_ranks: int, argv: list[str], timeout: float | None = None, run_dir: Path | None = None) -> int:
+def launch(n_ranks: int, argv: list[str], timeout: float | None = None, run_dir: Path | None = None,
+           tolerate_failures: bool = False) -> int:
     """Run ``gdcode ARGV`` on ``n_ranks`` ranks and return the run's exit code.
 
     The job runs in its own session. SIGTERM, SIGHUP and SIGINT to the launcher are forwarded
@@ -60,9 +93,12 @@ def launch(n_ranks: int, argv: list[str], timeout: float | None = None, run_dir:
     outlives ``timeout`` by 30 s, is killed. The exit code follows the status ``summary.json``
     reports when this job wrote one, else mpiexec's.
     """
-    cmd = launch_command(n_ranks, argv)
+    cmd = launch_command(n_ranks, argv, tolerate_failures=tolerate_failures)
+    env = dict(os.environ)
+    if tolerate_failures:  # MPI_Finalize would otherwise wait for a dead rank for ever
+        env["MPIR_CVAR_NO_COLLECTIVE_FINALIZE"] = "1"
     started = time.time()
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
     signalled: list[int] = []
     first_signal = 0.0
 
@@ -99,7 +135,7 @@ def _stop_rank0(proc: subprocess.Popen, run_dir: Path | None) -> None:
     """SIGTERM to rank 0 when it runs here (it writes ``summary.json``), else to the whole job."""
     pid = _rank0_pid(run_dir)
     try:
-        if pid is not None and os.getsid(pid) == proc.pid:
+        if pid is not None and _descends_from(pid, proc.pid):
             os.kill(pid, signal.SIGTERM)
             return
     except (ProcessLookupError, PermissionError):
@@ -108,6 +144,20 @@ def _stop_rank0(proc: subprocess.Popen, run_dir: Path | None) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
+
+
+def _descends_from(pid: int, ancestor: int, depth: int = 4) -> bool:
+    """Whether ``ancestor`` is among the first ``depth`` ancestors of ``pid`` (hydra starts each
+    rank under its proxy, in a session of its own; a tolerant launch adds a shell)."""
+    for _ in range(depth):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return False
+        pid = int(fields[1])
+        if pid == ancestor:
+            return True
+    return False
 
 
 def _rank0_pid(run_dir: Path | None) -> int | None:

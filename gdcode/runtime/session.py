@@ -89,6 +89,30 @@ def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> in
         return 2 if comm.Get_rank() == 0 else 0
     if comm.Get_rank() == 0:
         signals.install()  # SIGTERM/SIGHUP: rank 0 stops the workers and writes the summary
+    if options.tolerate_failures:
+        return _tolerant(options, run_dir, command, comm)
     ctx = Context(problem=problem.build(options), comm=comm, run_dir=Path(run_dir), command=list(command))
     loop = importlib.import_module(ctx.problem.mode.runtime)
     return loop.coordinate(ctx) if comm.Get_rank() == 0 else loop.work(ctx)
+
+
+def _tolerant(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> int:
+    """A rank of a ``--tolerate-failures`` job, which runs without ``python -m mpi4py``.
+
+    A worker that raises reports it and exits on its own (rank 0 then finds it dead); an error
+    on rank 0 still ends the whole job, as ``-m mpi4py`` would.
+    """
+    import os
+    import traceback
+
+    try:
+        ctx = Context(problem=problem.build(options), comm=comm, run_dir=Path(run_dir), command=list(command))
+        loop = importlib.import_module(ctx.problem.mode.runtime)
+        return loop.coordinate(ctx) if comm.Get_rank() == 0 else loop.work(ctx)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        sys.stdout.flush()
+        if comm.Get_rank() == 0:
+            comm.Abort(1)
+        os._exit(1)
