@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,13 +52,14 @@ def _compute_table(path: Path, n_workers: int, iterations: int) -> np.ndarray:
 
 
 def ideal_seconds_per_iteration(run_dir: Path, compute: np.ndarray | None = None,
-                                absent: dict[int, int] | None = None) -> float:
+                                absent: dict[int, int] | None = None, per_iteration: bool = False) -> Any:
     """Mean over iterations of the earliest decode time the run's code allows.
 
     Each worker finishes after its measured compute (``compute``, shape ``(W, iterations)``; by
     default read from the run's ``--record-delays`` file) plus its injected pause; a worker in
     ``absent`` (1-based worker -> first iteration) never replies from that iteration on: the
-    ideal of a run in which it is removed from the decode.
+    ideal of a run in which it is removed from the decode. With ``per_iteration`` the ideal of
+    every iteration (an array) instead of their mean.
     """
     from gdcode import problem, rundir
     from gdcode.results import load_run
@@ -79,7 +81,7 @@ def ideal_seconds_per_iteration(run_dir: Path, compute: np.ndarray | None = None
         finish = np.array([np.inf if w + 1 in gone and t >= gone[w + 1]
                            else compute[w, t - 1] + model.draw(w, t, load[w], compute[w, t - 1]) for w in range(W)])
         times.append(decode_time(code, finish)[0])
-    return float(np.mean(times))
+    return np.array(times) if per_iteration else float(np.mean(times))
 
 
 def run(as_json: bool = False, workdir: str | None = None) -> int:

@@ -133,15 +133,20 @@ class Evaluator:
 
 
 class Outbox:
-    """What rank 0 sends one worker, with at most one message in flight.
+    """What rank 0 sends one worker, with a bounded number of messages the worker has not taken.
 
-    Messages go out with ``Issend``, which completes once the worker has taken the message
-    (its receive matched it), not merely once MPI has buffered it. While one is in flight, a
-    newer message waits here (a copy; only the newest is kept) and goes out when the worker
-    takes the last one. So a frozen worker holds one message of rank 0's, never an unbounded
-    queue: under the MPICH wheel, about 64 messages pending to a stopped rank (eager or not)
-    stall rank 0's shared-memory sends to every other rank too.
+    Under the MPICH wheel, about 64 messages pending to a stopped rank (eager ones included,
+    though their ``Isend`` has completed) stall rank 0's shared-memory sends to every rank. So
+    a message goes out with a plain ``Isend`` (no extra latency) while the worker has not let
+    :data:`UNACKNOWLEDGED` of them pass without a word (:meth:`ack` on each message from it);
+    beyond that with ``Issend``, which completes only once the worker has taken the message,
+    and with at most one in flight: a newer message waits here (a copy; only the newest is
+    kept) and goes out when the worker takes the last one. A frozen worker thus holds at most
+    ``UNACKNOWLEDGED + 1`` of rank 0's messages.
     """
+
+    #: plain sends a worker may leave unanswered before sends become synchronous
+    UNACKNOWLEDGED = 2
 
     def __init__(self, comm: Any, worker: int, tag: int, size: int) -> None:
         from mpi4py import MPI
@@ -149,28 +154,37 @@ class Outbox:
         self.comm, self.worker, self.tag = comm, worker, int(tag)
         self.req: Any = MPI.REQUEST_NULL
         self.sent_at = 0.0
+        self.unacknowledged = 0
         self._own = [np.empty(size), np.empty(size)]
-        self._in_flight: np.ndarray | None = None
+        self._in_flight: np.ndarray | None = None  # the synchronous send not yet known taken
         self.pending: np.ndarray | None = None
         self.closed = False  # the worker is dead: nothing more is sent
 
+    def ack(self) -> None:
+        """The worker has sent something: it is taking its messages."""
+        self.unacknowledged = 0
+
     def busy(self) -> bool:
-        """Whether the last message has not been taken yet."""
+        """Whether a synchronous send has not been taken yet."""
         return bool(self._in_flight is not None and not self.req.Test())
 
     def _send(self, buf: np.ndarray) -> Any:
-        self._in_flight = buf
         self.sent_at = time.monotonic()
-        self.req = self.comm.Issend(buf, dest=self.worker + 1, tag=self.tag)
+        self.unacknowledged += 1
+        if self.unacknowledged <= self.UNACKNOWLEDGED:
+            self._in_flight = None
+            self.req = self.comm.Isend(buf, dest=self.worker + 1, tag=self.tag)
+        else:
+            self._in_flight = buf
+            self.req = self.comm.Issend(buf, dest=self.worker + 1, tag=self.tag)
         return self.req
 
     def offer(self, buf: np.ndarray) -> Any:
         """Send ``buf`` now (returning the request; ``buf`` must stay unchanged until it completes)
-        or, while the last message is in flight, keep a copy as the newest pending one (None)."""
+        or, while a synchronous send is in flight, keep a copy as the newest pending one (None)."""
         if self.closed:
             return None
         if not self.busy():
-            self._in_flight = None
             return self._send(buf)
         spare = self._own[0] if self._in_flight is not self._own[0] else self._own[1]
         spare[:buf.size] = buf
@@ -184,7 +198,7 @@ class Outbox:
             self._send(pending)
 
     def stalled(self, seconds: float) -> bool:
-        """Whether a message has waited more than ``seconds`` for the worker to take it."""
+        """Whether a synchronous send has waited more than ``seconds`` for the worker to take it."""
         return self.busy() and time.monotonic() - self.sent_at > seconds
 
 
@@ -253,6 +267,7 @@ class Coordinator:
         self.unresponsive: list[int] = []  # workers (1-based) that did not stop within the grace period
         self.dead: dict[int, float] = {}  # workers (1-based) found dead, and when (seconds of the run)
         self.outboxes: list[Outbox] = []
+        self._boxes_of: dict[int, list[Outbox]] = {}
         self.error: str | None = None
         self.local_pids: dict[int, int] = {}  # worker (0-based) -> pid, for workers on rank 0's host
         self._next_death_check = 0.0
@@ -328,9 +343,11 @@ class Coordinator:
         return self.comm.Irecv(s.buf, source=s.worker + 1, tag=s.tag)
 
     def outbox(self, worker: int, tag: int, size: int) -> Outbox:
-        """An :class:`Outbox` to ``worker`` on ``tag`` for messages of up to ``size`` entries."""
+        """An :class:`Outbox` to ``worker`` on ``tag`` for messages of up to ``size`` entries; any
+        message from the worker acknowledges it."""
         box = Outbox(self.comm, worker, tag, size)
         self.outboxes.append(box)
+        self._boxes_of.setdefault(worker, []).append(box)
         return box
 
     def repost(self, stream: int) -> None:
@@ -360,6 +377,8 @@ class Coordinator:
             if gap > self.longest_gap[s.worker]:
                 self.longest_gap[s.worker] = gap
             self.last_heard[s.worker] = now
+            for box in self._boxes_of.get(s.worker, ()):
+                box.ack()
             if s.handler(s.worker, s.buf) is not False:
                 self.repost(i)
             elif not s.active:

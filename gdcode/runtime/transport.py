@@ -15,11 +15,11 @@ from collections.abc import Callable
 import numpy as np
 
 BACKOFF_START = 1e-5
-BACKOFF_CAP = 1e-3
+BACKOFF_CAP = 5e-4
 EAGER_CAP = 1e-4
 EAGER_WINDOW = 5e-3
 #: longest sleep of an injected pause's slice (a newer message is noticed within about this long)
-PAUSE_SLICE = 2e-3
+PAUSE_SLICE = 5e-4
 
 
 class Backoff:
