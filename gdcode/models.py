@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -331,12 +332,13 @@ def names() -> list[str]:
     return MODELS.names()
 
 
-def get(name: str, compiled: bool | None = None, n_threads: int = 1) -> Model:
+def get(name: str, compiled: bool | None = None, n_threads: int = 1, **options: Any) -> Model:
     """The model ``name`` (a name or ``MODULE:CLASS``), built with the kernel choices it takes.
 
     ``compiled`` and ``n_threads`` go to a constructor that takes them; a model whose
     constructor takes neither (a plain-numpy plug-in) is built without them, and then
-    ``compiled=True`` or ``n_threads > 1`` are refused.
+    ``compiled=True`` or ``n_threads > 1`` are refused. ``options`` are the model's own keyword
+    options (``--model-options``), checked against its constructor.
 
     Raises
     ------
@@ -357,7 +359,12 @@ def get(name: str, compiled: bool | None = None, n_threads: int = 1) -> Model:
             kwargs[key] = value
         elif value not in harmless:
             raise ValueError(f"model {name!r} takes no {key}, so it cannot honour {key}={value!r}")
-    model = factory(**kwargs)
+    own = [p for p in params if p not in ("self", "compiled", "n_threads")
+           and params[p].kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(options) - set(own)) if not takes_any else []
+    if unknown:
+        raise ValueError(f"model {name!r} takes no option {', '.join(unknown)}; it takes: {', '.join(own) or 'none'}")
+    model = factory(**kwargs, **options)
     if not isinstance(model, Model):
         raise ValueError(f"the model {name!r} built a {type(model).__name__}, not a gdcode.models.Model")
     return model

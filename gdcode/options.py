@@ -95,9 +95,12 @@ class RunOptions:
     test_fraction: float = option(0.2, "held-out fraction of a dataset that is not already split "
                                        "(0 keeps all rows)", check=UNIT_OPEN)
     model: str = option("logistic", "objective (see gdcode.models), or MODULE:CLASS")
+    model_options: str | None = option(None, "the model's own options: KEY=VALUE[,...] (e.g. a plug-in's delta=1.5)")
     intercept: bool = option(False, "append a constant column to X", flag=True)
     l2: float | None = option(None, "L2 coefficient lambda (default 1/n)", check=NON_NEGATIVE)
     update: str = option("gd", "update rule (see gdcode.optim), or MODULE:CLASS")
+    update_options: str | None = option(None, "the update rule's own options: KEY=VALUE[,...] (run options it "
+                                              "names, such as momentum, are passed as well)")
     lr: float = option(0.5, "step size eta", check=POSITIVE)
     lr_schedule: str = option("constant", "step sizes: constant, inv-sqrt (lr/sqrt(t)) or step",
                               choices=("constant", "inv-sqrt", "step"))
@@ -384,12 +387,27 @@ def code_options(options: RunOptions) -> dict[str, Any]:
     OptionError
         When ``code_options`` is not ``KEY=VALUE[,...]``.
     """
+    out = key_values(options, "code_options")
+    if options.collect is not None:
+        out["collect"] = options.collect
+    return out
+
+
+def key_values(options: RunOptions, name: str) -> dict[str, Any]:
+    """The ``KEY=VALUE[,...]`` option ``name`` as a dict; values become int, float or bool where they
+    read as one (keys with dashes get underscores).
+
+    Raises
+    ------
+    OptionError
+        When the text is not ``KEY=VALUE[,...]``.
+    """
     out: dict[str, Any] = {}
-    text = options.code_options
+    text = getattr(options, name)
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise OptionError("code_options", text, "write KEY=VALUE[,KEY=VALUE...]")
+            raise OptionError(name, text, "write KEY=VALUE[,KEY=VALUE...]")
         value: Any = raw.strip()
         if value.lower() in ("true", "false"):
             value = value.lower() == "true"
@@ -401,6 +419,4 @@ def code_options(options: RunOptions) -> dict[str, Any]:
                 except ValueError:
                     pass
         out[key.strip().replace("-", "_")] = value
-    if options.collect is not None:
-        out["collect"] = options.collect
     return out

@@ -28,7 +28,7 @@ from gdcode.data import DataSource, open_dataset, parse_dataset_spec, partition_
 from gdcode.errors import ConfigError, OptionError
 from gdcode.modes import Mode
 from gdcode.modes import get as get_mode
-from gdcode.options import RunOptions, code_options
+from gdcode.options import RunOptions, code_options, key_values
 
 
 @contextlib.contextmanager
@@ -128,8 +128,10 @@ class Problem:
 
 def make_optimizer(options: RunOptions, w0: np.ndarray, schedule: optim.Schedule) -> optim.Optimizer:
     """The update rule ``options.update`` at ``w0``; it gets the run options its keywords name (``momentum``)."""
-    with naming("update", options.update):
-        return optim.make(options.update, w0, schedule, **optim.rule_options(options.update, options.to_dict()))
+    own = key_values(options, "update_options")
+    with naming("update_options" if own else "update", options.update_options if own else options.update):
+        kwargs = {**optim.rule_options(options.update, options.to_dict()), **own}
+        return optim.make(options.update, w0, schedule, **kwargs)
 
 
 def build_code(options: RunOptions, n_train: int | None = None) -> codes.GradientCode:
@@ -180,8 +182,9 @@ def build(options: RunOptions) -> Problem:
         Naming the option whose value cannot be built.
     """
     mode = get_mode(options.mode)
-    with naming("model", options.model):
-        model = models.get(options.model)
+    own = key_values(options, "model_options")
+    with naming("model_options" if own else "model", options.model_options if own else options.model):
+        model = models.get(options.model, **own)
     with naming("dataset", options.dataset):
         parse_dataset_spec(options.dataset)
         source = open_dataset(options.dataset, seed=options.seed, test_fraction=options.test_fraction,

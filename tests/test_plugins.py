@@ -179,7 +179,8 @@ def test_gdcode_codes_list_and_info_show_the_plugins(installed):
         "codes": [{"name": "pairs", "source": f"entry point {DIST}"}],
         "models": [{"name": "huber", "source": f"entry point {DIST}"}],
         "update rules": [{"name": "clipped-gd", "source": f"entry point {DIST}"}],
-        "delay models": [{"name": "uniform", "source": f"entry point {DIST}"}]}
+        "delay models": [{"name": "uniform", "source": f"entry point {DIST}"}],
+        "modes": []}
     text = _cli_out(["info"])
     assert "plug-ins" in text and "pairs (entry point" in text
 
@@ -187,7 +188,14 @@ def test_gdcode_codes_list_and_info_show_the_plugins(installed):
 def test_run_options_resolve_with_plugins_and_refuse_bad_ones(installed, tmp_path):
     options = RunOptions(scheme="pairs", workers=4, stragglers=1, model="huber", update="clipped-gd",
                          delay="uniform:0.001,0.002", code_options="shuffle=true", out=str(tmp_path))
-    assert problem.check(options).code.name == "pairs"
+    built = problem.check(options)
+    assert built.code.name == "pairs"
+    tuned = problem.build(options.replace(model_options="delta=0.25", update_options="max_norm=2"))
+    assert tuned.model.delta == 0.25 and tuned.optimizer().max_norm == 2
+    for name, text in (("model_options", "nope=1"), ("update_options", "nope=1")):
+        with pytest.raises(ConfigError) as info:
+            problem.build(options.replace(**{name: text}))
+        assert info.value.option == name
     for bad in ({"scheme": "pairs", "stragglers": 2}, {"model": "no_such_module:Model"},
                 {"delay": "uniform:1"}, {"update": "clipped-gd", "lr": -1.0},
                 {"mode": "hogwild", "update": "gd", "model": "huber", "threads": 2}):

@@ -47,10 +47,10 @@ def collect() -> dict:
 
 def plugins() -> dict[str, list[dict[str, str]]]:
     """The plug-ins of every registry: ``{"codes": [{"name": ..., "source": ...}], ...}``."""
-    from gdcode import codes, delays, models, optim
+    from gdcode import codes, delays, models, modes, optim
 
     return {reg.plural: [{"name": name, "source": source} for name, source in reg.plugins()]
-            for reg in (codes.CODES, models.MODELS, optim.UPDATES, delays.DELAYS)}
+            for reg in (codes.CODES, models.MODELS, optim.UPDATES, delays.DELAYS, modes.MODES)}
 
 
 def _text(value) -> str:

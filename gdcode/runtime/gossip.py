@@ -11,13 +11,13 @@ copy of the model made when the step began, and the step applies it to the model
 then (as in Hogwild, a step may land on a model that moved meanwhile). A worker that pauses
 (a straggler) thus keeps mixing at the pace of its peers' requests.
 
-Mixing (:mod:`gdcode.gossip` has the rules):
+Mixing (:mod:`gdcode.mixing` has the rules):
 
 * ``pairwise``: before a step, with probability ``--gossip-prob`` (or every
   ``--gossip-period`` steps), ask a peer for its model, clock and last loss; the answer
   travels while the step computes; after the step, wait at most ``--peer-timeout`` seconds
   for it and mix ``x <- f x_peer + (1 - f) x``. A late answer is discarded. The peer comes
-  from :class:`gdcode.gossip.PeerSelector` (``--peer-selection``).
+  from :class:`gdcode.mixing.PeerSelector` (``--peer-selection``).
 * ``elastic``: after a step, send the model to a uniformly chosen peer, which answers with
   its own and applies ``alpha (x_peer - x_own)``; this worker applies the mirror term when
   the answer comes. Every exchange is applied on both sides, so the models' sum is kept.
