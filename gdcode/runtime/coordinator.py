@@ -38,6 +38,7 @@ from gdcode.runtime import protocol as pr
 from gdcode.runtime import signals
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, metadata
+from gdcode.runtime.traffic import Traffic, kind_of, summarize
 
 #: seconds to wait for the workers once the run is over before aborting the job
 SHUTDOWN_GRACE = 10.0
@@ -74,11 +75,13 @@ class Evaluator:
     taken by the caller. Importing what the test metrics need happens here, before the clock.
     """
 
-    def __init__(self, ctx: Context, writer: RunWriter, threaded: bool = True) -> None:
+    def __init__(self, ctx: Context, writer: RunWriter, threaded: bool = True,
+                 traffic: Traffic | None = None) -> None:
         import scipy.stats  # noqa: F401 -- test metrics need it; importing it takes ~1 s, so not on the clock
 
         self.ctx = ctx
         self.writer = writer
+        self.traffic = traffic
         self.Xtr, self.ytr = ctx.problem.train_set()
         self.Xte, self.yte = ctx.test_set()
         self.pool = ThreadPoolExecutor(max_workers=1) if threaded else None
@@ -93,8 +96,14 @@ class Evaluator:
         return out
 
     def submit(self, iteration: int, elapsed: float, params: np.ndarray, **extra: Any) -> None:
-        """Evaluate ``params`` (absorbing ``iteration`` updates, taken at ``elapsed`` seconds)."""
+        """Evaluate ``params`` (absorbing ``iteration`` updates, taken at ``elapsed`` seconds).
+
+        The line also gets the bytes rank 0 sent and received, by kind, since the previous line.
+        """
         head = {"iteration": int(iteration), "elapsed": float(elapsed)}
+        if self.traffic is not None:
+            moved = self.traffic.since_mark()
+            extra = {**extra, "bytes_sent": moved["sent"], "bytes_received": moved["received"]}
         if self.pool is None:
             self.pending.append(({**head, **extra}, self.metrics(params)))
         else:
@@ -268,6 +277,8 @@ class Coordinator:
         self.dead: dict[int, float] = {}  # workers (1-based) found dead, and when (seconds of the run)
         self.outboxes: list[Outbox] = []
         self._boxes_of: dict[int, list[Outbox]] = {}
+        self._statuses: list[Any] = []
+        self.traffic: Traffic = getattr(ctx.comm, "traffic", None) or Traffic(ctx.comm.Get_size())
         self.error: str | None = None
         self.local_pids: dict[int, int] = {}  # worker (0-based) -> pid, for workers on rank 0's host
         self._next_death_check = 0.0
@@ -364,13 +375,17 @@ class Coordinator:
                 box.progress()
         if self.options.tolerate_failures:
             self._watch_deaths()
-        idx = MPI.Request.Testsome(self._requests)
+        statuses = self._statuses
+        if len(statuses) < len(self._requests):
+            statuses.extend(MPI.Status() for _ in range(len(self._requests) - len(statuses)))
+        idx = MPI.Request.Testsome(self._requests, statuses)
         if not idx:
             return False
         now = time.monotonic()
-        for i in idx:
+        for j, i in enumerate(idx):
             s = self._streams[i]
             s.active = False
+            self.traffic.count_received(kind_of(s.buf, s.tag), statuses[j].Get_count(MPI.DOUBLE) * 8)
             if s.counted:
                 self.received[s.worker] += 1
             gap = now - self.last_heard[s.worker]
@@ -572,7 +587,7 @@ class Coordinator:
     def _run(self) -> int:
         self.unresponsive = []
         self.open_run()
-        self.evaluator = Evaluator(self.ctx, self.writer, threaded=self.threaded_evaluation)
+        self.evaluator = Evaluator(self.ctx, self.writer, threaded=self.threaded_evaluation, traffic=self.traffic)
         for i in range(self.W):
             self.listen(i, pr.Tag.DONE, pr.DONE.new(), self._on_done, counted=False)
         self.prepare()
@@ -595,11 +610,14 @@ class Coordinator:
         if clean:
             self.close_receives()
             self.after_drain()
+        reports = self._traffic_reports() if clean else {}
         params, iterations, elapsed, extra = self.result()
         extra.update({"worker_cpu_seconds": self.usage[:, 0].tolist(),
                       "worker_wall_seconds": self.usage[:, 1].tolist(),
                       "coordinator_cpu_seconds": time.process_time() - self._cpu0,
                       "coordinator_wall_seconds": wall})
+        reports[0] = self.traffic.report()
+        extra["bytes"] = summarize(reports, self.W + 1)
         if self.unresponsive:
             extra["unresponsive_workers"] = self.unresponsive
         if self.options.tolerate_failures:
@@ -611,6 +629,27 @@ class Coordinator:
             self.abort(f"worker(s) {', '.join(map(str, self.unresponsive))} did not stop (frozen, or slower than "
                        f"{SHUTDOWN_GRACE:g} s); summary.json and model.npy are written; ending the job", code or 0)
         return code
+
+    def _traffic_reports(self) -> dict[int, np.ndarray]:
+        """Every live worker's table of bytes sent (its last message; a worker that is gone is skipped)."""
+        from mpi4py import MPI
+
+        size = self.traffic.report_size()
+        ranks = [i + 1 for i in range(self.W) if i + 1 not in self.dead]
+        bufs = {r: np.empty(size) for r in ranks}
+        reqs = {r: self.comm.Irecv(bufs[r], source=r, tag=pr.Tag.TRAFFIC) for r in ranks}
+        try:
+            tp.poll_until(lambda: MPI.Request.Testall(list(reqs.values())), time.monotonic() + SHUTDOWN_GRACE)
+        except tp.Timeout:
+            pass
+        out = {}
+        for r, req in reqs.items():
+            if req.Test():
+                out[r] = bufs[r]
+            else:
+                req.Cancel()
+                req.Wait()
+        return out
 
     def finish(self, params: np.ndarray, iterations: int, elapsed: float, extra: dict) -> int:
         """Write ``model.npy`` and ``summary.json``; return the exit code (3 after ``--timeout``)."""

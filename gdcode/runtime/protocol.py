@@ -25,6 +25,7 @@ ANSWER     worker -> worker      ANSWER (:data:`ANSWER`)                gossip
 ROOT       worker -> rank 0      ANSWER, FINAL (:data:`REPORT`);        gossip;
                                  MODEL (:data:`MODEL`)                  allreduce, local
 RECORDS    worker -> rank 0      a table of per-step records            gossip, allreduce, local
+TRAFFIC    worker -> rank 0      its bytes sent (its last message)      all
 =========  ====================  =====================================  ================
 """
 
@@ -47,6 +48,7 @@ class Tag(IntEnum):
     ANSWER = 44
     ROOT = 45
     RECORDS = 46
+    TRAFFIC = 47
     REPLY = 100
 
 

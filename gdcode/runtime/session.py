@@ -14,6 +14,7 @@ from gdcode.options import RunOptions
 from gdcode.rundir import Claim
 from gdcode.runtime import signals
 from gdcode.runtime.context import Context
+from gdcode.runtime.traffic import CountingComm, Traffic
 
 
 def world_size() -> int:
@@ -91,9 +92,22 @@ def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> in
         signals.install()  # SIGTERM/SIGHUP: rank 0 stops the workers and writes the summary
     if options.tolerate_failures:
         return _tolerant(options, run_dir, command, comm)
-    ctx = Context(problem=problem.build(options), comm=comm, run_dir=Path(run_dir), command=list(command))
+    counting = CountingComm(comm, Traffic(comm.Get_size()))
+    ctx = Context(problem=problem.build(options), comm=counting, run_dir=Path(run_dir), command=list(command))
     loop = importlib.import_module(ctx.problem.mode.runtime)
-    return loop.coordinate(ctx) if comm.Get_rank() == 0 else loop.work(ctx)
+    return loop.coordinate(ctx) if comm.Get_rank() == 0 else _work(loop, ctx)
+
+
+def _work(loop: Any, ctx: Context) -> int:
+    """A worker's loop, then its table of bytes sent to rank 0 (its last message)."""
+    from gdcode.runtime.protocol import Tag
+    from gdcode.runtime.transport import poll_until
+
+    code = loop.work(ctx)
+    report = ctx.comm.traffic.report()
+    req = ctx.comm._comm.Isend(report, dest=0, tag=Tag.TRAFFIC)
+    poll_until(req.Test)
+    return int(code)
 
 
 def _tolerant(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> int:
@@ -106,9 +120,10 @@ def _tolerant(options: RunOptions, run_dir: Path, command: list[str], comm: Any)
     import traceback
 
     try:
-        ctx = Context(problem=problem.build(options), comm=comm, run_dir=Path(run_dir), command=list(command))
+        counting = CountingComm(comm, Traffic(comm.Get_size()))
+        ctx = Context(problem=problem.build(options), comm=counting, run_dir=Path(run_dir), command=list(command))
         loop = importlib.import_module(ctx.problem.mode.runtime)
-        return loop.coordinate(ctx) if comm.Get_rank() == 0 else loop.work(ctx)
+        return loop.coordinate(ctx) if comm.Get_rank() == 0 else _work(loop, ctx)
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
