@@ -78,6 +78,105 @@ def all_arrivals(code: codes.GradientCode, compute: np.ndarray, pause: np.ndarra
     return np.cumsum(busy[:, :, None] * share[None, :, :], axis=2) + comm
 
 
+_RATE_UNITS = {"bit": 1 / 8, "kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8, "tbit": 1e12 / 8,
+               "bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9, "tbps": 1e12}
+
+
+def parse_rate(text: str) -> float:
+    """A rate in tc's notation (``100mbit``, ``1gbit``, ``12mbps``; a bare number is bits/s) as bytes/s.
+
+    Raises
+    ------
+    ValueError
+        When it is not one, or not positive and finite.
+    """
+    t = str(text).strip().lower()
+    number, unit = t, "bit"
+    for name in sorted(_RATE_UNITS, key=len, reverse=True):
+        if t.endswith(name):
+            number, unit = t[:-len(name)], name
+            break
+    try:
+        value = float(number) * _RATE_UNITS[unit]
+    except ValueError:
+        raise ValueError(f"rate {text!r}: write a number with a unit of tc's, e.g. 100mbit or 1gbit") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"rate {text!r} must be positive and finite")
+    return value
+
+
+@dataclass(frozen=True)
+class Network:
+    """Links between the coordinator and the workers, each of ``bandwidth`` bytes/s and ``latency``
+    seconds one way (a star: every worker on its own link to a switch, the coordinator on one).
+
+    An iteration then goes: the coordinator's W models leave through its one link, sharing it
+    (all arrive ``latency + W * model_bytes / bandwidth`` after the send); each worker computes
+    and pauses; its replies reach the coordinator's link ``latency`` later and queue there: it
+    delivers them one after another in the order they come, ``reply_bytes / bandwidth`` each
+    (incast; a reply crosses its own link and the coordinator's in a pipeline, so one reply alone
+    takes ``latency + reply_bytes / bandwidth``). Replies to earlier iterations still in flight
+    are not modelled.
+
+    Attributes
+    ----------
+    latency : float
+        One-way seconds per message.
+    bandwidth : float
+        Bytes per second of every link.
+    model_bytes, reply_bytes : int
+        Bytes of a model message and of each reply message.
+    """
+
+    latency: float
+    bandwidth: float
+    model_bytes: int
+    reply_bytes: int
+
+    @classmethod
+    def parse(cls, text: str, model_bytes: int, reply_bytes: int | None = None) -> Network:
+        """``LATENCY,BANDWIDTH`` (seconds and a tc rate, e.g. ``0.0005,1gbit``).
+
+        Raises
+        ------
+        ValueError
+            Naming the form.
+        """
+        latency_text, sep, rate_text = str(text).partition(",")
+        try:
+            latency = float(latency_text)
+        except ValueError:
+            latency = float("nan")
+        if not sep or not (latency >= 0 and math.isfinite(latency)):
+            raise ValueError(f"network {text!r}: write LATENCY,BANDWIDTH, e.g. 0.0005,1gbit (seconds, tc rate)")
+        if model_bytes <= 0:
+            raise ValueError(f"message bytes must be positive, got {model_bytes}")
+        return cls(latency, parse_rate(rate_text), int(model_bytes),
+                   int(model_bytes if reply_bytes is None else reply_bytes))
+
+    def arrivals(self, code: codes.GradientCode, compute: np.ndarray, pause: np.ndarray) -> np.ndarray:
+        """Arrival times at the coordinator, shape ``(draws, W, n_messages)`` (see the class)."""
+        W = code.n_workers
+        start = self.latency + W * self.model_bytes / self.bandwidth
+        ready = all_arrivals(code, compute, pause, 0.0) + start + self.latency
+        draws, _, M = ready.shape
+        flat = ready.reshape(draws, W * M)
+        order = np.argsort(flat, axis=1, kind="stable")
+        queued = np.take_along_axis(flat, order, axis=1)
+        service = self.reply_bytes / self.bandwidth
+        done = np.empty_like(queued)
+        done[:, 0] = queued[:, 0] + service
+        for j in range(1, queued.shape[1]):  # the coordinator's link delivers one reply after another
+            done[:, j] = np.maximum(queued[:, j], done[:, j - 1]) + service
+        out = np.empty_like(flat)
+        np.put_along_axis(out, order, done, axis=1)
+        return out.reshape(draws, W, M)
+
+    def describe(self) -> dict:
+        return {"latency_seconds": self.latency, "bandwidth_bytes_per_second": self.bandwidth,
+                "model_bytes": self.model_bytes, "reply_bytes": self.reply_bytes}
+
+
 def decode_times(code: codes.GradientCode, arrivals: np.ndarray, generic: bool = False) -> tuple[np.ndarray, str]:
     """Decode time of every draw: ``arrivals`` ``(draws, W, n_messages)`` -> ``(draws,)``.
 
@@ -235,7 +334,8 @@ class Simulation:
 
 def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20000,
              compute: ComputeModel | None = None, comm: float = 0.0, replay: bool = False,
-             first_iteration: int = 1, seed: int | None = None, generic: bool = False) -> Simulation:
+             first_iteration: int = 1, seed: int | None = None, generic: bool = False,
+             network: Network | None = None) -> Simulation:
     """Simulate ``draws`` iterations of ``code`` under ``delay``.
 
     Parameters
@@ -257,6 +357,9 @@ def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20
         Seed of the bulk draws (default: the delay model's seed).
     generic : bool
         Decode with the code's own ``decode`` even when a vectorised rule exists.
+    network : Network, optional
+        Links with latency and bandwidth (replacing ``comm``): each message's transfer and the
+        coordinator's link serialising the replies.
     """
     if draws < 1:
         raise ConfigError(f"--draws {draws} must be a positive integer")
@@ -266,7 +369,7 @@ def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20
     load = code.load()
     comp = compute.table(code, draws, first_iteration)
     pauses = sample_pauses(delay, load, comp, draws, replay=replay, first_iteration=first_iteration, seed=seed)
-    arrivals = all_arrivals(code, comp, pauses, comm)
+    arrivals = all_arrivals(code, comp, pauses, comm) if network is None else network.arrivals(code, comp, pauses)
     times, method = decode_times(code, arrivals, generic=generic)
     return Simulation(code=code, times=times, arrivals=arrivals, compute=comp, pauses=pauses, method=method,
                       replay=replay, first_iteration=first_iteration)

@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(worker, iteration) as written by gdcode run --record-delays (default 0)")
     parser.add_argument("--comm", type=float, default=0.0, metavar="SECONDS",
                         help="transfer time of each message to the coordinator (default 0)")
+    parser.add_argument("--network", default=None, metavar="LATENCY,BANDWIDTH",
+                        help="links of LATENCY seconds one way and BANDWIDTH (tc notation: 100mbit, 1gbit): each "
+                             "message's transfer and the coordinator's link serialising the replies (replaces --comm)")
+    parser.add_argument("--message-bytes", type=int, default=None, metavar="B",
+                        help="bytes of each model and reply message (default: from --dataset and --model, "
+                             "8 * (parameters + 4))")
     parser.add_argument("--replay", action="store_true",
                         help="draw each pause from the run's own (seed, worker, iteration) stream (slower)")
     parser.add_argument("--first-iteration", type=int, default=1, help="iteration number of the first draw")
@@ -81,16 +87,34 @@ def main(args: argparse.Namespace) -> int:
     draws = args.draws if args.draws is not None else (options.iterations if args.replay else 20000)
     if target is not None:
         draws = max(draws, options.iterations)
+    network = None
+    if args.network is not None:
+        message = args.message_bytes
+        if message is None:  # a model's or a gradient's message: the header and every parameter
+            from gdcode.runtime.protocol import MODEL
+
+            n_params = (built or problem.build(options.replace(mode="coded"))).n_params
+            message = 8 * MODEL.size(n_params)
+        try:
+            network = simulate.Network.parse(args.network, message)
+        except ValueError as exc:
+            raise ConfigError(f"--network {args.network}: {exc}") from None
+    elif args.message_bytes is not None:
+        raise ConfigError("--message-bytes goes with --network LATENCY,BANDWIDTH")
     sim = simulate.simulate(code, delay, draws=draws, compute=compute, comm=args.comm, replay=args.replay,
-                            first_iteration=args.first_iteration, seed=options.seed, generic=args.generic)
+                            first_iteration=args.first_iteration, seed=options.seed, generic=args.generic,
+                            network=network)
     out = {"scheme": options.scheme, "workers": W, "stragglers": options.stragglers,
            "collect": getattr(code, "collect", None), "delay": delay.spec,
            "delay_scale_with_load": options.delay_scale_with_load, "compute": compute.spec,
            "comm_seconds": args.comm, "seed": options.seed, "replay": bool(args.replay),
            "first_iteration": args.first_iteration, "decode_method": sim.method,
            "mean_load": float(code.load().mean())}
+    if network is not None:
+        out["network"] = network.describe()
     out.update(sim.summary())
-    out["closed_form_mean_seconds"] = simulate.closed_form_mean(code, delay, compute, args.comm)
+    out["closed_form_mean_seconds"] = (simulate.closed_form_mean(code, delay, compute, args.comm)
+                                       if network is None else None)
     if built is not None:
         replay = simulate.train_replay(sim, built, options.iterations, target)
         out["time_to_target"] = replay.summary()
@@ -114,8 +138,11 @@ def _finite(obj):
 def _print(out: dict, code) -> None:
     scaled = " (pauses scaled by load)" if out["delay_scale_with_load"] else ""
     name = out["scheme"] + (f" collect={out['collect']}" if out["collect"] is not None else "")
+    net = out.get("network")
+    link = (f"network {net['latency_seconds']:g} s, {net['bandwidth_bytes_per_second'] / 1e6:.4g} MB/s, "
+            f"{net['model_bytes']} B a message" if net else f"comm {out['comm_seconds']:g} s")
     print(f"simulate: {name}, W={out['workers']}, S={out['stragglers']}, load {out['mean_load']:.3g}, "
-          f"delay {out['delay']}{scaled}, compute {out['compute']}, comm {out['comm_seconds']:g} s")
+          f"delay {out['delay']}{scaled}, compute {out['compute']}, {link}")
     how = f"replayed from seed {out['seed']}, iterations {out['first_iteration']}.." if out["replay"] \
         else "drawn in bulk"
     print(f"{out['draws']} draws ({how}; {out['decode_method']} decode)")
