@@ -142,6 +142,26 @@ class HeavyBall(Optimizer):
         self.velocity = np.array(state["velocity"], dtype=np.float64)
 
 
+@UPDATES.register("nesterov")
+class NesterovMomentum(HeavyBall):
+    """``nesterov``: momentum with Nesterov's correction, as deep-learning frameworks define it.
+
+    ``v <- momentum v + g``, ``w <- w - eta_t (g + momentum v)``, the gradient ``g`` taken at
+    ``w`` (PyTorch's ``SGD(nesterov=True)``; the Elastic Gossip thesis trains with it at
+    momentum 0.99). ``agd`` is the textbook method with its own momentum schedule.
+
+    Parameters
+    ----------
+    momentum : float
+        The coefficient, in ``[0, 1)`` (default 0.9).
+    """
+
+    def step(self, grad):
+        self.t += 1
+        self.velocity = self.momentum * self.velocity + grad
+        self.params -= self.schedule(self.t) * (grad + self.momentum * self.velocity)
+
+
 @UPDATES.register("adam")
 class Adam(Optimizer):
     """``adam``: Kingma and Ba (2015), with bias correction.

@@ -136,8 +136,9 @@ class RunOptions:
                                             "hydra launcher, workers on rank 0's host)", flag=True,
                                      modes=("coded", "hogwild"))
     # the asynchronous modes and the allreduce/local baselines
-    batch_size: int = option(0, "hogwild, gossip, allreduce, local: rows per worker step (0: the worker's "
-                                "whole partition)", check=NON_NEGATIVE)
+    batch_size: int = option(0, "rows of a minibatch: coded, per iteration over all partitions (the same fraction "
+                                "of each); hogwild, gossip, allreduce, local, per worker step (0: every row)",
+                             check=NON_NEGATIVE)
     threads: int = option(1, "hogwild: threads per worker running the lock-free Hogwild kernel",
                           check=AT_LEAST_1)
     pull_every: int = option(1, "hogwild: a worker's steps between pulls of the server's newest model",

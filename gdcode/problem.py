@@ -95,6 +95,34 @@ class Problem:
         """Row bounds of the partitions (:func:`gdcode.data.partition_bounds`)."""
         return partition_bounds(self.n_train, self.n_partitions)
 
+    def batch_sizes(self) -> np.ndarray | None:
+        """Coded mode with ``batch_size``: the rows each partition contributes to an iteration's
+        minibatch, the same fraction ``batch_size / n_train`` of every partition (at least one row);
+        None for the whole partitions."""
+        B = self.options.batch_size
+        if self.code is None or B == 0 or B >= self.n_train:
+            return None
+        sizes = np.diff(self.partition_bounds())
+        return np.clip(np.rint(sizes * (B / self.n_train)).astype(np.int64), 1, sizes)
+
+    def batch_rows(self, partition: int, iteration: int) -> np.ndarray:
+        """The rows (indices within ``partition``, sorted) of iteration ``iteration``'s minibatch.
+
+        A pure function of (seed, partition, iteration): every worker holding the partition takes
+        the same rows, so an exact code decodes exactly the minibatch gradient.
+        """
+        sizes = self.batch_sizes()
+        assert sizes is not None, "batch_rows needs coded mode with batch_size"
+        n_rows = int(np.diff(self.partition_bounds())[partition])
+        rng = np.random.default_rng([self.options.seed, 0xBA7C4, partition, iteration])
+        return np.sort(rng.choice(n_rows, size=int(sizes[partition]), replace=False))
+
+    @property
+    def rows_per_iteration(self) -> int:
+        """Rows one iteration's gradient sums over: the minibatch, or every training row."""
+        sizes = self.batch_sizes()
+        return self.n_train if sizes is None else int(sizes.sum())
+
     def rows(self, start: int, stop: int) -> tuple[Any, np.ndarray]:
         """Training rows ``start:stop``, with the intercept column when ``intercept``."""
         X, y = self.source.train_rows(start, stop)
@@ -214,6 +242,10 @@ def build(options: RunOptions) -> Problem:
                                                       f"{options.workers} workers; use more rows or fewer workers")
     problem = Problem(options=options, mode=mode, source=source, model=model, l2=l2, w0=w0, delay=delay,
                       schedule=schedule, code=code)
+    batches = problem.batch_sizes()
+    if code is not None and batches is not None:  # a code's weights follow the rows each partition gives
+        with naming("scheme", options.scheme):
+            code.bind_partition_sizes(batches)
     mode.check(options, model)
     with naming("update", options.update):
         problem.optimizer()

@@ -84,7 +84,7 @@ class CodedCoordinator(Coordinator):
         super().__init__(ctx)
         self.code = ctx.code
         self.M = self.code.n_messages
-        self.n = ctx.problem.n_train
+        self.n = ctx.problem.rows_per_iteration  # the decoded sum is over these rows
         self.d = ctx.n_params
         self.opt = ctx.problem.optimizer()
         self.pending: dict[int, _Iteration] = {}
@@ -297,9 +297,15 @@ def work(ctx: Context) -> int:
     d = ctx.n_params
     bounds = ctx.problem.partition_bounds()
     mats = code.message_matrices
+    minibatch = ctx.problem.batch_sizes() is not None
     # one row set per message: its partitions' rows and one coefficient per row
-    messages = []
+    messages: list[tuple[int, list, list]] = []
     for k, mat in enumerate(mats):
+        if minibatch:  # each partition's rows, sampled per iteration
+            held = [(int(j), *ctx.rows(int(bounds[j]), int(bounds[j + 1])), float(mat[me, j]))
+                    for j in np.flatnonzero(mat[me])]
+            messages.append((k, [], held))
+            continue
         ranges, coef = worker_rows(bounds, mat[me])
         if ranges:
             X, y = stack_rows([ctx.rows(lo, hi) for lo, hi in ranges])
@@ -309,7 +315,7 @@ def work(ctx: Context) -> int:
         blocks = [(X[lo:lo + BLOCK_ROWS], y[lo:lo + BLOCK_ROWS], coef[lo:lo + BLOCK_ROWS])
                   for lo in range(0, X.shape[0], BLOCK_ROWS)]
         del X
-        messages.append((k, blocks))
+        messages.append((k, blocks, []))
     load = float(code.load()[me])
     share = np.array([np.count_nonzero(m[me]) for m in mats], dtype=float)
     share = share / share.sum() if share.sum() else np.full(len(mats), 1.0 / len(mats))
@@ -340,12 +346,14 @@ def work(ctx: Context) -> int:
         if t == fail_at:
             raise RuntimeError(f"worker {me + 1}: failure injected at iteration {t} by GDCODE_FAIL_WORKER")
 
-        for k, blocks in messages:
+        for k, blocks, held in messages:
             out = sends.get()
             g = pr.GRADIENT.vector(out)
             g[:] = 0.0
             t0 = time.perf_counter()
             cancelled = False
+            if held:
+                blocks = minibatch_blocks(ctx.problem, held, t)
             for Xb, yb, cb in blocks:
                 kernel(Xb, yb, cb, w, g)
                 if ctrl_req.Test():
@@ -367,3 +375,16 @@ def work(ctx: Context) -> int:
     sends.wait_all()
     send_done(comm, steps, clock, sent)
     return 0
+
+
+def minibatch_blocks(problem, held: list[tuple], iteration: int) -> list[tuple]:
+    """Iteration ``iteration``'s minibatch of the partitions a worker holds, in row blocks:
+    ``(X, y, coefficients)`` per block (:meth:`gdcode.problem.Problem.batch_rows`)."""
+    blocks = []
+    for j, X, y, c in held:
+        idx = problem.batch_rows(j, iteration)
+        Xb, yb = X[idx], y[idx]
+        cb = np.full(idx.size, c)
+        blocks += [(Xb[lo:lo + BLOCK_ROWS], yb[lo:lo + BLOCK_ROWS], cb[lo:lo + BLOCK_ROWS])
+                   for lo in range(0, idx.size, BLOCK_ROWS)]
+    return blocks
