@@ -107,12 +107,12 @@ runs[["label", "workers", "delay", "summary_iterations", "summary_elapsed", "sum
 # ## Seconds per iteration, and how they spread
 #
 # An iteration's wall-clock time is the difference of consecutive `elapsed` values (evaluation is off the
-# clock, so it is not in them).
+# clock, so it is not in them); every run's first line is its initial model, at elapsed 0.
 
 # %%
 metrics = metrics.sort_values(["run", "iteration"])
-metrics["iteration_seconds"] = metrics.groupby("run")["elapsed"].diff().fillna(metrics["elapsed"])
-per_run = metrics.groupby("run").agg(label=("label", "first"), W=("workers", "first"),
+metrics["iteration_seconds"] = metrics.groupby("run")["elapsed"].diff()
+per_run = metrics.dropna(subset=["iteration_seconds"]).groupby("run").agg(label=("label", "first"), W=("workers", "first"),
                                      iterations=("iteration", "max"),
                                      mean_s=("iteration_seconds", "mean"),
                                      p50_s=("iteration_seconds", "median"),

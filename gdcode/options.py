@@ -116,6 +116,8 @@ class RunOptions:
                                 "MODULE:CLASS[:ARGS]")
     delay_scale_with_load: bool = option(False, "multiply each pause by the worker's load", flag=True)
     seed: int = option(0, "seed of data, initial point, codes and delays", check=SEED)
+    init: str | None = option(None, "initial point: zeros, normal:STD (seeded), or FILE.npy (default: the model's "
+                                    "own, 0.01 N(0, 1) for the linear models)")
     out: str = option("results", "parent directory of the run directory")
     name: str | None = option(None, "run directory name, one path component (default: scheme, workers and "
                                     "time)")

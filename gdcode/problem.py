@@ -194,6 +194,47 @@ def build_code(options: RunOptions, n_train: int | None = None) -> codes.Gradien
     return code
 
 
+def initial_point(options: RunOptions, model: models.Model, n_cols: int, n_classes: int,
+                  n_params: int) -> np.ndarray:
+    """The run's starting point: ``init`` (``zeros``, ``normal:STD`` drawn from the seed's stream,
+    or a ``.npy`` file), else the model's own (a model may define ``initial_point(n_cols, n_classes,
+    seed)``), else ``0.01 N(0, I)`` from the seed (:func:`gdcode.optim.initial_point`).
+
+    Raises
+    ------
+    OptionError
+        Naming ``init`` for a malformed spec, a file that does not load, a wrong length or a
+        value that is not finite.
+    """
+    spec = options.init
+    if spec is None:
+        own = getattr(model, "initial_point", None)
+        w0 = own(n_cols, n_classes, options.seed) if callable(own) else optim.initial_point(n_params, options.seed)
+    elif spec == "zeros":
+        w0 = np.zeros(n_params)
+    elif spec.startswith("normal:"):
+        try:
+            std = float(spec[len("normal:"):])
+        except ValueError:
+            std = float("nan")
+        if not (std >= 0 and np.isfinite(std)):
+            raise OptionError("init", spec, "write normal:STD with a finite STD >= 0")
+        w0 = optim.initial_point(n_params, options.seed, scale=std)
+    elif spec.endswith(".npy"):
+        try:
+            w0 = np.asarray(np.load(spec, allow_pickle=False), dtype=np.float64).reshape(-1)
+        except (OSError, ValueError) as exc:
+            raise OptionError("init", spec, f"cannot be loaded as a numpy array ({exc})") from None
+    else:
+        raise OptionError("init", spec, "write zeros, normal:STD or the path of a FILE.npy")
+    if w0.size != n_params:
+        raise OptionError("init", spec, f"has {w0.size} values; model {options.model} on this dataset has "
+                                        f"{n_params} parameters")
+    if not np.all(np.isfinite(w0)):
+        raise OptionError("init", spec, "holds values that are not finite")
+    return np.ascontiguousarray(w0, dtype=np.float64)
+
+
 def build_delay(options: RunOptions) -> delays.DelayModel:
     """The run's delay model (``delay``, ``delay_scale_with_load``, ``seed``, bound to ``workers``)."""
     with naming("delay", options.delay):
@@ -223,7 +264,7 @@ def build(options: RunOptions) -> Problem:
     n_cols = source.n_cols + (1 if options.intercept else 0)
     with naming("model", options.model):
         n_params = model.n_params(n_cols, source.n_classes)
-    w0 = optim.initial_point(n_params, options.seed)
+    w0 = initial_point(options, model, n_cols, source.n_classes, n_params)
     l2 = 1.0 / source.n_train if options.l2 is None else options.l2
     delay = build_delay(options)
     with naming("lr_schedule", options.lr_schedule):

@@ -14,7 +14,7 @@ from gdcode.results import load_run
 
 pytestmark = pytest.mark.mpi
 
-TIMING = {"elapsed", "decode_seconds"}
+TIMING = {"elapsed", "decode_seconds", "bytes_sent", "bytes_received"}  # late replies' bytes vary
 
 
 def strip(run):
@@ -32,8 +32,8 @@ def test_resumed_run_equals_uninterrupted(tmp_path, train):
     part = load_run(tmp_path / "part")
     assert strip(part) == strip(full)
     assert np.array_equal(part.model, full.model)
-    assert [m["iteration"] for m in part.metrics] == list(range(1, 11))
-    assert part.column("elapsed")[4] > part.column("elapsed")[3]
+    assert [m["iteration"] for m in part.metrics] == list(range(0, 11))
+    assert part.column("elapsed")[5] > part.column("elapsed")[4]
     assert part.metadata["resumed"][0]["from_iteration"] == 4
     assert sorted({r["iteration"] for r in part.workers}) == list(range(1, 11))
     assert len(part.workers) == 3 * 10

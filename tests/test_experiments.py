@@ -145,7 +145,7 @@ def test_notebook_runs_on_the_tiny_experiment(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     ns = runpy.run_path(str(EXPERIMENTS / "analysis.py"), run_name="__main__")
     n_runs = 3 if "approx" in codes.names() else 2
-    assert len(ns["runs"]) == n_runs and len(ns["metrics"]) == 4 * n_runs
+    assert len(ns["runs"]) == n_runs and len(ns["metrics"]) == (1 + 4) * n_runs  # the initial model, 4 iterations
     assert set(ns["per_run"]["iterations"]) == {4}
     assert ns["status_counts"].to_numpy().sum() == 4 * 4 * n_runs
     assert ns["time_to_target"]["seconds_to_target"].notna().all()

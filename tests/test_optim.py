@@ -75,4 +75,4 @@ def test_heavy_ball_takes_momentum_by_name_and_run_options_map_onto_it():
         optim.make("momentum", np.zeros(3), optim.Schedule(0.1), beta=0.5)
     with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\)"):
         optim.make("momentum", np.zeros(3), optim.Schedule(0.1), momentum=1.0)
-    assert optim.names() == ["adam", "agd", "gd", "momentum"]
+    assert optim.names() == ["adam", "agd", "gd", "momentum", "nesterov"]

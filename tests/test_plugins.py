@@ -287,6 +287,6 @@ def test_gdcode_run_with_every_kind_of_plugin(how, tmp_path, monkeypatch):
     opts = run.metadata["options"]
     assert (opts["scheme"], opts["model"], opts["update"], opts["delay"]) == (scheme, model, update, delay)
     assert run.metadata["delay"]["spec"] == delay and run.metadata["code"]["n_partitions"] == 2
-    assert [m["iteration"] for m in run.metrics] == [1, 2, 3, 4, 5]
+    assert [m["iteration"] for m in run.metrics] == [0, 1, 2, 3, 4, 5]
     assert {"train_loss", "test_loss", "test_rmse"} <= set(run.metrics[-1])
     assert run.summary["status"] == "ok" and run.summary["iterations"] == 5

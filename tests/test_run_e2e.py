@@ -17,8 +17,9 @@ pytestmark = pytest.mark.mpi
 def test_uncoded_run_writes_complete_run_directory_and_loss_decreases(train):
     run = train(4, "--dataset", "synthetic:4000x100", "--iterations", "30")
     losses = run.column("train_loss")
-    assert len(run.metrics) == 30
-    assert [m["iteration"] for m in run.metrics] == list(range(1, 31))
+    assert len(run.metrics) == 31
+    assert [m["iteration"] for m in run.metrics] == list(range(0, 31))  # 0: the initial model, at elapsed 0
+    assert run.metrics[0]["elapsed"] == 0.0
     assert losses[-1] < 0.7 * losses[0]
     assert np.all(np.diff(run.column("elapsed")) > 0)
     for key in ("test_loss", "test_accuracy", "test_auc", "responders", "decode_seconds"):
@@ -70,7 +71,7 @@ def test_ignore_stragglers_cancels_slow_workers(train):
     statuses = [r["status"] for r in run.workers]
     assert len(run.workers) == 4 * 8
     assert statuses.count("used") == 3 * 8
-    assert all(m["responders"] >= 3 for m in run.metrics)
+    assert all(m["responders"] >= 3 for m in run.metrics[1:])
 
 
 @pytest.mark.parametrize("args, flag", [
@@ -129,7 +130,7 @@ def test_timeout_ends_run_with_status_timeout(tmp_path):
     summary = json.loads((tmp_path / "slow" / "summary.json").read_text())
     assert summary["status"] == "timeout"
     lines = (tmp_path / "slow" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == summary["iterations"]
+    assert len(lines) == summary["iterations"] + 1  # and the initial model
     for line in lines:
         json.loads(line)
 

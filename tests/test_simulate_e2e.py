@@ -49,7 +49,7 @@ def test_progress_line_only_when_asked_for_and_never_with_quiet(tmp_path):
         res = run_mpi(3, ["run", "--workers", "2", "--iterations", "3", "--dataset", "synthetic:500x10",
                           "--out", str(tmp_path), "--name", "p"], cwd=tmp_path)
         assert res.returncode == 0, res.stderr
-        assert "gdcode: iteration 3/3  elapsed" in res.stderr and "loss" in res.stderr
+        assert "gdcode: iteration 3/3 (100%)  elapsed" in res.stderr and "loss" in res.stderr
         res = run_mpi(3, ["run", "--workers", "2", "--iterations", "3", "--dataset", "synthetic:500x10",
                           "--out", str(tmp_path), "--name", "q", "--quiet"], cwd=tmp_path)
         assert res.returncode == 0 and "iteration 3/3" not in res.stderr
@@ -74,8 +74,8 @@ def test_progress_line_draws_in_place_and_throttles():
         line.update(t, 0.01 * t, 1.0 / t)
     line.close()
     text = buf.getvalue()
-    assert text.startswith("\rgdcode: iteration 1/100  elapsed 0.01 s  loss 1")
-    assert "iteration 100/100  elapsed 1.00 s  loss 0.01" in text and text.endswith("\n")
+    assert text.startswith("\rgdcode: iteration 1/100 (1%)  elapsed 0.01 s  loss 1")
+    assert "iteration 100/100 (100%)  elapsed 1.00 s  loss 0.01" in text and text.endswith("\n")
     assert text.count("\r") < 10  # at most a few redraws a second
     off = io.StringIO()
     quiet = progress.Progress(5, False, off)
@@ -100,3 +100,17 @@ def test_progress_wanted(monkeypatch):
     assert not progress.wanted(False, Tty())
     monkeypatch.setenv("GDCODE_PROGRESS", "1")
     assert progress.wanted(False, io.StringIO()) and not progress.wanted(True, io.StringIO())
+
+
+def test_progress_line_says_how_long_is_left():
+    import io
+
+    from gdcode.runtime import progress
+
+    buf = io.StringIO()
+    line = progress.Progress(10, True, buf)
+    line.update(1, 0.1, 1.0)
+    line._start -= 10.0  # as if the first iteration took 10 s
+    line._last = -float("inf")
+    line.update(2, 0.2, 0.5)
+    assert "left ~1 min 20 s" in buf.getvalue()  # 10 s an iteration, 8 to go

@@ -44,6 +44,7 @@ def test_a_coded_run_records_its_bytes(train):
     assert b["by_kind"]["received"]["gradient"][0] == T * W * message
     assert b["sent"][0] == b["received"][1] + b["received"][2] + b["received"][3]
     assert b["reported"] == [0, 1, 2, 3]
-    for line in run.metrics:
+    assert run.metrics[0]["iteration"] == 0 and run.metrics[0]["bytes_sent"] == {}
+    for line in run.metrics[1:]:
         assert line["bytes_sent"]["model"] == W * message
         assert line["bytes_received"]["gradient"] == W * message

@@ -66,9 +66,8 @@ class AllReduceCoordinator(Coordinator):
     def prepare(self) -> None:
         d = self.ctx.n_params
         self.local = self.options.mode == "local"
-        if self.local:
-            self.evaluator.submit(0, 0.0, self.ctx.w0.copy())
-            self.evaluator.flush(wait=True)  # done before the clock starts
+        self.evaluator.submit(0, 0.0, self.ctx.w0.copy())  # the initial model, before the clock starts
+        self.evaluator.flush(wait=True)
         self.last = (0, 0.0, self.ctx.w0.copy())  # iteration, elapsed, model of the newest message
         for i in range(self.W):
             self.listen(i, pr.Tag.ROOT, pr.MODEL.new(d), self._on_model)

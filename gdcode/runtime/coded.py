@@ -134,7 +134,10 @@ class CodedCoordinator(Coordinator):
                 self.stream_of[sid] = (w, k)
         self.bufs = {self.stream_of[sid]: self._streams[sid].buf for sid in self.stream_of}
         self.sid_of = {wk: sid for sid, wk in self.stream_of.items()}
-        self.evaluator.metrics(self.opt.params)  # warm-up (first imports), so it does not stall iteration 1
+        if not self.options.resume:  # the initial model at elapsed 0, as every mode starts its record
+            self.evaluator.submit(0, 0.0, self.opt.params)
+        else:
+            self.evaluator.metrics(self.opt.params)  # warm-up (first imports), so it does not stall iteration 1
 
     def _on_reply(self, w: int, buf: np.ndarray) -> bool:
         """Record one reply; hold its buffer when it answers the current iteration."""
@@ -225,6 +228,7 @@ class CodedCoordinator(Coordinator):
                     checkpoint.save(self.ctx.run_dir, t, self.elapsed, self.opt)
                 if opts.target_loss is not None and record["train_loss"] <= opts.target_loss:
                     break
+                self.check_deadline()  # also stops a diverged run
         finally:
             self.current = None
             line.close()

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from gdcode.errors import EXIT_FAILED, EXIT_TIMEOUT, EXIT_WRITE_FAILED
+from gdcode.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_WRITE_FAILED
 from gdcode.results import RunDirError, RunWriter
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import signals
@@ -50,6 +50,14 @@ DEATH_CHECK_EVERY = 0.05
 
 class WorkersFailed(Exception):
     """More workers died than the run tolerates."""
+
+
+class Diverged(Exception):
+    """The training loss is not finite, or has grown past :data:`DIVERGED_FACTOR` times its first value."""
+
+
+#: a training loss this many times the first one (or not finite) stops the run as diverged
+DIVERGED_FACTOR = 1e4
 
 
 def process_alive(pid: int) -> bool:
@@ -87,6 +95,8 @@ class Evaluator:
         self.pool = ThreadPoolExecutor(max_workers=1) if threaded else None
         self.pending: deque[tuple[dict, Future | dict]] = deque()
         self.last: dict | None = None
+        self.first_loss: float | None = None
+        self.diverged: dict | None = None  # the first record whose loss diverged
 
     def metrics(self, params: np.ndarray) -> dict:
         """``train_loss`` (the objective with its L2 term) and the held-out metrics of ``params``."""
@@ -129,6 +139,11 @@ class Evaluator:
             self.writer.append_metrics(record)
             self.last = record
             written.append(record)
+            loss = float(record["train_loss"])
+            if self.first_loss is None:
+                self.first_loss = loss
+            elif self.diverged is None and not (np.isfinite(loss) and loss <= DIVERGED_FACTOR * abs(self.first_loss)):
+                self.diverged = record
         return written
 
     def reached(self, target: float | None) -> bool:
@@ -437,6 +452,8 @@ class Coordinator:
         signals.check()
         if self.deadline is not None and time.monotonic() > self.deadline:
             raise tp.Timeout
+        if self.evaluator.diverged is not None:
+            raise Diverged
 
     def wait_until(self, ready: Callable[[], bool]) -> None:
         """Poll until ``ready()``, sleeping with back-off while nothing comes.
@@ -605,6 +622,11 @@ class Coordinator:
             self.status, self.signum = "terminated", exc.signum
         except WorkersFailed as exc:
             self.status, self.error = "failed", str(exc)
+        except Diverged:
+            bad = self.evaluator.diverged or {}
+            self.status = "diverged"
+            self.error = (f"the training loss diverged ({bad.get('train_loss')} at iteration {bad.get('iteration')}, "
+                          f"from {self.evaluator.first_loss:.6g}); try a smaller --lr (now {self.options.lr:g})")
         wall = time.perf_counter() - self._wall0
         clean = self.drain()
         if clean:
@@ -671,6 +693,9 @@ class Coordinator:
             print(f"gdcode run: error: {self.error}; the run stopped after {iterations} iterations "
                   f"(summary.json status failed)", file=sys.stderr)
             return EXIT_FAILED
+        if self.status == "diverged":
+            print(f"gdcode run: error: {self.error}", file=sys.stderr)
+            return EXIT_DIVERGED
         if self.status == "terminated" and self.signum is not None:
             print(f"gdcode run: stopped by {signals.Terminated(self.signum)} after {iterations} iterations; "
                   f"the run directory {self.ctx.run_dir} has every finished one", file=sys.stderr)

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from gdcode.errors import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, ConfigError, OptionError
+from gdcode.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, ConfigError, OptionError
 
 # Environment variables that MPICH (Hydra), Open MPI, PMIx and Slurm set in every rank.
 _MPI_ENV = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
@@ -80,7 +80,7 @@ STOP_GRACE = 4.0
 #: the signals the launcher forwards to rank 0 (Ctrl-C included: the ranks run in their own session)
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 #: exit code for each summary status (a terminated run exits with 128 + the signal's number)
-STATUS_CODES = {"ok": EXIT_OK, "timeout": EXIT_TIMEOUT, "failed": EXIT_FAILED}
+STATUS_CODES = {"ok": EXIT_OK, "timeout": EXIT_TIMEOUT, "failed": EXIT_FAILED, "diverged": EXIT_DIVERGED}
 
 
 def launch(n_ranks: int, argv: list[str], timeout: float | None = None, run_dir: Path | None = None,
