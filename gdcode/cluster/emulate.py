@@ -19,11 +19,13 @@ to 15 characters, so NAME has at most 7 letters or digits):
 - ``--latency SECONDS``, the one-way delay between two hosts: with ``netem`` (detected by adding
   one to the namespace's ``lo``), a ``netem delay`` on the host's end of its veth (under the tbf
   when there is one), so each packet is delayed once, by its sender. Without ``netem`` (this
-  machine kind's kernel), a TUN device ``gdc-NAME-tI`` in every namespace, routes to every other
-  host's address through it, and the relay process (:mod:`gdcode.cluster.relay`) that forwards the
-  packets between the TUNs after the delay. Host-to-host traffic then bypasses the veths, so the
-  relay applies the rate as well: a token bucket per link and direction, like tbf's (the veths
-  keep their tbf for the launcher's traffic to the bridge).
+  machine kind's kernel), a TUN device ``gdc-NAME-tI`` in every namespace with a second address
+  ``x.y.z.(101+I)``, a route to every other host's TUN address through it, and the relay process
+  (:mod:`gdcode.cluster.relay`) that forwards the packets between the TUNs after the delay. The
+  TUN addresses are the data plane (MPI's traffic, see :func:`ucx_env`); the veths stay the
+  control plane (hydra's proxies talk to mpiexec at the bridge's address). MPI's traffic then
+  bypasses the veths, so the relay applies the rate as well: a token bucket per link and
+  direction, like tbf's (the veths keep their tbf).
 
 The state of a cluster is ``$GDCODE_CLUSTER_DIR/NAME.json`` (default ``/run/gdcode/clusters``,
 on tmpfs, so it goes at a reboot as the namespaces do), written before anything is created and
@@ -42,6 +44,8 @@ as ``launcher [ssh options] HOST COMMAND...``, and it runs ``ip netns exec HOST 
 COMMAND"``. The launcher is a shell script generated at ``up`` (it names the cluster's ``ip`` and
 refuses hosts of other clusters). ``UCX_TLS=self,tcp`` makes MPICH's UCX netmod use TCP between
 hosts: UCX otherwise finds the namespaces on one machine and uses shared memory between them.
+``UCX_NET_DEVICES`` names the data plane's interfaces. Ranks on one host share memory (MPICH's
+own, by hydra's host names), as on a real machine.
 """
 
 from __future__ import annotations
@@ -89,6 +93,8 @@ UCX_ENV = {"UCX_TLS": "self,tcp"}
 #: the TUNs' MTU: jumbo frames, as on a cluster's network; the relay's cost is per packet (measured on
 #: 2 vCPUs under load: ~70 MB/s through the relay at MTU 1500, ~290 MB/s at 9000)
 TUN_MTU = 9000
+#: a host's TUN address is ``x.y.z.(TUN_HOST_BASE + I)`` (its veth's is ``x.y.z.(I + 1)``)
+TUN_HOST_BASE = 101
 #: seconds ``up`` waits for the relay to attach to its TUNs, and ``down`` for things to go
 RELAY_START_TIMEOUT = 10.0
 GONE_TIMEOUT = 5.0
@@ -117,7 +123,7 @@ class Interrupted(BaseException):
 
 @dataclasses.dataclass(frozen=True)
 class Host:
-    """One emulated host: its namespace, its veth pair, its address, its TUN (relay only)."""
+    """One emulated host: its namespace, its veth pair, its address, its TUN and its address there (relay only)."""
 
     index: int
     namespace: str
@@ -125,6 +131,7 @@ class Host:
     peer: str  # the end inside the namespace
     address: str
     tun: str | None = None
+    tun_address: str | None = None  # the host's data-plane address on its TUN (relay only)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -610,7 +617,9 @@ def _build(b: _Builder, rate: float | None, latency: float | None, latency_metho
 
 def _start_relay(b: _Builder, rate: float | None) -> None:
     c = b.cluster
-    hosts = tuple(dataclasses.replace(h, tun=f"{c.prefix}t{h.index}") for h in c.hosts)
+    net = ipaddress.IPv4Network(c.subnet)
+    hosts = tuple(dataclasses.replace(h, tun=f"{c.prefix}t{h.index}", tun_address=str(net[TUN_HOST_BASE + h.index]))
+                  for h in c.hosts)
     b.cluster = c = dataclasses.replace(c, hosts=hosts)
     for h in hosts:
         assert h.tun is not None
@@ -620,7 +629,7 @@ def _start_relay(b: _Builder, rate: float | None) -> None:
     config.write_text(json.dumps({
         "cluster": c.name, "latency": c.latency, "rate": rate, "burst": burst_bytes(rate) if rate else None,
         "limit": QUEUE_LIMIT, "stats": str(c.directory / "relay-stats.json"),
-        "hosts": [{"namespace": h.namespace, "tun": h.tun, "address": h.address} for h in hosts]}, indent=1) + "\n")
+        "hosts": [{"namespace": h.namespace, "tun": h.tun, "address": h.tun_address} for h in hosts]}, indent=1) + "\n")
     read, write = os.pipe()
     try:
         with open(c.directory / "relay.log", "ab") as log:
@@ -640,10 +649,11 @@ def _start_relay(b: _Builder, rate: float | None) -> None:
                            f"{c.directory / 'relay.log'}")
     for h in hosts:
         _run(["ip", "-n", h.namespace, "link", "set", str(h.tun), "mtu", str(TUN_MTU), "up"])
+        _run(["ip", "-n", h.namespace, "addr", "add", f"{h.tun_address}/32", "dev", str(h.tun)])
         for other in hosts:
             if other.index != h.index:
-                _run(["ip", "-n", h.namespace, "route", "add", f"{other.address}/32", "dev", str(h.tun), "src",
-                      h.address])
+                _run(["ip", "-n", h.namespace, "route", "add", f"{other.tun_address}/32", "dev", str(h.tun), "src",
+                      str(h.tun_address)])
 
 
 def _relay_argv(c: Cluster) -> list[str]:
@@ -962,4 +972,15 @@ def launch_spec(name: str, workers: int | None = None) -> LaunchSpec:
     places = placement(cluster, cluster.max_workers if workers is None else workers)
     args = ("-launcher", "ssh", "-launcher-exec", str(cluster.launcher), "-localhost", cluster.bridge_address,
             "-hosts", ",".join(f"{ns}:{k}" for ns, k in places))
-    return LaunchSpec(cluster=name, mpiexec_args=args, env=dict(UCX_ENV), placement=places)
+    return LaunchSpec(cluster=name, mpiexec_args=args, env=ucx_env(cluster), placement=places)
+
+
+def ucx_env(cluster: Cluster) -> dict[str, str]:
+    """The variables that keep UCX on TCP over the cluster's data plane.
+
+    ``UCX_TLS=self,tcp``: no shared memory between namespaces. ``UCX_NET_DEVICES``: the hosts'
+    veths, or with the relay their TUNs (UCX would otherwise stripe messages over both, and the
+    veth half would bypass the relay's delay); each namespace has only its own of the listed names.
+    """
+    devices = [h.tun if h.tun else h.peer for h in cluster.hosts]
+    return {**UCX_ENV, "UCX_NET_DEVICES": ",".join(str(d) for d in devices)}

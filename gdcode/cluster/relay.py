@@ -1,8 +1,9 @@
 """The latency relay of an emulated cluster: packets between hosts, delayed and shaped in user space.
 
 Used by :mod:`gdcode.cluster.emulate` when a cluster has a latency and the kernel has no
-``netem`` qdisc. Every host (network namespace) has a TUN device, and routes every other host's
-address through it, so each IPv4 packet one host sends another comes out of the sender's TUN.
+``netem`` qdisc. Every host (network namespace) has a TUN device with an address of its own, and
+routes every other host's TUN address through it, so each IPv4 packet one host sends another's
+TUN address comes out of the sender's TUN.
 One process, this one, enters each namespace with ``setns`` to attach to its TUN, reads the
 packets, and writes each into the destination host's TUN when it is due.
 

@@ -149,12 +149,12 @@ def _print_cluster(info: dict[str, Any]) -> None:
                   f"{stats['dropped_queue']} dropped at a full link")
     tun = any(h.get("tun") for h in info["hosts"])
     head = f"  {'host':<5}{'namespace':<14}{'address':<14}{'runs':<13}{'veth in':>10}{'veth out':>10}"
-    print(head + (f"{'tun in':>10}{'tun out':>10}" if tun else ""))
+    print(head + (f"{'tun in':>10}{'tun out':>10}  tun address" if tun else ""))
     for h, c in zip(info["hosts"], info["counters"], strict=True):
         runs = "coordinator" if h["index"] == 0 else f"{info['slots']} worker(s)"
         line = (f"  {h['index']:<5}{h['namespace']:<14}{h['address']:<14}{runs:<13}{_size(c['to_host']):>10}"
                 f"{_size(c['from_host']):>10}")
         if tun:
-            line += f"{_size(c.get('tun_to_host')):>10}{_size(c.get('tun_from_host')):>10}"
+            line += f"{_size(c.get('tun_to_host')):>10}{_size(c.get('tun_from_host')):>10}  {h.get('tun_address')}"
         print(line)
     print(f"  launcher {info['launcher']}; hostfile {info['hostfile']}")
