@@ -112,6 +112,7 @@ def plain_run(clusters, tmp_path_factory):
     res = _run(out, c.name, "plain")
     after = emulate.counters(c)
     assert res.returncode == 0, res.stderr
+    assert "WARN" not in res.stderr, res.stderr  # UCX accepted its settings on every host
     delta = [{k: after[i][k] - before[i][k] for k in ("to_host", "from_host")} for i in range(len(c.hosts))]
     return c, out / "plain", delta
 
@@ -136,14 +137,14 @@ def test_names_rates_and_shaping_commands():
     tbf = emulate.shaping_commands("gdc-x-v0", 12.5e6, None)
     assert tbf == [["tc", "qdisc", "add", "dev", "gdc-x-v0", "root", "handle", "1:", "tbf", "rate", "100000000bit",
                     "burst", "65536", "latency", "100ms"]]
-    both = emulate.shaping_commands("gdc-x-e0", 12.5e6, 0.005, "gdc-x-h0")
+    both = emulate.shaping_commands("gdc-x-eth", 12.5e6, 0.005, "gdc-x-h0")
     assert both[0][:3] == ["tc", "-n", "gdc-x-h0"] and "netem" in both[0] and "5000us" in both[0]
     assert both[1][7:11] == ["parent", "1:1", "handle", "10:"]
     assert emulate.shaping_commands("x", None, None) == []
 
 
 def test_placement_puts_rank_0_alone_on_host_0_and_refuses_too_many_workers():
-    hosts = tuple(emulate.Host(i, f"gdc-p-h{i}", f"gdc-p-v{i}", f"gdc-p-e{i}", f"10.0.0.{i + 1}") for i in range(3))
+    hosts = tuple(emulate.Host(i, f"gdc-p-h{i}", f"gdc-p-v{i}", "gdc-p-eth", f"10.0.0.{i + 1}") for i in range(3))
     c = emulate.Cluster(name="p", hosts=hosts, slots=2, subnet="10.0.0.0/24", bridge="gdc-p-br",
                         bridge_address="10.0.0.254")
     assert emulate.placement(c, 3) == (("gdc-p-h0", 1), ("gdc-p-h1", 2), ("gdc-p-h2", 1))
@@ -261,6 +262,7 @@ def test_latency_through_the_relay_and_down_removes_it(clusters, tmp_path):
     res = run_cli(["run", "--cluster", c.name, "--workers", "2", "--dataset", f"synthetic:40x{d}", "--iterations",
                    str(iterations), "--out", str(tmp_path), "--name", "far", "--quiet"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    assert "WARN" not in res.stderr, res.stderr
     after = emulate.counters(c)
     # each iteration: the model out and a gradient back, 20 ms each way
     assert _seconds_per_iteration(tmp_path / "far") >= 2 * 0.02
@@ -271,13 +273,11 @@ def test_latency_through_the_relay_and_down_removes_it(clusters, tmp_path):
     assert tun[1] >= model and tun[2] >= model and tun[0] >= 2 * model, tun
     assert all(v < t / 4 for v, t in zip(veth, tun, strict=True)), (veth, tun)
     # (c) down: no namespace, link, TUN, relay or state left
-    tuns = [h.tun for h in c.hosts]
-    assert all(tuns)
+    assert all(h.tun for h in c.hosts)
     removed = emulate.down(c.name)
     assert f"process {c.relay_pid}" in removed
-    _nothing_left(c.name)
+    _nothing_left(c.name)  # the TUNs were inside the namespaces, which are gone
     assert not emulate.process_alive(c.relay_pid)
-    assert not any(t in emulate.links() for t in tuns)
 
 
 @needs_netns

@@ -10,16 +10,16 @@ to 15 characters, so NAME has at most 7 letters or digits):
 
 - a bridge ``gdc-NAME-br`` in the root namespace with the address ``x.y.z.254`` of a private /24
   that no existing route or address overlaps (``10.213.*.0/24`` first);
-- per host i: a network namespace ``gdc-NAME-hI`` (``lo`` up), a veth pair whose end
-  ``gdc-NAME-vI`` is on the bridge and whose end ``gdc-NAME-eI`` is inside the namespace with the
-  address ``x.y.z.(I+1)``;
+- per host I: a network namespace ``gdc-NAME-hI`` (``lo`` up), a veth pair whose end
+  ``gdc-NAME-vI`` is on the bridge and whose end ``gdc-NAME-eth`` is inside the namespace with the
+  address ``x.y.z.(I+1)`` (the same name on every host, like ``eth0``: ``UCX_NET_DEVICES`` names it);
 - ``--bandwidth RATE``: ``tbf rate RATE burst B latency 100ms`` on both ends of every veth
   (tbf shapes what an interface sends, so one end shapes the host's uplink and the other its
   downlink; B is 64 KiB, or 4 ms of the rate when that is more);
 - ``--latency SECONDS``, the one-way delay between two hosts: with ``netem`` (detected by adding
   one to the namespace's ``lo``), a ``netem delay`` on the host's end of its veth (under the tbf
   when there is one), so each packet is delayed once, by its sender. Without ``netem`` (this
-  machine kind's kernel), a TUN device ``gdc-NAME-tI`` in every namespace with a second address
+  machine kind's kernel), a TUN device ``gdc-NAME-tun`` in every namespace with a second address
   ``x.y.z.(101+I)``, a route to every other host's TUN address through it, and the relay process
   (:mod:`gdcode.cluster.relay`) that forwards the packets between the TUNs after the delay. The
   TUN addresses are the data plane (MPI's traffic, see :func:`ucx_env`); the veths stay the
@@ -150,7 +150,7 @@ class Cluster:
     relay_pid: int | None = None
     status: str = "up"  # "creating" until up finished
     created: str = ""
-    objects: tuple[tuple[str, str], ...] = ()  # ("netns" | "link" | "process", name) in creation order
+    objects: tuple[tuple[str, str], ...] = ()  # ("netns" | "link" | "tun" | "process", name), in order made
     state_dir: str = ""
 
     @property
@@ -242,7 +242,7 @@ def prefix(name: str) -> str:
 
 
 def _object_re(name: str) -> re.Pattern[str]:
-    return re.compile(rf"^{re.escape(prefix(name))}(br|[hvet][0-9]{{1,2}})$")
+    return re.compile(rf"^{re.escape(prefix(name))}(br|eth|tun|[hv][0-9]{{1,2}})$")
 
 
 def parse_rate(text: str) -> float:
@@ -422,7 +422,7 @@ def names() -> list[str]:
     directory = state_dir()
     if directory.is_dir():
         found |= {p.stem for p in directory.glob("*.json") if _NAME_RE.match(p.stem)}
-    pattern = re.compile(rf"^{re.escape(PREFIX)}([a-z0-9]{{1,{MAX_NAME}}})-(br|[hvet][0-9]{{1,2}})$")
+    pattern = re.compile(rf"^{re.escape(PREFIX)}([a-z0-9]{{1,{MAX_NAME}}})-(br|eth|tun|[hv][0-9]{{1,2}})$")
     for obj in namespaces() + links():
         m = pattern.match(obj)
         if m:
@@ -557,7 +557,7 @@ def up(name: str, hosts: int, slots: int = 1, bandwidth: str | None = None, late
                 p = prefix(name)
                 cluster = Cluster(
                     name=name, slots=slots, subnet=str(subnet), bridge=f"{p}br", bridge_address=str(addrs[-1]),
-                    hosts=tuple(Host(i, f"{p}h{i}", f"{p}v{i}", f"{p}e{i}", str(addrs[i])) for i in range(hosts)),
+                    hosts=tuple(Host(i, f"{p}h{i}", f"{p}v{i}", f"{p}eth", str(addrs[i])) for i in range(hosts)),
                     bandwidth=bandwidth, latency=latency, status="creating", state_dir=str(state_dir().resolve()),
                     created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
                 cluster.directory.mkdir(parents=True, exist_ok=True)
@@ -618,13 +618,13 @@ def _build(b: _Builder, rate: float | None, latency: float | None, latency_metho
 def _start_relay(b: _Builder, rate: float | None) -> None:
     c = b.cluster
     net = ipaddress.IPv4Network(c.subnet)
-    hosts = tuple(dataclasses.replace(h, tun=f"{c.prefix}t{h.index}", tun_address=str(net[TUN_HOST_BASE + h.index]))
+    hosts = tuple(dataclasses.replace(h, tun=f"{c.prefix}tun", tun_address=str(net[TUN_HOST_BASE + h.index]))
                   for h in c.hosts)
     b.cluster = c = dataclasses.replace(c, hosts=hosts)
     for h in hosts:
         assert h.tun is not None
         _run(["ip", "-n", h.namespace, "tuntap", "add", "dev", h.tun, "mode", "tun"])
-        b.made("link", h.tun)
+        b.made("tun", f"{h.namespace}/{h.tun}")
     config = c.directory / "relay.json"
     config.write_text(json.dumps({
         "cluster": c.name, "latency": c.latency, "rate": rate, "burst": burst_bytes(rate) if rate else None,
@@ -899,8 +899,7 @@ def status(name: str) -> dict[str, Any]:
     cluster = load(name)
     present = set(namespaces()) | set(links())
     missing = [n for k, n in cluster.objects if k == "netns" and n not in present]
-    missing += [n for k, n in cluster.objects if k == "link" and not n.startswith(f"{cluster.prefix}t")
-                and n not in present]
+    missing += [n for k, n in cluster.objects if k == "link" and n not in present]
     out = cluster.to_dict()
     stats_path = cluster.directory / "relay-stats.json"
     try:
@@ -979,8 +978,9 @@ def ucx_env(cluster: Cluster) -> dict[str, str]:
     """The variables that keep UCX on TCP over the cluster's data plane.
 
     ``UCX_TLS=self,tcp``: no shared memory between namespaces. ``UCX_NET_DEVICES``: the hosts'
-    veths, or with the relay their TUNs (UCX would otherwise stripe messages over both, and the
-    veth half would bypass the relay's delay); each namespace has only its own of the listed names.
+    veth (``gdc-NAME-eth``), or with the relay their TUN (``gdc-NAME-tun``): UCX would otherwise
+    stripe messages over both, and the veth's share would bypass the relay's delay. Every host
+    has the same name for it (UCX warns about each listed device a host does not have).
     """
-    devices = [h.tun if h.tun else h.peer for h in cluster.hosts]
-    return {**UCX_ENV, "UCX_NET_DEVICES": ",".join(str(d) for d in devices)}
+    host = cluster.hosts[0]
+    return {**UCX_ENV, "UCX_NET_DEVICES": host.tun or host.peer}
