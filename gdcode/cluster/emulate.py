@@ -705,9 +705,10 @@ exec {ip} netns exec "$host" sh -c "exec $*"
 
 
 def _write_hostfile(c: Cluster) -> None:
+    env = " ".join(f"-genv {k} {v}" for k, v in ucx_env(c).items())
     lines = [f"# hydra hostfile of the emulated cluster {c.name}: host 0 runs rank 0 (the coordinator)",
              f"# by hand: mpiexec -launcher ssh -launcher-exec {c.launcher} -localhost {c.bridge_address} "
-             f"-f {c.hostfile} -genv UCX_TLS self,tcp -n {1 + c.max_workers} ...",
+             f"-f {c.hostfile} {env} -n {1 + c.max_workers} ...",
              f"{c.hosts[0].namespace}:1"]
     lines += [f"{h.namespace}:{c.slots}" for h in c.hosts[1:]]
     c.hostfile.write_text("\n".join(lines) + "\n")
