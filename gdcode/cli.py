@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("gdcode.commands.prepare", "write a prepared dataset directory from a raw file"),
     "hostfile": ("gdcode.commands.hostfile", "write a hostfile for MPICH or Open MPI"),
     "ec2": ("gdcode.commands.ec2", "launch, inspect, set up and tear down an EC2 cluster"),
+    "cluster": ("gdcode.commands.cluster", "emulate a cluster on this machine: network namespaces, shaped links"),
     "codes": ("gdcode.commands.codes", "a gradient code's decode diagnostics (gdcode codes --list)"),
     "simulate": ("gdcode.commands.simulate", "predict a scheme's iteration times under a delay model (no MPI)"),
     "plot": ("gdcode.commands.plot", "figures from run directories (loss curves, worker arrivals, iteration times)"),

@@ -137,6 +137,8 @@ class RunOptions:
                                             "straggler instead of ending the job (coded, hogwild; MPICH's "
                                             "hydra launcher, workers on rank 0's host)", flag=True,
                                      modes=("coded", "hogwild"))
+    cluster: str | None = option(None, "run on the emulated cluster NAME (`gdcode cluster up NAME`): the "
+                                       "coordinator on its host 0, the workers on the others, over its links")
     # the asynchronous modes and the allreduce/local baselines
     batch_size: int = option(0, "rows of a minibatch: coded, per iteration over all partitions (the same fraction "
                                 "of each); hogwild, gossip, allreduce, local, per worker step (0: every row)",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gdcode import options as opts
 from gdcode import problem, rundir
-from gdcode.errors import ConfigError
+from gdcode.errors import ConfigError, OptionError
 from gdcode.options import RunOptions
 
 
@@ -68,8 +68,14 @@ def main(args: argparse.Namespace) -> int:
         rundir.write_options(claim.path, options, command)
         # the ranks' output is a pipe under mpiexec: tell rank 0 whether the user sees a terminal
         os.environ.setdefault("GDCODE_PROGRESS", "1" if sys.stderr.isatty() else "0")
+        spec = None
+        if options.cluster is not None:
+            from gdcode.cluster.emulate import launch_spec
+
+            spec = launch_spec(options.cluster, options.workers)
         return launch(options.workers + 1, ["run", "--handoff", str(claim.path)], timeout=options.timeout,
-                      run_dir=claim.path, tolerate_failures=options.tolerate_failures)
+                      run_dir=claim.path, tolerate_failures=options.tolerate_failures,
+                      mpiexec_args=spec.mpiexec_args if spec else (), env=spec.env if spec else None)
     finally:
         claim.release()
 
@@ -103,6 +109,8 @@ def prepare_resolved(options: RunOptions) -> tuple[RunOptions, rundir.Claim]:
             raise ConfigError("--tolerate-failures needs the job started by `gdcode run` (it launches the ranks "
                               "so that a dead one does not end the job); run it outside mpiexec")
         check_tolerant_launcher()
+    if options.cluster is not None:
+        check_cluster(options)
     if options.resume:
         claim = rundir.claim_resume(options.resume)
         rundir.mark_stale(claim.path)
@@ -121,3 +129,40 @@ def check_fault_injection(workers: int) -> None:
             parse_failure(text, workers)
         except ValueError as exc:
             raise ConfigError(f"GDCODE_FAIL_WORKER={text!r}: {exc}") from None
+
+
+#: MPIEXEC_ARGS options that would contradict an emulated cluster's launcher and placement
+_PLACEMENT_ARGS = ("-f", "-hostfile", "-machinefile", "-hosts", "-host", "-launcher", "-launcher-exec", "-bootstrap",
+                   "-bootstrap-exec", "-localhost", "-ppn")
+
+
+def check_cluster(options: RunOptions) -> None:
+    """Refuse ``--cluster NAME`` unless that emulated cluster is up and has room for the workers.
+
+    Also refused: inside an MPI job (the launcher must place the ranks), with
+    ``--tolerate-failures``, with a launcher other than hydra, and with ``$MPIEXEC_ARGS`` that
+    place ranks themselves.
+
+    Raises
+    ------
+    OptionError
+        Naming ``cluster``.
+    """
+    from gdcode.cluster.emulate import launch_spec
+    from gdcode.runtime.launch import check_tolerant_launcher, in_mpi_job
+
+    name = options.cluster
+    if in_mpi_job():
+        raise OptionError("cluster", name, "gdcode run starts the ranks on the cluster's hosts itself; run it "
+                                           "outside mpiexec")
+    if options.tolerate_failures:
+        raise OptionError("cluster", name, "cannot be combined with --tolerate-failures (its launch keeps the "
+                                           "ranks on rank 0's host)")
+    clash = [a for a in os.environ.get("MPIEXEC_ARGS", "").split() if a in _PLACEMENT_ARGS]
+    if clash:
+        raise OptionError("cluster", name, f"places the ranks itself; MPIEXEC_ARGS has {' '.join(clash)}: unset it")
+    try:
+        launch_spec(name or "", options.workers)
+    except ConfigError as exc:
+        raise OptionError("cluster", name, str(exc)) from None
+    check_tolerant_launcher("cluster", name)

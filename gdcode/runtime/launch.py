@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gdcode.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, ConfigError, OptionError
@@ -57,13 +58,14 @@ def launch_command(n_ranks: int, argv: list[str], extra_mpiexec_args: list[str] 
             sys.executable, "-u", "-m", "gdcode", *argv]
 
 
-def check_tolerant_launcher() -> None:
-    """Refuse ``--tolerate-failures`` unless the launcher is MPICH's hydra (see :func:`launch_command`).
+def check_tolerant_launcher(option: str = "tolerate_failures", value: object = True) -> None:
+    """Refuse ``--tolerate-failures`` (or ``option``) unless the launcher is MPICH's hydra (see
+    :func:`launch_command`; ``--cluster`` needs hydra's ssh launcher too).
 
     Raises
     ------
     OptionError
-        Naming ``tolerate_failures``.
+        Naming ``option``.
     """
     mpiexec = find_mpiexec()
     try:
@@ -71,8 +73,7 @@ def check_tolerant_launcher() -> None:
     except (OSError, subprocess.TimeoutExpired):
         version = ""
     if "HYDRA" not in version:
-        raise OptionError("tolerate_failures", True, f"needs MPICH's hydra launcher (the mpich wheel); {mpiexec} "
-                                                     "is not hydra")
+        raise OptionError(option, value, f"needs MPICH's hydra launcher (the mpich wheel); {mpiexec} is not hydra")
 
 
 #: seconds the launcher gives rank 0 to stop the run after a signal, before it kills the job
@@ -84,7 +85,8 @@ STATUS_CODES = {"ok": EXIT_OK, "timeout": EXIT_TIMEOUT, "failed": EXIT_FAILED, "
 
 
 def launch(n_ranks: int, argv: list[str], timeout: float | None = None, run_dir: Path | None = None,
-           tolerate_failures: bool = False) -> int:
+           tolerate_failures: bool = False, mpiexec_args: Sequence[str] = (),
+           env: Mapping[str, str] | None = None) -> int:
     """Run ``gdcode ARGV`` on ``n_ranks`` ranks and return the run's exit code.
 
     The job runs in its own session. SIGTERM, SIGHUP and SIGINT to the launcher are forwarded
@@ -92,13 +94,17 @@ def launch(n_ranks: int, argv: list[str], timeout: float | None = None, run_dir:
     status ``terminated``; a job still alive :data:`STOP_GRACE` seconds later, or one that
     outlives ``timeout`` by 30 s, is killed. The exit code follows the status ``summary.json``
     reports when this job wrote one, else mpiexec's.
+
+    ``mpiexec_args`` and ``env`` are added to mpiexec's options and environment (an emulated
+    cluster's :class:`gdcode.cluster.emulate.LaunchSpec`; rank 0 then runs under hydra's ssh
+    launcher, ``ip netns exec``, still a child of hydra's proxy, in this pid namespace).
     """
-    cmd = launch_command(n_ranks, argv, tolerate_failures=tolerate_failures)
-    env = dict(os.environ)
+    cmd = launch_command(n_ranks, argv, list(mpiexec_args), tolerate_failures=tolerate_failures)
+    job_env = {**os.environ, **(env or {})}
     if tolerate_failures:  # MPI_Finalize would otherwise wait for a dead rank for ever
-        env["MPIR_CVAR_NO_COLLECTIVE_FINALIZE"] = "1"
+        job_env["MPIR_CVAR_NO_COLLECTIVE_FINALIZE"] = "1"
     started = time.time()
-    proc = subprocess.Popen(cmd, start_new_session=True, env=env)
+    proc = subprocess.Popen(cmd, start_new_session=True, env=job_env)
     signalled: list[int] = []
     first_signal = 0.0
 
