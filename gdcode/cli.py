@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ec2": ("gdcode.commands.ec2", "launch, inspect, set up and tear down an EC2 cluster"),
     "codes": ("gdcode.commands.codes", "a gradient code's decode diagnostics (gdcode codes --list)"),
     "simulate": ("gdcode.commands.simulate", "predict a scheme's iteration times under a delay model (no MPI)"),
+    "trace": ("gdcode.commands.trace", "convert public per-worker time traces to gdcode's format; their statistics"),
     "plot": ("gdcode.commands.plot", "figures from run directories (loss curves, worker arrivals, iteration times)"),
     "bench": ("gdcode.commands.bench", "benchmarks: compiled kernels against their references"),
 }
