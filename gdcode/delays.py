@@ -368,9 +368,9 @@ class Markov(DelayModel):
     Each worker is, at each iteration, in a normal or a slow state; the states of a worker
     form a Markov chain that enters the slow state with probability P_ENTER per iteration
     and leaves it with probability P_LEAVE, started from its stationary distribution (slow
-    with probability ``pi = P_ENTER / (P_ENTER + P_LEAVE)``). A pause is
-    ``(SHIFT + Exp(MEAN))`` seconds, multiplied by FACTOR while the worker is slow
-    (SHIFT defaults to 0: exponential pauses). Workers' chains are independent.
+    with probability ``pi = P_ENTER / (P_ENTER + P_LEAVE)``). A pause is SHIFT seconds plus an
+    exponential one of mean MEAN, multiplied by FACTOR while the worker is slow (SHIFT, the
+    floor every pause has, defaults to 0: exponential pauses). Workers' chains are independent.
 
     The state sequence of a worker is a pure function of (seed, worker): it is drawn from
     the worker's own streams, one per block of :attr:`BLOCK` iterations, and cached, so
@@ -403,16 +403,16 @@ class Markov(DelayModel):
         return self.p_enter / (self.p_enter + self.p_leave)
 
     def mean(self) -> float:
-        """Mean pause: ``(SHIFT + MEAN) (1 - pi + pi FACTOR)``."""
+        """Mean pause: ``SHIFT + MEAN (1 - pi + pi FACTOR)``."""
         pi = self.stationary_fraction()
-        return (self.shift + self.mean_pause) * (1.0 - pi + pi * self.factor)
+        return self.shift + self.mean_pause * (1.0 - pi + pi * self.factor)
 
     def variance(self) -> float:
-        """Variance of a pause: ``E[f^2] (SHIFT^2 + 2 SHIFT MEAN + 2 MEAN^2) - (SHIFT + MEAN)^2 E[f]^2``,
-        with ``f`` the state's multiplier (1 or FACTOR)."""
-        pi, a, m, F = self.stationary_fraction(), self.shift, self.mean_pause, self.factor
+        """Variance of a pause: ``MEAN^2 (2 E[f^2] - E[f]^2)``, with ``f`` the state's
+        multiplier (1 or FACTOR): ``E[f] = 1 - pi + pi FACTOR``, ``E[f^2] = 1 - pi + pi FACTOR^2``."""
+        pi, m, F = self.stationary_fraction(), self.mean_pause, self.factor
         ef, ef2 = 1.0 - pi + pi * F, 1.0 - pi + pi * F * F
-        return ef2 * (a * a + 2 * a * m + 2 * m * m) - (a + m) ** 2 * ef * ef
+        return m * m * (2 * ef2 - ef * ef)
 
     def state_autocorrelation(self, lag: int = 1) -> float:
         """Correlation of a worker's slow indicator ``lag`` iterations apart: ``(1 - P_ENTER - P_LEAVE)^lag``."""
@@ -420,11 +420,11 @@ class Markov(DelayModel):
 
     def autocorrelation(self, lag: int = 1) -> float:
         """Correlation of a worker's pauses ``lag >= 1`` iterations apart:
-        ``(SHIFT + MEAN)^2 (FACTOR - 1)^2 pi (1 - pi) (1 - P_ENTER - P_LEAVE)^lag / variance``."""
+        ``MEAN^2 (FACTOR - 1)^2 pi (1 - pi) (1 - P_ENTER - P_LEAVE)^lag / variance``."""
         if lag == 0:
             return 1.0
         pi = self.stationary_fraction()
-        cov = (self.shift + self.mean_pause) ** 2 * (self.factor - 1) ** 2 * pi * (1 - pi)
+        cov = self.mean_pause ** 2 * (self.factor - 1) ** 2 * pi * (1 - pi)
         return cov * self.state_autocorrelation(lag) / self.variance()
 
     def mean_spell(self, slow: bool = True) -> float:
@@ -463,7 +463,7 @@ class Markov(DelayModel):
         return self.factor if self.states(worker, iteration)[iteration - 1] else 1.0
 
     def sample(self, rng, worker, iteration, compute):
-        return (self.shift + float(rng.exponential(self.mean_pause))) * self.multiplier(worker, iteration)
+        return self.shift + float(rng.exponential(self.mean_pause)) * self.multiplier(worker, iteration)
 
     def sample_bulk(self, rng, compute, first_iteration=1):
         """Independent stationary chains, one per worker (column), drawn from ``rng``."""
@@ -471,8 +471,8 @@ class Markov(DelayModel):
         u = rng.random((draws, W))
         first = u[0] < self.stationary_fraction()
         slow = np.concatenate([first[None, :], _advance(u[1:], first, self.p_enter, self.p_leave)])
-        pauses = self.shift + rng.exponential(self.mean_pause, (draws, W))
-        return np.where(slow, self.factor * pauses, pauses)
+        pauses = rng.exponential(self.mean_pause, (draws, W))
+        return self.shift + np.where(slow, self.factor * pauses, pauses)
 
 
 def _advance(u: np.ndarray, prev, p_enter: float, p_leave: float) -> np.ndarray:

@@ -150,7 +150,7 @@ def _lag1(x: np.ndarray) -> float:
 def test_markov_moments_match_the_closed_forms():
     model = delays.parse("markov:0.1,5,0.05,0.2,0.02", seed=1)
     pi = model.stationary_fraction()
-    assert pi == pytest.approx(0.2) and model.mean() == pytest.approx(0.12 * (0.8 + 0.2 * 5))
+    assert pi == pytest.approx(0.2) and model.mean() == pytest.approx(0.02 + 0.1 * (0.8 + 0.2 * 5))
     assert model.state_autocorrelation(1) == pytest.approx(0.75) and model.mean_spell() == pytest.approx(5.0)
     # the states of the pure draws: stationary fraction, lag-1 correlation, spell length
     states = np.stack([model.states(w, 10000) for w in range(100)], axis=1)
@@ -204,6 +204,8 @@ def test_markov_extreme_chains():
     always = delays.parse("markov:0.1,5,1,0", seed=1)
     assert not never.states(0, 100).any() and always.states(0, 100).all()
     assert always.draw(0, 7) == pytest.approx(5 * never.draw(0, 7))
+    shifted = delays.parse("markov:0.1,5,1,0,0.3", seed=1)  # the shift is a floor, not slowed down
+    assert shifted.draw(0, 7) == pytest.approx(0.3 + always.draw(0, 7))
     flip = delays.parse("markov:0.1,5,1,1", seed=1).states(0, 100)  # alternates from its start
     assert np.all(flip[1:] != flip[:-1])
 
