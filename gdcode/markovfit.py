@@ -38,7 +38,11 @@ _BOUND_P = (-12.0, 12.0)  # logit of a probability
 
 
 def _expit(v: float) -> float:
-    return 1.0 / (1.0 + math.exp(-v))
+    return 0.5 * (1.0 + math.tanh(0.5 * v))
+
+
+def _exp(v: float) -> float:
+    return math.exp(v) if v < 700 else math.inf
 
 
 def _logit(p: float) -> float:
@@ -110,7 +114,7 @@ def _mixture_loglik(logE: np.ndarray, pi: float) -> float:
 
 
 def _params(theta: np.ndarray) -> tuple[float, float, float, float]:
-    return (math.exp(theta[0]), 1.0 + math.exp(theta[1]), _expit(theta[2]), _expit(theta[3]))
+    return (_exp(theta[0]), 1.0 + _exp(theta[1]), _expit(theta[2]), _expit(theta[3]))
 
 
 def wilson(successes: int, trials: int) -> list[float | None]:

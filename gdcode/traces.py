@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORMATS", "ImportFormat", "Imported", "Series", "autocorrelation", "cross_correlation", "import_trace",
-           "slow_spells", "stats", "write_trace"]
+__all__ = ["DUPLICATES", "FORMATS", "ImportFormat", "Imported", "Series", "autocorrelation", "cross_correlation",
+           "import_trace", "slow_spells", "stats", "write_trace"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,10 @@ FORMATS: dict[str, ImportFormat] = {
                         "Alibaba PAI mini-batch times (cluster-trace-gpu-v2020/mini-batch-time/job_N_norm.csv): "
                         "columns worker, time, batch_time_norm (0-1000, scaled by 0.001 to seconds)"),
 }
+
+
+#: what :func:`import_trace` does with a repeated (worker, iteration)
+DUPLICATES = ("error", "first", "last", "mean")
 
 
 @dataclass
@@ -121,7 +125,7 @@ def _sort_key(values: Iterable[str]):
 
 def import_trace(path: str, fmt: str = "csv", *, worker: str | None = None, iteration: str | None = None,
                  seconds: str | None = None, scale: float | None = None, mean: float | None = None,
-                 delimiter: str = ",") -> Imported:
+                 delimiter: str = ",", duplicates: str = "error") -> Imported:
     """Read a per-worker, per-iteration time table into gdcode's trace rows.
 
     Parameters
@@ -141,6 +145,9 @@ def import_trace(path: str, fmt: str = "csv", *, worker: str | None = None, iter
         Instead of ``scale``: scale the times so that their mean is ``mean`` seconds.
     delimiter : str
         The field separator.
+    duplicates : str
+        What to do with a worker's second row for the same iteration (real traces have them:
+        PAI's job 2 repeats a row): ``error``, keep the ``first`` or the ``last``, or their ``mean``.
 
     Raises
     ------
@@ -150,6 +157,8 @@ def import_trace(path: str, fmt: str = "csv", *, worker: str | None = None, iter
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown trace format {fmt!r}; known: {', '.join(FORMATS)}")
+    if duplicates not in DUPLICATES:
+        raise ValueError(f"duplicates must be one of {', '.join(DUPLICATES)}, got {duplicates!r}")
     spec = FORMATS[fmt]
     if scale is not None and mean is not None:
         raise ValueError("give a scale or a mean, not both")
@@ -200,7 +209,7 @@ def import_trace(path: str, fmt: str = "csv", *, worker: str | None = None, iter
         its = {name: i + 1 for i, name in enumerate(_sort_key({str(r[1]) for r in raw}))}
     counter: dict[int, int] = {}
     seen: dict[tuple[int, int], int] = {}
-    rows = []
+    values: dict[tuple[int, int], list[float]] = {}
     for w_name, it_name, value, lineno in raw:
         w = workers[w_name]
         if iit is None:
@@ -208,11 +217,14 @@ def import_trace(path: str, fmt: str = "csv", *, worker: str | None = None, iter
             t = counter[w]
         else:
             t = its[str(it_name)]
-        if (w, t) in seen:
+        if (w, t) in seen and duplicates == "error":
             raise ValueError(f"{path}, line {lineno}: worker {w_name!r} at iteration {it_name!r} already appears "
                              f"on line {seen[(w, t)]}")
-        seen[(w, t)] = lineno
-        rows.append((w, t, value))
+        seen.setdefault((w, t), lineno)
+        values.setdefault((w, t), []).append(value)
+    pick = {"error": lambda v: v[0], "first": lambda v: v[0], "last": lambda v: v[-1],
+            "mean": lambda v: float(np.mean(v))}[duplicates]
+    rows = [(w, t, pick(v)) for (w, t), v in values.items()]
     factor = spec.scale if scale is None else scale
     if mean is not None:
         raw_mean = float(np.mean([r[2] for r in rows]))

@@ -75,6 +75,21 @@ def test_a_gdcode_trace_round_trips_through_the_generic_import(tmp_path):
     assert third.rows == sorted(rows)
 
 
+def test_repeated_rows_are_an_error_unless_told_which_to_keep(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("w,i,s\n1,1,1\n1,2,2\n1,2,4\n2,1,3\n")
+    cols = {"worker": "w", "iteration": "i", "seconds": "s"}
+    with pytest.raises(ValueError, match="line 4.*already appears on line 3"):
+        traces.import_trace(str(f), "csv", **cols)
+    got = {d: traces.import_trace(str(f), "csv", duplicates=d, **cols).rows[1][2] for d in ("first", "last", "mean")}
+    assert got == {"first": 2.0, "last": 4.0, "mean": 3.0}
+    with pytest.raises(ValueError, match="duplicates must be"):
+        traces.import_trace(str(f), "csv", duplicates="sum", **cols)
+    code, _ = _cli(["trace", "import", "--format", "csv", "--worker", "w", "--iteration", "i", "--seconds", "s",
+                    "--duplicates", "mean", str(f), str(tmp_path / "o.csv")])
+    assert code == 0 and delays.read_trace(str(tmp_path / "o.csv"))[1][0] == {1: 1.0, 2: 3.0}
+
+
 def test_the_generic_csv_reads_names_numbers_text_workers_and_file_order(tmp_path):
     f = tmp_path / "t.csv"
     f.write_text("host;step;secs\nb;100;1.5\na;100;2\nb;200;1\na;200;3\nc;200;0.5\n")

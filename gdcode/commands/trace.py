@@ -16,7 +16,8 @@ rows (workers and iterations numbered from 1), the format that --delay trace:FIL
 
 Both number the distinct workers and the distinct iterations 1, 2, ... in sorted order (PAI's
 iterations 1, 11, 21, ..., sampled every 10 iterations, become 1, 2, 3, ...); OUT records the
-original worker names in comment lines.
+original worker names in comment lines. A worker's second row for the same iteration is an
+error unless --duplicates says which value to keep (PAI's job 2 repeats one row).
 
 gdcode trace stats FILE prints each worker's mean, coefficient of variation and slow spells
 (runs of consecutive iterations slower than --slow FACTOR times the median worker of the
@@ -25,6 +26,7 @@ iteration), and the lag-1 autocorrelation and the correlation between workers.
 Examples:
   gdcode trace import --format pai job_4_norm.csv job4.csv
   gdcode trace import --format pai --mean 0.2 job_4_norm.csv job4.csv
+  gdcode trace import --format pai --duplicates first job_2_norm.csv job2.csv
   gdcode trace import --format csv --worker host --iteration step --seconds step_time times.csv t.csv
   gdcode trace stats job4.csv
   gdcode simulate --fit trace:job4.csv
@@ -43,7 +45,7 @@ from gdcode.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from gdcode.traces import FORMATS
+    from gdcode.traces import DUPLICATES, FORMATS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="action", metavar="ACTION")
@@ -63,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="multiply the times by FACTOR to get seconds (csv: 1, pai: 0.001)")
     scale.add_argument("--mean", type=float, metavar="SECONDS", help="scale the times so that their mean is SECONDS")
     imp.add_argument("--delimiter", default=",", help="the input's field separator: one character, or tab (default ,)")
+    imp.add_argument("--duplicates", choices=DUPLICATES, default="error",
+                     help="a worker's repeated row for one iteration: an error (default), or keep the first, "
+                          "the last or their mean")
     imp.add_argument("--force", action="store_true", help="replace OUT if it exists")
     st = sub.add_parser("stats", help="per-worker mean, coefficient of variation, slow spells, correlations")
     st.add_argument("file", metavar="FILE", help="a gdcode trace (worker,iteration,seconds)")
@@ -94,10 +99,12 @@ def _import(args: argparse.Namespace) -> int:
         raise ConfigError("IN and OUT are the same file")
     try:
         trace = traces.import_trace(args.input, args.format, worker=args.worker, iteration=args.iteration,
-                                    seconds=args.seconds, scale=args.scale, mean=args.mean, delimiter=delimiter)
+                                    seconds=args.seconds, scale=args.scale, mean=args.mean, delimiter=delimiter,
+                                    duplicates=args.duplicates)
         traces.write_trace(args.output, trace)
     except ValueError as exc:
-        raise ConfigError(_flags(str(exc))) from None
+        hint = " (--duplicates first, last or mean keeps one value)" if "already appears" in str(exc) else ""
+        raise ConfigError(_flags(str(exc)) + hint) from None
     skipped = f", {trace.skipped} rows without a time skipped" if trace.skipped else ""
     print(f"wrote {args.output}: {len(trace.rows)} rows, {trace.n_workers} workers, {trace.n_iterations} iterations "
           f"(times multiplied by {trace.scale:.6g}){skipped}")
@@ -130,8 +137,11 @@ def _stats(args: argparse.Namespace) -> int:
     print(f"  all workers: mean {out['mean']:.4g} s, coefficient of variation {out['cv']:.3f}; slow (above "
           f"{args.slow:g} x the {out['reference']}) {100 * out['slow_fraction']:.1f}% of values, "
           f"{out['slow_spells']} spells, mean length {out['mean_spell']:.3g} iterations")
-    if out["spell_lengths"]:
-        print("  slow spells by length: " + ", ".join(f"{k}: {v}" for k, v in out["spell_lengths"].items()))
+    lengths = list(out["spell_lengths"].items())
+    if lengths:
+        shown = ", ".join(f"{k}: {v}" for k, v in lengths[:12])
+        more = f", ... ({len(lengths) - 12} more lengths, the longest {lengths[-1][0]})" if len(lengths) > 12 else ""
+        print(f"  slow spells by length (length: count): {shown}{more}")
     print(f"  {'worker':>6} {'values':>7} {'mean s':>10} {'CV':>7} {'slow %':>7} {'spells':>7} {'mean len':>9} "
           f"{'max len':>8} {'lag-1 r':>8}")
     for w, v in out["per_worker"].items():
