@@ -27,10 +27,12 @@ import numpy as np
 
 from gdcode.traces import Series, slow_spells
 
-__all__ = ["CONFIDENCE", "fit_markov", "hmm_loglik", "log_emissions", "verdict", "wilson"]
+__all__ = ["CONFIDENCE", "SHIFT_FLOOR", "fit_markov", "hmm_loglik", "log_emissions", "verdict", "wilson"]
 
 #: the level of the confidence intervals
 CONFIDENCE = 0.95
+#: the fit has a shift when the smallest value is more than this fraction of the median
+SHIFT_FLOOR = 0.05
 _Z = 1.959963984540054  # the normal quantile of (1 + CONFIDENCE) / 2
 _NAMES = ("mean", "factor", "p_enter", "p_leave")
 _BOUND_F = (-8.0, 8.0)  # log(factor - 1)
@@ -265,8 +267,8 @@ def _split(series: Series, threshold: float) -> dict:
 def fit_markov(series: Series) -> dict:
     """Fit ``markov:MEAN,FACTOR,P_ENTER,P_LEAVE[,SHIFT]`` to ``series`` by maximum likelihood.
 
-    Two fits are made, without a shift and with the shift at the smallest measured value (its
-    maximum-likelihood value), and the one of lower AIC kept.
+    The shift is the smallest measured value (its maximum-likelihood value) when that is more
+    than :data:`SHIFT_FLOOR` times the median (the times have a floor), else 0.
 
     Returns
     -------
@@ -288,10 +290,8 @@ def fit_markov(series: Series) -> dict:
     measured = x[present & ~cens]
     if measured.size < 5 or np.ptp(measured) <= 0:
         return {"fitted": False, "reason": "too few distinct measured values"}
-    fits = [_fit_shift(series, 0.0)]
     low = float(measured.min())
-    if low > 0:
-        fits.append(_fit_shift(series, low))
+    fits = [_fit_shift(series, low if low > SHIFT_FLOOR * float(np.median(measured)) else 0.0)]
     for f in fits:
         f["aic"] = 2 * f["k"] - 2 * f["loglik"]
     best = min(fits, key=lambda f: f["aic"])
@@ -319,7 +319,8 @@ def verdict(report: dict, alpha: float = 0.05) -> dict:
     (:func:`fit_markov`), ``autocorrelation`` and ``cross_correlation``
     (:mod:`gdcode.traces`). The Markov model wins when its AIC is below every i.i.d.
     model's and slow spells are shown to last (its likelihood-ratio test against the
-    memoryless mixture, or the lag-1 autocorrelation, significant at ``alpha``); else
+    memoryless mixture and the lag-1 autocorrelation both significant at ``alpha``: either
+    alone is fooled now and then, e.g. by workers that slow down together); else
     ``correlated`` when workers are significantly correlated within the same iteration and
     not in time; else the best i.i.d. model. Returns ``model``, ``spec`` and ``reasons``.
     """
@@ -336,7 +337,7 @@ def verdict(report: dict, alpha: float = 0.05) -> dict:
                f"p = {cc['p_value']:.2g}), {cc['within_r']:.3f} within groups of {cc['group_size']}") \
         if cc and cc.get("pairs") else ""
     out: dict[str, Any]
-    if mk and mk.get("fitted") and (iid is None or mk["aic"] < iid["aic"]) and (memory or time_corr):
+    if mk and mk.get("fitted") and (iid is None or mk["aic"] < iid["aic"]) and memory and time_corr:
         out = {"model": "markov", "spec": mk["spec"]}
         if iid is not None:
             reasons.append(f"its AIC {mk['aic']:.1f} is {iid['aic'] - mk['aic']:.1f} below the best i.i.d. "
@@ -364,8 +365,9 @@ def verdict(report: dict, alpha: float = 0.05) -> dict:
                        f"(p = {iid['p_value']:.2g})")
         if mk and mk.get("fitted"):
             if mk["aic"] < iid["aic"]:
-                reasons.append(f"the Markov model's AIC {mk['aic']:.1f} is lower, but its slow state does not persist "
-                               f"(likelihood ratio p = {mk['memoryless']['p_value']:.2g}): a mixture, not spells")
+                reasons.append(f"the Markov model's AIC {mk['aic']:.1f} is lower, but its slow spells are not shown "
+                               f"to last (likelihood ratio p = {mk['memoryless']['p_value']:.2g}, and the lag-1 "
+                               "autocorrelation below): a mixture of speeds, not spells")
             else:
                 reasons.append(f"the Markov model ({mk['spec']}) has a higher AIC, {mk['aic']:.1f}")
         if ac_text:

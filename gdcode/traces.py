@@ -335,35 +335,53 @@ def _normal_p(z: float) -> float:
     return float(math.erfc(abs(z) / math.sqrt(2.0)))
 
 
+def _z(terms: np.ndarray, bandwidth: int = 0) -> float:
+    """``sum(terms) / sd``: a statistic whose terms have mean 0 under the null hypothesis, with
+    the Newey-West (Bartlett) variance over ``bandwidth`` lags (0: the terms are uncorrelated)."""
+    total = float(terms.sum())
+    var = float(np.sum(terms * terms))
+    for k in range(1, min(bandwidth, terms.size - 1) + 1):
+        var += 2 * (1 - k / (bandwidth + 1)) * float(np.sum(terms[k:] * terms[:-k]))
+    var = max(var, float(np.sum(terms * terms)) / max(terms.size, 1), 1e-300)
+    return total / math.sqrt(var) if total else 0.0
+
+
 def autocorrelation(series: Series, lag: int = 1) -> dict:
-    """Lag-``lag`` autocorrelation of each worker's times, and pooled over the workers.
+    """Lag-``lag`` (>= 1) autocorrelation of each worker's times, and pooled over the workers.
 
     Each worker's values are centred on its own mean, so a worker that is always slow does
     not count as correlation in time. A worker's coefficient is
     ``sum (x_t - m)(x_{t+lag} - m) / sum (x_t - m)^2`` over the pairs of iterations ``lag``
     apart that both have a value (censored values count at their lower bound); the pooled one
-    sums numerators and denominators over workers. Under independence in time it is about
-    normal with variance ``1 / pairs``: ``z = r sqrt(pairs)`` and a two-sided p-value.
+    sums numerators and denominators over workers. The ``z`` statistic is self-normalised:
+    the numerator's terms (per iteration, summed over workers) divided by the square root of
+    their sum of squares, which under independence in time have mean 0 and are uncorrelated
+    even when workers are correlated with each other (so a host slowing several workers at
+    once is not taken for correlation in time); about ``r sqrt(pairs)`` for independent
+    workers. Two-sided p-value from the normal distribution.
     """
+    if lag < 1:
+        raise ValueError(f"the lag must be >= 1, got {lag}")
     x, present = series.values, series.present
     num_total = den_total = 0.0
     pairs_total = 0
     per: dict[int, dict] = {}
+    terms = np.zeros(max(x.shape[0] - lag, 0))
     for j, w in enumerate(series.workers):
         col, ok = x[:, j], present[:, j]
         if ok.sum() < 3:
             continue
-        c = np.where(ok, col - np.nanmean(np.where(ok, col, np.nan)), 0.0)
-        both = ok[lag:] & ok[:-lag] if lag else ok
-        num = float(np.sum((c[lag:] * c[:-lag])[both])) if lag else float(np.sum(c * c))
-        den = float(np.sum(c[ok] ** 2))
-        pairs = int(both.sum())
-        per[w] = {"r": num / den if den > 0 else 0.0, "pairs": pairs}
+        c = np.where(ok, col - np.nanmean(col), 0.0)
+        both = ok[lag:] & ok[:-lag]
+        prod = np.where(both, c[lag:] * c[:-lag], 0.0)
+        num, den, pairs = float(prod.sum()), float(np.sum(c[ok] ** 2)), int(both.sum())
+        per[w] = {"r": num / den if den > 0 else 0.0, "pairs": pairs, "z": _z(prod[both]) if pairs else 0.0}
+        terms += prod
         num_total += num
         den_total += den
         pairs_total += pairs
     r = num_total / den_total if den_total > 0 else 0.0
-    z = r * math.sqrt(pairs_total)
+    z = _z(terms) if pairs_total else 0.0
     return {"lag": lag, "r": r, "pairs": pairs_total, "z": z, "p_value": _normal_p(z) if pairs_total else 1.0,
             "per_worker": per}
 
@@ -385,8 +403,10 @@ def cross_correlation(series: Series) -> dict:
     """How workers' times move together in the same iteration.
 
     Reports the mean and largest correlation over pairs of workers, a z statistic for the
-    mean (under independence each pair's coefficient is about normal with variance
-    ``1 / n`` and the pairs are uncorrelated), and the grouping of consecutive workers that
+    mean (self-normalised: the per-iteration sums over pairs of the standardised products,
+    which have mean 0 when workers are independent, over their Newey-West standard deviation
+    with ``floor(4 (T/100)^(2/9))`` lags, so that times correlated in time do not pass for
+    workers correlated with each other), and the grouping of consecutive workers that
     best separates correlated pairs from the rest: among the group sizes ``g`` that divide
     the number of workers (``g = W``: one group), the one with the largest mean correlation
     within groups minus that between them. With it comes a ``correlated:MEAN,CV,RHO,GROUP``
@@ -410,8 +430,13 @@ def cross_correlation(series: Series) -> dict:
                 "group_size": None, "within_r": 0.0, "between_r": 0.0, "spec": None}
     rs, ns, ia, ib = rs[ok], ns[ok], iu[0][ok], iu[1][ok]
     mean_r = float(rs.mean())
-    se = math.sqrt(float(np.sum(1.0 / ns))) / rs.size
-    z = mean_r / se
+    present = series.present
+    sd = np.sqrt(np.nansum(np.where(present, (series.values - np.nanmean(series.values, axis=0)) ** 2, 0.0), axis=0)
+                 / np.maximum(present.sum(axis=0), 1))
+    u = np.where(present, (series.values - np.nanmean(series.values, axis=0)) / np.where(sd > 0, sd, 1.0), 0.0)
+    terms = (u[:, ia] * u[:, ib]).sum(axis=1)  # per iteration: the sum over pairs of standardised products
+    T = u.shape[0]
+    z = _z(terms, int(4 * (T / 100) ** (2 / 9)))
     k = int(np.argmax(rs))
     best = None
     for g in [d for d in range(2, W + 1) if W % d == 0]:
