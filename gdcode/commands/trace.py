@@ -53,7 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     imp = sub.add_parser("import", help="convert a trace to gdcode's worker,iteration,seconds CSV",
                          formatter_class=argparse.RawDescriptionHelpFormatter,
                          description="Convert a per-worker, per-iteration time trace to gdcode's format.\n\nformats:\n"
-                                     + "\n".join(f"  {k:<5} {v.description}" for k, v in FORMATS.items()))
+                                     + "\n".join(f"  {k:<5} {v.description}" for k, v in FORMATS.items()),
+                         epilog="Examples:\n  gdcode trace import --format pai job_4_norm.csv job4.csv\n"
+                                "  gdcode trace import --format csv --worker host --iteration step --seconds "
+                                "step_time times.csv t.csv")
     imp.add_argument("input", metavar="IN", help="the trace to convert (a CSV with a header)")
     imp.add_argument("output", metavar="OUT", help="the gdcode trace to write")
     imp.add_argument("--format", required=True, choices=list(FORMATS), help="the input's format")
@@ -69,7 +72,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="a worker's repeated row for one iteration: an error (default), or keep the first, "
                           "the last or their mean")
     imp.add_argument("--force", action="store_true", help="replace OUT if it exists")
-    st = sub.add_parser("stats", help="per-worker mean, coefficient of variation, slow spells, correlations")
+    st = sub.add_parser("stats", help="per-worker mean, coefficient of variation, slow spells, correlations",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="Each worker's mean, coefficient of variation and slow spells, and the lag-1 "
+                                    "autocorrelation and\nthe correlation between workers, of a gdcode trace.",
+                        epilog="Examples:\n  gdcode trace stats job4.csv\n"
+                               "  gdcode trace stats job4.csv --slow 2 --json")
     st.add_argument("file", metavar="FILE", help="a gdcode trace (worker,iteration,seconds)")
     st.add_argument("--slow", type=float, default=1.5, metavar="FACTOR",
                     help="slow: more than FACTOR times the median worker of the iteration (default 1.5)")
