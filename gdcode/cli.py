@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "cluster": ("gdcode.commands.cluster", "emulate a cluster on this machine: network namespaces, shaped links"),
     "codes": ("gdcode.commands.codes", "a gradient code's decode diagnostics (gdcode codes --list)"),
     "simulate": ("gdcode.commands.simulate", "predict a scheme's iteration times under a delay model (no MPI)"),
+    "trace": ("gdcode.commands.trace", "convert public per-worker time traces to gdcode's format; their statistics"),
     "plot": ("gdcode.commands.plot", "figures from run directories (loss curves, worker arrivals, iteration times)"),
     "bench": ("gdcode.commands.bench", "benchmarks: compiled kernels against their references"),
 }

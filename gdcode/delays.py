@@ -6,7 +6,8 @@ comparison meets the same delays, whichever iterations a worker skips or a run r
 
 A SPEC is ``NAME[:ARGS]`` for a model of the registry :data:`DELAYS` (``none``,
 ``exp:MEAN``, ``shifted-exp:SHIFT,MEAN``, ``pareto:SCALE,SHAPE``,
-``persistent:K,FACTOR[,BASE]``, ``trace:FILE``, or the name of an entry point of the group
+``persistent:K,FACTOR[,BASE]``, ``markov:MEAN,FACTOR,P_ENTER,P_LEAVE[,SHIFT]``,
+``correlated:MEAN,CV,RHO[,GROUP]``, ``trace:FILE``, or the name of an entry point of the group
 ``gdcode.delays``), or ``MODULE:CLASS[:ARGS]`` for a plug-in given by its import path. A model
 is a :class:`DelayModel` subclass; its classmethod :meth:`DelayModel.from_args` reads ARGS
 (by default: comma-separated values for the constructor's positional parameters, converted
@@ -358,6 +359,227 @@ class Trace(DelayModel):
         """Check that the trace covers ``n_workers`` workers."""
         self.check_workers(n_workers)
         return self
+
+
+@DELAYS.register("markov")
+class Markov(DelayModel):
+    """``markov:MEAN,FACTOR,P_ENTER,P_LEAVE[,SHIFT]``: slow spells that last (a two-state chain per worker).
+
+    Each worker is, at each iteration, in a normal or a slow state; the states of a worker
+    form a Markov chain that enters the slow state with probability P_ENTER per iteration
+    and leaves it with probability P_LEAVE, started from its stationary distribution (slow
+    with probability ``pi = P_ENTER / (P_ENTER + P_LEAVE)``). A pause is SHIFT seconds plus an
+    exponential one of mean MEAN, multiplied by FACTOR while the worker is slow (SHIFT, the
+    floor every pause has, defaults to 0: exponential pauses). Workers' chains are independent.
+
+    The state sequence of a worker is a pure function of (seed, worker): it is drawn from
+    the worker's own streams, one per block of :attr:`BLOCK` iterations, and cached, so
+    :meth:`draw` gives the same pause for a (worker, iteration) whatever order iterations
+    are asked in, whichever a scheme skips, and after a resume. The exponential part comes
+    from the usual (seed, worker, iteration) stream.
+    """
+
+    #: iterations of a worker's state sequence drawn at a time (from one stream per block)
+    BLOCK = 4096
+
+    def __init__(self, mean: float, factor: float, p_enter: float, p_leave: float, shift: float = 0.0, *,
+                 seed: int = 0, scale_with_load: bool = False) -> None:
+        super().__init__(seed=seed, scale_with_load=scale_with_load)
+        _require(_finite(mean) and mean > 0, f"markov delay: MEAN must be > 0 seconds, got {mean:g}")
+        _require(_finite(factor) and factor >= 1, f"markov delay: FACTOR must be >= 1, got {factor:g}")
+        for label, p in (("P_ENTER", p_enter), ("P_LEAVE", p_leave)):
+            _require(_finite(p) and 0 <= p <= 1, f"markov delay: {label} must be a probability in [0, 1], got {p:g}")
+        _require(p_enter + p_leave > 0, "markov delay: P_ENTER and P_LEAVE cannot both be 0 (the chain would "
+                                        "have no stationary start)")
+        _require(_finite(shift) and shift >= 0, f"markov delay: SHIFT must be >= 0 seconds, got {shift:g}")
+        self.mean_pause, self.factor, self.p_enter, self.p_leave, self.shift = mean, factor, p_enter, p_leave, shift
+        self.spec = f"markov:{mean:g},{factor:g},{p_enter:g},{p_leave:g}" + (f",{shift:g}" if shift else "")
+        self._states: dict[int, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ closed forms
+
+    def stationary_fraction(self) -> float:
+        """``pi = P_ENTER / (P_ENTER + P_LEAVE)``: the fraction of iterations a worker is slow."""
+        return self.p_enter / (self.p_enter + self.p_leave)
+
+    def mean(self) -> float:
+        """Mean pause: ``SHIFT + MEAN (1 - pi + pi FACTOR)``."""
+        pi = self.stationary_fraction()
+        return self.shift + self.mean_pause * (1.0 - pi + pi * self.factor)
+
+    def variance(self) -> float:
+        """Variance of a pause: ``MEAN^2 (2 E[f^2] - E[f]^2)``, with ``f`` the state's
+        multiplier (1 or FACTOR): ``E[f] = 1 - pi + pi FACTOR``, ``E[f^2] = 1 - pi + pi FACTOR^2``."""
+        pi, m, F = self.stationary_fraction(), self.mean_pause, self.factor
+        ef, ef2 = 1.0 - pi + pi * F, 1.0 - pi + pi * F * F
+        return m * m * (2 * ef2 - ef * ef)
+
+    def state_autocorrelation(self, lag: int = 1) -> float:
+        """Correlation of a worker's slow indicator ``lag`` iterations apart: ``(1 - P_ENTER - P_LEAVE)^lag``."""
+        return (1.0 - self.p_enter - self.p_leave) ** lag
+
+    def autocorrelation(self, lag: int = 1) -> float:
+        """Correlation of a worker's pauses ``lag >= 1`` iterations apart:
+        ``MEAN^2 (FACTOR - 1)^2 pi (1 - pi) (1 - P_ENTER - P_LEAVE)^lag / variance``."""
+        if lag == 0:
+            return 1.0
+        pi = self.stationary_fraction()
+        cov = self.mean_pause ** 2 * (self.factor - 1) ** 2 * pi * (1 - pi)
+        return cov * self.state_autocorrelation(lag) / self.variance()
+
+    def mean_spell(self, slow: bool = True) -> float:
+        """Mean length, in iterations, of a slow spell (``1 / P_LEAVE``) or a normal one (``1 / P_ENTER``)."""
+        p = self.p_leave if slow else self.p_enter
+        return math.inf if p == 0 else 1.0 / p
+
+    # ------------------------------------------------------------------ states
+
+    def states(self, worker: int, last: int) -> np.ndarray:
+        """Whether worker ``worker`` (0-based) is slow at iterations ``1 .. last`` (bool array).
+
+        The sequence is extended, block by block, from the worker's own streams and cached.
+        """
+        cached = self._states.get(worker)
+        have = 0 if cached is None else cached.size
+        if have < last:
+            blocks = [cached] if cached is not None else []
+            prev = None if cached is None else bool(cached[-1])
+            for b in range(have // self.BLOCK, -(-last // self.BLOCK)):
+                u = np.random.default_rng([self.seed, 0xDE1A, 0x3A4C, worker, b]).random(self.BLOCK)
+                if prev is None:  # iteration 1: the stationary start
+                    first = np.array([u[0] < self.stationary_fraction()])
+                    block = np.concatenate([first, _advance(u[1:], first[0], self.p_enter, self.p_leave)])
+                else:
+                    block = _advance(u, prev, self.p_enter, self.p_leave)
+                blocks.append(block)
+                prev = bool(block[-1])
+            cached = np.concatenate(blocks)
+            self._states[worker] = cached
+        assert cached is not None
+        return cached[:last]
+
+    def multiplier(self, worker: int, iteration: int) -> float:
+        """FACTOR when the worker is slow at ``iteration``, else 1."""
+        return self.factor if self.states(worker, iteration)[iteration - 1] else 1.0
+
+    def sample(self, rng, worker, iteration, compute):
+        return self.shift + float(rng.exponential(self.mean_pause)) * self.multiplier(worker, iteration)
+
+    def sample_bulk(self, rng, compute, first_iteration=1):
+        """Independent stationary chains, one per worker (column), drawn from ``rng``."""
+        draws, W = np.shape(compute)
+        u = rng.random((draws, W))
+        first = u[0] < self.stationary_fraction()
+        slow = np.concatenate([first[None, :], _advance(u[1:], first, self.p_enter, self.p_leave)])
+        pauses = rng.exponential(self.mean_pause, (draws, W))
+        return self.shift + np.where(slow, self.factor * pauses, pauses)
+
+
+def _advance(u: np.ndarray, prev, p_enter: float, p_leave: float) -> np.ndarray:
+    """States of a two-state chain driven by the uniforms ``u`` (along axis 0) from the state ``prev``.
+
+    A normal worker turns slow when ``u < p_enter``; a slow one stays slow when ``u >= p_leave``.
+    Vectorised: where both rules give the same next state the state is fixed whatever came
+    before; elsewhere the chain either keeps (``u >= max``) or flips (``u < min``, only when
+    ``p_enter + p_leave > 1``) its previous state, so each state is the last fixed state (or
+    ``prev``) XOR the parity of the flips since.
+    """
+    u = np.asarray(u, dtype=float)
+    if u.shape[0] == 0:
+        return np.zeros(u.shape, dtype=bool)
+    a = u < p_enter  # next state from normal
+    b = u >= p_leave  # next state from slow
+    fixed = a == b
+    flip = a & ~b
+    n = u.shape[0]
+    idx = np.arange(n).reshape((n,) + (1,) * (u.ndim - 1))
+    last = np.maximum.accumulate(np.where(fixed, idx, -1), axis=0)
+    safe = np.maximum(last, 0)
+    base = np.where(last >= 0, np.take_along_axis(a, safe, axis=0), np.asarray(prev, dtype=bool))
+    flips = np.cumsum(flip, axis=0)
+    since: np.ndarray = flips - np.where(last >= 0, np.take_along_axis(flips, safe, axis=0), 0)
+    return base ^ (since % 2 == 1)
+
+
+@DELAYS.register("correlated")
+class Correlated(DelayModel):
+    """``correlated:MEAN,CV,RHO[,GROUP]``: workers of a group (a host, a rack) slow down together.
+
+    Workers are split into groups of GROUP consecutive workers (0-based worker ``w`` is in
+    group ``w // GROUP``; GROUP 0, the default, puts every worker in one group). Worker ``w``
+    pauses ``MEAN * G * L`` seconds at iteration ``t``, where ``G`` is its group's factor at
+    ``t`` (shared by the group) and ``L`` its own, independent, both gamma-distributed with
+    mean 1: ``G`` with variance ``x = RHO CV^2`` and ``L`` with variance
+    ``y = CV^2 (1 - RHO) / (1 + RHO CV^2)``. Then a pause has mean MEAN and coefficient of
+    variation CV, two workers of a group have correlation RHO in the same iteration, workers
+    of different groups and different iterations are independent. ``correlated:MEAN,1,0`` is
+    ``exp:MEAN``. The group factor is drawn from a (seed, group, iteration) stream, ``L``
+    from the worker's (seed, worker, iteration) stream.
+    """
+
+    def __init__(self, mean: float, cv: float, rho: float, group: int = 0, *, seed: int = 0,
+                 scale_with_load: bool = False) -> None:
+        super().__init__(seed=seed, scale_with_load=scale_with_load)
+        _require(_finite(mean) and mean > 0, f"correlated delay: MEAN must be > 0 seconds, got {mean:g}")
+        _require(_finite(cv) and cv > 0, f"correlated delay: CV must be > 0, got {cv:g}")
+        _require(_finite(rho) and 0 <= rho <= 1, f"correlated delay: RHO must be in [0, 1], got {rho:g}")
+        _require(_finite(group) and int(group) == group and group >= 0,
+                 f"correlated delay: GROUP must be a whole number >= 0 (0: all workers), got {group}")
+        self.mean_pause, self.cv, self.rho, self.group = mean, cv, rho, int(group)
+        self.spec = f"correlated:{mean:g},{cv:g},{rho:g}" + (f",{self.group}" if self.group else "")
+        self.group_variance = rho * cv * cv
+        self.worker_variance = cv * cv * (1.0 - rho) / (1.0 + self.group_variance)
+
+    # ------------------------------------------------------------------ closed forms
+
+    def mean(self) -> float:
+        """Mean pause: MEAN."""
+        return self.mean_pause
+
+    def variance(self) -> float:
+        """Variance of a pause: ``(MEAN CV)^2``."""
+        return (self.mean_pause * self.cv) ** 2
+
+    def correlation(self, worker_a: int, worker_b: int) -> float:
+        """Correlation of two workers' pauses in the same iteration: 1 for the same worker, RHO
+        within a group, 0 across groups."""
+        if worker_a == worker_b:
+            return 1.0
+        return self.rho if self.group_of(worker_a) == self.group_of(worker_b) else 0.0
+
+    def group_of(self, worker: int) -> int:
+        """The group of worker ``worker`` (0-based)."""
+        return worker // self.group if self.group else 0
+
+    # ------------------------------------------------------------------ drawing
+
+    @staticmethod
+    def _gamma(rng: np.random.Generator, variance: float, size=None):
+        """Gamma draws with mean 1 and ``variance`` (1 when the variance is 0)."""
+        if variance <= 0:
+            return 1.0 if size is None else np.ones(size)
+        return rng.gamma(1.0 / variance, variance, size)
+
+    def group_factor(self, group: int, iteration: int) -> float:
+        """The factor ``G`` of ``group`` at ``iteration``, from the (seed, group, iteration) stream."""
+        rng = np.random.default_rng([self.seed, 0xDE1A, 0xC0AA, group, iteration])
+        return float(self._gamma(rng, self.group_variance))
+
+    def sample(self, rng, worker, iteration, compute):
+        own = float(self._gamma(rng, self.worker_variance))
+        return self.mean_pause * self.group_factor(self.group_of(worker), iteration) * own
+
+    def sample_bulk(self, rng, compute, first_iteration=1):
+        draws, W = np.shape(compute)
+        groups = np.array([self.group_of(w) for w in range(W)])
+        shared = self._gamma(rng, self.group_variance, (draws, int(groups.max()) + 1))
+        own = self._gamma(rng, self.worker_variance, (draws, W))
+        return self.mean_pause * shared[:, groups] * own
+
+    def describe(self):
+        out = super().describe()
+        out["group_size"] = self.group or "all"
+        return out
 
 
 def read_trace(path: str) -> dict[int, tuple[dict[int, float], np.ndarray]]:

@@ -20,7 +20,9 @@ delays exactly.
 
 :func:`train_replay` replays the optimiser serially with each simulated iteration's decoded
 gradient, for the time to a target loss and, for approximate codes, the gradient error.
-:func:`fit_run` fits delay models to a run's measured reply times.
+:func:`fit_run` fits delay models to a run's measured reply times, :func:`fit_trace` to a
+trace file's times: the i.i.d. models, the ``markov`` model (:mod:`gdcode.markovfit`) and the
+correlations in time and between workers (:mod:`gdcode.traces`), with a verdict.
 """
 
 from __future__ import annotations
@@ -32,14 +34,14 @@ from typing import Any
 
 import numpy as np
 
-from gdcode import codes, delays
+from gdcode import codes, delays, markovfit, traces
 from gdcode.codes.base import decode_time, harmonic
 from gdcode.errors import ConfigError
 
 __all__ = ["QUANTILES", "ComputeModel", "ReplayResult", "Sample", "Simulation", "all_arrivals", "closed_form_mean",
-           "decode_time", "decode_times", "fit_run", "fit_sample", "harmonic", "has_vectorised_rule",
+           "decode_time", "decode_times", "fit_run", "fit_sample", "fit_trace", "harmonic", "has_vectorised_rule",
            "message_arrivals", "message_shares", "parse_compute", "persistent_stragglers", "run_sample",
-           "sample_pauses", "simulate", "spec_of", "train_replay"]
+           "sample_pauses", "simulate", "spec_of", "trace_sample", "train_replay"]
 
 #: quantiles reported for the iteration time
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
@@ -530,6 +532,7 @@ class Sample:
     what: str
     per_worker: dict = field(default_factory=dict)  # worker -> measured, censored, mean_measured
     observed_cap: np.ndarray | None = None  # censoring time of each observed value's iteration (inf: none)
+    series: traces.Series | None = None  # the same values per (iteration, worker), for the fits in time
 
 
 def _fit_params(kind: str, x: np.ndarray, c: np.ndarray) -> tuple:
@@ -609,7 +612,13 @@ def fit_sample(sample: Sample, bootstrap: int = 200, seed: int = 0, alpha: float
     empirical CDF (Kaplan-Meier under censoring), with a p-value from a parametric bootstrap
     that refits each resampled set (so the p-value accounts for the estimated parameters and
     for the censoring: a resampled value is censored when it exceeds its slot's censoring
-    time). A model fits when ``p >= alpha``.
+    time). A model fits when ``p >= alpha``; ``best`` is the i.i.d. model of lowest AIC among
+    those that fit (among all when none does).
+
+    When the sample has a ``series`` (the values per iteration and worker), the report also
+    has ``markov`` (:func:`gdcode.markovfit.fit_markov`), ``autocorrelation`` (lag 1) and
+    ``cross_correlation`` (:mod:`gdcode.traces`). Always: ``verdict``
+    (:func:`gdcode.markovfit.verdict`), the model that describes the data best and why.
     """
     x, c = sample.observed, sample.censored
     if x.size < 5:
@@ -644,10 +653,16 @@ def fit_sample(sample: Sample, bootstrap: int = 200, seed: int = 0, alpha: float
     fitted = [r for r in results if r["fitted"]]
     good = [r for r in fitted if r["fits"]]
     best = min(good or fitted, key=lambda r: float(r["aic"])) if fitted else None  # type: ignore[arg-type]
-    return {"what": sample.what, "observed": int(x.size), "censored": int(c.size), "alpha": alpha,
-            "bootstrap": bootstrap, "models": results, "best": best["model"] if best else None,
-            "best_fits": bool(best and best["fits"]), "per_worker": sample.per_worker,
-            "persistent_stragglers": persistent_stragglers(sample.per_worker)}
+    report = {"what": sample.what, "observed": int(x.size), "censored": int(c.size), "alpha": alpha,
+              "bootstrap": bootstrap, "models": results, "best": best["model"] if best else None,
+              "best_fits": bool(best and best["fits"]), "per_worker": sample.per_worker,
+              "persistent_stragglers": persistent_stragglers(sample.per_worker)}
+    if sample.series is not None:
+        report["markov"] = markovfit.fit_markov(sample.series)
+        report["autocorrelation"] = {k: v for k, v in traces.autocorrelation(sample.series).items()}
+        report["cross_correlation"] = traces.cross_correlation(sample.series)
+    report["verdict"] = markovfit.verdict(report, alpha)
+    return report
 
 
 def persistent_stragglers(per_worker: dict) -> list[int]:
@@ -699,6 +714,7 @@ def run_sample(run, compute: ComputeModel | None = None) -> Sample:
     censored: list[float] = []
     by_worker: dict[int, list[float]] = {}
     cut_of: dict[int, int] = {}
+    grid: list[tuple[int, int, float, bool]] = []
     cut = {r["iteration"] for r in run.workers if r["status"] in ("cancelled", "late")}
     for r in run.workers:
         w, t = r["worker"], r["iteration"]
@@ -712,12 +728,14 @@ def run_sample(run, compute: ComputeModel | None = None) -> Sample:
             observed.append(v)
             cap_obs.append((duration.get(t, np.inf) - med.get(w, 0.0)) / div if t in cut else np.inf)
             by_worker.setdefault(w, []).append(v)
+            grid.append((w, t, v, False))
         elif t in duration:
             # cancelled, or late: a late reply is timed when the coordinator noticed it, which may be
             # long after it came (the coordinator evaluates between iterations); all that is certain
             # is that it took longer than its iteration
             censored.append(max(duration[t] - med.get(w, 0.0), 0.0) / div)
             cut_of[w] = cut_of.get(w, 0) + 1
+            grid.append((w, t, censored[-1], True))
     what = "pause (arrival minus measured compute)" if comp is not None else "reply time (compute + pause + transfer)"
     if scale:
         what += ", divided by the worker's load"
@@ -725,9 +743,32 @@ def run_sample(run, compute: ComputeModel | None = None) -> Sample:
                   per_worker={w: {"measured": len(by_worker.get(w, [])), "censored": cut_of.get(w, 0),
                                   "mean_measured": float(np.mean(by_worker[w])) if by_worker.get(w) else None}
                               for w in sorted(set(by_worker) | set(cut_of))},
-                  observed_cap=np.array(cap_obs))
+                  observed_cap=np.array(cap_obs), series=traces.Series.from_rows(grid) if grid else None)
 
 
 def fit_run(run, compute: ComputeModel | None = None, bootstrap: int = 200, seed: int = 0) -> dict:
     """Fit delay models to a run's reply times (:func:`run_sample`, :func:`fit_sample`)."""
     return fit_sample(run_sample(run, compute), bootstrap=bootstrap, seed=seed)
+
+
+def trace_sample(path: str) -> Sample:
+    """The times of a trace file (``worker,iteration,seconds``, :func:`gdcode.delays.read_trace`)
+    for :func:`fit_sample`: every value measured, none censored.
+
+    Raises
+    ------
+    ValueError
+        When the file cannot be read or is malformed.
+    """
+    table = delays.read_trace(path)
+    series = traces.Series.from_table(table)
+    values = np.concatenate([rows[1] for _, rows in sorted(table.items())])
+    per_worker = {w: {"measured": int(rows[1].size), "censored": 0, "mean_measured": float(rows[1].mean())}
+                  for w, rows in sorted(table.items())}
+    return Sample(observed=values, censored=np.array([]), what=f"seconds per (worker, iteration) of the trace {path}",
+                  per_worker=per_worker, series=series)
+
+
+def fit_trace(path: str, bootstrap: int = 200, seed: int = 0) -> dict:
+    """Fit delay models to a trace file's times (:func:`trace_sample`, :func:`fit_sample`)."""
+    return fit_sample(trace_sample(path), bootstrap=bootstrap, seed=seed)

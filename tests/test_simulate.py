@@ -377,3 +377,165 @@ def test_every_code_chooses_its_own_closed_form():
         code = codes.build(name, 6, 1)
         assert (code.exponential_order_mean(0.5, 2.0) is not None) == has, name
     assert codes.build("frc", 6, 1).exponential_order_mean(0.5, 2.0) == pytest.approx(0.5 + 2.0 * H(3) / 2)
+
+
+# ----------------------------------------------------------------------------- delays with memory, fits in time
+
+from gdcode import markovfit, traces  # noqa: E402
+
+
+def _write_trace(path, table: np.ndarray) -> str:
+    """``table`` (iterations x workers) as a gdcode trace file."""
+    T, W = table.shape
+    path.write_text("worker,iteration,seconds\n" + "".join(f"{w + 1},{t + 1},{float(table[t, w])!r}\n"
+                                                          for w in range(W) for t in range(T)))
+    return str(path)
+
+
+@pytest.mark.parametrize("spec", ["markov:0.1,5,0.05,0.2", "correlated:0.1,1.5,0.5,2"])
+def test_replay_gives_the_runs_own_pauses_for_models_with_memory(spec):
+    model = delays.parse(spec, seed=5, scale_with_load=True)
+    load = np.array([0.25, 0.5, 0.25, 0.5])
+    p = simulate.sample_pauses(model, load, np.zeros((30, 4)), 30, replay=True, first_iteration=4090)
+    fresh = delays.parse(spec, seed=5, scale_with_load=True)  # asked in another order: the same numbers
+    for d in reversed(range(30)):
+        for w in range(4):
+            assert p[d, w] == fresh.draw(w, 4090 + d, load[w])
+    bulk = simulate.sample_pauses(model, load, np.zeros((40000, 4)), 40000)
+    np.testing.assert_allclose(bulk.mean(axis=0), model.mean() * load, rtol=0.05)
+    out = _cli_json(["simulate", "--scheme", "ignore", "--workers", "4", "--stragglers", "1", "--delay", spec,
+                     "--draws", "2000", "--json"])
+    assert out["delay"] == spec and out["mean_iteration_seconds"] > 0 and out["closed_form_mean_seconds"] is None
+
+
+def test_hmm_likelihood_is_the_forward_recursion():
+    rng = np.random.default_rng(3)
+    for T in (1, 2, 7, 64):
+        x = 0.01 + rng.exponential(0.2, (T, 3))  # at least the shift: possible in the normal state
+        x[rng.random((T, 3)) < 0.2] = np.nan
+        cens = rng.random((T, 3)) < 0.1
+        logE = markovfit.log_emissions(x, cens, 0.15, 4.0, 0.01)
+        pe, pl = 0.1, 0.35
+        pi = pe / (pe + pl)
+        P = np.array([[1 - pe, pe], [pl, 1 - pl]])
+        expected = 0.0
+        for w in range(3):
+            a = np.array([1 - pi, pi]) * np.exp(logE[0, w])
+            for t in range(1, T):
+                a = (a @ P) * np.exp(logE[t, w])
+            expected += np.log(a.sum())
+        assert markovfit.hmm_loglik(logE, pe, pl) == pytest.approx(expected, rel=1e-10)
+
+
+@pytest.mark.parametrize("spec", ["markov:0.1,6,0.05,0.25", "markov:0.05,4,0.03,0.2,0.1", "markov:0.2,10,0.01,0.05"])
+def test_the_markov_fit_recovers_known_parameters_within_its_intervals(spec, seed=0):
+    truth = delays.parse(spec, seed=seed)
+    x = truth.sample_bulk(np.random.default_rng(seed), np.zeros((1500, 8)))
+    series = traces.Series(workers=list(range(1, 9)), iterations=np.arange(1, 1501), values=x)
+    fit = markovfit.fit_markov(series)
+    assert fit["fitted"]
+    want = {"mean": truth.mean_pause, "factor": truth.factor, "p_enter": truth.p_enter, "p_leave": truth.p_leave}
+    for name, value in want.items():
+        lo, hi = fit["ci"][name]
+        assert lo <= value <= hi, (name, value, lo, hi)
+        assert lo < fit["params"][name] < hi
+    assert fit["params"]["shift"] == pytest.approx(truth.shift, abs=0.005)
+    assert fit["stationary_fraction"] == pytest.approx(truth.stationary_fraction(), rel=0.25)
+    assert fit["memoryless"]["p_value"] < 1e-6  # the slow spells last
+    assert delays.parse(fit["spec"]).factor == pytest.approx(fit["params"]["factor"], rel=1e-3)
+    split = fit["split"]
+    assert split["threshold"] > truth.mean_pause and sum(split["transitions"].values()) == 8 * 1499
+    assert split["p_enter"][1] <= split["p_enter"][0] <= split["p_enter"][2]
+
+
+def test_the_markov_intervals_cover_the_truth_about_95_percent_of_the_time():
+    truth = delays.parse("markov:0.1,5,0.08,0.3")
+    want = {"mean": 0.1, "factor": 5.0, "p_enter": 0.08, "p_leave": 0.3}
+    covered = dict.fromkeys(want, 0)
+    for seed in range(10):
+        x = truth.sample_bulk(np.random.default_rng(200 + seed), np.zeros((500, 6)))
+        fit = markovfit.fit_markov(traces.Series(workers=list(range(1, 7)), iterations=np.arange(1, 501), values=x))
+        for name, value in want.items():
+            lo, hi = fit["ci"][name]
+            covered[name] += lo <= value <= hi
+    assert min(covered.values()) >= 8, covered  # fewer than 8 of 10 at 95%: probability 1.2%
+
+
+def test_a_fit_without_a_slow_state_says_so():
+    x = np.random.default_rng(0).exponential(0.1, (400, 4))
+    fit = markovfit.fit_markov(traces.Series(workers=[1, 2, 3, 4], iterations=np.arange(1, 401), values=x))
+    assert fit["fitted"] and fit["memoryless"]["p_value"] > 0.01
+    few = markovfit.fit_markov(traces.Series(workers=[1], iterations=np.arange(1, 3), values=np.ones((2, 1))))
+    assert not few["fitted"] and "too few" in few["reason"]
+
+
+def test_fit_trace_names_the_model_that_made_the_data(tmp_path):
+    W, T = 8, 500
+    cases = {"markov": delays.parse("markov:0.1,6,0.05,0.25", seed=1),
+             "correlated": delays.parse("correlated:0.2,1.2,0.5,4", seed=1),
+             "exp": delays.parse("exp:0.2", seed=1)}
+    for name, model in cases.items():
+        table = model.sample_bulk(np.random.default_rng(7), np.zeros((T, W)))
+        rep = simulate.fit_trace(_write_trace(tmp_path / f"{name}.csv", table), bootstrap=20)
+        v = rep["verdict"]
+        assert v["model"] == name or (name, v["model"]) == ("exp", "shifted-exp"), (name, v)  # shift ~ 0
+        assert rep["observed"] == W * T and rep["censored"] == 0 and rep["markov"]["fitted"]
+        assert delays.parse(v["spec"], n_workers=W).spec  # a spec that simulate --delay takes
+        if name == "correlated":
+            assert rep["cross_correlation"]["group_size"] == 4 and v["spec"].endswith(",4")
+        if name == "exp":
+            assert rep["autocorrelation"]["p_value"] > 0.01 and any("no significant correlation in time" in r
+                                                                  for r in v["reasons"])
+
+
+def test_cli_fit_of_a_trace(tmp_path, capsys):
+    table = delays.parse("markov:0.1,6,0.05,0.25", seed=2).sample_bulk(np.random.default_rng(2), np.zeros((600, 6)))
+    path = _write_trace(tmp_path / "t.csv", table)
+    out = _cli_json(["simulate", "--fit", f"trace:{path}", "--bootstrap", "20", "--json"])
+    assert out["trace"] == path and out["verdict"]["model"] == "markov"
+    assert {"markov", "autocorrelation", "cross_correlation", "models", "best"} <= set(out)
+    assert out["markov"]["ci"]["p_leave"][0] < 0.25 < out["markov"]["ci"]["p_leave"][1]
+    assert cli_main(["simulate", "--fit", f"trace:{path}", "--bootstrap", "20"]) == 0
+    text = capsys.readouterr().out
+    assert "overall: markov fits best; simulate with --delay markov:" in text
+    assert "lag-1 autocorrelation" in text and "likelihood ratio" in text and "95% confidence" in text
+    assert cli_main(["simulate", "--fit", f"trace:{tmp_path / 'none.csv'}"]) == 2
+    assert "--fit trace:" in capsys.readouterr().err
+
+
+class _FakeRun:
+    """What run_sample reads of a run directory: metadata, workers.csv rows and elapsed times."""
+
+    def __init__(self, rows, elapsed, W):
+        self.path = "fake"
+        self.metadata = {"options": {"mode": "coded", "workers": W}, "code": {"load": [1.0] * W}}
+        self.workers = rows
+        self.metrics = [{"iteration": t, "elapsed": e} for t, e in enumerate(elapsed, 1)]
+
+    def column(self, key):
+        return np.array([m[key] for m in self.metrics], float)
+
+
+def test_a_runs_reply_times_become_a_series_with_censored_values():
+    model = delays.parse("markov:0.05,8,0.05,0.3", seed=3)
+    W, T = 6, 300
+    rows, elapsed, clock = [], [], 0.0
+    for t in range(1, T + 1):
+        pauses = [model.draw(w, t) for w in range(W)]
+        cut = sorted(pauses)[W - 2]  # the coordinator stops after W - 1 replies (one straggler tolerated)
+        for w, p in enumerate(pauses):
+            late = p > cut
+            rows.append({"iteration": t, "worker": w + 1, "arrival": None if late else p,
+                         "status": "cancelled" if late else "used"})
+        clock += cut
+        elapsed.append(clock)
+    sample = simulate.run_sample(_FakeRun(rows, elapsed, W))
+    s = sample.series
+    assert s is not None and s.values.shape == (T, W) and s.censored.sum() == sample.censored.size == T
+    assert np.all(s.values[s.censored] > 0)
+    rep = simulate.fit_sample(sample, bootstrap=10)
+    mk = rep["markov"]
+    assert mk["fitted"] and rep["verdict"]["model"] == "markov"
+    for name, value in (("factor", 8), ("p_enter", 0.05), ("p_leave", 0.3)):
+        lo, hi = mk["ci"][name]
+        assert lo <= value <= hi, (name, lo, hi)

@@ -8,7 +8,16 @@ the optimiser with the code's decoded gradients and reports the simulated time t
 (and, for approximate codes, the gradient error). ``--replay`` takes each pause from the
 (seed, worker, iteration) stream a ``gdcode run --seed N`` meets, so a run's delays are
 replayed exactly. ``gdcode simulate --fit RUN_DIR`` fits delay models to a run's measured
-reply times and says how well they fit.
+reply times, ``gdcode simulate --fit trace:FILE`` to a trace's times (``worker,iteration,seconds``,
+e.g. from ``gdcode trace import``): exponential, shifted-exponential and Pareto pauses, the
+``markov`` model of slow spells (with confidence intervals), the lag-1 autocorrelation and the
+correlation between workers, and says which model fits best and why.
+
+Examples:
+  gdcode simulate --scheme frc --workers 12 --stragglers 2 --delay markov:0.1,8,0.05,0.25
+  gdcode simulate --scheme cyclic --workers 12 --stragglers 2 --delay correlated:0.2,1.5,0.6,4
+  gdcode simulate --fit results/my-run
+  gdcode simulate --fit trace:job4.csv --json
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ RUN_OPTIONS = ("scheme", "workers", "stragglers", "collect", "code-options", "de
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("config", nargs="?", help="TOML file of run options (command-line options override it)")
     opts.add_arguments(parser, tuple(name.replace("-", "_") for name in RUN_OPTIONS))
     parser.add_argument("--draws", type=int, default=None,
@@ -49,8 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-iteration", type=int, default=1, help="iteration number of the first draw")
     parser.add_argument("--generic", action="store_true",
                         help="decode every draw with the code's own decode (slow; for cross-checks)")
-    parser.add_argument("--fit", metavar="RUN_DIR", default=None,
-                        help="fit delay models (exp, shifted-exp, pareto) to the reply times of a run directory")
+    parser.add_argument("--fit", metavar="RUN_DIR|trace:FILE", default=None,
+                        help="fit delay models (exp, shifted-exp, pareto, markov) to the reply times of a run "
+                             "directory or the times of a trace file, with the correlations in time and between "
+                             "workers, and say which fits best")
     parser.add_argument("--bootstrap", type=int, default=200, help="--fit: bootstrap resamples of the p-value")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -171,10 +183,32 @@ def _print(out: dict, code) -> None:
             print(f"  mean relative gradient error ||g_hat - g|| / ||g||: {tt['mean_gradient_error']:.4g}")
 
 
+def _fit_trace(args: argparse.Namespace) -> int:
+    from gdcode import simulate
+
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap {args.bootstrap} must be >= 0")
+    file = args.fit[len("trace:"):]
+    try:
+        report = simulate.fit_trace(file, bootstrap=args.bootstrap, seed=0)
+    except ValueError as exc:
+        raise ConfigError(f"--fit {args.fit}: {exc}") from None
+    report.update({"trace": file, "run_delay": None, "compute": None, "delay_scale_with_load": False})
+    if args.json:
+        print(json.dumps(_finite(report)))
+        return 0
+    print(f"fit: trace {file}; fitted: {report['what']}")
+    print(f"  {report['observed']} values; p-values from {report['bootstrap']} bootstrap refits")
+    _print_fit(report)
+    return 0
+
+
 def _fit(args: argparse.Namespace) -> int:
     from gdcode import simulate
     from gdcode.results import load_run
 
+    if args.fit.startswith("trace:"):
+        return _fit_trace(args)
     path = Path(args.fit)
     try:
         run = load_run(path)
@@ -202,6 +236,12 @@ def _fit(args: argparse.Namespace) -> int:
     print(f"fit: {path} (run delay {report['run_delay']}); fitted: {report['what']}")
     print(f"  {report['observed']} measured values, {report['censored']} censored (workers cancelled before "
           f"replying: longer than their iteration); p-values from {report['bootstrap']} bootstrap refits")
+    _print_fit(report)
+    return 0
+
+
+def _print_fit(report: dict) -> None:
+    print("  i.i.d. models:")
     print(f"  {'model':<12}{'--delay spec':<30}{'log-lik':>12}{'AIC':>12}{'KS D':>8}{'p':>8}  fits?")
     for r in report["models"]:
         if not r["fitted"]:
@@ -214,10 +254,10 @@ def _fit(args: argparse.Namespace) -> int:
     if best is None:
         print("  no model could be fitted")
     elif report["best_fits"]:
-        print(f"  verdict: {best['model']} fits (KS D = {best['ks_statistic']:.3f}, p = {best['p_value']:.2f}); "
+        print(f"  i.i.d. verdict: {best['model']} fits (KS D = {best['ks_statistic']:.3f}, p = {best['p_value']:.2f}); "
               f"simulate with --delay {best['spec']}{scale}")
     else:
-        print(f"  verdict: no model fits at the {report['alpha']:g} level; the closest by AIC is {best['spec']} "
+        print(f"  i.i.d. verdict: no model fits at the {report['alpha']:g} level; the closest by AIC is {best['spec']} "
               f"(KS D = {best['ks_statistic']:.3f}, p = {best['p_value']:.3g}); treat predictions from it with care")
     per = report["per_worker"]
     if len(per) > 1:
@@ -229,4 +269,60 @@ def _fit(args: argparse.Namespace) -> int:
         print(f"  worker(s) {', '.join(map(str, slow))} look persistently slow (cut off far more often, or slower, "
               "than the median worker): an i.i.d. model cannot describe them; consider "
               "--delay persistent:K,FACTOR,BASE")
-    return 0
+    _print_markov(report)
+    v = report.get("verdict")
+    if v and "markov" in report:
+        if v["model"] is None:
+            print("  overall: no model could be fitted")
+        else:
+            print(f"  overall: {v['model']} fits best; simulate with --delay {v['spec']}{scale}")
+        for reason in v["reasons"]:
+            print(f"    - {reason}")
+
+
+def _interval(ci) -> str:
+    return f"[{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "(none: at a bound)"
+
+
+def _print_markov(report: dict) -> None:
+    mk = report.get("markov")
+    if mk is None:
+        return
+    if not mk["fitted"]:
+        print(f"  markov: not fitted: {mk['reason']}")
+    else:
+        p, ci = mk["params"], mk["ci"]
+        level = f"{100 * mk['confidence']:g}%"
+        print(f"  markov: {mk['spec']}  log-lik {mk['loglik']:.2f}  AIC {mk['aic']:.2f}  ({mk['k']} parameters; "
+              f"{level} confidence intervals)")
+        print(f"    MEAN {p['mean']:.4g} {_interval(ci['mean'])}, FACTOR {p['factor']:.4g} {_interval(ci['factor'])}, "
+              f"P_ENTER {p['p_enter']:.4g} {_interval(ci['p_enter'])}, "
+              f"P_LEAVE {p['p_leave']:.4g} {_interval(ci['p_leave'])}"
+              + (f", SHIFT {p['shift']:.4g} (the smallest value)" if p["shift"] else ""))
+        print(f"    slow {100 * mk['stationary_fraction']:.1f}% of iterations, spells of {mk['mean_slow_spell']:.3g} "
+              f"iterations on average; state lag-1 correlation {mk['state_autocorrelation']:.3f}")
+        ml = mk["memoryless"]
+        print(f"    against the same two states without memory (AIC {ml['aic']:.2f}): likelihood ratio "
+              f"{ml['statistic']:.2f}, p = {ml['p_value']:.3g}")
+        sp = mk["split"]
+        tr = sp["transitions"]
+        pe, pl = sp["p_enter"], sp["p_leave"]
+        print(f"    split at {sp['threshold']:.4g} (slow above: as likely slow as normal there): slow "
+              f"{100 * sp['slow_fraction']:.1f}%, transitions n->n {tr['normal->normal']}, n->s {tr['normal->slow']}, "
+              f"s->n {tr['slow->normal']}, s->s {tr['slow->slow']}"
+              + (f"; P_ENTER {pe[0]:.3g} [{pe[1]:.3g}, {pe[2]:.3g}]" if pe[0] is not None else "")
+              + (f", P_LEAVE {pl[0]:.3g} [{pl[1]:.3g}, {pl[2]:.3g}]" if pl[0] is not None else ""))
+    ac = report.get("autocorrelation")
+    if ac and ac["pairs"]:
+        print(f"  lag-1 autocorrelation (each worker about its own mean): r = {ac['r']:.3f} over {ac['pairs']} pairs, "
+              f"z = {ac['z']:.2f}, p = {ac['p_value']:.3g}")
+        per = ac["per_worker"]
+        if 1 < len(per) <= 32:
+            print("    per worker: " + ", ".join(f"{w}: {v['r']:.2f}" for w, v in per.items()))
+    cc = report.get("cross_correlation")
+    if cc and cc.get("pairs"):
+        print(f"  correlation between workers in the same iteration: mean r = {cc['mean_r']:.3f} over {cc['pairs']} "
+              f"pairs (z = {cc['z']:.2f}, p = {cc['p_value']:.3g}), largest {cc['max_r']:.3f} (workers "
+              f"{cc['max_pair'][0]} and {cc['max_pair'][1]}); groups of {cc['group_size']}: within "
+              f"{cc['within_r']:.3f}, between {cc['between_r']:.3f}"
+              + (f"; as a model: {cc['spec']}" if cc.get("spec") else ""))
