@@ -1,4 +1,6 @@
-"""Show versions of gdcode, Python, numpy and mpi4py, the MPI library, the kernels in use, and the plug-ins."""
+"""Show versions of gdcode, Python and the libraries, the MPI library, the kernels in use, the git
+checkout, the CPU, the MPI-related environment variables, and the plug-ins: what a run's
+metadata.json records as its provenance."""
 
 from __future__ import annotations
 
@@ -41,6 +43,14 @@ def collect() -> dict:
         facts["mpiexec"] = find_mpiexec()
     except Exception as exc:  # noqa: BLE001
         facts["mpiexec"] = f"not found: {exc}"
+    from gdcode.provenance import provenance
+
+    prov = provenance()
+    facts["git"] = prov["git"] or "not a checkout"
+    facts["libraries"] = {k: v for k, v in prov["libraries"].items() if v is not None}
+    facts["cpu"] = f"{prov['cpu_model']} ({prov['cpu_count']} cores)"
+    facts["platform"] = prov["platform"]
+    facts["environment"] = prov["environment"] or "no MPI-related variables set"
     facts["plug-ins"] = plugins()
     return facts
 
@@ -54,10 +64,12 @@ def plugins() -> dict[str, list[dict[str, str]]]:
 
 
 def _text(value) -> str:
-    if isinstance(value, dict):  # the plug-ins
+    if isinstance(value, dict) and all(isinstance(v, list) for v in value.values()):  # the plug-ins
         found = [f"{kind}: " + ", ".join(f"{p['name']} ({p['source']})" for p in items)
                  for kind, items in value.items() if items]
         return "; ".join(found) or "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
     return str(value)
 
 

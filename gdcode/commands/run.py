@@ -18,8 +18,9 @@ from pathlib import Path
 
 from gdcode import options as opts
 from gdcode import problem, rundir
-from gdcode.errors import ConfigError, OptionError
+from gdcode.errors import EXIT_FAILED, ConfigError, OptionError
 from gdcode.options import RunOptions
+from gdcode.runtime.launch import LOG_FILE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,11 +74,79 @@ def main(args: argparse.Namespace) -> int:
             from gdcode.cluster.emulate import launch_spec
 
             spec = launch_spec(options.cluster, options.workers)
-        return launch(options.workers + 1, ["run", "--handoff", str(claim.path)], timeout=options.timeout,
+        code = launch(options.workers + 1, ["run", "--handoff", str(claim.path)], timeout=options.timeout,
                       run_dir=claim.path, tolerate_failures=options.tolerate_failures,
                       mpiexec_args=spec.mpiexec_args if spec else (), env=spec.env if spec else None)
+        summary = record_ending(claim.path, code)
+        if not options.quiet:
+            print(closing_line(claim.path, summary), file=sys.stderr)
+        return EXIT_FAILED if summary.get("status") == "failed" else code
     finally:
         claim.release()
+
+
+def record_ending(run_dir: Path, code: int) -> dict:
+    """The run's ``summary.json``; when the job wrote none (a rank raised, the job was killed),
+    one is written now with status ``failed`` (or ``terminated`` after a signal), the first error
+    line of ``ranks.log`` and the last finished iteration."""
+    import json
+    import signal
+
+    from gdcode.results import read_metrics, write_atomic
+
+    path = run_dir / "summary.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError):
+        pass
+    lines = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").exists() else []
+    signals = {128 + int(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)}
+    status = "terminated" if code in signals else "failed"
+    try:
+        log = (run_dir / LOG_FILE).read_text(errors="replace")
+    except OSError:
+        log = ""
+    summary = {"status": status, "iterations": int(lines[-1]["iteration"]) if lines else 0,
+               "elapsed": float(lines[-1]["elapsed"]) if lines else 0.0, "exit_code": int(code),
+               "error": first_error_line(log) or f"the MPI job ended with exit code {code}",
+               "written_by": "launcher"}
+    try:
+        write_atomic(path, lambda fh: fh.write((json.dumps(summary, indent=2) + "\n").encode()))
+    except OSError:
+        pass
+    return summary
+
+
+def first_error_line(log: str) -> str | None:
+    """The first line of a job's standard error that states an error: gdcode's own, or the last line of
+    a Python traceback (``ValueError: ...``)."""
+    import re
+
+    lines = log.splitlines()
+    for line in lines:
+        if line.startswith("gdcode run: error:"):
+            return line[len("gdcode run: error:"):].strip()
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            for later in lines[i + 1:]:
+                if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", later):
+                    return later.strip()
+    return None
+
+
+def closing_line(run_dir: Path, summary: dict) -> str:
+    """One line: where the run is, how it ended, how far it got, its final losses."""
+    parts = [f"gdcode run: {run_dir}: {summary.get('status', '?')}",
+             f"{summary.get('iterations', 0)} iterations in {float(summary.get('elapsed', 0.0)):.3g} s"]
+    if "train_loss" in summary:
+        parts.append(f"train loss {summary['train_loss']:.6g}")
+    for key in ("test_accuracy", "test_auc", "test_rmse"):
+        if summary.get(key) is not None:
+            parts.append(f"{key.replace('_', ' ')} {summary[key]:.4g}")
+            break
+    if summary.get("status") not in ("ok", None) and summary.get("error"):
+        parts.append(str(summary["error"]))
+    return "; ".join(parts)
 
 
 def _in_job(args: argparse.Namespace, command: list[str]) -> int:

@@ -23,6 +23,7 @@ from gdcode.codes import GradientCode
 from gdcode.data import DataSource
 from gdcode.options import RunOptions
 from gdcode.problem import Problem
+from gdcode.provenance import provenance
 
 
 @dataclass
@@ -126,6 +127,7 @@ def metadata(ctx: Context, extra: dict | None = None) -> dict:
         "hosts": {str(rank): host for rank, (host, _) in enumerate(ranks)},
         "pids": {str(rank): pid for rank, (_, pid) in enumerate(ranks)},
     }
+    meta["provenance"] = provenance()
     meta.update(extra or {})
     return meta
 

@@ -8,9 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from gdcode.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, ConfigError, OptionError
 
@@ -104,7 +106,12 @@ def launch(n_ranks: int, argv: list[str], timeout: float | None = None, run_dir:
     if tolerate_failures:  # MPI_Finalize would otherwise wait for a dead rank for ever
         job_env["MPIR_CVAR_NO_COLLECTIVE_FINALIZE"] = "1"
     started = time.time()
-    proc = subprocess.Popen(cmd, start_new_session=True, env=job_env)
+    log = _Tee(run_dir / LOG_FILE) if run_dir is not None else None
+    proc = subprocess.Popen(cmd, start_new_session=True, env=job_env,
+                            stderr=subprocess.PIPE if log is not None else None)
+    if log is not None:
+        assert proc.stderr is not None
+        log.start(proc.stderr)
     signalled: list[int] = []
     first_signal = 0.0
 
@@ -134,7 +141,64 @@ def launch(n_ranks: int, argv: list[str], timeout: float | None = None, run_dir:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if log is not None:
+            log.close()
     return _outcome(code, run_dir, started, signalled)
+
+
+#: every rank's standard error, as the launcher passed it on to the terminal
+LOG_FILE = "ranks.log"
+
+
+class _Tee:
+    """Copy the job's standard error to this process's and to ``ranks.log``, as it comes.
+
+    The terminal gets every byte at once (the progress line redraws with carriage returns); the
+    log gets whole lines, a redrawn line as its last state.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread: threading.Thread | None = None
+
+    def start(self, stream: Any) -> None:
+        self._thread = threading.Thread(target=self._copy, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _copy(self, stream: Any) -> None:
+        out = getattr(sys.stderr, "buffer", None)
+        pending = b""
+        try:
+            fh = self.path.open("ab")
+        except OSError:
+            fh = None
+        with stream:
+            while True:
+                chunk = os.read(stream.fileno(), 65536)
+                if not chunk:
+                    break
+                if out is not None:
+                    out.write(chunk)
+                    out.flush()
+                else:
+                    sys.stderr.write(chunk.decode(errors="replace"))
+                if fh is not None:
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        fh.write(line.rsplit(b"\r", 1)[-1] + b"\n")
+                    try:
+                        fh.flush()
+                    except OSError:
+                        fh = None  # a full disk: the terminal still gets everything
+        if fh is not None:
+            if pending:
+                fh.write(pending.rsplit(b"\r", 1)[-1] + b"\n")
+            fh.close()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 def _stop_rank0(proc: subprocess.Popen, run_dir: Path | None) -> None:
