@@ -184,18 +184,25 @@ def build(options: RunOptions) -> Problem:
     mode = get_mode(options.mode)
     own = key_values(options, "model_options")
     with naming("model_options" if own else "model", options.model_options if own else options.model):
-        model = models.get(options.model, **own)
+        model = models.get(options.model, **{**models.model_options(options.model, options.to_dict()), **own})
+    tasks = model.tasks  # a model of several tasks takes the dataset's (a bundled set its natural one)
     with naming("dataset", options.dataset):
         parse_dataset_spec(options.dataset)
         source = open_dataset(options.dataset, seed=options.seed, test_fraction=options.test_fraction,
-                              task=model.task)
+                              task=model.task if len(tasks) == 1 else None)
+    if len(tasks) > 1 and source.task in tasks:
+        model.bind_task(source.task)
     if model.task != source.task and not (model.task == "regression" and source.task == "binary"):
-        raise OptionError("model", options.model, f"needs a {model.task} dataset; {options.dataset} is "
+        raise OptionError("model", options.model, f"needs a {' or '.join(tasks)} dataset; {options.dataset} is "
                                                   f"{source.task}")
     n_cols = source.n_cols + (1 if options.intercept else 0)
     with naming("model", options.model):
         n_params = model.n_params(n_cols, source.n_classes)
-    w0 = optim.initial_point(n_params, options.seed)
+        init = getattr(model, "initial_point", None)  # a model's own seeded point, else 0.01 N(0, I)
+        w0 = optim.initial_point(n_params, options.seed) if init is None else \
+            np.asarray(init(n_cols, source.n_classes, options.seed), dtype=np.float64)
+        if w0.shape != (n_params,):
+            raise ValueError(f"initial_point gave shape {w0.shape}, not ({n_params},)")
     l2 = 1.0 / source.n_train if options.l2 is None else options.l2
     delay = build_delay(options)
     with naming("lr_schedule", options.lr_schedule):
