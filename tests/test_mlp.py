@@ -268,3 +268,39 @@ def test_asynchronous_modes_run_it(train, mode):
     assert run.summary["status"] == "ok"
     losses = run.column("train_loss")
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def test_bench_flop_count():
+    from gdcode.bench import mlp as bench
+
+    # 784-1024-1024-1024-10 at 128 rows: forward, weight gradients, deltas of layers 2..4
+    products = [784 * 1024, 1024 * 1024, 1024 * 1024, 1024 * 10]
+    assert bench.gemm_flops(bench.DEFAULT_SIZES, 128) == 2 * 128 * (3 * sum(products) - products[0])
+    with pytest.raises(ValueError, match="mlp-sizes"):
+        bench.parse_sizes("784,x")
+    with pytest.raises(ValueError, match="mlp-sizes"):
+        bench.parse_sizes("784,1")
+
+
+@pytest.mark.skipif(not COMPILED, reason="the compiled MLP kernel is not built")
+def test_bench_mlp_rows(capsys):
+    import json
+
+    from gdcode import cli
+    from gdcode.bench import mlp as bench
+
+    assert cli.main(["bench", "kernels", "--json", "--rows", "50", "--repeats", "1", "--mlp-sizes", "20,12,4",
+                     "--mlp-batch", "16"]) == 0
+    rows = [r for r in json.loads(capsys.readouterr().out) if r["kernel"] == "mlp"]
+    assert [r["dtype"] for r in rows] == ["float64", "float32"]
+    for r in rows:
+        assert set(r) == set(bench.JSON_KEYS) and r["sizes"] == [20, 12, 4] and r["batch"] == 16
+        assert r["ratio"] == pytest.approx(r["twin_seconds"] / r["seconds"])
+        assert r["gflops"] == pytest.approx(bench.gemm_flops((20, 12, 4), 16) / r["seconds"] / 1e9)
+        assert r["of_matmul"] == pytest.approx(r["gflops"] / r["matmul_gflops"])
+    assert cli.main(["bench", "kernels", "--mlp-sizes", "20", "--rows", "50"]) == 2
+    assert "--mlp-sizes" in capsys.readouterr().err
+    assert cli.main(["bench", "kernels", "--mlp-batch", "0", "--rows", "50"]) == 2
