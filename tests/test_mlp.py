@@ -11,7 +11,7 @@ from gdcode.errors import OptionError
 from gdcode.kernels import reference
 from gdcode.options import RunOptions
 
-COMPILED = kernels._mlp is not None
+COMPILED = kernels.MLP_COMPILED
 IMPLS = [False, True] if COMPILED else [False]
 
 
@@ -304,3 +304,18 @@ def test_bench_mlp_rows(capsys):
     assert cli.main(["bench", "kernels", "--mlp-sizes", "20", "--rows", "50"]) == 2
     assert "--mlp-sizes" in capsys.readouterr().err
     assert cli.main(["bench", "kernels", "--mlp-batch", "0", "--rows", "50"]) == 2
+
+
+@pytest.mark.mpi
+def test_hogwild_on_sparse_rows_takes_full_steps(tmp_path, train):
+    """CSR rows: the MLP's parameters mix the columns, so hogwild sends full (dense) steps."""
+    from e2e import run_cli
+
+    res = run_cli(["prepare", "synthetic", "--rows", "600", "--cols", "300", "--sparse", "--nnz-per-row", "8",
+                   "--out", str(tmp_path / "sparse")], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    run = train(2, "--mode", "hogwild", "--dataset", str(tmp_path / "sparse"), "--model", "mlp", "--hidden", "8",
+                "--batch-size", "16", "--lr", "0.5", "--iterations", "60", name="sp")
+    losses = run.column("train_loss")
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert run.summary["worker_updates"] == [60, 60]

@@ -116,7 +116,7 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, batch: int = DEFAULT_BATCH, repe
     """The MLP rows, float64 then float32 (an empty list when the MLP kernel is not built)."""
     from gdcode import kernels
 
-    if kernels._mlp is None:
+    if not kernels.MLP_COMPILED:
         return []
     return [measure(sizes, batch, dtype, repeats, threads, seed) for dtype in DTYPES]
 

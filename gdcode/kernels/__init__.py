@@ -29,8 +29,9 @@ try:
     from gdcode.kernels import mlp as _mlp  # type: ignore[attr-defined]
 except ImportError:  # not built: the numpy twin serves
     _mlp = None
-#: the kernels of module ``gdcode.kernels.mlp``
+#: the kernels of module ``gdcode.kernels.mlp``, and whether it is built
 MLP_KERNELS: tuple[str, ...] = ("mlp_dense",)
+MLP_COMPILED: bool = _mlp is not None
 
 COMPILED: bool = _linear is not None
 OPENMP: bool = bool(COMPILED and _linear.OPENMP)
