@@ -501,28 +501,46 @@ class MLP(Model):
                                           self.workspace(sizes, X.dtype), n_threads=self.n_threads))
             return float(self._twin(X, y, coef, w, grad, sizes, self.activation))
 
+    #: rows per forward pass of :meth:`scores` (bounds the memory of an evaluation)
+    SCORE_ROWS = 4096
+
     def scores(self, X, w: np.ndarray) -> np.ndarray:
-        """The network's outputs (before the softmax or logistic) on rows ``X``, float64 ``(n, K)``."""
+        """The network's outputs (before the softmax or logistic) on rows ``X``, float64 ``(n, K)``.
+
+        A forward pass only, :attr:`SCORE_ROWS` rows at a time.
+        """
         X = as_rows(X)
+        w = np.asarray(w, dtype=np.float64)
+        sizes = self._sizes_of(w, X.shape[1])
+        out = np.empty((X.shape[0], sizes[-1]))
         with self._limit_blas():
-            out = reference.mlp_forward(X, np.asarray(w, dtype=np.float64), self._sizes_of(w, X.shape[1]),
-                                        self.activation)[-1]
-        return np.asarray(out, dtype=np.float64)
+            for lo in range(0, X.shape[0], self.SCORE_ROWS):
+                hi = min(lo + self.SCORE_ROWS, X.shape[0])
+                out[lo:hi] = reference.mlp_forward(X[lo:hi], w, sizes, self.activation)[-1]
+        return out
+
+    def _mean_loss(self, scores: np.ndarray, y) -> float:
+        y = np.asarray(y, dtype=np.float64)
+        if scores.shape[1] == 1:
+            return float(np.mean(np.logaddexp(0.0, -y * scores[:, 0])))
+        loss, _ = reference.softmax_rows(scores, reference.class_labels(y, scores.shape[1]))
+        return float(np.mean(loss))
+
+    def objective(self, X, y, w, l2):
+        """``f(w)`` from a forward pass only (the coordinator's ``train_loss``: no gradient is formed)."""
+        data = self._mean_loss(self.scores(X, w), y) if X.shape[0] else 0.0
+        return data + 0.5 * l2 * float(np.dot(w, w))
 
     def test_metrics(self, X, y, w):
         if X.shape[0] == 0:
             return {}
         scores = self.scores(X, w)
         y = np.asarray(y, dtype=np.float64)
+        loss = self._mean_loss(scores, y)
         if scores.shape[1] == 1:
-            margin = scores[:, 0]
-            return _binary_metrics(float(np.mean(np.logaddexp(0.0, -y * margin))), margin, y)
-        from gdcode.kernels.reference import class_labels, softmax_rows
-
-        labels = class_labels(y, scores.shape[1])
-        loss, _ = softmax_rows(scores, labels)
-        return {"test_loss": float(np.mean(loss)),
-                "test_accuracy": float(np.mean(np.argmax(scores, axis=1) == labels))}
+            return _binary_metrics(loss, scores[:, 0], y)
+        labels = reference.class_labels(y, scores.shape[1])
+        return {"test_loss": loss, "test_accuracy": float(np.mean(np.argmax(scores, axis=1) == labels))}
 
 
 def _binary_metrics(loss: float, margin: np.ndarray, y: np.ndarray) -> dict[str, float]:

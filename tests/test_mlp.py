@@ -319,3 +319,16 @@ def test_hogwild_on_sparse_rows_takes_full_steps(tmp_path, train):
     losses = run.column("train_loss")
     assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
     assert run.summary["worker_updates"] == [60, 60]
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_objective_is_a_forward_pass_equal_to_the_kernels_loss(K):
+    """The coordinator's train_loss: forward only, in chunks, equal to the gradient kernels' loss."""
+    sizes, X, y, _, w = net(K, n=50, hidden=(5, 4))
+    m = models.get("mlp", hidden="5,4")
+    m.bind_task("binary" if K == 1 else "multiclass")
+    m.SCORE_ROWS = 7  # several chunks
+    ones = np.ones(X.shape[0])
+    want = m.loss_grad_sum(X, y, ones, w, np.zeros_like(w)) / X.shape[0] + 0.5 * 0.3 * (w @ w)
+    assert m.objective(X, y, w, 0.3) == pytest.approx(want, rel=1e-12)
+    assert m.objective(X[:0], y[:0], w, 0.3) == pytest.approx(0.5 * 0.3 * (w @ w))
