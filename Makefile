@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml meson.build meson.options kernels/meson.build
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check meson-python meson ninja cython numpy
+	$(PY) -m pip install -q --disable-pip-version-check meson-python meson ninja cython numpy scipy
 	CYTHON=$(VENV_BIN)/cython $(PY) -m pip install -q --disable-pip-version-check \
 		--no-build-isolation --editable '.[test,plot,ec2,dev]'
 	touch $@

@@ -25,12 +25,13 @@ runtime sizes ``w`` with ``n_params(n_cols, source.n_classes)`` and every method
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from gdcode import kernels
+from gdcode.kernels import reference
 from gdcode.registry import Registry
 
 #: every model, by name
@@ -54,6 +55,25 @@ class Model:
 
     name = ""
     task = "binary"
+    #: whether ``--mode hogwild`` on CSR rows may step on the batch's non-zero columns only
+    #: (:func:`gdcode.sgd.sparse_step`): true for a parameter vector that is a ``(K, n_cols)``
+    #: matrix whose column j only multiplies feature j, as in the linear models. A model whose
+    #: parameters mix the columns (:class:`MLP`) sets it False and gets full gradient steps.
+    sparse_steps = True
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The dataset tasks it trains on: ``(task,)``; a model for several overrides it and
+        :meth:`bind_task`."""
+        return (self.task,)
+
+    def bind_task(self, task: str) -> None:
+        """Train on a dataset of ``task``, one of :attr:`tasks` (the run calls it before
+        :meth:`n_params` when :attr:`tasks` has more than one)."""
+        if task not in self.tasks:
+            raise ValueError(f"{self.name or type(self).__name__} trains on {' or '.join(self.tasks)} "
+                             f"datasets, not {task}")
+        self.task = task
 
     @property
     def supports_hogwild_threads(self) -> bool:
@@ -306,6 +326,223 @@ class Softmax(LinearModel):
                 "test_accuracy": float(np.mean(np.argmax(scores, axis=1) == labels))}
 
 
+#: hidden layer widths of ``mlp`` when ``--hidden`` is not given (scikit-learn's MLPClassifier default)
+MLP_DEFAULT_HIDDEN = (100,)
+
+
+def parse_hidden(hidden: str | int | Sequence[int] | None) -> tuple[int, ...]:
+    """``--hidden``: ``"1024,1024"`` (or an int, or a sequence) as a tuple of widths >= 1.
+
+    ``None`` is :data:`MLP_DEFAULT_HIDDEN`.
+
+    Raises
+    ------
+    ValueError
+        For anything else than one or more whole numbers >= 1.
+    """
+    if hidden is None:
+        return MLP_DEFAULT_HIDDEN
+    items: list[Any]
+    if isinstance(hidden, str):
+        items = [part.strip() for part in hidden.split(",")]
+    elif isinstance(hidden, (int, np.integer)):
+        items = [hidden]
+    else:
+        items = list(hidden)
+    out = []
+    for item in items:
+        try:
+            width = int(item)
+        except (TypeError, ValueError):
+            width = 0
+        if isinstance(item, bool) or width < 1 or str(width) != str(item).strip():
+            raise ValueError(f"hidden layer widths {hidden!r} must be whole numbers >= 1 separated by "
+                             "commas, e.g. 1024,1024")
+        out.append(width)
+    if not out or len(out) >= reference.MLP_MAX_LAYERS:
+        raise ValueError(f"hidden {hidden!r} must give 1 to {reference.MLP_MAX_LAYERS - 1} layer widths")
+    return tuple(out)
+
+
+@MODELS.register("mlp")
+class MLP(Model):
+    """``mlp``: a multilayer perceptron; softmax output on multiclass data, logistic on binary.
+
+    Hidden layers of widths ``hidden`` apply ``activation``; the output layer is a softmax over
+    the K classes of a multiclass dataset (cross-entropy, labels 0..K-1) or one logistic unit
+    on a binary one (``log(1 + exp(-y s))``, labels +1/-1). The parameter vector holds, layer
+    after layer, ``W_l`` of shape ``(d_l, d_{l-1})`` row-major then its bias ``b_l``
+    (``d_0`` the columns, ``d_{L+1}`` the outputs; :func:`gdcode.kernels.reference.mlp_layout`).
+    The run's L2 term covers every parameter, biases included.
+
+    Float64 rows compute in float64, float32 rows in float32 (the parameters are converted per
+    call into a preallocated float32 copy; gradients come back as float64 sums of float32
+    products, relative error about 1e-6). Dense rows go through the fused BLAS kernel
+    ``mlp_dense`` (:mod:`gdcode.kernels`) ``block_rows`` rows at a time, with a workspace
+    allocated once per row dtype and reused; CSR rows through its numpy twin.
+
+    Parameters
+    ----------
+    compiled : bool, optional
+        ``True`` insists on the compiled kernel, ``False`` uses the numpy twin, ``None``
+        (default) takes the compiled one when it is built.
+    n_threads : int
+        BLAS threads of each call (default 1: one per MPI rank).
+    hidden : str or sequence of int, optional
+        Hidden layer widths, ``"1024,1024"`` (``--hidden``); default one layer of 100.
+    activation : {"relu", "tanh"}
+        Of the hidden layers (``--activation``).
+    block_rows : int
+        Rows per fused pass of the compiled kernel (its workspace holds that many).
+    """
+
+    task = "multiclass"
+    sparse_steps = False
+
+    def __init__(self, compiled: bool | None = None, n_threads: int = 1,
+                 hidden: str | Sequence[int] | None = None, activation: str = "relu",
+                 block_rows: int = 256) -> None:
+        if int(n_threads) < 1:
+            raise ValueError(f"n_threads must be at least 1, got {n_threads}")
+        if activation not in reference.MLP_ACTIVATIONS:
+            raise ValueError(f"activation {activation!r} is not one of: {', '.join(reference.MLP_ACTIVATIONS)}")
+        if int(block_rows) < 1:
+            raise ValueError(f"block_rows must be at least 1, got {block_rows}")
+        self.hidden = parse_hidden(hidden)
+        self.activation = activation
+        self.n_threads = int(n_threads)
+        self.block_rows = int(block_rows)
+        self._kernel = kernels.get("mlp_dense", compiled=compiled)
+        self._twin = reference.mlp_dense
+        self._work: dict[tuple, np.ndarray] = {}
+        self._blas: Any = None
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return ("binary", "multiclass")
+
+    def sizes(self, n_cols: int, n_outputs: int) -> tuple[int, ...]:
+        """The layer widths ``(n_cols, *hidden, n_outputs)``."""
+        return (int(n_cols), *self.hidden, int(n_outputs))
+
+    def n_params(self, n_cols: int, n_classes: int = 2) -> int:
+        return reference.mlp_n_params(self.sizes(n_cols, self._outputs(n_classes)))
+
+    def _outputs(self, n_classes: int) -> int:
+        if self.task == "binary":
+            return 1
+        if n_classes < 2:
+            raise ValueError(f"mlp on a multiclass dataset needs at least 2 classes, got {n_classes}")
+        return int(n_classes)
+
+    def n_classes(self, n_params: int, n_cols: int) -> int:
+        """The outputs K of the network with ``n_params`` parameters on ``n_cols`` columns (1: logistic)."""
+        body = reference.mlp_n_params(self.sizes(n_cols, 1)) - (self.hidden[-1] + 1)
+        rest = n_params - body
+        if n_cols < 1 or rest < self.hidden[-1] + 1 or rest % (self.hidden[-1] + 1):
+            raise ValueError(f"mlp parameters of length {n_params} do not fit the network "
+                             f"{n_cols}-{'-'.join(map(str, self.hidden))}-K")
+        return rest // (self.hidden[-1] + 1)
+
+    def initial_point(self, n_cols: int, n_classes: int, seed: int) -> np.ndarray:
+        """The seeded initial parameters: He for relu layers, Xavier/Glorot for tanh layers and the output.
+
+        Weights of a hidden layer are ``N(0, 2/fan_in)`` (relu, He et al. 2015) or
+        ``N(0, 2/(fan_in + fan_out))`` (tanh, Glorot and Bengio 2010); the output layer's are
+        Glorot's; biases are 0. The stream is ``numpy.random.default_rng([seed, 0x4D4C50])``.
+        """
+        sizes = self.sizes(n_cols, self._outputs(n_classes))
+        rng = np.random.default_rng([seed, 0x4D4C50])
+        w = np.zeros(reference.mlp_n_params(sizes))
+        layout = reference.mlp_layout(sizes)
+        for l, (ow, _, d_out, d_in) in enumerate(layout):
+            hidden = l < len(layout) - 1
+            var = 2.0 / d_in if hidden and self.activation == "relu" else 2.0 / (d_in + d_out)
+            w[ow:ow + d_out * d_in] = np.sqrt(var) * rng.standard_normal(d_out * d_in)
+        return w
+
+    def _sizes_of(self, w: np.ndarray, n_cols: int) -> tuple[int, ...]:
+        return self.sizes(n_cols, self.n_classes(w.size, n_cols))
+
+    def _limit_blas(self) -> Any:
+        if self._blas is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._blas = ThreadpoolController()
+        return self._blas.limit(limits=self.n_threads, user_api="blas")
+
+    def workspace(self, sizes: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """The compiled kernel's workspace for ``sizes`` and rows of ``dtype``, allocated once."""
+        key = (sizes, np.dtype(dtype).name)
+        work = self._work.get(key)
+        if work is None:
+            work = np.empty(reference.mlp_work_size(sizes, self.block_rows, dtype), dtype=dtype)
+            self._work = {key: work}  # one network per model: keep only the newest
+        return work
+
+    def loss_grad_sum(self, X, y, coef, w, grad):
+        if X.shape[0] == 0:
+            return 0.0
+        if not (isinstance(grad, np.ndarray) and grad.dtype == np.float64
+                and grad.flags.c_contiguous and grad.flags.writeable):
+            raise ValueError("grad must be a writable C-contiguous float64 array (the kernels "
+                             "add into it in place)")
+        if grad.shape != np.shape(w):
+            raise ValueError(f"grad has shape {grad.shape}, w {np.shape(w)}; they must match")
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        coef = np.ascontiguousarray(coef, dtype=np.float64)
+        w = np.ascontiguousarray(w, dtype=np.float64)
+        X = as_rows(X)
+        sizes = self._sizes_of(w, X.shape[1])
+        with self._limit_blas():
+            if isinstance(X, np.ndarray):
+                X = np.ascontiguousarray(X)
+                return float(self._kernel(X, y, coef, w, grad, sizes, self.activation,
+                                          self.workspace(sizes, X.dtype), n_threads=self.n_threads))
+            return float(self._twin(X, y, coef, w, grad, sizes, self.activation))
+
+    #: rows per forward pass of :meth:`scores` (bounds the memory of an evaluation)
+    SCORE_ROWS = 4096
+
+    def scores(self, X, w: np.ndarray) -> np.ndarray:
+        """The network's outputs (before the softmax or logistic) on rows ``X``, float64 ``(n, K)``.
+
+        A forward pass only, :attr:`SCORE_ROWS` rows at a time.
+        """
+        X = as_rows(X)
+        w = np.asarray(w, dtype=np.float64)
+        sizes = self._sizes_of(w, X.shape[1])
+        out = np.empty((X.shape[0], sizes[-1]))
+        with self._limit_blas():
+            for lo in range(0, X.shape[0], self.SCORE_ROWS):
+                hi = min(lo + self.SCORE_ROWS, X.shape[0])
+                out[lo:hi] = reference.mlp_forward(X[lo:hi], w, sizes, self.activation)[-1]
+        return out
+
+    def _mean_loss(self, scores: np.ndarray, y) -> float:
+        y = np.asarray(y, dtype=np.float64)
+        if scores.shape[1] == 1:
+            return float(np.mean(np.logaddexp(0.0, -y * scores[:, 0])))
+        loss, _ = reference.softmax_rows(scores, reference.class_labels(y, scores.shape[1]))
+        return float(np.mean(loss))
+
+    def objective(self, X, y, w, l2):
+        """``f(w)`` from a forward pass only (the coordinator's ``train_loss``: no gradient is formed)."""
+        data = self._mean_loss(self.scores(X, w), y) if X.shape[0] else 0.0
+        return data + 0.5 * l2 * float(np.dot(w, w))
+
+    def test_metrics(self, X, y, w):
+        if X.shape[0] == 0:
+            return {}
+        scores = self.scores(X, w)
+        y = np.asarray(y, dtype=np.float64)
+        loss = self._mean_loss(scores, y)
+        if scores.shape[1] == 1:
+            return _binary_metrics(loss, scores[:, 0], y)
+        labels = reference.class_labels(y, scores.shape[1])
+        return {"test_loss": loss, "test_accuracy": float(np.mean(np.argmax(scores, axis=1) == labels))}
+
+
 def _binary_metrics(loss: float, margin: np.ndarray, y: np.ndarray) -> dict[str, float]:
     acc = float(np.mean(np.where(margin >= 0, 1.0, -1.0) == y))
     out = {"test_loss": loss, "test_accuracy": acc}
@@ -330,6 +567,16 @@ def binary_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
 def names() -> list[str]:
     """The model names (built-ins and entry-point plug-ins), sorted."""
     return MODELS.names()
+
+
+def model_options(name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor options of the model ``name`` that ``values`` (the run options) hold, by name.
+
+    As :func:`gdcode.optim.rule_options` for update rules: ``model_options("mlp", {"hidden":
+    "64,64", "activation": "tanh", "lr": 0.1})`` is ``{"hidden": "64,64", "activation":
+    "tanh"}``; a value ``None`` (an option not given that has no default) is left out.
+    """
+    return {key: values[key] for key in MODELS.options(name) if values.get(key) is not None}
 
 
 def get(name: str, compiled: bool | None = None, n_threads: int = 1, **options: Any) -> Model:

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 import sys
 import typing
 from collections.abc import Callable, Mapping
@@ -97,6 +98,11 @@ class RunOptions:
     model: str = option("logistic", "objective (see gdcode.models), or MODULE:CLASS")
     model_options: str | None = option(None, "the model's own options: KEY=VALUE[,...] (e.g. a plug-in's delta=1.5)")
     intercept: bool = option(False, "append a constant column to X", flag=True)
+    hidden: str | None = option(None, "mlp: hidden layer widths, e.g. 1024,1024 (default: one layer of 100)",
+                                check=Check(lambda v: re.fullmatch(r"\s*[1-9]\d*(\s*,\s*[1-9]\d*)*\s*", v)
+                                            is not None, "must be layer widths >= 1 separated by commas, "
+                                                         "e.g. 1024,1024"))
+    activation: str = option("relu", "mlp: activation of the hidden layers", choices=("relu", "tanh"))
     l2: float | None = option(None, "L2 coefficient lambda (default 1/n)", check=NON_NEGATIVE)
     update: str = option("gd", "update rule (see gdcode.optim), or MODULE:CLASS")
     update_options: str | None = option(None, "the update rule's own options: KEY=VALUE[,...] (run options it "

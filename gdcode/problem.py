@@ -253,13 +253,16 @@ def build(options: RunOptions) -> Problem:
     mode = get_mode(options.mode)
     own = key_values(options, "model_options")
     with naming("model_options" if own else "model", options.model_options if own else options.model):
-        model = models.get(options.model, **own)
+        model = models.get(options.model, **{**models.model_options(options.model, options.to_dict()), **own})
+    tasks = model.tasks  # a model of several tasks takes the dataset's (a bundled set its natural one)
     with naming("dataset", options.dataset):
         parse_dataset_spec(options.dataset)
         source = open_dataset(options.dataset, seed=options.seed, test_fraction=options.test_fraction,
-                              task=model.task)
+                              task=model.task if len(tasks) == 1 else None)
+    if len(tasks) > 1 and source.task in tasks:
+        model.bind_task(source.task)
     if model.task != source.task and not (model.task == "regression" and source.task == "binary"):
-        raise OptionError("model", options.model, f"needs a {model.task} dataset; {options.dataset} is "
+        raise OptionError("model", options.model, f"needs a {' or '.join(tasks)} dataset; {options.dataset} is "
                                                   f"{source.task}")
     n_cols = source.n_cols + (1 if options.intercept else 0)
     with naming("model", options.model):

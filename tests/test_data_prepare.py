@@ -356,8 +356,8 @@ def test_options_that_do_not_apply_and_output_safety(tmp_path, capsys):
     assert code == 2 and "--standardize does not apply" in err
     code, err = _exit_code(["prepare", "synthetic", "--rows", "10", "--cols", "2", "--sparse"], capsys)
     assert code == 2 and "--nnz-per-row K or --density P" in err
-    code, err = _exit_code(["prepare", "mnist"], capsys)
-    assert code == 2 and "unknown KIND 'mnist'" in err
+    code, err = _exit_code(["prepare", "imagenet"], capsys)
+    assert code == 2 and "unknown KIND 'imagenet'" in err
     code, err = _exit_code(["prepare", "csv", "--raw", raw, "--label", "ACTION",
                             "--test-fraction", "1"], capsys)
     assert code == 2 and "--test-fraction 1.0 must be in [0, 1)" in err

@@ -11,11 +11,17 @@ import pytest
 from gdcode import cli, kernels
 from gdcode.bench import kernels as bench
 
+#: a tiny network for the MLP rows, so that these tests stay quick
+TINY_MLP = ["--mlp-sizes", "30,16,5", "--mlp-batch", "8"]
+
 
 @pytest.mark.skipif(not kernels.COMPILED, reason="compiled kernels not built")
 def test_bench_kernels_json(capsys):
-    assert cli.main(["bench", "kernels", "--json", "--rows", "300", "--repeats", "1"]) == 0
+    assert cli.main(["bench", "kernels", "--json", "--rows", "300", "--repeats", "1", *TINY_MLP]) == 0
     rows = json.loads(capsys.readouterr().out)
+    mlp_rows = [r for r in rows if r["kernel"] == "mlp"]  # checked in tests/test_mlp.py
+    rows = [r for r in rows if r["kernel"] != "mlp"]
+    assert [r["dtype"] for r in mlp_rows] == (["float64", "float32"] if kernels.MLP_COMPILED else [])
     assert [(r["kernel"], r["layout"], r["dtype"]) for r in rows] == [
         (obj, layout, dtype) for obj in bench.OBJECTIVES for layout, dtype in bench.CASES]
     for r in rows:
@@ -27,11 +33,13 @@ def test_bench_kernels_json(capsys):
 
 @pytest.mark.skipif(not kernels.COMPILED, reason="compiled kernels not built")
 def test_bench_kernels_table(capsys):
-    assert cli.main(["bench", "kernels", "--rows", "200", "--repeats", "1"]) == 0
+    assert cli.main(["bench", "kernels", "--rows", "200", "--repeats", "1", *TINY_MLP]) == 0
     out = capsys.readouterr().out
     assert "least-squares  csr" in out and "targets:" in out
-    # dense float64/float32 x logistic/least-squares: speedup and bandwidth; csr: speedup
-    assert out.count("MISSED") + out.count(": met") == 4 * 2 + 2 * 1
+    # dense float64/float32 x logistic/least-squares: speedup and bandwidth; csr: speedup;
+    # mlp float64/float32: ratio to the twin and fraction of matmul
+    mlp = 2 * 2 if kernels.MLP_COMPILED else 0
+    assert out.count("MISSED") + out.count(": met") == 4 * 2 + 2 * 1 + mlp
 
 
 @pytest.mark.parametrize("argv", [["--rows", "0"], ["--repeats", "0"], ["--threads", "0"]])

@@ -184,4 +184,4 @@ def test_the_library_error_names_the_parameter_and_the_allowed_values():
     assert str(info.value) == "exp delay: MEAN must be > 0 seconds, got -1"
     with pytest.raises(ValueError) as info:
         models.get("x")
-    assert str(info.value).startswith("unknown model 'x'; known models: hinge, least-squares, logistic, softmax")
+    assert str(info.value).startswith("unknown model 'x'; known models: hinge, least-squares, logistic, mlp, softmax")

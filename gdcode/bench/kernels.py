@@ -12,6 +12,9 @@ is the best sum of the whole run, the same figure in every row. BLAS is limited 
 
 Targets on one thread: dense logistic and least-squares at least 2.0x the reference and at
 least 70% of the read bandwidth; CSR logistic and least-squares at least 1.8x the reference.
+
+Then the MLP rows (:mod:`gdcode.bench.mlp`): one forward and backward pass of the compiled MLP
+kernel against its numpy twin and the machine's numpy matmul GFLOP/s.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from gdcode.bench import mlp as bench_mlp
 from gdcode.errors import ConfigError
 
 DENSE_COLS = 200
@@ -53,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="n_threads of the kernels and BLAS threads of the reference "
                              "(default 1; the targets are for one thread)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random data")
+    bench_mlp.add_arguments(parser)
 
 
 @dataclass
@@ -259,9 +264,21 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
     if args.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+    if args.mlp_batch < 1:
+        raise ConfigError(f"--mlp-batch must be at least 1, got {args.mlp_batch}")
+    try:
+        sizes = bench_mlp.parse_sizes(args.mlp_sizes)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     results = run(args.rows, args.repeats, args.threads, args.seed)
+    mlp_rows = bench_mlp.run(sizes, args.mlp_batch, args.repeats, args.threads, args.seed)
     if args.json:
-        print(json.dumps([{k: r[k] for k in JSON_KEYS} for r in results], indent=1))
+        print(json.dumps([{k: r[k] for k in JSON_KEYS} for r in results]
+                         + [{k: r[k] for k in bench_mlp.JSON_KEYS} for r in mlp_rows], indent=1))
     else:
         print(format_table(results, args.rows, args.repeats, args.threads))
+        print("\n" + "\n".join(bench_mlp.format_rows(mlp_rows)))
+        lines = bench_mlp.target_lines(mlp_rows, args.threads)
+        if lines:
+            print("\nmlp targets:\n" + "\n".join(lines))
     return 0

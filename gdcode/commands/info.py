@@ -26,6 +26,7 @@ def collect() -> dict:
         "numpy": np.__version__,
         "compiled_kernels": kernels.COMPILED,
         "kernels": "compiled (Cython)" if kernels.COMPILED else "numpy reference (extension not built)",
+        "mlp_kernel": "compiled (Cython, scipy BLAS)" if kernels.MLP_COMPILED else "numpy reference (not built)",
     }
     try:
         import mpi4py

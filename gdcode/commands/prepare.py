@@ -1,7 +1,8 @@
 """Write a prepared dataset directory: ``gdcode prepare KIND [--raw FILE] [--out DIR] [...]``.
 
 KIND: amazon, covtype, kc_house (the gradient-coding papers' datasets, from their raw files),
-svmlight, csv, npz, sklearn, synthetic. The directory (``meta.json`` plus ``.npy`` files) is
+mnist (MNIST or Fashion-MNIST, from the directory of their IDX files), svmlight, csv, npz,
+sklearn, synthetic. The directory (``meta.json`` plus ``.npy`` files) is
 what ``gdcode run --dataset DIR`` reads; each worker reads only its own rows. Exit codes:
 0 written, 2 bad input (nothing is left behind).
 """
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="scale columns by the training rows' std (dense: and centre them)")
     g.add_argument("--json", action="store_true", help="print meta.json instead of a summary")
     g = parser.add_argument_group("raw files")
-    g.add_argument("--raw", metavar="FILE", help="the raw data file (plain or .gz)")
+    g.add_argument("--raw", metavar="FILE", help="the raw data file (plain or .gz); mnist: the directory "
+                                                 "of its four IDX files")
     g.add_argument("--download", action="store_true",
                    help="fetch the raw file (covtype; the Kaggle sets explain how to get theirs)")
     g.add_argument("--task", choices=("binary", "multiclass", "regression"),
@@ -47,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default 0: one per distinct value)")
     g.add_argument("--one-hot-all", action="store_true",
                    help="kc_house: one-hot every column, as ErasureHead did")
+    g.add_argument("--fashion", action="store_true",
+                   help="mnist: the files are Fashion-MNIST's (class names, default --out)")
+    g.add_argument("--dtype", choices=("float32", "float64"),
+                   help="mnist: stored feature values (default: float32)")
     g = parser.add_argument_group("sklearn and synthetic")
     g.add_argument("--name", metavar="NAME", help="sklearn: breast_cancer, digits, diabetes, "
                                                   "wine, iris")

@@ -8,6 +8,9 @@ A directory holds ``meta.json`` and one set of ``.npy`` files per split (``train
     csr:    train_indptr.npy (rows + 1,) int64, train_indices.npy (nnz,) int32 or int64,
             train_data.npy (nnz,) float64, y_train.npy (rows,) float64, and the same for test
 
+Feature values may be float32 instead (``meta.json`` ``dtype``; ``gdcode prepare mnist`` writes
+them so); a run then computes on float32 rows.
+
 Rows are stored in the order the split left them (shuffled, see ``meta.json``), so any
 contiguous partition is a fair sample. A reader of rows ``start:stop`` reads only those rows'
 bytes (for CSR: ``indptr[start:stop+1]`` and the ``indices``/``data`` ranges it points to), so a
@@ -501,12 +504,17 @@ class PreparedWriter:
     n_cols : int
     force : bool
         Replace an existing prepared directory (never any other directory).
+    dtype : {"float64", "float32"}
+        Of the stored feature values (labels are always float64).
     """
 
     def __init__(self, out: str | os.PathLike, storage: str, n_cols: int,
-                 force: bool = False) -> None:
+                 force: bool = False, dtype: str = "float64") -> None:
         if storage not in STORAGES:
             raise ValueError(storage)
+        if np.dtype(dtype).name not in FLOAT_DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(FLOAT_DTYPES)}")
+        self.dtype = np.dtype(dtype)
         self.out = Path(out)
         self.storage, self.n_cols = storage, int(n_cols)
         check_output_dir(self.out, force)
@@ -523,13 +531,13 @@ class PreparedWriter:
         """Open the files of ``split`` for ``rows`` rows (and ``nnz`` stored values for CSR)."""
         names = file_names(self.storage, split)
         if self.storage == "dense":
-            files = {"X": NpyAppender(self.tmp / names["X"], (rows, self.n_cols), np.float64)}
+            files = {"X": NpyAppender(self.tmp / names["X"], (rows, self.n_cols), self.dtype)}
         else:
             if nnz is None:
                 raise ValueError("CSR storage needs the number of stored values up front")
             files = {"indptr": NpyAppender(self.tmp / names["indptr"], (rows + 1,), np.int64),
                      "indices": NpyAppender(self.tmp / names["indices"], (nnz,), self.index_dtype),
-                     "data": NpyAppender(self.tmp / names["data"], (nnz,), np.float64)}
+                     "data": NpyAppender(self.tmp / names["data"], (nnz,), self.dtype)}
             files["indptr"].append(np.zeros(1, dtype=np.int64))
         files["y"] = NpyAppender(self.tmp / names["y"], (rows,), np.float64)
         self._open[split] = {"files": files, "nnz": 0}
@@ -605,7 +613,7 @@ class PreparedWriter:
                 "rows_train": self.counts["train"]["rows"],
                 "rows_test": self.counts["test"]["rows"],
                 "cols": self.n_cols, "nnz_train": self.counts["train"]["nnz"],
-                "nnz_test": self.counts["test"]["nnz"], "dtype": "float64",
+                "nnz_test": self.counts["test"]["nnz"], "dtype": self.dtype.name,
                 "index_dtype": np.dtype(self.index_dtype).name if self.storage == "csr" else None}
         full.update(meta)
         full["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -664,16 +672,18 @@ def check_output_dir(out: Path, force: bool) -> None:
 
 
 def write_prepared(out: str | os.PathLike, splits: dict[str, tuple], meta: dict[str, Any],
-                   feature_names: list[str] | None = None, force: bool = False) -> Path:
+                   feature_names: list[str] | None = None, force: bool = False,
+                   dtype: str = "float64") -> Path:
     """Write in-memory splits ``{"train": (X, y), "test": (X, y)}`` as a prepared directory.
 
-    ``X`` is a dense array (dense storage) or a scipy.sparse matrix (CSR storage).
+    ``X`` is a dense array (dense storage) or a scipy.sparse matrix (CSR storage); its values
+    are stored as ``dtype``.
     """
     import scipy.sparse as sp
 
     X0 = splits["train"][0]
     storage = "csr" if sp.issparse(X0) else "dense"
-    writer = PreparedWriter(out, storage, X0.shape[1], force=force)
+    writer = PreparedWriter(out, storage, X0.shape[1], force=force, dtype=dtype)
     try:
         for split in SPLITS:
             X, y = splits[split]

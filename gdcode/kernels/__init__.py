@@ -7,6 +7,8 @@ the compiled kernels run ``n_threads > 1`` in parallel.
 Loss-and-gradient sums of a block of rows (module ``gdcode.kernels.linear``; signatures in
 its docstring): ``{logistic,least_squares,hinge,softmax}_{dense,csr}``. Lock-free
 multi-threaded SGD (module ``gdcode.kernels.hogwild``): ``hogwild_dense``, ``hogwild_csr``.
+The multilayer perceptron (module ``gdcode.kernels.mlp``, built on scipy's Cython BLAS):
+``mlp_dense``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ try:
 except ImportError:  # extension not built: the numpy twins serve
     _linear = _hogwild = None
 
+# the MLP kernel: its own extension module, so that the linear kernels do not depend on it
+try:
+    from gdcode.kernels import mlp as _mlp  # type: ignore[attr-defined]
+except ImportError:  # not built: the numpy twin serves
+    _mlp = None
+#: the kernels of module ``gdcode.kernels.mlp``, and whether it is built
+MLP_KERNELS: tuple[str, ...] = ("mlp_dense",)
+MLP_COMPILED: bool = _mlp is not None
+
 COMPILED: bool = _linear is not None
 OPENMP: bool = bool(COMPILED and _linear.OPENMP)
 
@@ -32,10 +43,12 @@ LAYOUTS = ("dense", "csr")
 
 KERNEL_NAMES: tuple[str, ...] = tuple(
     f"{stem}_{layout}" for stem in OBJECTIVES.values() for layout in LAYOUTS
-) + ("hogwild_dense", "hogwild_csr")
+) + ("hogwild_dense", "hogwild_csr") + MLP_KERNELS
 
 
 def _module(name: str) -> ModuleType | None:
+    if name in MLP_KERNELS:
+        return _mlp
     return _hogwild if name.startswith("hogwild_") else _linear
 
 

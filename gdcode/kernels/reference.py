@@ -307,3 +307,146 @@ def hogwild_csr(data, indices, indptr, y, w, objective, lr, n_steps, seed, n_thr
     share = np.divide(X.shape[0], counts, out=np.zeros(p), where=counts > 0)
     return _hogwild(X, y, w, objective, lr, n_steps, seed, n_threads, l2, lr_decay,
                     step_offset, n_classes, share)
+
+
+# ----------------------------------------------------------------------------- MLP
+#
+# The multilayer perceptron of ``--model mlp`` (gdcode.models.MLP). ``sizes`` are the layer
+# widths ``(d_0, d_1, ..., d_L, K)``: ``d_0`` input columns, L hidden layers, K outputs (K = 1:
+# one logistic output, labels +1/-1; K >= 2: softmax, labels 0..K-1). The parameter vector is,
+# layer after layer, ``W_l`` of shape ``(d_l, d_{l-1})`` row-major, then its bias ``b_l`` of
+# length ``d_l`` (:func:`mlp_layout`).
+
+#: activations of the hidden layers
+MLP_ACTIVATIONS = ("relu", "tanh")
+#: the most linear maps (hidden layers + 1) a network may have (the compiled kernel's stack arrays)
+MLP_MAX_LAYERS = 64
+
+
+def mlp_check_sizes(sizes) -> tuple[int, ...]:
+    """``sizes`` as a tuple of ints; ValueError unless every width is >= 1 and there is a layer."""
+    out = tuple(int(s) for s in sizes)
+    if len(out) < 2 or len(out) > MLP_MAX_LAYERS + 1 or min(out) < 1:
+        raise ValueError(f"layer sizes {out} must be 2 to {MLP_MAX_LAYERS + 1} widths, each >= 1 "
+                         "(input columns, hidden widths, outputs)")
+    return out
+
+
+def mlp_n_params(sizes) -> int:
+    """Length of the parameter vector of a network of widths ``sizes``."""
+    s = mlp_check_sizes(sizes)
+    return sum((s[l] + 1) * s[l + 1] for l in range(len(s) - 1))
+
+
+def mlp_layout(sizes) -> list[tuple[int, int, int, int]]:
+    """Per linear map ``l``: ``(W offset, b offset, d_out, d_in)`` in the parameter vector."""
+    s = mlp_check_sizes(sizes)
+    out, off = [], 0
+    for l in range(len(s) - 1):
+        d_in, d_out = s[l], s[l + 1]
+        out.append((off, off + d_out * d_in, d_out, d_in))
+        off += (d_in + 1) * d_out
+    return out
+
+
+def mlp_work_size(sizes, block_rows: int, dtype) -> int:
+    """Elements (of ``dtype``) of the workspace of the compiled ``mlp_dense`` for ``block_rows`` rows.
+
+    Per row: the hidden activations, the output scores, two delta buffers of the widest layer
+    and a staging row for blocks with skipped (``coef == 0``) rows; float32 adds a float32 copy
+    of the parameters and a float32 gradient accumulator.
+    """
+    s = mlp_check_sizes(sizes)
+    if block_rows < 1:
+        raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+    widest = max(s[1:])
+    per_row = sum(s[1:]) + 2 * widest + s[0]
+    fixed = 2 * mlp_n_params(s) if np.dtype(dtype) == np.float32 else 0
+    return fixed + block_rows * per_row
+
+
+def mlp_block_rows(sizes, work_size: int, dtype) -> int:
+    """The rows a workspace of ``work_size`` elements holds (0 when not even one)."""
+    s = mlp_check_sizes(sizes)
+    fixed = mlp_work_size(s, 1, dtype) - (sum(s[1:]) + 2 * max(s[1:]) + s[0])
+    per_row = sum(s[1:]) + 2 * max(s[1:]) + s[0]
+    return max(0, (int(work_size) - fixed) // per_row)
+
+
+def _mlp_act(activation: str, z: np.ndarray) -> np.ndarray:
+    return np.maximum(z, 0) if activation == "relu" else np.tanh(z)
+
+
+def _mlp_act_grad(activation: str, h: np.ndarray) -> np.ndarray:
+    """The activation's derivative from its output ``h`` (relu: 1 where h > 0; tanh: 1 - h^2)."""
+    return (h > 0).astype(h.dtype) if activation == "relu" else 1 - h * h
+
+
+def mlp_check_args(X, y, coef, w, grad, sizes, activation) -> tuple[int, ...]:
+    """The checked ``sizes``; ValueError naming any argument that disagrees (shared by the compiled kernel)."""
+    s = mlp_check_sizes(sizes)
+    if activation not in MLP_ACTIVATIONS:
+        raise ValueError(f"activation {activation!r} is not one of: {', '.join(MLP_ACTIVATIONS)}")
+    if X.ndim != 2 or X.shape[1] != s[0]:
+        raise ValueError(f"X has shape {X.shape}; the network takes {s[0]} columns")
+    _check_rows(X.shape[0], y, coef)
+    p = mlp_n_params(s)
+    if w.shape != (p,) or grad.shape != (p,):
+        raise ValueError(f"w has shape {w.shape} and grad {grad.shape}; the network {s} has {p} "
+                         "parameters")
+    return s
+
+
+def mlp_forward(X, w: np.ndarray, sizes, activation: str = "relu") -> list[np.ndarray]:
+    """The activations ``[X, H_1, ..., H_L, S]`` (S the output scores, before the loss) in X's dtype."""
+    dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    layout = mlp_layout(sizes)
+    hs = [X]
+    for l, (ow, ob, d_out, d_in) in enumerate(layout):
+        W = w[ow:ow + d_out * d_in].reshape(d_out, d_in).astype(dtype, copy=False)
+        b = w[ob:ob + d_out].astype(dtype, copy=False)
+        z = np.asarray(hs[-1] @ W.T, dtype=dtype) + b
+        hs.append(z if l == len(layout) - 1 else _mlp_act(activation, z))
+    return hs
+
+
+def mlp_dense(X, y, coef, w, grad, sizes, activation: str = "relu", work=None,
+              n_threads: int = 1) -> float:
+    """MLP loss sum of the rows, its gradient sum added into ``grad`` (numpy twin of ``gdcode.kernels.mlp``).
+
+    ``X`` is float64 or float32 (computed in its dtype; the parameters are cast to it), or
+    scipy CSR rows (the first layer a sparse product). ``work`` and ``n_threads`` are accepted
+    and ignored.
+    """
+    if sp.issparse(X):
+        X = X.tocsr()
+    else:
+        X = np.asarray(X)
+    s = mlp_check_args(X, y, coef, w, grad, sizes, activation)
+    active = coef != 0
+    if not np.all(active):
+        X, y, coef = X[np.flatnonzero(active)], y[active], coef[active]
+    if X.shape[0] == 0:
+        return 0.0
+    K = s[-1]
+    hs = mlp_forward(X, w, s, activation)
+    scores = np.asarray(hs[-1], dtype=np.float64)
+    dtype = hs[1].dtype
+    if K == 1:
+        loss, d = binary_derivative("logistic", scores[:, 0], y)
+        D = (coef * d)[:, None]
+    else:
+        labels = class_labels(y, K)
+        loss, D = softmax_rows(scores, labels)
+        D[np.arange(labels.size), labels] -= 1.0
+        D *= coef[:, None]
+    D = D.astype(dtype)
+    layout = mlp_layout(s)
+    for l in range(len(layout) - 1, -1, -1):
+        ow, ob, d_out, d_in = layout[l]
+        grad[ow:ow + d_out * d_in] += np.asarray(D.T @ hs[l], dtype=np.float64).ravel()
+        grad[ob:ob + d_out] += D.sum(axis=0, dtype=np.float64)
+        if l > 0:
+            W = w[ow:ow + d_out * d_in].reshape(d_out, d_in).astype(dtype, copy=False)
+            D = (D @ W) * _mlp_act_grad(activation, hs[l])
+    return float(coef @ loss)

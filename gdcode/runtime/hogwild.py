@@ -225,7 +225,7 @@ def work(ctx: Context) -> int:
                 delta = delta[cols]
         else:
             Xb, yb = rows.batch()
-            if rows.sparse:
+            if rows.sparse and model.sparse_steps:  # not for a model mixing the columns (mlp)
                 assert rows.share is not None
                 cols, delta, _ = sparse_step(model, Xb, yb, w, ctx.l2, rows.share, lr)
             else:

@@ -1,7 +1,8 @@
 """Preparation of datasets: raw files -> prepared dataset directories (``gdcode prepare KIND``).
 
 Kinds: the gradient-coding papers' datasets (``amazon``, ``covtype``, ``kc_house``, see
-:mod:`gdcode.data.prepare.papers`), generic formats (``svmlight``, ``csv``, ``npz``), the
+:mod:`gdcode.data.prepare.papers`), MNIST and Fashion-MNIST from their IDX files (``mnist``, see
+:mod:`gdcode.data.prepare.mnist`), generic formats (``svmlight``, ``csv``, ``npz``), the
 scikit-learn bundled sets (``sklearn``) and the seeded generator (``synthetic``). The
 directory format is described in :mod:`gdcode.data.prepared`.
 """
@@ -21,6 +22,7 @@ KINDS: dict[str, str] = {
     "amazon": "Amazon Employee Access (Kaggle train.csv): one-hot of columns and pairs, sparse",
     "covtype": "UCI Forest Covertype (covtype.data): class 1 vs 2, binned one-hot, sparse",
     "kc_house": "KC house sales (kc_house_data.csv): price/1e6, one-hot categorical, sparse",
+    "mnist": "MNIST or Fashion-MNIST (--raw DIR of the IDX files, --fashion): pixels/255, 10 classes",
     "svmlight": "svmlight/libsvm text file (--raw)",
     "csv": "delimited text with a header line (--raw, --label COLUMN)",
     "npz": "numpy .npz archive: X and y, or CSR data/indices/indptr/shape and y (--raw)",
@@ -36,13 +38,14 @@ KIND_OPTIONS: dict[str, set[str]] = {
     "amazon": _PAPER,
     "covtype": _PAPER | {"bins"},
     "kc_house": _PAPER | {"one_hot_all"},
+    "mnist": {"raw", "fashion", "dtype"},
     "svmlight": _GENERIC | {"zero_based"},
     "csv": _GENERIC | {"label", "drop", "delimiter"},
     "npz": _GENERIC,
     "sklearn": {"name", "task", "positive"},
     "synthetic": {"rows", "cols", "sparse", "nnz_per_row", "density"},
 }
-_NOT_FOR = {"synthetic": {"standardize"}}
+_NOT_FOR = {"synthetic": {"standardize"}, "mnist": {"test_fraction"}}
 
 
 @dataclasses.dataclass
@@ -70,6 +73,8 @@ class PrepareOptions:
     density: float | None = None
     bins: int | None = None
     one_hot_all: bool = False
+    fashion: bool = False
+    dtype: str | None = None
 
     def given(self) -> set[str]:
         """The options given a value other than their default."""
@@ -99,6 +104,8 @@ def default_out(kind: str, opts: PrepareOptions) -> Path:
         return Path("prepared") / f"synthetic-{opts.rows}x{opts.cols}{suffix}"
     if kind in ("amazon", "covtype", "kc_house"):
         return Path("prepared") / kind
+    if kind == "mnist":
+        return Path("prepared") / ("fashion-mnist" if opts.fashion else "mnist")
     return Path("prepared") / Path(opts.raw or kind).name.split(".")[0]
 
 
@@ -165,6 +172,14 @@ def prepare(kind: str, opts: PrepareOptions, progress=None) -> tuple[Path, dict[
         lab = bundled.labels_for(table, natural, task, opts.positive)
         return common.finish(table, task=lab.task, positive=None, labels=lab,
                              source={"name": opts.name}, **finish)
+
+    if kind == "mnist":
+        from gdcode.data.prepare import mnist
+
+        if opts.raw is None:
+            raise ConfigError("mnist needs --raw DIR, the directory of the four IDX files")
+        return mnist.prepare(Path(opts.raw), out=out, fashion=opts.fashion, dtype=opts.dtype,
+                             seed=opts.seed, standardize=opts.standardize, force=opts.force)
 
     raw = _raw_file(kind, opts)
     source: dict[str, Any] = {"raw": str(raw), "sha256": file_digest(raw)}
