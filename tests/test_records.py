@@ -35,7 +35,7 @@ def test_a_failed_run_leaves_a_summary_and_every_ranks_errors(tmp_path):
 
     res = subprocess.run([sys.executable, "-m", "gdcode", "run", *SMALL, "--out", str(tmp_path), "--name", "boom"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == EXIT_FAILED
+    assert res.returncode not in (0, EXIT_FAILED)  # mpiexec's code: the job aborted
     summary = json.loads((tmp_path / "boom" / "summary.json").read_text())
     assert summary["status"] == "failed" and "failure injected" in summary["error"]
     assert summary["iterations"] == 2

@@ -54,10 +54,11 @@ def test_progress_line_only_when_asked_for_and_never_with_quiet(tmp_path):
                           "--out", str(tmp_path), "--name", "q", "--quiet"], cwd=tmp_path)
         assert res.returncode == 0 and "iteration 3/3" not in res.stderr
         del os.environ["GDCODE_PROGRESS"]
-        # launched by gdcode with its output captured (not a terminal): silent
+        # launched by gdcode with its output captured (not a terminal): no progress line, the closing line only
         res = run_cli(["run", "--workers", "2", "--iterations", "3", "--dataset", "synthetic:500x10",
                        "--out", str(tmp_path), "--name", "r"], cwd=tmp_path)
-        assert res.returncode == 0 and "iteration" not in res.stderr
+        assert res.returncode == 0 and "gdcode: iteration" not in res.stderr
+        assert res.stderr.strip().splitlines()[-1].startswith("gdcode run: ")
     finally:
         os.environ.clear()
         os.environ.update(env)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from gdcode import options as opts
 from gdcode import problem, rundir
-from gdcode.errors import EXIT_FAILED, ConfigError, OptionError
+from gdcode.errors import ConfigError, OptionError
 from gdcode.options import RunOptions
 from gdcode.runtime.launch import LOG_FILE
 
@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
         summary = record_ending(claim.path, code)
         if not options.quiet:
             print(closing_line(claim.path, summary), file=sys.stderr)
-        return EXIT_FAILED if summary.get("status") == "failed" else code
+        return code
     finally:
         claim.release()
 
