@@ -41,7 +41,7 @@ class Mode:
         """
         for spec in OPTIONS:
             value = getattr(options, spec.dest)
-            if spec.modes is not None and self.name not in spec.modes and value not in (None, False, 0):
+            if spec.modes is not None and self.name not in spec.modes and value not in (None, False, 0, spec.default):
                 raise OptionError(spec.dest, value, f"is available in mode {', '.join(spec.modes)} only, "
                                                     f"not mode {self.name}")
 

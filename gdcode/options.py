@@ -91,6 +91,10 @@ class RunOptions:
     stragglers: int = option(0, "stragglers S the code tolerates (0 <= S < W)", check=NON_NEGATIVE)
     collect: int | None = option(None, "replies an approximate code waits for (default W-S)", check=AT_LEAST_1)
     code_options: str | None = option(None, "more code options: KEY=VALUE[,...], e.g. degree=3,rescale=true")
+    wait: str = option("fixed", "coded, ignore and approximate codes: fixed (the code's rule), quantile:Q or mad:K "
+                                "(a deadline each iteration from the recent arrival times)", modes=("coded",))
+    min_replies: int = option(1, "coded with --wait quantile or mad: replies to wait for at least",
+                              check=AT_LEAST_1, modes=("coded",))
     dataset: str = option("synthetic:4000x100",
                           "synthetic:ROWSxCOLS, sklearn:NAME or a prepared dataset directory")
     test_fraction: float = option(0.2, "held-out fraction of a dataset that is not already split "

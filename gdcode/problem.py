@@ -29,6 +29,7 @@ from gdcode.errors import ConfigError, OptionError
 from gdcode.modes import Mode
 from gdcode.modes import get as get_mode
 from gdcode.options import RunOptions, code_options, key_values
+from gdcode.waiting import WaitRule
 
 
 @contextlib.contextmanager
@@ -281,6 +282,13 @@ def build(options: RunOptions) -> Problem:
                                                           f"{options.scheme}; use more rows or fewer workers")
         with naming("scheme", options.scheme):
             code.bind_partition_sizes(np.diff(partition_bounds(source.n_train, code.n_partitions)))
+        with naming("wait", options.wait):
+            rule = WaitRule.parse(options.wait)
+        if rule.adaptive and not code.decodes_any_set:
+            raise OptionError("wait", options.wait, f"needs a code that decodes from any set of replies (ignore or "
+                                                    f"an approximate code), not scheme {options.scheme}")
+        if options.min_replies > options.workers:
+            raise OptionError("min_replies", options.min_replies, f"must be at most W = {options.workers}")
     elif source.n_train < options.workers:
         raise OptionError("dataset", options.dataset, f"has {source.n_train} training rows, fewer than the "
                                                       f"{options.workers} workers; use more rows or fewer workers")

@@ -175,6 +175,19 @@ class GradientCode:
         """
         return None
 
+    #: whether :meth:`decode_now` gives weights from any non-empty set of replies (the codes an
+    #: adaptive deadline, ``--wait``, can stop: ignore and the approximate codes)
+    decodes_any_set = False
+
+    def decode_now(self, responders: Sequence) -> np.ndarray | None:
+        """Weights from exactly these responders, the code's stopping rule aside.
+
+        For :attr:`decodes_any_set` codes, the best weights these replies allow (an adaptive
+        deadline decided the iteration is over); for the others, :meth:`decode` (None until the
+        code can decode).
+        """
+        return self.decode(responders)
+
     def _arrivals(self, responders: Sequence[int]) -> list[int]:
         """The responders as checked worker indices without repeats, first arrival kept."""
         got = unique_in_order(responders)

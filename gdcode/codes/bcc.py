@@ -56,6 +56,19 @@ class BatchedCouponCollector(GradientCode):
         return {"batches": self.n_batches,
                 "workers_per_batch": np.bincount(self.batch_of, minlength=self.n_batches).tolist()}
 
+    decodes_any_set = True
+
+    def decode_now(self, responders: Sequence[int]) -> np.ndarray | None:
+        """The first responder of every batch that has one (the missing batches drop out)."""
+        first: dict[int, int] = {}
+        for r in self._arrivals(responders):
+            first.setdefault(int(self.batch_of[r]), r)
+        if not first:
+            return None
+        a = np.zeros(self.n_workers)
+        a[list(first.values())] = 1.0
+        return a
+
     def decode(self, responders: Sequence[int]) -> np.ndarray | None:
         first: dict[int, int] = {}
         for r in self._arrivals(responders):

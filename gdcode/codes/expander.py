@@ -123,6 +123,19 @@ class ExpanderCode(GradientCode):
             raise ValueError("closed-form moments exist for decoder='fixed' only")
         return uniform_sample_moments(self.B, self.n_workers / self.collect, self.collect)
 
+    decodes_any_set = True
+
+    def decode_now(self, responders: Sequence[int]) -> np.ndarray | None:
+        """Every responder, with the code's decoder (``fixed``: weight W/k for k of them)."""
+        got = self._arrivals(responders)
+        if not got:
+            return None
+        if self.decoder == "fixed":
+            a = np.zeros(self.n_workers)
+            a[got] = self.n_workers / len(got)
+            return a
+        return lstsq_weights(self.B, got)
+
     def decode(self, responders: Sequence[int]) -> np.ndarray | None:
         got = self._arrivals(responders)
         if len(got) < self.collect:

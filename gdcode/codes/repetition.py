@@ -115,6 +115,19 @@ class ErasureHead(GradientCode):
     def facts(self) -> dict:
         return {"groups": self.n_groups, "collect": self.collect, "rescale": self.rescale}
 
+    decodes_any_set = True
+
+    def decode_now(self, responders: Sequence[int]) -> np.ndarray | None:
+        """The first responder of every group that has one (rescaled with ``rescale``)."""
+        first: dict[int, int] = {}
+        for r in self._arrivals(responders):
+            first.setdefault(int(self.group_of[r]), r)
+        if not first:
+            return None
+        a = np.zeros(self.n_workers)
+        a[list(first.values())] = self.n_groups / len(first) if self.rescale else 1.0
+        return a
+
     def decode(self, responders: Sequence[int]) -> np.ndarray | None:
         first: dict[int, int] = {}
         for count, r in enumerate(self._arrivals(responders), start=1):

@@ -142,6 +142,18 @@ class StochasticGradientCode(GradientCode):
         a[got[:self.collect]] = self.weight
         return a
 
+    decodes_any_set = True
+
+    def decode_now(self, responders: Sequence[int]) -> np.ndarray | None:
+        """Every responder at weight ``W / (degree k)`` for ``k`` of them: unbiased when they are a
+        uniformly random set."""
+        got = self._arrivals(responders)
+        if not got:
+            return None
+        a = np.zeros(self.n_workers)
+        a[got] = self.n_workers / (self.degree * len(got))
+        return a
+
     def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
         """The ``collect``-th reply."""
         return kth_arrival(np.asarray(arrivals, dtype=float)[:, :, 0], self.collect)

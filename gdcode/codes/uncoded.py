@@ -86,6 +86,18 @@ class IgnoreStragglers(GradientCode):
         a[used] = sizes.sum() / sizes[used].sum()
         return a
 
+    decodes_any_set = True
+
+    def decode_now(self, responders: Sequence[int]) -> np.ndarray | None:
+        """Every responder, rescaled to the mean gradient of the rows received."""
+        got = self._arrivals(responders)
+        if not got:
+            return None
+        sizes = self.partition_sizes
+        a = np.zeros(self.n_workers)
+        a[got] = sizes.sum() / sizes[got].sum()
+        return a
+
     def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
         """The (W-S)-th reply."""
         return kth_arrival(np.asarray(arrivals, dtype=float)[:, :, 0], self.n_workers - self.n_stragglers)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
 from gdcode.runtime.coordinator import Coordinator, WorkersFailed
 from gdcode.runtime.worker import WorkerClock, injected_failure, send_done
+from gdcode.waiting import AdaptiveDeadline, WaitRule
 
 #: rows a worker processes between two polls for a newer model
 BLOCK_ROWS = 2048
@@ -53,6 +55,14 @@ class _Iteration:
     arrivals: dict = field(default_factory=dict)  # (worker, message) -> (seconds, before decode)
     closed: set = field(default_factory=set)  # streams that will send nothing more for t
     weights: np.ndarray | None = None  # (n_messages, W) once decoded
+    cut: float = float("inf")  # seconds from the start to the decode
+
+    def first_arrivals(self, n_workers: int) -> np.ndarray:
+        """Each worker's first reply to this iteration (seconds; ``inf`` when none came)."""
+        out = np.full(n_workers, np.inf)
+        for (w, _), (seconds, _) in self.arrivals.items():
+            out[w] = min(out[w], seconds)
+        return out
 
     def status_rows(self, n_workers: int, n_messages: int, dead: dict[int, int] | None = None) -> list[tuple]:
         rows = []
@@ -95,6 +105,9 @@ class CodedCoordinator(Coordinator):
         self.recorded_delays: list[tuple[int, int, float]] = []
         self.weights: np.ndarray | None = None
         self.dead_from: dict[int, int] = {}  # dead worker (1-based) -> first iteration it missed
+        rule = WaitRule.parse(self.options.wait)
+        self.deadlines = AdaptiveDeadline(rule) if rule.adaptive else None
+        self.wait_deadline: float | None = None  # --wait: this iteration's, in seconds from its start
         self.responders: list = []
         self.decode_seconds = 0.0
 
@@ -160,9 +173,25 @@ class CodedCoordinator(Coordinator):
         self.responders.append((w, k) if self.M > 1 else w)
         if self.weights is None:
             t0 = time.perf_counter()
-            self.weights = self.code.decode(self.responders)
+            if self.wait_deadline is None:
+                self.weights = self.code.decode(self.responders)
+            elif len(self.responders) == self.W * self.M:  # everyone has replied: no reason to wait on
+                self.weights = self.code.decode_now(self.responders)
             self.decode_seconds = time.perf_counter() - t0
         return False
+
+    def _deadline_passed(self) -> bool:
+        """Under ``--wait quantile|mad``: at the deadline, with at least ``--min-replies`` replies,
+        decode with what has come."""
+        rec = self.current
+        if self.wait_deadline is None or rec is None or len(self.responders) < self.options.min_replies:
+            return False
+        if time.perf_counter() - rec.start < self.wait_deadline:
+            return False
+        t0 = time.perf_counter()
+        self.weights = self.code.decode_now(self.responders)
+        self.decode_seconds = time.perf_counter() - t0
+        return self.weights is not None
 
     def _flush_finished(self, current: _Iteration | None) -> None:
         for it in sorted(self.pending):
@@ -170,6 +199,8 @@ class CodedCoordinator(Coordinator):
             if rec is current or len(rec.closed) < self.W * self.M:
                 continue
             self.writer.append_workers(rec.status_rows(self.W, self.M, self.dead_from))
+            if self.deadlines is not None:
+                self.deadlines.observe(rec.first_arrivals(self.W), rec.cut)
             del self.pending[it]
 
     # --- the loop ------------------------------------------------------------------------
@@ -196,8 +227,10 @@ class CodedCoordinator(Coordinator):
                 self.held = []
                 self.weights = None
                 self.decode_seconds = 0.0
-                self.wait_until(lambda: self.weights is not None)
+                self.wait_deadline = self.deadlines.deadline() if self.deadlines is not None else None
+                self.wait_until(lambda: self.weights is not None or self._deadline_passed())
                 t_combine = time.perf_counter()
+                rec.cut = t_combine - start
                 weights = np.asarray(self.weights, dtype=float).reshape(M, W)
                 rec.weights = weights
                 decoded[:] = 0.0
@@ -215,7 +248,10 @@ class CodedCoordinator(Coordinator):
                 self.current = None
                 # --- clock stopped: evaluation, checkpoint ---
                 self._flush_finished(None)
-                extra = {"responders": len(self.responders), "decode_seconds": self.decode_seconds + end - t_combine}
+                extra: dict[str, Any] = {"responders": len(self.responders),
+                                         "decode_seconds": self.decode_seconds + end - t_combine}
+                if self.deadlines is not None:
+                    extra["deadline"] = self.wait_deadline
                 if opts.track_gradient_error:
                     exact = self.ctx.model.full_gradient(self.evaluator.Xtr, self.evaluator.ytr, point, self.ctx.l2)
                     extra["gradient_error"] = float(np.linalg.norm(grad - exact) / np.linalg.norm(exact))
