@@ -106,16 +106,18 @@ class Problem:
         sizes = np.diff(self.partition_bounds())
         return np.clip(np.rint(sizes * (B / self.n_train)).astype(np.int64), 1, sizes)
 
-    def batch_rows(self, partition: int, iteration: int) -> np.ndarray:
+    def batch_rows(self, partition: int, iteration: int, repeat: int = 0) -> np.ndarray:
         """The rows (indices within ``partition``, sorted) of iteration ``iteration``'s minibatch.
 
         A pure function of (seed, partition, iteration): every worker holding the partition takes
-        the same rows, so an exact code decodes exactly the minibatch gradient.
+        the same rows, so an exact code decodes exactly the minibatch gradient. ``repeat`` > 0 gives
+        the further minibatches a kbatch worker computes in one iteration.
         """
         sizes = self.batch_sizes()
         assert sizes is not None, "batch_rows needs coded mode with batch_size"
         n_rows = int(np.diff(self.partition_bounds())[partition])
-        rng = np.random.default_rng([self.options.seed, 0xBA7C4, partition, iteration])
+        key = [self.options.seed, 0xBA7C4, partition, iteration] + ([repeat] if repeat else [])
+        rng = np.random.default_rng(key)
         return np.sort(rng.choice(n_rows, size=int(sizes[partition]), replace=False))
 
     @property
@@ -282,6 +284,9 @@ def build(options: RunOptions) -> Problem:
                                                           f"{options.scheme}; use more rows or fewer workers")
         with naming("scheme", options.scheme):
             code.bind_partition_sizes(np.diff(partition_bounds(source.n_train, code.n_partitions)))
+        if code.repeats and (options.batch_size == 0 or options.batch_size >= source.n_train):
+            raise OptionError("batch_size", options.batch_size, f"scheme {options.scheme} computes minibatch "
+                                                                "gradients: give a batch size below the training rows")
         with naming("wait", options.wait):
             rule = WaitRule.parse(options.wait)
         if rule.adaptive and not code.decodes_any_set:

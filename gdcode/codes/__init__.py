@@ -17,6 +17,7 @@ patterns, and :func:`check_usable` refuses an exact code that decodes inaccurate
 """
 
 from gdcode.codes import (  # noqa: F401  (each import registers its codes)
+    baselines,  # stale, kbatch
     bcc,  # bcc
     cyclic,  # cyclic, cyclic-mds
     expander,  # expander

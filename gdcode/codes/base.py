@@ -178,6 +178,11 @@ class GradientCode:
     #: whether :meth:`decode_now` gives weights from any non-empty set of replies (the codes an
     #: adaptive deadline, ``--wait``, can stop: ignore and the approximate codes)
     decodes_any_set = False
+    #: the coordinator adds every partition's last stored gradient to the fresh replies (``stale``)
+    keeps_stale = False
+    #: workers send minibatch gradients one after another until a newer model comes, and the
+    #: coordinator steps once it has ``k`` of them in total (``kbatch``)
+    repeats = False
 
     def decode_now(self, responders: Sequence) -> np.ndarray | None:
         """Weights from exactly these responders, the code's stopping rule aside.

@@ -105,6 +105,16 @@ class CodedCoordinator(Coordinator):
         self.recorded_delays: list[tuple[int, int, float]] = []
         self.weights: np.ndarray | None = None
         self.dead_from: dict[int, int] = {}  # dead worker (1-based) -> first iteration it missed
+        if self.code.keeps_stale:  # stale: every partition's last gradient, and the iteration it is from
+            self.memory = np.zeros((self.W, self.d))
+            self.memory_iteration = np.zeros(self.W, dtype=np.int64)
+        if self.code.repeats:  # kbatch: the iteration's gradients are summed as they come
+            self.acc = np.zeros(self.d)
+            self.acc_rows = 0
+            self.contributions = np.zeros(self.W, dtype=np.int64)
+            sizes = ctx.problem.batch_sizes()
+            assert sizes is not None
+            self.batch_rows = sizes
         rule = WaitRule.parse(self.options.wait)
         self.deadlines = AdaptiveDeadline(rule) if rule.adaptive else None
         self.wait_deadline: float | None = None  # --wait: this iteration's, in seconds from its start
@@ -167,8 +177,14 @@ class CodedCoordinator(Coordinator):
         for it in [it for it in self.pending if it < h.iteration]:
             self.pending[it].closed.add((w, k))
         self._flush_finished(current)
+        if self.code.keeps_stale and (current is None or h.iteration < current.t) \
+                and h.iteration > self.memory_iteration[w]:  # a late reply is still the newest for its partition
+            self.memory[w] = pr.GRADIENT.vector(buf)
+            self.memory_iteration[w] = h.iteration
         if current is None or h.iteration != current.t or current.weights is not None:
             return True  # a straggler's reply to an iteration already decoded: post again
+        if self.code.repeats:
+            return self._accumulate(w, buf)
         self.held.append(self.sid_of[(w, k)])
         self.responders.append((w, k) if self.M > 1 else w)
         if self.weights is None:
@@ -179,6 +195,16 @@ class CodedCoordinator(Coordinator):
                 self.weights = self.code.decode_now(self.responders)
             self.decode_seconds = time.perf_counter() - t0
         return False
+
+    def _accumulate(self, w: int, buf: np.ndarray) -> bool:
+        """kbatch: add one minibatch gradient of the current iteration; decoded once ``k`` have come."""
+        self.acc += pr.GRADIENT.vector(buf)
+        self.acc_rows += int(self.batch_rows[w])
+        self.contributions[w] += 1
+        self.responders.append(w)
+        if len(self.responders) >= int(getattr(self.code, "k", self.W)):
+            self.weights = np.bincount(self.responders, minlength=self.W).astype(float)
+        return True  # the buffer is summed already: post again for the worker's next one
 
     def _deadline_passed(self) -> bool:
         """Under ``--wait quantile|mad``: at the deadline, with at least ``--min-replies`` replies,
@@ -234,12 +260,30 @@ class CodedCoordinator(Coordinator):
                 weights = np.asarray(self.weights, dtype=float).reshape(M, W)
                 rec.weights = weights
                 decoded[:] = 0.0
-                for sid in sorted(self.held):  # a fixed order: the same sum whatever the arrival order
-                    w, k = self.stream_of[sid]
-                    a = weights[k, w]
-                    if a != 0.0:
-                        decoded += a * pr.GRADIENT.vector(self._streams[sid].buf)
-                grad = decoded / self.n + self.ctx.l2 * point
+                extra: dict[str, Any] = {}
+                if self.code.repeats:
+                    decoded[:], rows = self.acc, self.acc_rows
+                    extra["contributions"] = self.contributions.tolist()
+                    self.acc[:], self.acc_rows, self.contributions[:] = 0.0, 0, 0
+                elif self.code.keeps_stale:
+                    for sid in self.held:
+                        w, k = self.stream_of[sid]
+                        if weights[k, w] != 0.0:
+                            self.memory[w] = pr.GRADIENT.vector(self._streams[sid].buf)
+                            self.memory_iteration[w] = t
+                    for w in range(W):  # a fixed order: the same sum whatever the arrival order
+                        if self.memory_iteration[w] > 0:
+                            decoded += self.memory[w]
+                    extra["staleness"] = (t - self.memory_iteration).tolist()
+                    rows = self.n
+                else:
+                    for sid in sorted(self.held):  # a fixed order: the same sum whatever the arrival order
+                        w, k = self.stream_of[sid]
+                        a = weights[k, w]
+                        if a != 0.0:
+                            decoded += a * pr.GRADIENT.vector(self._streams[sid].buf)
+                    rows = self.n
+                grad = decoded / rows + self.ctx.l2 * point
                 for sid in self.held:
                     self.repost(sid)
                 self.opt.step(grad)
@@ -248,8 +292,8 @@ class CodedCoordinator(Coordinator):
                 self.current = None
                 # --- clock stopped: evaluation, checkpoint ---
                 self._flush_finished(None)
-                extra: dict[str, Any] = {"responders": len(self.responders),
-                                         "decode_seconds": self.decode_seconds + end - t_combine}
+                extra.update({"responders": len(self.responders),
+                              "decode_seconds": self.decode_seconds + end - t_combine})
                 if self.deadlines is not None:
                     extra["deadline"] = self.wait_deadline
                 if opts.track_gradient_error:
@@ -386,30 +430,38 @@ def work(ctx: Context) -> int:
         if t == fail_at:
             raise RuntimeError(f"worker {me + 1}: failure injected at iteration {t} by GDCODE_FAIL_WORKER")
 
-        for k, blocks, held in messages:
-            out = sends.get()
-            g = pr.GRADIENT.vector(out)
-            g[:] = 0.0
-            t0 = time.perf_counter()
-            cancelled = False
-            if held:
-                blocks = minibatch_blocks(ctx.problem, held, t)
-            for Xb, yb, cb in blocks:
-                kernel(Xb, yb, cb, w, g)
-                if ctrl_req.Test():
-                    cancelled = True
+        repeat = 0
+        while True:  # once, or (kbatch) one minibatch after another until a newer model comes
+            for k, blocks, held in messages:
+                out = sends.get()
+                g = pr.GRADIENT.vector(out)
+                g[:] = 0.0
+                t0 = time.perf_counter()
+                cancelled = False
+                if held:
+                    blocks = minibatch_blocks(ctx.problem, held, t, repeat)
+                for Xb, yb, cb in blocks:
+                    kernel(Xb, yb, cb, w, g)
+                    if ctrl_req.Test():
+                        cancelled = True
+                        break
+                compute = time.perf_counter() - t0
+                if not cancelled:
+                    # this message's share of the iteration's pause (all of it for one message)
+                    c = compute / share[k] if share[k] else 0.0
+                    pause = share[k] * repeat_pause(ctx.delay, me, t, repeat, load, c)
+                    cancelled = tp.pause(pause, ctrl_req.Test)
+                if cancelled:  # ctrl_req has completed (Test stays True): the newer model is in ctrl
+                    sends.sent(out, [])
                     break
-            compute = time.perf_counter() - t0
-            if not cancelled:
-                # this message's share of the iteration's pause (all of it for one message)
-                pause = share[k] * ctx.delay.draw(me, t, load, compute=compute / share[k] if share[k] else 0.0)
-                cancelled = tp.pause(pause, ctrl_req.Test)
-            if cancelled:  # ctrl_req has completed (Test stays True): the newer model is in ctrl
-                sends.sent(out, [])
-                break
-            pr.pack_header(out, pr.Kind.GRADIENT, t, compute, k)
-            sends.sent(out, [comm.Isend(out, dest=0, tag=pr.reply_tag(k))])
-            sent += 1
+                pr.pack_header(out, pr.Kind.GRADIENT, t, compute, k)
+                sends.sent(out, [comm.Isend(out, dest=0, tag=pr.reply_tag(k))])
+                sent += 1
+            else:
+                if code.repeats and not ctrl_req.Test():
+                    repeat += 1
+                    continue
+            break
         steps = t
 
     sends.wait_all()
@@ -417,12 +469,24 @@ def work(ctx: Context) -> int:
     return 0
 
 
-def minibatch_blocks(problem, held: list[tuple], iteration: int) -> list[tuple]:
+def repeat_pause(delay, worker: int, iteration: int, repeat: int, load: float, compute: float) -> float:
+    """The injected pause of a worker's ``repeat``-th gradient of an iteration (kbatch): the
+    iteration's own pause for the first, then pauses from streams of (seed, worker, iteration,
+    repeat)."""
+    if repeat == 0:
+        return float(delay.draw(worker, iteration, load, compute=compute))
+    rng = np.random.default_rng([delay.seed, 0xDE1A, worker, iteration, repeat])
+    pause = float(delay.sample(rng, worker, iteration, compute))
+    return pause * load if delay.scale_with_load else pause
+
+
+def minibatch_blocks(problem, held: list[tuple], iteration: int, repeat: int = 0) -> list[tuple]:
     """Iteration ``iteration``'s minibatch of the partitions a worker holds, in row blocks:
-    ``(X, y, coefficients)`` per block (:meth:`gdcode.problem.Problem.batch_rows`)."""
+    ``(X, y, coefficients)`` per block (:meth:`gdcode.problem.Problem.batch_rows`; a kbatch
+    worker's later minibatches of an iteration come from streams of their own)."""
     blocks = []
     for j, X, y, c in held:
-        idx = problem.batch_rows(j, iteration)
+        idx = problem.batch_rows(j, iteration, repeat)
         Xb, yb = X[idx], y[idx]
         cb = np.full(idx.size, c)
         blocks += [(Xb[lo:lo + BLOCK_ROWS], yb[lo:lo + BLOCK_ROWS], cb[lo:lo + BLOCK_ROWS])
