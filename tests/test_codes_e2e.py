@@ -46,8 +46,9 @@ def test_persistent_straggler_is_never_waited_for(train, uncoded_losses, scheme)
 @pytest.mark.parametrize("scheme", sorted(set(codes.names()) - {"uncoded"}))
 def test_every_code_runs_in_the_engine(train, scheme):
     workers, stragglers = (6, 2) if scheme in ("frc", "approx", "partial-frc") else (5, 1)
+    extra = ["--batch-size", "200"] if scheme == "kbatch" else []
     run = train(workers, "--scheme", scheme, "--stragglers", str(stragglers), "--iterations", "4",
-                "--delay", "exp:0.01", "--dataset", "synthetic:1200x8", "--track-gradient-error", name=scheme)
+                "--delay", "exp:0.01", "--dataset", "synthetic:1200x8", "--track-gradient-error", *extra, name=scheme)
     assert run.summary["status"] == "ok" and run.summary["iterations"] == 4
     errors = run.column("gradient_error")[1:]  # line 0 is the initial model
     if run.metadata["code"]["exact"]:

@@ -81,7 +81,7 @@ class KBatch(GradientCode):
     Construction: the identity, ``B = I``; each worker samples minibatches (``--batch-size``)
     of its partition.
 
-    Step: every worker computes a minibatch gradient at the current model, sends it, and
+    Decode: every worker computes a minibatch gradient at the current model, sends it, and
     computes another (a new minibatch) as long as no newer model has come; the coordinator
     takes the first ``k`` gradients in total (default W), whichever workers they come from,
     and steps with their mean. A worker's first minibatch of an iteration is the one coded
