@@ -89,7 +89,7 @@ class KBatch(GradientCode):
     this is uncoded minibatch SGD.
 
     Reference: Tyurin, Richtárik, "Optimal Time Complexities of Parallel Stochastic
-    Optimization Methods Under a Fixed Computation Model", NeurIPS 2023 (Rennala SGD).
+    Optimization Methods Under a Fixed Computation Model", NeurIPS 2023, arXiv:2305.12387 (Rennala SGD).
 
     Parameters
     ----------
