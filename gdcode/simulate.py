@@ -75,8 +75,11 @@ def all_arrivals(code: codes.GradientCode, compute: np.ndarray, pause: np.ndarra
     arrives ``comm`` seconds after the worker finishes its first ``k + 1`` shares of
     compute and pause (:func:`message_arrivals`, for every draw at once).
     """
-    share = message_shares(code)
     busy = np.asarray(compute, float) + np.asarray(pause, float)
+    if code.n_messages == 1:  # one message: it leaves when everything is done
+        out = busy[:, :, None]
+        return out + comm if comm else out
+    share = message_shares(code)
     return np.cumsum(busy[:, :, None] * share[None, :, :], axis=2) + comm
 
 
@@ -282,7 +285,11 @@ def sample_pauses(model: delays.DelayModel, load: np.ndarray, compute: np.ndarra
         return pauses
     rng = np.random.default_rng([model.seed if seed is None else seed, 0x5171])
     pauses = np.asarray(model.sample_bulk(rng, compute.reshape(draws, W), first_iteration), dtype=float)
-    return pauses * load[None, :] if model.scale_with_load else pauses
+    if model.scale_with_load:
+        if not (pauses.flags.owndata and pauses.flags.writeable):
+            pauses = pauses.copy()
+        pauses *= load[None, :]  # in place: at W = 1000 these are hundreds of MB
+    return pauses
 
 
 # ----------------------------------------------------------------------------- simulation

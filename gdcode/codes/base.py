@@ -292,11 +292,12 @@ def kth_arrival(arrivals: np.ndarray, k: int) -> np.ndarray:
     return np.partition(arrivals, k - 1, axis=1)[:, k - 1]
 
 
-def coverage_time(arrivals: np.ndarray, B: np.ndarray, chunk: int = 4096) -> np.ndarray:
+def coverage_time(arrivals: np.ndarray, B: np.ndarray) -> np.ndarray:
     """When every partition has arrived from at least one worker holding it.
 
     ``max_j min_{i: B_ij != 0} T_i`` per draw: the decode time of a code that needs one reply
-    per partition (``frc``, ``bcc``).
+    per partition (``frc``, ``bcc``). Partitions held by the same workers share one minimum,
+    so a code with groups (frc's W/(S+1)) costs one pass over each group's columns.
 
     Parameters
     ----------
@@ -304,20 +305,19 @@ def coverage_time(arrivals: np.ndarray, B: np.ndarray, chunk: int = 4096) -> np.
         Shape ``(draws, W)``.
     B : numpy.ndarray
         The ``(W, n_partitions)`` matrix whose non-zero entries say who holds what.
-    chunk : int
-        Draws handled at once (bounds the memory of the ``(draws, W, partitions)`` mask).
 
     Returns
     -------
     numpy.ndarray
-        Shape ``(draws,)``.
+        Shape ``(draws,)``; ``inf`` for a draw in which some partition never arrives.
     """
-    held = B != 0
-    out = np.empty(arrivals.shape[0])
-    for lo in range(0, arrivals.shape[0], chunk):
-        a = arrivals[lo:lo + chunk]
-        first = np.where(held[None, :, :], a[:, :, None], np.inf).min(axis=1)  # (draws, partitions)
-        out[lo:lo + chunk] = first.max(axis=1)
+    arrivals = np.asarray(arrivals, dtype=float)
+    holder_sets = np.unique(np.asarray(B) != 0, axis=1).T  # one row per distinct set of holders
+    out = np.full(arrivals.shape[0], -np.inf)
+    for holders in holder_sets:
+        cols = np.flatnonzero(holders)
+        first = arrivals[:, cols].min(axis=1) if cols.size else np.full(arrivals.shape[0], np.inf)
+        np.maximum(out, first, out=out)
     return out
 
 

@@ -3,7 +3,7 @@
 Targets (:data:`TARGETS`): ``kernels``, the compiled gradient kernels against the numpy/scipy
 two-pass reference and the machine's read bandwidth; ``engine``, the real elapsed time of the
 coded schemes against uncoded and their ideal; ``faults``, tolerant codes with a frozen worker
-against their ideal. Adding a target is one line in
+against their ideal; ``simulator``, the simulator at W=1000 against the closed forms. Adding a target is one line in
 :data:`TARGETS`, naming a module that has either ``main(args) -> int`` (and optionally
 ``add_arguments(parser)`` for its own options, on its own sub-parser) or
 ``run(as_json: bool) -> int``. Every target takes ``--json``.
@@ -19,6 +19,7 @@ TARGETS: dict[str, str] = {
     "kernels": "gdcode.bench.kernels",
     "engine": "gdcode.bench.engine",
     "faults": "gdcode.bench.faults",
+    "simulator": "gdcode.bench.simulator",
 }
 
 

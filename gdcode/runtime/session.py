@@ -15,6 +15,7 @@ from gdcode.rundir import Claim
 from gdcode.runtime import signals
 from gdcode.runtime.context import Context
 from gdcode.runtime.traffic import CountingComm, Traffic
+from gdcode.runtime.transport import tune_timers
 
 
 def world_size() -> int:
@@ -88,6 +89,7 @@ def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> in
             print(f"gdcode run: error: {exc.flag_message()}", file=sys.stderr)
         comm.Barrier()
         return 2 if comm.Get_rank() == 0 else 0
+    tune_timers()
     if comm.Get_rank() == 0:
         signals.install()  # SIGTERM/SIGHUP: rank 0 stops the workers and writes the summary
     if options.tolerate_failures:

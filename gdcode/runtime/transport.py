@@ -22,6 +22,29 @@ EAGER_WINDOW = 5e-3
 PAUSE_SLICE = 5e-4
 
 
+#: the timer slack a rank asks the kernel for (Linux), in nanoseconds
+TIMER_SLACK_NS = 1000
+
+
+def tune_timers() -> bool:
+    """Ask Linux to end this process's sleeps within 1 µs of their time (whether it could).
+
+    A process's default timer slack is 50 µs, which rounds every short back-off sleep up:
+    measured here, ``time.sleep(1e-5)`` took 77 µs (median) by default and 25 µs with 1 µs of
+    slack, and the ranks of a fast iteration mostly wait in such sleeps.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(29, TIMER_SLACK_NS, 0, 0, 0)) == 0  # PR_SET_TIMERSLACK
+    except (OSError, AttributeError):
+        return False
+
+
 class Backoff:
     """Sleep between polls, doubling from ``start`` up to ``cap`` seconds.
 
