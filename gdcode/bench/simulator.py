@@ -40,8 +40,8 @@ def measure(name: str, workers: int, stragglers: int, draws: int, seed: int) -> 
     sim = simulate.simulate(code, delay, draws=draws)
     seconds = time.perf_counter() - t0
     closed = simulate.closed_form_mean(code, delay)
-    row: dict[str, Any] = {"scheme": name, "workers": workers, "stragglers": stragglers, "draws": draws, "seconds": seconds,
-           "mean_seconds": float(sim.times.mean()), "closed_form_seconds": closed}
+    row: dict[str, Any] = {"scheme": name, "workers": workers, "stragglers": stragglers, "draws": draws,
+                           "seconds": seconds, "mean_seconds": float(sim.times.mean()), "closed_form_seconds": closed}
     if closed is not None:
         row["gap_to_closed_form"] = abs(row["mean_seconds"] - closed) / closed
     else:
@@ -80,6 +80,6 @@ def main(args: argparse.Namespace) -> int:
         gap = f"{row['gap_to_closed_form']:.2%}" if "gap_to_closed_form" in row else \
             ("decode ok" if row["agrees_with_decode"] else "MISMATCH")
         spread = f"{row['seconds']:.3f} ({row['seconds_min']:.3f}-{row['seconds_max']:.3f})"
-        print(f"{row['scheme']:<12}{row['stragglers']:>4}{spread:>28}{row['mean_seconds']:>12.6f}{closed:>13}{gap:>10}  "
-              f"{'met' if row['target_met'] else 'MISSED'}")
+        print(f"{row['scheme']:<12}{row['stragglers']:>4}{spread:>28}{row['mean_seconds']:>12.6f}{closed:>13}"
+              f"{gap:>10}  {'met' if row['target_met'] else 'MISSED'}")
     return 0
