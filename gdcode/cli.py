@@ -31,8 +31,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 EXIT_USAGE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, with every registered subcommand."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser, with every registered subcommand (or, with ``only``, that one alone:
+    a rank of a job imports just what its command needs)."""
     parser = argparse.ArgumentParser(
         prog="gdcode",
         description="Straggler-tolerant distributed gradient descent over MPI.",
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            continue
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=(module.__doc__ or "").strip())
         module.add_arguments(p)
@@ -51,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     args._argv = list(argv)
     try:

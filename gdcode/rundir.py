@@ -17,6 +17,7 @@ import datetime
 import fcntl
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +172,7 @@ def write_options(path: str | os.PathLike, options: RunOptions, command: Sequenc
     """Write the resolved options and the command that gave them to ``path/options.json`` (atomically)."""
     target = Path(path) / OPTIONS_FILE
     tmp = target.with_name(f".{OPTIONS_FILE}.{os.getpid()}.tmp")
-    record = {"options": options.to_dict(), "command": list(command)}
+    record = {"options": options.to_dict(), "command": list(command), "written_at": time.time()}
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, target)
 

@@ -20,6 +20,7 @@ TARGETS: dict[str, str] = {
     "engine": "gdcode.bench.engine",
     "faults": "gdcode.bench.faults",
     "simulator": "gdcode.bench.simulator",
+    "startup": "gdcode.bench.startup",
 }
 
 

@@ -57,8 +57,10 @@ def prepare(args: argparse.Namespace) -> tuple[RunOptions, rundir.Claim]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from gdcode.runtime import phases
     from gdcode.runtime.launch import in_mpi_job, launch
 
+    phases.mark("imported")
     command = ["gdcode", *args._argv]
     if in_mpi_job():
         return _in_job(args, command)

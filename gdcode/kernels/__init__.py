@@ -13,6 +13,8 @@ The multilayer perceptron (module ``gdcode.kernels.mlp``, built on scipy's Cytho
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 from types import ModuleType
 
@@ -24,14 +26,12 @@ try:
 except ImportError:  # extension not built: the numpy twins serve
     _linear = _hogwild = None
 
-# the MLP kernel: its own extension module, so that the linear kernels do not depend on it
-try:
-    from gdcode.kernels import mlp as _mlp  # type: ignore[attr-defined]
-except ImportError:  # not built: the numpy twin serves
-    _mlp = None
+# the MLP kernel: its own extension module, so that the linear kernels do not depend on it; it is
+# imported on first use (it loads scipy's BLAS, 0.1 s a process that trains a linear model never needs)
+_mlp: ModuleType | None = None
 #: the kernels of module ``gdcode.kernels.mlp``, and whether it is built
 MLP_KERNELS: tuple[str, ...] = ("mlp_dense",)
-MLP_COMPILED: bool = _mlp is not None
+MLP_COMPILED: bool = importlib.util.find_spec("gdcode.kernels.mlp") is not None
 
 COMPILED: bool = _linear is not None
 OPENMP: bool = bool(COMPILED and _linear.OPENMP)
@@ -47,7 +47,10 @@ KERNEL_NAMES: tuple[str, ...] = tuple(
 
 
 def _module(name: str) -> ModuleType | None:
+    global _mlp
     if name in MLP_KERNELS:
+        if _mlp is None and MLP_COMPILED:
+            _mlp = importlib.import_module("gdcode.kernels.mlp")
         return _mlp
     return _hogwild if name.startswith("hogwild_") else _linear
 

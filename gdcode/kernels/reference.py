@@ -10,8 +10,12 @@ is not built.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 SPLITMIX_GAMMA = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
@@ -122,8 +126,17 @@ def _binary_csr(objective: str, data, indices, indptr, y, coef, w, grad) -> floa
     return _binary(objective, X, y, coef, w, grad)
 
 
+def issparse(X: Any) -> bool:
+    """``scipy.sparse.issparse(X)``, without importing scipy when nothing has (then X cannot be one)."""
+    import sys
+
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and bool(sparse.issparse(X))
+
+
 def csr_block(data, indices, indptr, n_cols: int) -> sp.csr_matrix:
     """The scipy CSR matrix of ``(data, indices, indptr)``, whose ``indptr`` may start anywhere."""
+    import scipy.sparse as sp  # imported here: a rank on dense rows never needs scipy
     indptr = np.asarray(indptr)
     if indptr.size < 1:
         raise ValueError("indptr is empty; it needs n_rows + 1 entries")
@@ -246,7 +259,7 @@ def _hogwild(X, y, w, objective, lr, n_steps, seed, n_threads, l2, lr_decay, ste
     n, p = X.shape
     K = n_classes if objective == "softmax" else 1
     W = w.reshape(K, p)
-    sparse = sp.issparse(X)
+    sparse = issparse(X)
     for t in range(n_threads):
         for k, i in enumerate(hogwild_rows(seed, t, n, n_steps)):
             eta = lr / (1.0 + lr_decay * (step_offset + k))
@@ -418,7 +431,7 @@ def mlp_dense(X, y, coef, w, grad, sizes, activation: str = "relu", work=None,
     scipy CSR rows (the first layer a sparse product). ``work`` and ``n_threads`` are accepted
     and ignored.
     """
-    if sp.issparse(X):
+    if issparse(X):
         X = X.tocsr()
     else:
         X = np.asarray(X)

@@ -34,8 +34,8 @@ import numpy as np
 
 from gdcode.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_WRITE_FAILED
 from gdcode.results import RunDirError, RunWriter
+from gdcode.runtime import phases, signals
 from gdcode.runtime import protocol as pr
-from gdcode.runtime import signals
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, metadata
 from gdcode.runtime.traffic import Traffic, kind_of, summarize
@@ -632,7 +632,12 @@ class Coordinator:
         if clean:
             self.close_receives()
             self.after_drain()
+        phases.mark("loop_end")
         reports = self._traffic_reports() if clean else {}
+        n_traffic = self.traffic.report_size()
+        extra_phases = {r: rep[n_traffic:] for r, rep in reports.items()}
+        reports = {r: rep[:n_traffic] for r, rep in reports.items()}
+        extra_phases[0] = phases.vector()
         params, iterations, elapsed, extra = self.result()
         extra.update({"worker_cpu_seconds": self.usage[:, 0].tolist(),
                       "worker_wall_seconds": self.usage[:, 1].tolist(),
@@ -640,6 +645,7 @@ class Coordinator:
                       "coordinator_wall_seconds": wall})
         reports[0] = self.traffic.report()
         extra["bytes"] = summarize(reports, self.W + 1)
+        extra["phases"] = phases.table(extra_phases)
         if self.unresponsive:
             extra["unresponsive_workers"] = self.unresponsive
         if self.options.tolerate_failures:
@@ -656,7 +662,7 @@ class Coordinator:
         """Every live worker's table of bytes sent (its last message; a worker that is gone is skipped)."""
         from mpi4py import MPI
 
-        size = self.traffic.report_size()
+        size = self.traffic.report_size() + len(phases.PHASES)
         ranks = [i + 1 for i in range(self.W) if i + 1 not in self.dead]
         bufs = {r: np.empty(size) for r in ranks}
         reqs = {r: self.comm.Irecv(bufs[r], source=r, tag=pr.Tag.TRAFFIC) for r in ranks}

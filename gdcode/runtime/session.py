@@ -8,11 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from gdcode import problem
 from gdcode.errors import ConfigError, OptionError
 from gdcode.options import RunOptions
 from gdcode.rundir import Claim
-from gdcode.runtime import signals
+from gdcode.runtime import phases, signals
 from gdcode.runtime.context import Context
 from gdcode.runtime.traffic import CountingComm, Traffic
 from gdcode.runtime.transport import tune_timers
@@ -43,6 +45,7 @@ def run_handoff(options: RunOptions, run_dir: Path, command: list[str]) -> int:
     """A rank of a job the launcher started: its options come from the claimed run directory."""
     from mpi4py import MPI
 
+    phases.mark("mpi_ready")
     return run(options, run_dir, command, MPI.COMM_WORLD)
 
 
@@ -51,6 +54,7 @@ def run_by_hand(start: Callable[[], tuple[RunOptions, Claim]], command: list[str
     broadcasts the options; a bad input ends every rank, rank 0 with exit code 2 and one line."""
     from mpi4py import MPI
 
+    phases.mark("mpi_ready")
     comm = MPI.COMM_WORLD
     claim = None
     message: tuple = ("error", "")
@@ -96,6 +100,7 @@ def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> in
         return _tolerant(options, run_dir, command, comm)
     counting = CountingComm(comm, Traffic(comm.Get_size()))
     ctx = Context(problem=problem.build(options), comm=counting, run_dir=Path(run_dir), command=list(command))
+    phases.mark("built")
     loop = importlib.import_module(ctx.problem.mode.runtime)
     return loop.coordinate(ctx) if comm.Get_rank() == 0 else _work(loop, ctx)
 
@@ -106,7 +111,8 @@ def _work(loop: Any, ctx: Context) -> int:
     from gdcode.runtime.transport import poll_until
 
     code = loop.work(ctx)
-    report = ctx.comm.traffic.report()
+    phases.mark("loop_end")
+    report = np.concatenate([ctx.comm.traffic.report(), phases.vector()])
     req = ctx.comm._comm.Isend(report, dest=0, tag=Tag.TRAFFIC)
     poll_until(req.Test)
     return int(code)

@@ -126,8 +126,11 @@ class SendPool:
 
 def barrier(comm, deadline: float | None = None) -> None:
     """A barrier that sleeps while it waits (``Ibarrier`` + polling), unlike a blocking ``Barrier``."""
+    from gdcode.runtime import phases
+
     req = comm.Ibarrier()
     poll_until(req.Test, deadline)
+    phases.mark("ready")  # the first barrier of a run is the one that ends its set-up
 
 
 def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE_SLICE) -> bool:
