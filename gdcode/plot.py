@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from gdcode.errors import ConfigError
-from gdcode.results import WORKER_STATUSES, Run
+from gdcode.results import KEY_OPTIONS, WORKER_STATUSES, Run, run_label, run_labels
+
+__all__ = ["KEY_OPTIONS", "run_label", "run_labels", "plot_metric", "plot_workers",
+           "plot_iteration_times", "worker_table", "iteration_times", "check_output"]
 
 FORMATS = (".png", ".svg", ".pdf")
 
@@ -35,38 +38,8 @@ Y_LABELS = {
     "iteration": "iteration",
 }
 
-#: options that tell runs apart in a legend, beyond the scheme, S and collect
-KEY_OPTIONS = (("workers", "W={}"), ("delay", "delay {}"), ("delay_scale_with_load", "load-scaled={}"),
-               ("update", "{}"), ("lr", "lr={}"), ("dataset", "{}"), ("model", "{}"), ("seed", "seed={}"))
-
 STATUS_COLOURS = {"used": "#2a9d2a", "ignored": "#f2c230", "late": "#d1495b", "cancelled": "#9a9a9a",
                   "dead": "#222222"}
-
-
-def run_label(run: Run) -> str:
-    """Legend text: the scheme (or mode) and its key options."""
-    opts = run.metadata.get("options", {})
-    mode = opts.get("mode", "coded")
-    label = opts.get("scheme", "?") if mode == "coded" else mode
-    if opts.get("stragglers"):
-        label += f" S={opts['stragglers']}"
-    if opts.get("collect"):
-        label += f" collect={opts['collect']}"
-    return label
-
-
-def run_labels(runs: Sequence[Run]) -> list[str]:
-    """One legend entry per run: :func:`run_label` plus every key option that differs between
-    the runs; the run directory's name if two entries would still be the same."""
-    labels = [run_label(r) for r in runs]
-    opts = [r.metadata.get("options", {}) for r in runs]
-    for key, fmt in KEY_OPTIONS:
-        vals = [o.get(key) for o in opts]
-        if len({repr(v) for v in vals}) > 1:
-            labels = [f"{lab}, {fmt.format(v)}" for lab, v in zip(labels, vals, strict=True)]
-    if len(set(labels)) < len(labels):
-        labels = [f"{lab} ({r.path.name})" for lab, r in zip(labels, runs, strict=True)]
-    return labels
 
 
 def check_output(out: str | os.PathLike) -> Path:

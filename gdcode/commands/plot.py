@@ -12,8 +12,6 @@ run directory but holds run directories stands for all of them.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 from gdcode.errors import ConfigError
 
 KINDS = ("metric", "workers", "iteration-times")
@@ -38,22 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def find_runs(paths: list[str]) -> list:
-    """The runs named by ``paths``: run directories, or folders whose subfolders are runs."""
-    from gdcode.results import load_run
+    """The runs named by ``paths``: run directories, or folders holding them at any depth."""
+    from gdcode.results import find_run_dirs, load_run
 
-    runs = []
-    for text in paths:
-        p = Path(text)
-        if (p / "metrics.jsonl").is_file():
-            runs.append(load_run(p))
-            continue
-        if not p.is_dir():
-            raise ConfigError(f"{p} does not exist; give run directories (OUT/NAME, holding metrics.jsonl)")
-        inner = sorted(q for q in p.iterdir() if (q / "metrics.jsonl").is_file())
-        if not inner:
-            raise ConfigError(f"{p} is not a gdcode run directory (no metrics.jsonl) and holds none")
-        runs.extend(load_run(q) for q in inner)
-    return runs
+    try:
+        return [load_run(d) for d in find_run_dirs(paths)]
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def main(args: argparse.Namespace) -> int:
