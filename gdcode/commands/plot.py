@@ -12,6 +12,7 @@ run directory but holds run directories stands for all of them.
 from __future__ import annotations
 
 import argparse
+
 from gdcode.errors import ConfigError
 
 KINDS = ("metric", "workers", "iteration-times")
