@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import runpy
@@ -136,21 +137,65 @@ def test_tiny_experiment_end_to_end(tiny):
     assert again.returncode == 0 and again.stdout.count("kept (already done") == len(expected)
 
 
+def _check_analysis_output(out: Path, n_runs: int) -> None:
+    per_run = list(csv.DictReader((out / "per_run.csv").open()))
+    assert len(per_run) == n_runs and {r["iterations"] for r in per_run} == {"4"}
+    counts = list(csv.DictReader((out / "status_counts.csv").open()))
+    assert sum(int(v) for r in counts for k, v in r.items() if k != "run") == 4 * 4 * n_runs
+    assert all(r["seconds_to_target"] for r in csv.DictReader((out / "time_to_target.csv").open()))
+    assert len(list(csv.DictReader((out / "over_seeds.csv").open()))) == n_runs  # one seed each
+    for name in ["iteration_times", "loss_vs_time", "mean_arrival_per_worker"]:
+        assert (out / f"{name}.png").stat().st_size > 5000
+
+
 @pytest.mark.mpi
-def test_notebook_runs_on_the_tiny_experiment(tiny, tmp_path, monkeypatch):
+def test_analysis_runs_as_a_script_on_the_tiny_experiment(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("pandas")
     tmp, _, _, res = tiny
     assert res.returncode == 0, res.stderr
     monkeypatch.setenv("GDCODE_RUNS", str(tmp / "out" / "runs"))
-    monkeypatch.setenv("GDCODE_FIGURES", str(tmp_path))
+    monkeypatch.setenv("GDCODE_OUT", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     ns = runpy.run_path(str(EXPERIMENTS / "analysis.py"), run_name="__main__")
     n_runs = 3 if "approx" in codes.names() else 2
     assert len(ns["runs"]) == n_runs and len(ns["metrics"]) == (1 + 4) * n_runs  # the initial model, 4 iterations
-    assert set(ns["per_run"]["iterations"]) == {4}
-    assert ns["status_counts"].to_numpy().sum() == 4 * 4 * n_runs
-    assert ns["time_to_target"]["seconds_to_target"].notna().all()
-    for name in ["iteration_times", "loss_vs_time", "mean_arrival_per_worker"]:
-        assert (tmp_path / f"{name}.png").stat().st_size > 5000
+    _check_analysis_output(tmp_path, n_runs)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """The python3 Jupyter kernel can start here (skip with the reason when it cannot)."""
+    pytest.importorskip("jupytext", reason="the notebook extra is not installed: pip install 'gdcode[notebook]'")
+    pytest.importorskip("papermill", reason="the notebook extra is not installed: pip install 'gdcode[notebook]'")
+    from jupyter_client.manager import start_new_kernel
+
+    try:
+        manager, client = start_new_kernel(kernel_name="python3", startup_timeout=120)
+    except Exception as exc:  # noqa: BLE001 - any failure to start is a reason to skip, not a test failure
+        pytest.skip(f"the python3 Jupyter kernel cannot start: {type(exc).__name__}: {exc}")
+    client.stop_channels()
+    manager.shutdown_kernel(now=True)
+    return "python3"
+
+
+@pytest.mark.mpi
+def test_analysis_notebook_executes_with_parameters(tiny, kernel, tmp_path):
+    import jupytext
+    import papermill
+
+    tmp, _, _, res = tiny
+    assert res.returncode == 0, res.stderr
+    notebook = tmp_path / "analysis.ipynb"
+    jupytext.write(jupytext.read(EXPERIMENTS / "analysis.py"), notebook)
+    out = tmp_path / "out"
+    papermill.execute_notebook(str(notebook), str(tmp_path / "executed.ipynb"), kernel_name=kernel,
+                               parameters={"RUNS": str(tmp / "out" / "runs"), "OUT": str(out)},
+                               cwd=str(tmp_path), progress_bar=False, start_timeout=120)
+    executed = json.loads((tmp_path / "executed.ipynb").read_text())
+    tags = [c.get("metadata", {}).get("tags", []) for c in executed["cells"]]
+    assert ["parameters"] in tags and ["injected-parameters"] in tags
+    assert not [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    _check_analysis_output(out, 3 if "approx" in codes.names() else 2)
 
 
 def test_notebook_is_in_jupytext_percent_format():
