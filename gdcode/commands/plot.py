@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="log-scale y axis (default: when the values span a decade)")
     scale.add_argument("--linear", dest="log", action="store_const", const=False, help="linear y axis")
     parser.add_argument("--label", action="append", default=None, metavar="TEXT",
-                        help="legend text of each run, in order (repeat once per run)")
+                        help="legend text of each run, in order (repeat once per run; with --band once per curve)")
+    parser.add_argument("--band", nargs="?", const="range", default=None, choices=("range", "sd"),
+                        help="--kind metric: runs that differ only in --seed are one curve, their mean, with a band "
+                             "over the seeds: range (the default) from the lowest to the highest seed, sd one "
+                             "standard deviation either side")
 
 
 def find_runs(paths: list[str]) -> list:
@@ -51,10 +55,13 @@ def main(args: argparse.Namespace) -> int:
 
     plot.check_output(args.out)
     runs = find_runs(args.runs)
-    if args.label is not None and len(args.label) != len(runs):
+    if args.band is not None and args.kind != "metric":
+        raise ConfigError(f"--band applies to --kind metric, not --kind {args.kind}")
+    if args.label is not None and len(args.label) != len(runs) and args.band is None:
         raise ConfigError(f"--label given {len(args.label)} times for {len(runs)} runs; give one per run")
     if args.kind == "metric":
-        plot.plot_metric(runs, args.out, x=args.x, y=args.y, title=args.title, log=args.log, labels=args.label)
+        plot.plot_metric(runs, args.out, x=args.x, y=args.y, title=args.title, log=args.log, labels=args.label,
+                         band=args.band)
     elif args.kind == "workers":
         plot.plot_workers(runs, args.out, title=args.title, labels=args.label)
     else:
