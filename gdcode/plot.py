@@ -156,6 +156,23 @@ def seed_band(runs: Sequence[Run], x: str, y: str, band: str = "range", points: 
     return grid, mean, low, high
 
 
+def _group_labels(runs: Sequence[Run], groups: list[list[Run]], labels: Sequence[str] | None) -> list[str]:
+    """Legend text per group: ``labels`` (one per group, or one per run: each group takes its first
+    run's), else the runs' labels without their seeds and with the number of seeds."""
+    if labels is not None:
+        labels = list(labels)
+        if len(labels) == len(runs) and len(groups) != len(runs):
+            first = {id(r): lab for r, lab in zip(runs, labels, strict=True)}
+            labels = [first[id(g[0])] for g in groups]
+        if len(labels) != len(groups):
+            raise ConfigError(f"{len(labels)} labels for {len(groups)} curves; give one per curve")
+        return labels
+    if all(len(g) == 1 for g in groups):
+        return run_labels(runs) if len(groups) == len(runs) else run_labels([g[0] for g in groups])
+    return [lab + (f" ({len(g)} seeds)" if len(g) > 1 else "")
+            for lab, g in zip(run_labels([g[0] for g in groups], ignore=("seed",)), groups, strict=True)]
+
+
 def plot_metric(runs: Sequence[Run], out: str | os.PathLike, x: str = "elapsed", y: str = "train_loss",
                 title: str | None = None, log: bool | None = None, labels: Sequence[str] | None = None,
                 band: str | None = None):
@@ -192,18 +209,7 @@ def plot_metric(runs: Sequence[Run], out: str | os.PathLike, x: str = "elapsed",
     if band is not None and band not in BANDS:
         raise ConfigError(f"--band {band}: give one of {', '.join(BANDS)}")
     groups = seed_groups(runs) if band else [[r] for r in runs]
-    if labels is not None:
-        labels = list(labels)
-        if len(labels) == len(runs) and len(groups) != len(runs):
-            first = {id(r): lab for r, lab in zip(runs, labels, strict=True)}
-            labels = [first[id(g[0])] for g in groups]
-        if len(labels) != len(groups):
-            raise ConfigError(f"{len(labels)} labels for {len(groups)} curves; give one per curve")
-    elif band:
-        labels = [lab + (f" ({len(g)} seeds)" if len(g) > 1 else "")
-                  for lab, g in zip(run_labels([g[0] for g in groups], ignore=("seed",)), groups, strict=True)]
-    else:
-        labels = run_labels(runs)
+    labels = _group_labels(runs, groups, labels)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     curves: list[tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
     for group in groups:
@@ -320,19 +326,22 @@ def iteration_times(run: Run) -> np.ndarray:
 
 def plot_iteration_times(runs: Sequence[Run], out: str | os.PathLike, title: str | None = None,
                          labels: Sequence[str] | None = None, log: bool | None = None,
-                         extra: Mapping[str, np.ndarray] | None = None):
+                         extra: Mapping[str, np.ndarray] | None = None, pool_seeds: bool = False):
     """Box plots of the iteration times of each run (whiskers at the 5th and 95th percentiles,
     mean marked with a diamond).
 
     ``extra`` adds distributions by label (e.g. a simulator's predicted iteration times),
-    drawn hatched after the runs.
+    drawn hatched after the runs. ``pool_seeds`` draws one box per configuration, the
+    iteration times of its seeds together (runs that differ only in their seed, as for
+    bands).
     """
     plt = _pyplot()
     out = check_output(out)
-    labels = list(labels) if labels is not None else run_labels(runs)
-    data = [iteration_times(r) for r in runs]
+    groups = seed_groups(runs) if pool_seeds else [[r] for r in runs]
+    labels = _group_labels(runs, groups, labels)
+    data = [np.concatenate([iteration_times(r) for r in g]) for g in groups]
     names = list(labels)
-    kinds = ["run"] * len(runs)
+    kinds = ["run"] * len(groups)
     for k, v in (extra or {}).items():
         data.append(np.asarray(v, float)[np.isfinite(v)])
         names.append(k)

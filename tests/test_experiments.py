@@ -201,3 +201,78 @@ def test_analysis_notebook_executes_with_parameters(tiny, kernel, tmp_path):
 def test_notebook_is_in_jupytext_percent_format():
     text = (EXPERIMENTS / "analysis.py").read_text()
     assert "format_name: percent" in text and text.count("# %%") >= 5
+
+
+def test_seeds_repeat_every_run_and_name_it():
+    from gdcode.errors import ConfigError
+
+    cfg = {"experiment": {"seeds": [3, 5]}, "common": {"workers": 4, "seed": 0}, "sweep": {},
+           "runs": [{"scheme": "uncoded"}, {"scheme": "ignore", "stragglers": 1}]}
+    specs = runner.expand(cfg)
+    assert [(s.name, s.key, s.options["seed"]) for s in specs] == [
+        ("w4-uncoded-seed3", "w4-uncoded", 3), ("w4-uncoded-seed5", "w4-uncoded", 5),
+        ("w4-ignore-s1-seed3", "w4-ignore-s1", 3), ("w4-ignore-s1-seed5", "w4-ignore-s1", 5)]
+    for bad in ([], [1, 1], [-1], [True], "0,1"):
+        with pytest.raises(ConfigError, match="seeds"):
+            runner.expand({**cfg, "experiment": {"seeds": bad}})
+    rows = [{"name": s.name, "key": s.key, "seed": s.seed, "group": 4, "label": s.label, "mode": "coded",
+             "scheme": s.options["scheme"], "iterations": 10, "seconds_per_iteration": 0.1 * (i + 1),
+             "final_train_loss": 0.5, "time_to_target": None if i == 3 else 1.0} for i, s in enumerate(specs)]
+    conf = runner.aggregate(rows)
+    assert [c["seeds"] for c in conf] == [2, 2]
+    assert conf[0]["seconds_per_iteration"] == pytest.approx(0.15)
+    assert conf[0]["seconds_per_iteration_sd"] == pytest.approx(0.1 / 2 ** 0.5)
+    assert conf[1]["reached"] == 1 and conf[0]["final_train_loss_sd"] == 0
+    table = runner.markdown_table(rows, 0.3, "workers")
+    assert "| workers | run | seeds |" in table and "0.15 ± 0.071" in table and "(1/2 reached)" in table
+    path = EXPERIMENTS / "erasurehead.toml"
+    assert runner.seeds_of(runner.load_config(path)) == [0, 1, 2]
+    assert runner.seeds_of(runner.load_config(path, quick=True)) == [0]
+    assert runner.seeds_of(runner.load_config(path, overrides={"seed": 4})) is None
+
+
+TINY_SEEDS = """
+[experiment]
+title = "tiny, over seeds"
+seeds = [1, 2]
+heatmap = ["ignore"]
+figures = [{ x = "iteration", y = "train_loss" }]
+
+[common]
+dataset = "synthetic:800x10"
+delay = "exp:0.02"
+iterations = 3
+lr = 1.0
+
+[sweep]
+workers = [4]
+
+[[runs]]
+scheme = "uncoded"
+
+[[runs]]
+scheme = "ignore"
+stragglers = 1
+"""
+
+
+@pytest.mark.mpi
+def test_tiny_experiment_over_seeds(tmp_path):
+    (tmp_path / "seeds.toml").write_text(TINY_SEEDS)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    res = subprocess.run([sys.executable, str(EXPERIMENTS / "erasurehead.py"), "--config", str(tmp_path / "seeds.toml"),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = tmp_path / "out"
+    result = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in result["rows"]] == ["w4-uncoded-seed1", "w4-uncoded-seed2", "w4-ignore-s1-seed1",
+                                                   "w4-ignore-s1-seed2"]
+    assert result["seeds"] == [1, 2] and [c["seeds"] for c in result["configurations"]] == [2, 2]
+    for r in result["rows"]:
+        meta = json.loads((out / "runs" / r["name"] / "metadata.json").read_text())
+        assert meta["options"]["seed"] == r["seed"] == int(r["name"][-1])
+    md = (out / "results.md").read_text()
+    assert "| seeds |" in md and "±" in md
+    for fig in ["train_loss_vs_iteration_workers4.png", "iteration_times_workers4.png", "workers_workers4.png"]:
+        assert (out / fig).stat().st_size > 5000 and f"]({fig})" in md
