@@ -28,7 +28,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q tests
 
-EXPERIMENTS := $(basename $(notdir $(wildcard experiments/*.toml)))
+EXPERIMENTS := $(filter-out run-example,$(basename $(notdir $(wildcard experiments/*.toml))))
 
 experiment: install
 	@if [ -z "$(NAME)" ] || [ ! -f experiments/$(NAME).py ]; then \

@@ -75,7 +75,17 @@ def check_output(out: str | os.PathLike) -> Path:
     return p
 
 
+def require_matplotlib() -> None:
+    """ConfigError naming the extra to install when matplotlib cannot be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError("figures need matplotlib, which is not installed; install the plot extra: "
+                          "pip install 'gdcode[plot]'") from None
+
+
 def _pyplot():
+    require_matplotlib()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,7 +20,8 @@ sys.path.insert(0, str(EXPERIMENTS))
 
 import runner  # noqa: E402
 
-NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.toml"))
+#: the experiment configs (run-example.toml is one run's config, not an experiment)
+NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.toml") if "[[runs]]" in p.read_text())
 
 TINY = """
 [experiment]

@@ -183,3 +183,14 @@ def test_coinciding_curves_stay_distinguishable_and_iterations_are_integers(tmp_
     assert np.allclose(ticks, np.round(ticks))
     fig = plot.plot_metric(runs, tmp_path / "r.png", x="iteration", y="responders")
     assert np.allclose(fig.axes[0].get_yticks(), np.round(fig.axes[0].get_yticks()))
+
+
+def test_plot_without_matplotlib_names_the_extra(runs, tmp_path):
+    code = ("import sys\n"
+            "for name in ('matplotlib', 'matplotlib.pyplot'):\n    sys.modules[name] = None  # not installed\n"
+            "from gdcode.cli import main\n"
+            "sys.exit(main(['plot', sys.argv[1], '--out', sys.argv[2]]))\n")
+    res = subprocess.run([sys.executable, "-c", code, str(runs[0].path), str(tmp_path / "f.png")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "gdcode[plot]" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "f.png").exists()

@@ -15,6 +15,15 @@ import argparse
 
 from gdcode.errors import ConfigError
 
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode plot results/run-a results/run-b --out loss.png
+gdcode plot experiment-results/erasurehead/runs --x iteration --y test_auc --out auc.pdf
+gdcode plot experiment-results/erasurehead/runs --band --out loss.png    # mean and range over seeds
+gdcode plot results/run-a --kind workers --out workers.png
+gdcode plot results --kind iteration-times --out times.svg
+"""
+
 KINDS = ("metric", "workers", "iteration-times")
 
 
@@ -53,6 +62,7 @@ def find_runs(paths: list[str]) -> list:
 def main(args: argparse.Namespace) -> int:
     from gdcode import plot
 
+    plot.require_matplotlib()
     plot.check_output(args.out)
     runs = find_runs(args.runs)
     if args.band is not None and args.kind != "metric":

@@ -15,6 +15,16 @@ import sys
 from gdcode.data.prepare import KINDS, PrepareOptions, prepare
 from gdcode.data.prepare.readers import ZERO_BASED
 
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode prepare sklearn --name digits --task binary
+gdcode prepare svmlight --raw a9a.txt --test-fraction 0      # 0- or 1-based indices detected
+gdcode prepare csv --raw data.csv --label outcome --drop id,date --standardize
+gdcode prepare covtype --download --out prepared/covtype
+gdcode prepare synthetic --rows 1000000 --cols 100000 --sparse --nnz-per-row 84
+gdcode run --dataset prepared/sklearn-digits --workers 4
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
