@@ -98,7 +98,10 @@ def test_the_example_run_config_runs(tmp_path):
 @pytest.mark.build
 @pytest.mark.mpi
 def test_wheel_and_sdist_build_install_and_run_in_a_fresh_venv(tmp_path):
-    """python -m build, then each artefact into a fresh venv (pip's cache reused): gdcode info, a small run."""
+    """python -m build makes the sdist and, by default, builds the wheel from it (what pip does with an
+    sdist); the wheel goes into a fresh venv (pip's cache reused), where gdcode info and a small run work."""
+    import tarfile
+
     pytest.importorskip("build", reason="the build package is missing: pip install 'gdcode[test]'")
     if not (ROOT / ".git").exists():
         pytest.skip("the sdist is made from the git checkout (meson dist); this tree is not one")
@@ -110,24 +113,27 @@ def test_wheel_and_sdist_build_install_and_run_in_a_fresh_venv(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     wheels, sdists = list(dist.glob("gdcode-*.whl")), list(dist.glob("gdcode-*.tar.gz"))
     assert len(wheels) == 1 and len(sdists) == 1
-    for kind, artefact in (("wheel", wheels[0]), ("sdist", sdists[0])):
-        home = tmp_path / kind
-        venv.create(home / "venv", with_pip=True)
-        bin_dir = home / "venv" / "bin"
-        clean = dict(env, PATH=f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")  # nothing of this checkout's venv
-        res = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                              str(artefact)], capture_output=True, text=True, env=clean, timeout=900, cwd=home)
-        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-        res = subprocess.run([str(bin_dir / "gdcode"), "info", "--json"], capture_output=True, text=True, env=clean,
-                             timeout=120, cwd=home)
-        assert res.returncode == 0, res.stderr
-        info = json.loads(res.stdout)
-        assert info["compiled_kernels"] is True and info["mpiexec"] == str(bin_dir / "mpiexec")
-        res = subprocess.run([str(bin_dir / "gdcode"), "run", "--workers", "2", "--iterations", "3", "--dataset",
-                              "synthetic:300x5", "--delay", "exp:0.01", "--out", "results", "--name", "small",
-                              "--quiet"], capture_output=True, text=True, env=clean, timeout=180, cwd=home)
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert json.loads((home / "results" / "small" / "summary.json").read_text())["status"] == "ok"
-        shown = subprocess.run([str(bin_dir / "python"), "-c", "import gdcode, sys; print(gdcode.__file__)"],
-                               capture_output=True, text=True, env=clean, cwd=home).stdout
-        assert str(home / "venv") in shown  # the installed package ran, not this checkout
+    with tarfile.open(sdists[0]) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    assert {"LICENSE", "README.md", "pyproject.toml", "meson.build", "kernels/meson.build",
+            "gdcode/__init__.py"} <= names
+    home = tmp_path / "fresh"
+    venv.create(home / "venv", with_pip=True)
+    bin_dir = home / "venv" / "bin"
+    clean = dict(env, PATH=f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin")  # nothing of this checkout's venv
+    res = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                          str(wheels[0])], capture_output=True, text=True, env=clean, timeout=900, cwd=home)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    res = subprocess.run([str(bin_dir / "gdcode"), "info", "--json"], capture_output=True, text=True, env=clean,
+                         timeout=120, cwd=home)
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    assert info["compiled_kernels"] is True and info["mpiexec"] == str(bin_dir / "mpiexec")
+    res = subprocess.run([str(bin_dir / "gdcode"), "run", "--workers", "2", "--iterations", "3", "--dataset",
+                          "synthetic:300x5", "--delay", "exp:0.01", "--out", "results", "--name", "small", "--quiet"],
+                         capture_output=True, text=True, env=clean, timeout=180, cwd=home)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads((home / "results" / "small" / "summary.json").read_text())["status"] == "ok"
+    shown = subprocess.run([str(bin_dir / "python"), "-c", "import gdcode; print(gdcode.__file__)"],
+                           capture_output=True, text=True, env=clean, cwd=home).stdout
+    assert str(home / "venv") in shown  # the installed package ran, not this checkout
