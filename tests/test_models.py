@@ -304,6 +304,9 @@ def test_auc_and_accuracy_keep_their_values_with_ties(seed):
     assert np.unique(score).size < n // 3
     assert models.binary_auc(positive, score) == pytest.approx(_auc_mann_whitney(positive, score), rel=1e-12,
                                                                abs=1e-15)
+    from sklearn.metrics import roc_auc_score
+
+    assert models.binary_auc(positive, score) == pytest.approx(roc_auc_score(positive, score), rel=1e-12)
     score[:5] = [np.inf, -np.inf, np.inf, 0.0, -np.inf]  # a diverging model: ranks still defined
     assert models.binary_auc(positive, score) == pytest.approx(_auc_mann_whitney(positive, score), rel=1e-12)
     score[7] = np.nan
