@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml meson.build meson.options kernels/meson.build
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install -q --disable-pip-version-check meson-python meson ninja cython numpy scipy
 	CYTHON=$(VENV_BIN)/cython $(PY) -m pip install -q --disable-pip-version-check \
-		--no-build-isolation --editable '.[test,plot,ec2,dev]'
+		--no-build-isolation --editable '.[test,plot,analysis,notebook,ec2,dev]'
 	touch $@
 
 demo: install
@@ -28,7 +28,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q tests
 
-EXPERIMENTS := $(basename $(notdir $(wildcard experiments/*.toml)))
+EXPERIMENTS := $(filter-out run-example,$(basename $(notdir $(wildcard experiments/*.toml))))
 
 experiment: install
 	@if [ -z "$(NAME)" ] || [ ! -f experiments/$(NAME).py ]; then \

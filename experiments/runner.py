@@ -12,7 +12,12 @@ An experiment config (``experiments/NAME.toml``) has:
 - ``[sweep]``: options with a list of values; every run is repeated for each combination;
 - ``[[runs]]``: one table per run, options overriding ``[common]``; ``collect_fraction``
   sets ``collect`` to ``round(fraction * W)`` (at least 1); ``label`` names the run;
-- ``[quick]``: what ``--quick`` overrides (common options or sweep lists).
+- ``[quick]``: what ``--quick`` overrides (common options, sweep lists or ``seeds``).
+
+``seeds = [0, 1, 2]`` in ``[experiment]`` repeats every run once per seed (replacing the
+``seed`` option); each run directory's name ends in ``-seedN``. ``results.md`` then gives the
+mean and the sample standard deviation over the seeds, and the figures draw each run's mean
+with a band from its lowest to its highest seed (``gdcode plot --band``).
 
 For every run the script calls ``gdcode run`` (skipping, with a message, a scheme this gdcode
 does not have or a mode it cannot run yet), then the simulator on the same delays
@@ -32,6 +37,7 @@ import math
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -56,6 +62,8 @@ class RunSpec:
     options: dict
     label: str
     skip: str | None = None  # why it cannot run in this gdcode
+    key: str = ""  # the run's name without its seed: the runs of one key differ only in their seed
+    seed: int | None = None  # with ``seeds``: this repetition's seed
     run: object = None  # the run read back
     row: dict = field(default_factory=dict)
 
@@ -73,11 +81,33 @@ def load_config(path: Path, quick: bool = False, overrides: dict | None = None) 
         raise ConfigError(f"experiment config {path} has no [[runs]]")
     if quick:
         for key, value in cfg.get("quick", {}).items():
-            (cfg["sweep"] if key in cfg["sweep"] else cfg["common"])[key] = value
+            if key == "seeds":
+                cfg["experiment"]["seeds"] = value
+            else:
+                (cfg["sweep"] if key in cfg["sweep"] else cfg["common"])[key] = value
     for key, value in (overrides or {}).items():
+        if key == "seeds":
+            cfg["experiment"]["seeds"] = value
+            continue
+        if key == "seed":  # one seed asked for: no repetitions
+            cfg["experiment"].pop("seeds", None)
         cfg["sweep"].pop(key, None)
         cfg["common"][key] = value
     return cfg
+
+
+def seeds_of(cfg: dict) -> list[int] | None:
+    """The experiment's ``seeds`` (None without them); ConfigError unless distinct integers >= 0."""
+    from gdcode.errors import ConfigError
+
+    seeds = cfg["experiment"].get("seeds")
+    if seeds is None:
+        return None
+    if (not isinstance(seeds, list) or not seeds
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise ConfigError(f"seeds = {seeds!r}: give a list of distinct integers >= 0, e.g. seeds = [0, 1, 2]")
+    return list(seeds)
 
 
 def _dest(key: str) -> str:
@@ -130,7 +160,13 @@ def expand(cfg: dict) -> list[RunSpec]:
     if dup:
         raise ConfigError(f"two runs of the experiment would share the name(s) {', '.join(sorted(dup))}; "
                           "give them different options or labels")
-    return specs
+    for s in specs:
+        s.key = s.name
+    seeds = seeds_of(cfg)
+    if seeds is None:
+        return specs
+    return [RunSpec(name=f"{s.name}-seed{seed}", group=s.group, options={**s.options, "seed": seed}, label=s.label,
+                    skip=s.skip, key=s.key, seed=seed) for s in specs for seed in seeds]
 
 
 def _safe(text: str) -> str:
@@ -268,7 +304,8 @@ def time_to(run, target: float | None) -> float | None:
 def make_row(spec: RunSpec, target: float | None, pred: dict) -> dict:
     s, opts = spec.run.summary, spec.run.metadata["options"]
     per_it = s["elapsed"] / s["iterations"] if s["iterations"] else float("nan")
-    row = {"name": spec.name, "group": spec.group, "label": spec.label, "mode": opts.get("mode", "coded"),
+    row = {"name": spec.name, "key": spec.key or spec.name, "seed": opts.get("seed"), "group": spec.group,
+           "label": spec.label, "mode": opts.get("mode", "coded"),
            "scheme": opts.get("scheme"), "workers": opts["workers"], "stragglers": opts.get("stragglers"),
            "collect": opts.get("collect"), "iterations": s["iterations"], "elapsed": s["elapsed"],
            "seconds_per_iteration": per_it, "final_train_loss": s["train_loss"],
@@ -286,12 +323,51 @@ def _fmt(v, digits: int = 4) -> str:
     return str(v)
 
 
+#: per-run numbers that ``results.md`` averages over the seeds of a configuration
+SEED_STATS = ("load", "iterations", "elapsed", "seconds_per_iteration", "sim_same_delays", "sim_expected",
+              "final_train_loss", "test_accuracy", "test_auc", "test_rmse", "time_to_target")
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """One row per configuration (the runs of one ``key``, which differ only in their seed).
+
+    Every number of :data:`SEED_STATS` becomes its mean over the seeds (over the finite values;
+    ``time_to_target`` over the seeds that reached the target, counted in ``reached``) and
+    ``NAME_sd``, the sample standard deviation (None with one value). ``seeds`` counts the runs,
+    ``seed_values`` lists their seeds.
+    """
+    out = []
+    for key in dict.fromkeys(r.get("key") or r["name"] for r in rows):
+        members = [r for r in rows if (r.get("key") or r["name"]) == key]
+        first = members[0]
+        agg = {f: first.get(f) for f in ("group", "label", "mode", "scheme", "workers", "stragglers", "collect")}
+        agg.update(name=key, seeds=len(members), seed_values=[r.get("seed") for r in members],
+                   reached=sum(r.get("time_to_target") is not None for r in members))
+        for f in SEED_STATS:
+            vals = [float(r[f]) for r in members if r.get(f) is not None and math.isfinite(float(r[f]))]
+            agg[f] = statistics.fmean(vals) if vals else None
+            agg[f"{f}_sd"] = statistics.stdev(vals) if len(vals) > 1 else None
+        out.append(agg)
+    return out
+
+
+def _pm(mean, sd, digits: int = 4) -> str:
+    """``mean ± sd`` (just the mean when there is no sd)."""
+    return _fmt(mean, digits) if sd is None or mean is None else f"{_fmt(mean, digits)} ± {_fmt(sd, 2)}"
+
+
 def markdown_table(rows: list[dict], target: float | None, group_by: str) -> str:
-    """The results table: one line per run, speedups against uncoded in the same group."""
+    """The results table: one line per configuration, speedups against uncoded in the same group.
+
+    Runs repeated over seeds are one line: each number the mean ± the sample standard deviation
+    over the seeds (:func:`aggregate`), with a ``seeds`` column; speedups are ratios of means.
+    """
+    confs = aggregate(rows)
+    seeded = any(c["seeds"] > 1 for c in confs)
     test_key = next((k for k in ("test_auc", "test_accuracy", "test_rmse") if any(r.get(k) is not None
                                                                                  for r in rows)), None)
-    head = [group_by, "run", "load", "iterations", "s/iteration", "simulated, same delays",
-            "simulated, 20000 draws", "final train loss"]
+    head = [group_by, "run"] + (["seeds"] if seeded else []) + [
+        "load", "iterations", "s/iteration", "simulated, same delays", "simulated, 20000 draws", "final train loss"]
     if test_key:
         head.append(test_key.replace("_", " "))
     if target is not None:
@@ -300,20 +376,28 @@ def markdown_table(rows: list[dict], target: float | None, group_by: str) -> str
     if target is not None:
         head.append("speedup vs uncoded (time to target)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        base = next((b for b in rows if b["group"] == r["group"] and b["mode"] == "coded"
+    for c in confs:
+        base = next((b for b in confs if b["group"] == c["group"] and b["mode"] == "coded"
                      and b["scheme"] == "uncoded"), None)
-        cells = [_fmt(r["group"]), r["label"], _fmt(r.get("load"), 3), str(r["iterations"]),
-                 _fmt(r["seconds_per_iteration"]), _fmt(r.get("sim_same_delays")), _fmt(r.get("sim_expected")),
-                 _fmt(r["final_train_loss"], 5)]
+        its = c["iterations"]
+        cells = [_fmt(c["group"]), c["label"]] + ([str(c["seeds"])] if seeded else []) + [
+            _fmt(c.get("load"), 3), str(int(its)) if its is not None and float(its).is_integer() else _fmt(its),
+            _pm(c["seconds_per_iteration"], c["seconds_per_iteration_sd"]),
+            _pm(c.get("sim_same_delays"), c.get("sim_same_delays_sd")), _fmt(c.get("sim_expected")),
+            _pm(c["final_train_loss"], c["final_train_loss_sd"], 5)]
         if test_key:
-            cells.append(_fmt(r.get(test_key)))
+            cells.append(_pm(c.get(test_key), c.get(f"{test_key}_sd")))
         if target is not None:
-            cells.append(_fmt(r["time_to_target"]) if r["time_to_target"] is not None else "not reached")
-        cells.append(f"{base['seconds_per_iteration'] / r['seconds_per_iteration']:.2f}×" if base else "–")
+            if not c["reached"]:
+                cells.append("not reached")
+            else:
+                some = f" ({c['reached']}/{c['seeds']} reached)" if c["reached"] < c["seeds"] else ""
+                cells.append(_pm(c["time_to_target"], c["time_to_target_sd"]) + some)
+        ok = base and base["seconds_per_iteration"] and c["seconds_per_iteration"]
+        cells.append(f"{base['seconds_per_iteration'] / c['seconds_per_iteration']:.2f}×" if ok else "–")
         if target is not None:
-            ok = base and base["time_to_target"] and r["time_to_target"]
-            cells.append(f"{base['time_to_target'] / r['time_to_target']:.2f}×" if ok else "–")
+            ok = base and base["time_to_target"] and c["time_to_target"]
+            cells.append(f"{base['time_to_target'] / c['time_to_target']:.2f}×" if ok else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -329,7 +413,11 @@ def make_figures(specs: list[RunSpec], cfg: dict, out: Path, sims: dict) -> list
     common = cfg["common"]
     for g in groups:
         members = [s for s in specs if s.run is not None and s.group == g]
-        runs, labels = [s.run for s in members], [s.label for s in members]
+        runs = [s.run for s in members]
+        n_seeds = {s.key: sum(m.key == s.key for m in members) for s in members}
+        seeded = any(n > 1 for n in n_seeds.values())
+        labels = [s.label + (f" ({n_seeds[s.key]} seeds)" if n_seeds[s.key] > 1 else "") for s in members]
+        firsts = [s for s in members if s is next(m for m in members if m.key == s.key)]  # one run per key
         tag = _safe(f"{group_by}{g}") if g is not None else "all"
         delays = ", ".join(sorted({str(s.options.get("delay", common.get("delay", "none"))) for s in members}))
         what = f"{group_by} = {g}, " if g is not None else ""
@@ -338,21 +426,25 @@ def make_figures(specs: list[RunSpec], cfg: dict, out: Path, sims: dict) -> list
             if not any(r.column(y).size and not all(math.isnan(v) for v in r.column(y)) for r in runs):
                 continue
             path = out / f"{y}_vs_{x}_{tag}.png"
-            plot.plot_metric(runs, path, x=x, y=y, labels=labels,
+            plot.plot_metric(runs, path, x=x, y=y, labels=labels, band="range" if seeded else None,
                              title=f"{exp.get('short', '')} {what}{'' if group_by == 'delay' else 'delay ' + delays}"
                              .strip().rstrip(","))
-            figs.append((f"{plot.Y_LABELS.get(y, y)} against {plot.X_LABELS.get(x, x)}, {what.rstrip(', ')}", path))
+            over = ", mean and range over the seeds" if seeded else ""
+            figs.append((f"{plot.Y_LABELS.get(y, y)} against {plot.X_LABELS.get(x, x)}, {what.rstrip(', ')}{over}",
+                         path))
         path = out / f"iteration_times_{tag}.png"
-        extra = {f"sim: {s.label}": sims[s.name] for s in members if s.name in sims}
-        plot.plot_iteration_times(runs, path, labels=labels, extra=extra,
+        extra = {f"sim: {s.label}": sims[s.name] for s in firsts if s.name in sims}
+        plot.plot_iteration_times(runs, path, labels=labels, extra=extra, pool_seeds=seeded,
                                   title=f"iteration times, {what}measured and simulated (hatched)")
-        figs.append((f"iteration times per run and as simulated (20000 draws), {what.rstrip(', ')}", path))
-        heat = [s for s in members if (s.options.get("scheme") if s.options.get("mode", "coded") == "coded"
-                                       else s.options.get("mode")) in exp.get("heatmap", []) and s.run.workers]
+        pooled = ", the seeds pooled" if seeded else ""
+        figs.append((f"iteration times per run and as simulated (20000 draws), {what.rstrip(', ')}{pooled}", path))
+        heat = [s for s in firsts if (s.options.get("scheme") if s.options.get("mode", "coded") == "coded"
+                                      else s.options.get("mode")) in exp.get("heatmap", []) and s.run.workers]
         if heat:
             path = out / f"workers_{tag}.png"
             plot.plot_workers([s.run for s in heat], path, labels=[s.label for s in heat])
-            figs.append((f"per-worker reply arrivals and statuses, {what.rstrip(', ')}", path))
+            first_seed = f" (seed {heat[0].seed})" if seeded else ""
+            figs.append((f"per-worker reply arrivals and statuses, {what.rstrip(', ')}{first_seed}", path))
     return figs
 
 
@@ -369,22 +461,29 @@ def write_report(specs, cfg, out: Path, figs, argv: list[str], started: float) -
              f"{os.cpu_count()} cores, {time.monotonic() - started:.0f} s).", ""]
     if exp.get("description"):
         lines += [exp["description"].strip(), ""]
-    shared = shlex.join(cli_args({_dest(k): v for k, v in cfg["common"].items()}))
+    seeds = seeds_of(cfg)
+    shared = shlex.join(cli_args({_dest(k): v for k, v in cfg["common"].items() if not (seeds and k == "seed")}))
     lines += [f"Options shared by every run: `{shared}`.", ""]
+    if seeds:
+        lines += [f"Every run was repeated with each of the seeds {', '.join(map(str, seeds))} (data, initial point, "
+                  "codes and delays all follow the seed): a number in the table is the mean ± the sample standard "
+                  "deviation over the seeds, a speedup the ratio of the means; a figure draws each run's mean "
+                  "over the seeds with a band from the lowest to the highest.", ""]
     lines += ["Seconds per iteration are real wall-clock (`elapsed` / iterations). *Simulated, same delays* "
               "replays each run's own delays (its seed) with its measured compute times through "
               "`gdcode.simulate`; *simulated, 20000 draws* is the simulator's expected value under the same "
               "delay model.", ""]
     lines += [markdown_table(rows, target, group_by), ""]
-    skipped = [s for s in specs if s.skip]
+    skipped = list({s.key or s.name: s for s in specs if s.skip}.values())  # once per seeded run
     if skipped:
-        lines += ["Not run:", ""] + [f"- {s.name}: {s.skip}" for s in skipped] + [""]
+        lines += ["Not run:", ""] + [f"- {s.key or s.name}: {s.skip}" for s in skipped] + [""]
     for caption, path in figs:
         lines += [f"![{caption}]({path.name})", "", f"*{caption}*", ""]
     md = out / "results.md"
     md.write_text("\n".join(lines))
-    (out / "results.json").write_text(json.dumps({"title": exp.get("title"), "rows": rows,
-                                                  "skipped": {s.name: s.skip for s in skipped}}, indent=2,
+    (out / "results.json").write_text(json.dumps({"title": exp.get("title"), "seeds": seeds, "rows": rows,
+                                                  "configurations": aggregate(rows),
+                                                  "skipped": {s.key or s.name: s.skip for s in skipped}}, indent=2,
                                                  default=str) + "\n")
     return md
 
@@ -419,12 +518,19 @@ def main(name: str, doc: str | None = None, argv: list[str] | None = None) -> in
     ap.add_argument("--dataset", default=None, help="dataset of every run (e.g. a prepared directory)")
     ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                     help="override a run option of every run (repeatable)")
+    ap.add_argument("--seeds", default=None, metavar="N[,N...]",
+                    help="repeat every run once per seed (replaces the config's seeds; --set seed=N runs one)")
     args = ap.parse_args(argv)
     started = time.monotonic()
     try:
         overrides = parse_set(args.set)
         if args.dataset:
             overrides["dataset"] = args.dataset
+        if args.seeds is not None:
+            try:
+                overrides["seeds"] = [int(v) for v in args.seeds.split(",") if v.strip()]
+            except ValueError:
+                raise ConfigError(f"--seeds {args.seeds!r}: give integers separated by commas, e.g. 0,1,2") from None
         cfg = load_config(Path(args.config), quick=args.quick, overrides=overrides)
         out = Path(args.out)
         runs_dir = out / "runs"
@@ -436,9 +542,8 @@ def main(name: str, doc: str | None = None, argv: list[str] | None = None) -> in
         print(f"experiments/{name}.py: error: {exc}", file=sys.stderr)
         return 2
     todo = [s for s in specs if not s.skip]
-    for s in specs:
-        if s.skip:
-            print(f"skipping {s.name}: {s.skip}", flush=True)
+    for s in {s.key or s.name: s for s in specs if s.skip}.values():
+        print(f"skipping {s.key or s.name}: {s.skip}", flush=True)
     failed = []
     target = cfg["experiment"].get("target_loss")
     sims = {}

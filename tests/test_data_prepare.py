@@ -280,7 +280,6 @@ SVM_CASES = [
     ("1 1:2\nyes 3:1\n", "line 2: the label 'yes' is not a number"),
     ("1 1:2 junk\n", "line 1: 'junk' is not INDEX:VALUE"),
     ("1 1:2\n\n-1 4:1 2:1\n", "line 3: index 2 after index 4"),
-    ("1 0:2\n", "line 1: index 0 is below 1; libsvm indices start at 1"),
     ("", "has no data lines"),
     ("# nothing here\n\n", "has no data lines"),
     ("1 1:inf\n", "line 1: the value of index 1 'inf' is not a finite number"),
@@ -389,3 +388,51 @@ def test_download_without_network(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
     (tmp_path / "cov.gz").write_bytes(b"already here")
     assert download.fetch("covtype", tmp_path / "cov.gz", opener=offline) == tmp_path / "cov.gz"
+
+
+@pytest.mark.parametrize("seed,fraction", [(0, 0.2), (3, 0.25)])
+def test_prepared_sklearn_digits_holds_what_the_dataset_spec_gives(tmp_path, capsys, seed, fraction):
+    out = tmp_path / "digits"
+    code, err = _exit_code(["prepare", "sklearn", "--name", "digits", "--seed", str(seed), "--test-fraction",
+                            str(fraction), "--out", str(out)], capsys)
+    assert code == 0, err
+    prepared = PreparedSource(out)
+    live = open_dataset("sklearn:digits", seed=seed, test_fraction=fraction)
+    assert (prepared.n_train, prepared.n_test, prepared.n_cols) == (live.n_train, live.n_test, live.n_cols)
+    for a, b in zip(prepared.train_rows(0, prepared.n_train), live.train_rows(0, live.n_train), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(prepared.test_set(), live.test_set(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert json.loads((out / "meta.json").read_text())["standardized"] == "center-scale"
+    raw = _prepare("sklearn", tmp_path, "raw", name="digits", standardize=False, seed=seed, test_fraction=fraction)
+    assert raw.train_rows(0, raw.n_train)[0].max() == 16.0  # the pixel counts, as scikit-learn gives them
+    code, _ = _exit_code(["prepare", "sklearn", "--name", "digits", "--no-standardize", "--out",
+                          str(tmp_path / "raw2")], capsys)
+    assert code == 0 and json.loads((tmp_path / "raw2" / "meta.json").read_text())["standardized"] is None
+
+
+def test_svmlight_zero_based_is_detected(tmp_path, capsys):
+    from sklearn.datasets import dump_svmlight_file
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(30, 6))  # dense: column 0 has values, so index 0 appears
+    y = np.where(rng.random(30) < 0.5, 1, -1)
+    dump_svmlight_file(X, y, str(tmp_path / "z.svm"), zero_based=True)
+    dump_svmlight_file(X, y, str(tmp_path / "o.svm"), zero_based=False)
+    order = np.random.default_rng([0, 0x5B117]).permutation(30)
+    for name in ("z", "o"):
+        code, err = _exit_code(["prepare", "svmlight", "--raw", str(tmp_path / f"{name}.svm"), "--test-fraction",
+                                "0", "--out", str(tmp_path / name)], capsys)
+        assert code == 0, err
+        src = PreparedSource(tmp_path / name)
+        assert src.n_cols == 6
+        np.testing.assert_allclose(src.train_rows(0, 30)[0].toarray(), X[order])
+        meta = json.loads((tmp_path / name / "meta.json").read_text())
+        assert meta["source"]["zero_based"] is (name == "z")
+    # told: yes reads a one-based file with an empty column 0; no refuses index 0, naming the line
+    code, _ = _exit_code(["prepare", "svmlight", "--raw", str(tmp_path / "o.svm"), "--zero-based",
+                          "--test-fraction", "0", "--out", str(tmp_path / "oy")], capsys)
+    assert code == 0 and PreparedSource(tmp_path / "oy").n_cols == 7
+    code, err = _exit_code(["prepare", "svmlight", "--raw", str(tmp_path / "z.svm"), "--zero-based", "no",
+                            "--out", str(tmp_path / "zn")], capsys)
+    assert code == 2 and "line 1" in err and not (tmp_path / "zn").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import runpy
@@ -19,7 +20,8 @@ sys.path.insert(0, str(EXPERIMENTS))
 
 import runner  # noqa: E402
 
-NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.toml"))
+#: the experiment configs (run-example.toml is one run's config, not an experiment)
+NAMES = sorted(p.stem for p in EXPERIMENTS.glob("*.toml") if "[[runs]]" in p.read_text())
 
 TINY = """
 [experiment]
@@ -136,23 +138,142 @@ def test_tiny_experiment_end_to_end(tiny):
     assert again.returncode == 0 and again.stdout.count("kept (already done") == len(expected)
 
 
+def _check_analysis_output(out: Path, n_runs: int) -> None:
+    per_run = list(csv.DictReader((out / "per_run.csv").open()))
+    assert len(per_run) == n_runs and {r["iterations"] for r in per_run} == {"4"}
+    counts = list(csv.DictReader((out / "status_counts.csv").open()))
+    assert sum(int(v) for r in counts for k, v in r.items() if k != "run") == 4 * 4 * n_runs
+    assert all(r["seconds_to_target"] for r in csv.DictReader((out / "time_to_target.csv").open()))
+    assert len(list(csv.DictReader((out / "over_seeds.csv").open()))) == n_runs  # one seed each
+    for name in ["iteration_times", "loss_vs_time", "mean_arrival_per_worker"]:
+        assert (out / f"{name}.png").stat().st_size > 5000
+
+
 @pytest.mark.mpi
-def test_notebook_runs_on_the_tiny_experiment(tiny, tmp_path, monkeypatch):
+def test_analysis_runs_as_a_script_on_the_tiny_experiment(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("pandas")
     tmp, _, _, res = tiny
     assert res.returncode == 0, res.stderr
     monkeypatch.setenv("GDCODE_RUNS", str(tmp / "out" / "runs"))
-    monkeypatch.setenv("GDCODE_FIGURES", str(tmp_path))
+    monkeypatch.setenv("GDCODE_OUT", str(tmp_path))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     ns = runpy.run_path(str(EXPERIMENTS / "analysis.py"), run_name="__main__")
     n_runs = 3 if "approx" in codes.names() else 2
     assert len(ns["runs"]) == n_runs and len(ns["metrics"]) == (1 + 4) * n_runs  # the initial model, 4 iterations
-    assert set(ns["per_run"]["iterations"]) == {4}
-    assert ns["status_counts"].to_numpy().sum() == 4 * 4 * n_runs
-    assert ns["time_to_target"]["seconds_to_target"].notna().all()
-    for name in ["iteration_times", "loss_vs_time", "mean_arrival_per_worker"]:
-        assert (tmp_path / f"{name}.png").stat().st_size > 5000
+    _check_analysis_output(tmp_path, n_runs)
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """The python3 Jupyter kernel can start here (skip with the reason when it cannot)."""
+    pytest.importorskip("jupytext", reason="the notebook extra is not installed: pip install 'gdcode[notebook]'")
+    pytest.importorskip("papermill", reason="the notebook extra is not installed: pip install 'gdcode[notebook]'")
+    from jupyter_client.manager import start_new_kernel
+
+    try:
+        manager, client = start_new_kernel(kernel_name="python3", startup_timeout=120)
+    except Exception as exc:  # noqa: BLE001 - any failure to start is a reason to skip, not a test failure
+        pytest.skip(f"the python3 Jupyter kernel cannot start: {type(exc).__name__}: {exc}")
+    client.stop_channels()
+    manager.shutdown_kernel(now=True)
+    return "python3"
+
+
+@pytest.mark.mpi
+def test_analysis_notebook_executes_with_parameters(tiny, kernel, tmp_path):
+    import jupytext
+    import papermill
+
+    tmp, _, _, res = tiny
+    assert res.returncode == 0, res.stderr
+    notebook = tmp_path / "analysis.ipynb"
+    jupytext.write(jupytext.read(EXPERIMENTS / "analysis.py"), notebook)
+    out = tmp_path / "out"
+    papermill.execute_notebook(str(notebook), str(tmp_path / "executed.ipynb"), kernel_name=kernel,
+                               parameters={"RUNS": str(tmp / "out" / "runs"), "OUT": str(out)},
+                               cwd=str(tmp_path), progress_bar=False, start_timeout=120)
+    executed = json.loads((tmp_path / "executed.ipynb").read_text())
+    tags = [c.get("metadata", {}).get("tags", []) for c in executed["cells"]]
+    assert ["parameters"] in tags and ["injected-parameters"] in tags
+    assert not [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    _check_analysis_output(out, 3 if "approx" in codes.names() else 2)
 
 
 def test_notebook_is_in_jupytext_percent_format():
     text = (EXPERIMENTS / "analysis.py").read_text()
     assert "format_name: percent" in text and text.count("# %%") >= 5
+
+
+def test_seeds_repeat_every_run_and_name_it():
+    from gdcode.errors import ConfigError
+
+    cfg = {"experiment": {"seeds": [3, 5]}, "common": {"workers": 4, "seed": 0}, "sweep": {},
+           "runs": [{"scheme": "uncoded"}, {"scheme": "ignore", "stragglers": 1}]}
+    specs = runner.expand(cfg)
+    assert [(s.name, s.key, s.options["seed"]) for s in specs] == [
+        ("w4-uncoded-seed3", "w4-uncoded", 3), ("w4-uncoded-seed5", "w4-uncoded", 5),
+        ("w4-ignore-s1-seed3", "w4-ignore-s1", 3), ("w4-ignore-s1-seed5", "w4-ignore-s1", 5)]
+    for bad in ([], [1, 1], [-1], [True], "0,1"):
+        with pytest.raises(ConfigError, match="seeds"):
+            runner.expand({**cfg, "experiment": {"seeds": bad}})
+    rows = [{"name": s.name, "key": s.key, "seed": s.seed, "group": 4, "label": s.label, "mode": "coded",
+             "scheme": s.options["scheme"], "iterations": 10, "seconds_per_iteration": 0.1 * (i + 1),
+             "final_train_loss": 0.5, "time_to_target": None if i == 3 else 1.0} for i, s in enumerate(specs)]
+    conf = runner.aggregate(rows)
+    assert [c["seeds"] for c in conf] == [2, 2]
+    assert conf[0]["seconds_per_iteration"] == pytest.approx(0.15)
+    assert conf[0]["seconds_per_iteration_sd"] == pytest.approx(0.1 / 2 ** 0.5)
+    assert conf[1]["reached"] == 1 and conf[0]["final_train_loss_sd"] == 0
+    table = runner.markdown_table(rows, 0.3, "workers")
+    assert "| workers | run | seeds |" in table and "0.15 ± 0.071" in table and "(1/2 reached)" in table
+    path = EXPERIMENTS / "erasurehead.toml"
+    assert runner.seeds_of(runner.load_config(path)) == [0, 1, 2]
+    assert runner.seeds_of(runner.load_config(path, quick=True)) == [0]
+    assert runner.seeds_of(runner.load_config(path, overrides={"seed": 4})) is None
+
+
+TINY_SEEDS = """
+[experiment]
+title = "tiny, over seeds"
+seeds = [1, 2]
+heatmap = ["ignore"]
+figures = [{ x = "iteration", y = "train_loss" }]
+
+[common]
+dataset = "synthetic:800x10"
+delay = "exp:0.02"
+iterations = 3
+lr = 1.0
+
+[sweep]
+workers = [4]
+
+[[runs]]
+scheme = "uncoded"
+
+[[runs]]
+scheme = "ignore"
+stragglers = 1
+"""
+
+
+@pytest.mark.mpi
+def test_tiny_experiment_over_seeds(tmp_path):
+    (tmp_path / "seeds.toml").write_text(TINY_SEEDS)
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    res = subprocess.run([sys.executable, str(EXPERIMENTS / "erasurehead.py"), "--config", str(tmp_path / "seeds.toml"),
+                          "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = tmp_path / "out"
+    result = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in result["rows"]] == ["w4-uncoded-seed1", "w4-uncoded-seed2", "w4-ignore-s1-seed1",
+                                                   "w4-ignore-s1-seed2"]
+    assert result["seeds"] == [1, 2] and [c["seeds"] for c in result["configurations"]] == [2, 2]
+    for r in result["rows"]:
+        meta = json.loads((out / "runs" / r["name"] / "metadata.json").read_text())
+        assert meta["options"]["seed"] == r["seed"] == int(r["name"][-1])
+    md = (out / "results.md").read_text()
+    assert "| seeds |" in md and "±" in md
+    for fig in ["train_loss_vs_iteration_workers4.png", "iteration_times_workers4.png", "workers_workers4.png"]:
+        assert (out / fig).stat().st_size > 5000 and f"]({fig})" in md

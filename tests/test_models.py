@@ -281,3 +281,42 @@ def test_a_plain_numpy_model_gets_objective_and_gradient_but_no_hogwild_threads(
     assert not plain.supports_hogwild_threads
     assert all(models.get(name).supports_hogwild_threads for name in NAMES)
     assert all(isinstance(models.get(name), models.LinearModel) for name in NAMES)
+
+
+def _auc_mann_whitney(positive: np.ndarray, score: np.ndarray) -> float | None:
+    """The implementation gdcode had before it used scikit-learn: ranks, ties counted half."""
+    from scipy.stats import rankdata
+
+    n_pos = int(np.count_nonzero(positive))
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_auc_and_accuracy_keep_their_values_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    n = 200 + 37 * seed
+    positive = rng.random(n) < 0.3 + 0.07 * seed
+    score = np.round(rng.standard_normal(n) + positive, 1 if seed % 2 else 0)  # many ties
+    assert np.unique(score).size < n // 3
+    assert models.binary_auc(positive, score) == pytest.approx(_auc_mann_whitney(positive, score), rel=1e-12,
+                                                               abs=1e-15)
+    from sklearn.metrics import roc_auc_score
+
+    assert models.binary_auc(positive, score) == pytest.approx(roc_auc_score(positive, score), rel=1e-12)
+    score[:5] = [np.inf, -np.inf, np.inf, 0.0, -np.inf]  # a diverging model: ranks still defined
+    assert models.binary_auc(positive, score) == pytest.approx(_auc_mann_whitney(positive, score), rel=1e-12)
+    score[7] = np.nan
+    assert np.isnan(models.binary_auc(positive, score))
+    assert models.binary_auc(np.ones(5, bool), np.arange(5.0)) is None
+    assert models.binary_auc(np.zeros(5, bool), np.arange(5.0)) is None
+    # accuracy: a margin of exactly 0 predicts +1, as before
+    y = np.where(positive, 1.0, -1.0)
+    margin = np.round(rng.standard_normal(n), 0)
+    X = np.eye(n)
+    out = models.get("hinge").test_metrics(X, y, margin)
+    assert out["test_accuracy"] == np.mean(np.where(margin >= 0, 1.0, -1.0) == y)
+    assert out["test_auc"] == pytest.approx(_auc_mann_whitney(positive, margin), rel=1e-12)

@@ -131,3 +131,66 @@ def test_ranks_never_import_matplotlib():
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def make_seeded(path, seed, scheme="uncoded", losses=None):
+    """A run of one seed: its losses shifted by the seed, its iterations slower for higher seeds."""
+    w = RunWriter(path)
+    w.write_metadata({"options": {"mode": "coded", "scheme": scheme, "stragglers": 0, "workers": 3, "lr": 0.5,
+                                  "seed": seed, "name": path.name, "out": str(path.parent)}})
+    elapsed = 0.0
+    for t in range(0, 9):
+        elapsed += 0.1 * (1 + seed) * (t > 0)
+        loss = (losses[t] if losses is not None else 1.0 / (t + 1)) + 0.01 * seed
+        w.append_metrics({"iteration": t, "elapsed": elapsed, "train_loss": loss, "responders": 2 + t % 2})
+    w.write_summary({"status": "ok", "iterations": 8})
+    w.close()
+    return load_run(path)
+
+
+def test_band_over_seeds_is_one_curve_per_configuration(tmp_path, capsys):
+    runs = [make_seeded(tmp_path / "runs" / f"{s}-seed{k}", k, scheme=s) for s in ("uncoded", "frc") for k in (0, 1, 2)]
+    fig = plot.plot_metric(runs, tmp_path / "b.png", x="iteration", band="range")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["uncoded (3 seeds)", "frc (3 seeds)"]
+    assert len(ax.lines) == 2 and len(ax.collections) == 2  # two means, two bands
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), 1.0 / np.arange(1, 10) + 0.01)  # the mean of 0, .01, .02
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(1.0 / 9) and band.max() == pytest.approx(1.02)  # lowest and highest seed
+    # elapsed differs between seeds: interpolated over the range every seed covers
+    fig = plot.plot_metric(runs, tmp_path / "e.png", x="elapsed", band="sd")
+    xs = fig.axes[0].lines[0].get_xdata()
+    assert xs[0] == 0 and xs[-1] == pytest.approx(0.8)  # seed 0 ends first
+    grid, mean, low, high = plot.seed_band(runs[:3], "iteration", "train_loss", band="sd")
+    np.testing.assert_allclose(high - mean, 0.01)  # sd of 0, .01, .02
+    # from the command line, with a folder of runs
+    assert cli_main(["plot", str(tmp_path / "runs"), "--band", "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 5000 and "6 runs" in capsys.readouterr().out
+    assert cli_main(["plot", str(tmp_path / "runs"), "--band", "--kind", "workers", "--out",
+                     str(tmp_path / "w.png")]) == 2
+
+
+def test_coinciding_curves_stay_distinguishable_and_iterations_are_integers(tmp_path):
+    same = np.geomspace(1, 0.1, 9)
+    runs = [make_seeded(tmp_path / s, 0, scheme=s, losses=same) for s in ("uncoded", "frc", "cyclic")]
+    fig = plot.plot_metric(runs, tmp_path / "f.png", x="iteration")
+    lines = fig.axes[0].lines
+    np.testing.assert_array_equal(lines[0].get_ydata(), lines[1].get_ydata())  # they coincide...
+    styles = {(ln.get_linestyle(), ln.get_marker()) for ln in lines}
+    assert len(styles) == 3  # ...but each has its own dash and marker
+    assert len({str(ln.get_markevery()) for ln in lines}) == 3  # at points of its own
+    ticks = fig.axes[0].get_xticks()
+    assert np.allclose(ticks, np.round(ticks))
+    fig = plot.plot_metric(runs, tmp_path / "r.png", x="iteration", y="responders")
+    assert np.allclose(fig.axes[0].get_yticks(), np.round(fig.axes[0].get_yticks()))
+
+
+def test_plot_without_matplotlib_names_the_extra(runs, tmp_path):
+    code = ("import sys\n"
+            "for name in ('matplotlib', 'matplotlib.pyplot'):\n    sys.modules[name] = None  # not installed\n"
+            "from gdcode.cli import main\n"
+            "sys.exit(main(['plot', sys.argv[1], '--out', sys.argv[2]]))\n")
+    res = subprocess.run([sys.executable, "-c", code, str(runs[0].path), str(tmp_path / "f.png")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "gdcode[plot]" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "f.png").exists()

@@ -3,10 +3,9 @@
 Targets (:data:`TARGETS`): ``kernels``, the compiled gradient kernels against the numpy/scipy
 two-pass reference and the machine's read bandwidth; ``engine``, the real elapsed time of the
 coded schemes against uncoded and their ideal; ``faults``, tolerant codes with a frozen worker
-against their ideal; ``simulator``, the simulator at W=1000 against the closed forms. Adding a target is one line in
-:data:`TARGETS`, naming a module that has either ``main(args) -> int`` (and optionally
-``add_arguments(parser)`` for its own options, on its own sub-parser) or
-``run(as_json: bool) -> int``. Every target takes ``--json``.
+against their ideal; ``simulator``, the simulator at W=1000 against the closed forms;
+``startup``, where a run's set-up time goes. Every target takes ``--json`` (a JSON list of
+result rows); ``gdcode bench TARGET --help`` lists a target's own options.
 """
 
 from __future__ import annotations
@@ -14,7 +13,16 @@ from __future__ import annotations
 import argparse
 import importlib
 
-#: target name -> module implementing it
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode bench kernels
+gdcode bench engine --json
+gdcode bench faults
+"""
+
+#: target name -> module implementing it. Adding a target is one line here, naming a module that has
+#: either ``main(args) -> int`` (and optionally ``add_arguments(parser)`` for its own options, on its
+#: own sub-parser) or ``run(as_json: bool) -> int``.
 TARGETS: dict[str, str] = {
     "kernels": "gdcode.bench.kernels",
     "engine": "gdcode.bench.engine",

@@ -10,14 +10,6 @@ everything the cluster made, also after a crash. Needs root. State: $GDCODE_CLUS
 (default /run/gdcode/clusters). Exit codes: 0 done, 1 a command failed (nothing is left
 behind), 2 bad input or a machine that cannot do it (not root, no ip, no namespaces), 130 and
 143 interrupted by SIGINT or SIGTERM (nothing is left behind).
-
-Examples:
-  sudo .venv/bin/gdcode cluster up lab --hosts 5 --bandwidth 100mbit
-  sudo .venv/bin/gdcode run --cluster lab --workers 4 --dataset synthetic:2000x50000 --iterations 20
-  sudo .venv/bin/gdcode cluster up far --hosts 3 --slots 2 --bandwidth 1gbit --latency 0.005
-  sudo .venv/bin/gdcode cluster status          # every cluster
-  sudo .venv/bin/gdcode cluster status lab      # hosts, shaping, byte counters
-  sudo .venv/bin/gdcode cluster down lab
 """
 
 from __future__ import annotations
@@ -29,6 +21,16 @@ import sys
 from typing import Any
 
 from gdcode.cluster import ClusterError, emulate
+
+#: the Examples section of the help page
+EXAMPLES = """\
+sudo .venv/bin/gdcode cluster up lab --hosts 5 --bandwidth 100mbit
+sudo .venv/bin/gdcode run --cluster lab --workers 4 --dataset synthetic:2000x50000 --iterations 20
+sudo .venv/bin/gdcode cluster up far --hosts 3 --slots 2 --bandwidth 1gbit --latency 0.005
+sudo .venv/bin/gdcode cluster status          # every cluster
+sudo .venv/bin/gdcode cluster status lab      # hosts, shaping, byte counters
+sudo .venv/bin/gdcode cluster down lab
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

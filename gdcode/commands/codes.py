@@ -17,6 +17,13 @@ import json
 
 from gdcode.errors import ConfigError
 
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode codes --list
+gdcode codes cyclic-mds --workers 12 --stragglers 3
+gdcode codes approx --workers 12 --stragglers 2 --option collect=5 --option rescale=true --json
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", help="code name (see --list) or a plug-in MODULE:CLASS")

@@ -11,4 +11,14 @@ A cluster is its name and the id that launch records locally; without that recor
 
 from gdcode.cluster.ec2 import add_arguments, main
 
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode ec2 launch --config ec2.toml
+gdcode ec2 setup --config ec2.toml
+gdcode ec2 run --config ec2.toml -- .venv/bin/gdcode info
+gdcode ec2 run --hosts hosts.txt -- .venv/bin/gdcode info     # a hosts file needs no config
+gdcode ec2 collect --hosts hosts.txt --out cluster-results
+gdcode ec2 terminate --config ec2.toml --yes --wait
+"""
+
 __all__ = ["add_arguments", "main"]

@@ -14,6 +14,13 @@ import sys
 from gdcode.cluster import hostfile
 from gdcode.errors import ConfigError
 
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode hostfile --hosts node0,node1,node2 --slots 2 --out hostfile.mpich
+gdcode hostfile --hosts node0:1,node1:4 --format openmpi
+gdcode hostfile --from hosts.txt --format openmpi --out hostfile.openmpi
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)

@@ -8,6 +8,12 @@ import argparse
 import json
 import platform
 
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode info
+gdcode info --json
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -12,9 +12,17 @@ run directory but holds run directories stands for all of them.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from gdcode.errors import ConfigError
+
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode plot results/run-a results/run-b --out loss.png
+gdcode plot experiment-results/erasurehead/runs --x iteration --y test_auc --out auc.pdf
+gdcode plot experiment-results/erasurehead/runs --band --out loss.png    # mean and range over seeds
+gdcode plot results/run-a --kind workers --out workers.png
+gdcode plot results --kind iteration-times --out times.svg
+"""
 
 KINDS = ("metric", "workers", "iteration-times")
 
@@ -34,37 +42,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="log-scale y axis (default: when the values span a decade)")
     scale.add_argument("--linear", dest="log", action="store_const", const=False, help="linear y axis")
     parser.add_argument("--label", action="append", default=None, metavar="TEXT",
-                        help="legend text of each run, in order (repeat once per run)")
+                        help="legend text of each run, in order (repeat once per run; with --band once per curve)")
+    parser.add_argument("--band", nargs="?", const="range", default=None, choices=("range", "sd"),
+                        help="--kind metric: runs that differ only in --seed are one curve, their mean, with a band "
+                             "over the seeds: range (the default) from the lowest to the highest seed, sd one "
+                             "standard deviation either side")
 
 
 def find_runs(paths: list[str]) -> list:
-    """The runs named by ``paths``: run directories, or folders whose subfolders are runs."""
-    from gdcode.results import load_run
+    """The runs named by ``paths``: run directories, or folders holding them at any depth."""
+    from gdcode.results import find_run_dirs, load_run
 
-    runs = []
-    for text in paths:
-        p = Path(text)
-        if (p / "metrics.jsonl").is_file():
-            runs.append(load_run(p))
-            continue
-        if not p.is_dir():
-            raise ConfigError(f"{p} does not exist; give run directories (OUT/NAME, holding metrics.jsonl)")
-        inner = sorted(q for q in p.iterdir() if (q / "metrics.jsonl").is_file())
-        if not inner:
-            raise ConfigError(f"{p} is not a gdcode run directory (no metrics.jsonl) and holds none")
-        runs.extend(load_run(q) for q in inner)
-    return runs
+    try:
+        return [load_run(d) for d in find_run_dirs(paths)]
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def main(args: argparse.Namespace) -> int:
     from gdcode import plot
 
+    plot.require_matplotlib()
     plot.check_output(args.out)
     runs = find_runs(args.runs)
-    if args.label is not None and len(args.label) != len(runs):
+    if args.band is not None and args.kind != "metric":
+        raise ConfigError(f"--band applies to --kind metric, not --kind {args.kind}")
+    if args.label is not None and len(args.label) != len(runs) and args.band is None:
         raise ConfigError(f"--label given {len(args.label)} times for {len(runs)} runs; give one per run")
     if args.kind == "metric":
-        plot.plot_metric(runs, args.out, x=args.x, y=args.y, title=args.title, log=args.log, labels=args.label)
+        plot.plot_metric(runs, args.out, x=args.x, y=args.y, title=args.title, log=args.log, labels=args.label,
+                         band=args.band)
     elif args.kind == "workers":
         plot.plot_workers(runs, args.out, title=args.title, labels=args.label)
     else:

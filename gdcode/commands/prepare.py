@@ -14,6 +14,17 @@ import json
 import sys
 
 from gdcode.data.prepare import KINDS, PrepareOptions, prepare
+from gdcode.data.prepare.readers import ZERO_BASED
+
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode prepare sklearn --name digits --task binary
+gdcode prepare svmlight --raw a9a.txt --test-fraction 0      # 0- or 1-based indices detected
+gdcode prepare csv --raw data.csv --label outcome --drop id,date --standardize
+gdcode prepare covtype --download --out prepared/covtype
+gdcode prepare synthetic --rows 1000000 --cols 100000 --sparse --nnz-per-row 84
+gdcode run --dataset prepared/sklearn-digits --workers 4
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
                    help="held-out fraction, 0 keeps every row for training (default: 0.2)")
     g.add_argument("--seed", type=int, default=0, help="seed of the split (and of the generator)")
-    g.add_argument("--standardize", action="store_true",
-                   help="scale columns by the training rows' std (dense: and centre them)")
+    g.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                   help="scale columns by the training rows' std (dense: and centre them); default on "
+                        "for sklearn (as --dataset sklearn:NAME), off for the other kinds")
     g.add_argument("--json", action="store_true", help="print meta.json instead of a summary")
     g = parser.add_argument_group("raw files")
     g.add_argument("--raw", metavar="FILE", help="the raw data file (plain or .gz); mnist: the directory "
@@ -43,7 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--drop", metavar="COL[,COL...]", type=lambda s: [c for c in s.split(",") if c],
                    help="csv: columns to leave out (ids, dates)")
     g.add_argument("--delimiter", metavar="C", help="csv: field separator (default: ,)")
-    g.add_argument("--zero-based", action="store_true", help="svmlight: indices start at 0, not 1")
+    g.add_argument("--zero-based", nargs="?", const="yes", default="auto", choices=ZERO_BASED,
+                   metavar="auto|yes|no",
+                   help="svmlight: whether indices start at 0; auto (the default) reads a file with an "
+                        "index 0 as 0-based and any other as 1-based, as scikit-learn does; "
+                        "--zero-based alone is yes")
     g.add_argument("--bins", type=int, metavar="N",
                    help="covtype: quantile bins per numeric column "
                         "(default 0: one per distinct value)")

@@ -22,6 +22,16 @@ from gdcode.errors import ConfigError, OptionError
 from gdcode.options import RunOptions
 from gdcode.runtime.launch import LOG_FILE
 
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode run --workers 4 --dataset synthetic:4000x100 --iterations 50
+gdcode run --scheme cyclic-mds --workers 6 --stragglers 1 --delay exp:0.25 --name mds
+gdcode run experiments/run-example.toml --iterations 20      # command-line options override the file
+gdcode run --workers 4 --iterations 100 --checkpoint-every 10 --name long
+gdcode run --resume results/long --iterations 200
+MPIEXEC_ARGS="-f hostfile.mpich" gdcode run --workers 8 --dataset prepared/covtype
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="TOML file of options (command-line options override it)")

@@ -12,12 +12,6 @@ reply times, ``gdcode simulate --fit trace:FILE`` to a trace's times (``worker,i
 e.g. from ``gdcode trace import``): exponential, shifted-exponential and Pareto pauses, the
 ``markov`` model of slow spells (with confidence intervals), the lag-1 autocorrelation and the
 correlation between workers, and says which model fits best and why.
-
-Examples:
-  gdcode simulate --scheme frc --workers 12 --stragglers 2 --delay markov:0.1,8,0.05,0.25
-  gdcode simulate --scheme cyclic --workers 12 --stragglers 2 --delay correlated:0.2,1.5,0.6,4
-  gdcode simulate --fit results/my-run
-  gdcode simulate --fit trace:job4.csv --json
 """
 
 from __future__ import annotations
@@ -29,6 +23,14 @@ from pathlib import Path
 
 from gdcode import options as opts
 from gdcode.errors import ConfigError
+
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode simulate --scheme frc --workers 12 --stragglers 2 --delay markov:0.1,8,0.05,0.25
+gdcode simulate --scheme cyclic --workers 12 --stragglers 2 --delay correlated:0.2,1.5,0.6,4
+gdcode simulate --fit results/my-run
+gdcode simulate --fit trace:job4.csv --json
+"""
 
 #: run options the simulator takes (same names, types and defaults as ``gdcode run``)
 RUN_OPTIONS = ("scheme", "workers", "stragglers", "collect", "code-options", "delay", "delay-scale-with-load", "seed",

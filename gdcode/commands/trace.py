@@ -23,15 +23,6 @@ gdcode trace stats FILE prints each worker's mean, coefficient of variation and 
 (runs of consecutive iterations slower than --slow FACTOR times the median worker of the
 iteration), and the lag-1 autocorrelation and the correlation between workers.
 
-Examples:
-  gdcode trace import --format pai job_4_norm.csv job4.csv
-  gdcode trace import --format pai --mean 0.2 job_4_norm.csv job4.csv
-  gdcode trace import --format pai --duplicates first job_2_norm.csv job2.csv
-  gdcode trace import --format csv --worker host --iteration step --seconds step_time times.csv t.csv
-  gdcode trace stats job4.csv
-  gdcode simulate --fit trace:job4.csv
-  gdcode simulate --scheme frc --workers 10 --stragglers 1 --delay trace:job4.csv
-
 Exit codes: 0 done, 2 bad input.
 """
 
@@ -42,6 +33,17 @@ import json
 import math
 
 from gdcode.errors import ConfigError
+
+#: the Examples section of the help page
+EXAMPLES = """\
+gdcode trace import --format pai job_4_norm.csv job4.csv
+gdcode trace import --format pai --mean 0.2 job_4_norm.csv job4.csv
+gdcode trace import --format pai --duplicates first job_2_norm.csv job2.csv
+gdcode trace import --format csv --worker host --iteration step --seconds step_time times.csv t.csv
+gdcode trace stats job4.csv
+gdcode simulate --fit trace:job4.csv
+gdcode simulate --scheme frc --workers 10 --stragglers 1 --delay trace:job4.csv
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,8 +12,8 @@ NAME                    task        rows   cols  labels
 
 Rows are split by the seed (:func:`gdcode.data.prepare.common.split_indices`) and the
 features standardised with the training rows' mean and standard deviation (their raw scales
-differ by orders of magnitude). ``gdcode prepare sklearn --name NAME --standardize`` writes
-the same rows to a directory.
+differ by orders of magnitude). ``gdcode prepare sklearn --name NAME`` writes the same rows,
+standardised the same way, to a directory (``--no-standardize`` keeps the raw features).
 
 Binary rule: when a binary model asks for a multiclass set, the lower half of the classes
 (labels ``0 .. K//2 - 1``) is +1 and the rest -1: digits 0-4 against 5-9, iris setosa against

@@ -50,7 +50,12 @@ _NOT_FOR = {"synthetic": {"standardize"}, "mnist": {"test_fraction"}}
 
 @dataclasses.dataclass
 class PrepareOptions:
-    """Options of ``gdcode prepare`` (None: not given)."""
+    """Options of ``gdcode prepare`` (None: not given).
+
+    ``standardize`` None is the kind's own default: on for ``sklearn`` (the features
+    ``--dataset sklearn:NAME`` trains on), off for every other kind. ``zero_based`` is
+    ``auto`` (detected from the file), ``yes`` or ``no`` (svmlight).
+    """
 
     out: str | None = None
     raw: str | None = None
@@ -58,13 +63,13 @@ class PrepareOptions:
     force: bool = False
     test_fraction: float = 0.2
     seed: int = 0
-    standardize: bool = False
+    standardize: bool | None = None
     task: str | None = None
     positive: str | None = None
     label: str | None = None
     drop: list[str] | None = None
     delimiter: str | None = None
-    zero_based: bool = False
+    zero_based: bool | str = "auto"
     name: str | None = None
     rows: int | None = None
     cols: int | None = None
@@ -125,6 +130,18 @@ def _nnz_per_row(opts: PrepareOptions) -> int | None:
     return max(1, int(round(opts.density * (opts.cols or 0))))
 
 
+def standardized(kind: str, opts: PrepareOptions) -> bool:
+    """Whether ``kind`` is standardised: ``--standardize``/``--no-standardize``, else the kind's default.
+
+    ``sklearn`` is standardised by default, so that ``gdcode prepare sklearn --name NAME``
+    holds the features ``--dataset sklearn:NAME`` gives (the same rows for the same seed
+    and test fraction); every other kind is not.
+    """
+    if opts.standardize is not None:
+        return bool(opts.standardize)
+    return kind == "sklearn"
+
+
 def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a raw file (recorded in ``meta.json``)."""
     h = hashlib.sha256()
@@ -161,7 +178,7 @@ def prepare(kind: str, opts: PrepareOptions, progress=None) -> tuple[Path, dict[
                                progress=progress)
     out = Path(opts.out) if opts.out else default_out(kind, opts)
     finish: dict[str, Any] = {"kind": kind, "out": out, "test_fraction": opts.test_fraction, "seed": opts.seed,
-              "standardize_features": opts.standardize, "force": opts.force}
+              "standardize_features": standardized(kind, opts), "force": opts.force}
     if kind == "sklearn":
         from gdcode.data import bundled
 
@@ -179,7 +196,7 @@ def prepare(kind: str, opts: PrepareOptions, progress=None) -> tuple[Path, dict[
         if opts.raw is None:
             raise ConfigError("mnist needs --raw DIR, the directory of the four IDX files")
         return mnist.prepare(Path(opts.raw), out=out, fashion=opts.fashion, dtype=opts.dtype,
-                             seed=opts.seed, standardize=opts.standardize, force=opts.force)
+                             seed=opts.seed, standardize=standardized(kind, opts), force=opts.force)
 
     raw = _raw_file(kind, opts)
     source: dict[str, Any] = {"raw": str(raw), "sha256": file_digest(raw)}
@@ -203,6 +220,7 @@ def prepare(kind: str, opts: PrepareOptions, progress=None) -> tuple[Path, dict[
     task = opts.task or "binary"
     if kind == "svmlight":
         table = readers.read_svmlight(raw, zero_based=opts.zero_based)
+        source["zero_based"] = table.extra["zero_based"]
     elif kind == "csv":
         delimiter = opts.delimiter or ","
         if len(delimiter) != 1:

@@ -35,12 +35,16 @@ class Table:
     origin : str
         The raw file (or dataset name) for messages and ``meta.json``.
     feature_names : list of str or None
+    extra : dict
+        What the reader found out about the file (e.g. ``zero_based``), recorded in the
+        ``source`` of ``meta.json``.
     """
 
     X: Any
     labels: np.ndarray
     origin: str
     feature_names: list[str] | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

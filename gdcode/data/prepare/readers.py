@@ -179,11 +179,42 @@ def _number(p, line: int, column: str, text: str) -> float:
 # ----------------------------------------------------------------------------- svmlight
 
 
-def read_svmlight(path: str | os.PathLike, zero_based: bool = False) -> Table:
+#: what ``--zero-based`` accepts: ``auto`` (detect, as scikit-learn does), ``yes``, ``no``
+ZERO_BASED = ("auto", "yes", "no")
+
+
+def zero_based_mode(value: bool | str) -> bool | str:
+    """``--zero-based`` as ``True``, ``False`` or ``"auto"`` (also from yes/no/true/false text)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in ("yes", "true", "1"):
+        return True
+    if text in ("no", "false", "0"):
+        return False
+    raise ConfigError(f"--zero-based {value!r}: give one of {', '.join(ZERO_BASED)}")
+
+
+def read_svmlight(path: str | os.PathLike, zero_based: bool | str = "auto") -> Table:
     """Read a svmlight/libsvm text file: ``LABEL [qid:N] INDEX:VALUE ...`` per line.
 
-    Indices start at 1 (libsvm) unless ``zero_based``; they must increase along a line.
-    Blank lines and ``#`` comments are skipped. The features come back as CSR.
+    Parameters
+    ----------
+    path : str or Path
+        The file (plain or gzip-compressed).
+    zero_based : bool or "auto"
+        Whether the indices start at 0. ``"auto"`` (the default, scikit-learn's rule): the
+        file is zero-based when some line has index 0, else one-based (libsvm's convention);
+        a zero-based file whose first column is empty everywhere therefore reads as
+        one-based, shifted by one column.
+
+    Returns
+    -------
+    Table
+        Features as CSR (indices increasing along a line; blank lines and ``#`` comments
+        skipped); ``extra["zero_based"]`` says how the indices were read.
 
     Raises
     ------
@@ -192,29 +223,38 @@ def read_svmlight(path: str | os.PathLike, zero_based: bool = False) -> Table:
     """
     from sklearn.datasets import load_svmlight_file
 
+    mode = zero_based_mode(zero_based)
     p = Path(path)
     fh = open_text(p)  # checks that the file opens; the fast reader wants bytes
     raw = fh.buffer if hasattr(fh, "buffer") else None
-    try:
-        X, y = load_svmlight_file(raw, dtype=np.float64, zero_based=zero_based)
+    try:  # read the indices as written; the shift is decided below
+        X, y = load_svmlight_file(raw, dtype=np.float64, zero_based=True)
     except (ValueError, UnicodeDecodeError) as exc:
         fh.close()
-        _svmlight_scan(p, zero_based)  # raises with the line when it can tell
+        _svmlight_scan(p, mode)  # raises with the line when it can tell
         raise ConfigError(f"{p}: not a valid svmlight file ({exc})") from None
     finally:
         fh.close()
     if X.shape[0] == 0:
         raise ConfigError(f"{p} has no data lines (empty, or comments only)")
     if not np.all(np.isfinite(X.data)) or not np.all(np.isfinite(y)):
-        _svmlight_scan(p, zero_based)
+        _svmlight_scan(p, mode)
     X = X.tocsr()
+    has_zero = bool(X.indices.size) and int(X.indices.min()) == 0
+    if mode is False and has_zero:
+        _svmlight_scan(p, mode)  # names the line with index 0
+    is_zero_based = has_zero if mode == "auto" else bool(mode)
+    if not is_zero_based:  # one-based: column j of the file is column j - 1
+        X = X[:, 1:]
     X.sort_indices()
+    first = 0 if is_zero_based else 1
     return Table(X=X, labels=np.asarray(y, dtype=np.float64), origin=str(p),
-                 feature_names=[f"f{j + (0 if zero_based else 1)}" for j in range(X.shape[1])])
+                 feature_names=[f"f{j + first}" for j in range(X.shape[1])],
+                 extra={"zero_based": is_zero_based})
 
 
-def _svmlight_scan(p: Path, zero_based: bool) -> None:
-    first = 0 if zero_based else 1
+def _svmlight_scan(p: Path, zero_based: bool | str) -> None:
+    first = 1 if zero_based is False else 0
     with open_text(p) as fh:
         line = 0
         try:
@@ -237,8 +277,8 @@ def _svmlight_scan(p: Path, zero_based: bool) -> None:
                         raise ConfigError(f"{p} line {line}: index {idx_text!r} in {tok!r} is "
                                           "not an integer") from None
                     if idx < first:
-                        hint = "" if zero_based else ("; libsvm indices start at 1 (pass "
-                                                      "--zero-based for a 0-based file)")
+                        hint = "" if first == 0 else ("; --zero-based no reads indices from 1 (leave "
+                                                      "it out to detect a 0-based file)")
                         raise ConfigError(f"{p} line {line}: index {idx} is below {first}{hint}")
                     if idx <= last:
                         raise ConfigError(f"{p} line {line}: index {idx} after index {last}; "
