@@ -12,7 +12,24 @@ An experiment config (``experiments/NAME.toml``) has:
 - ``[sweep]``: options with a list of values; every run is repeated for each combination;
 - ``[[runs]]``: one table per run, options overriding ``[common]``; ``collect_fraction``
   sets ``collect`` to ``round(fraction * W)`` (at least 1); ``label`` names the run;
-- ``[quick]``: what ``--quick`` overrides (common options, sweep lists or ``seeds``).
+- ``[[setups]]`` (optional): whole problems, each a table with a ``label`` and the run options
+  it sets over ``[common]`` (a dataset with its network, batch size and step size); every run is
+  repeated for each setup, and ``group_by = "setup"`` gives each its own figures. A table in a
+  setup named after a mode (``coded = { batch-size = 16 }``) holds options for that mode's runs
+  only (a run's own options still win). A setup with
+  ``optional = true`` runs only when ``--setup LABEL`` asks for it (one that needs a dataset
+  the user prepares); ``--setup`` picks setups by label;
+- ``[clusters.NAME]`` (optional): an emulated cluster (``hosts``, ``slots``, ``bandwidth``,
+  ``latency``; see ``gdcode cluster up``) that runs with ``cluster = "NAME"`` use. The script
+  makes each one before its first run and removes the ones it made at the end (root only); the
+  simulator's prediction of a coded run on a shaped cluster then adds the links
+  (:class:`gdcode.simulate.Network`);
+- ``[quick]``: what ``--quick`` overrides (common options, sweep lists, ``seeds`` or ``setups``,
+  a list of setup labels).
+
+``target_loss`` and ``target_accuracy`` in ``[experiment]`` add the time to reach them: the
+first evaluation whose training loss is at or below ``target_loss``, or whose test accuracy is
+at or above ``target_accuracy``.
 
 ``seeds = [0, 1, 2]`` in ``[experiment]`` repeats every run once per seed (replacing the
 ``seed`` option); each run directory's name ends in ``-seedN``. ``results.md`` then gives the
@@ -79,12 +96,19 @@ def load_config(path: Path, quick: bool = False, overrides: dict | None = None) 
     cfg.setdefault("sweep", {})
     if not cfg.get("runs"):
         raise ConfigError(f"experiment config {path} has no [[runs]]")
+    cfg.setdefault("setups", [])
+    cfg.setdefault("clusters", {})
     if quick:
         for key, value in cfg.get("quick", {}).items():
             if key == "seeds":
                 cfg["experiment"]["seeds"] = value
-            else:
-                (cfg["sweep"] if key in cfg["sweep"] else cfg["common"])[key] = value
+            elif key == "setups":
+                cfg["experiment"]["setups"] = value
+            elif key in cfg["sweep"]:
+                cfg["sweep"][key] = value
+            else:  # over [common] and any setup's own value
+                cfg["common"][key] = value
+                cfg.setdefault("overrides", {})[key] = value
     for key, value in (overrides or {}).items():
         if key == "seeds":
             cfg["experiment"]["seeds"] = value
@@ -93,7 +117,36 @@ def load_config(path: Path, quick: bool = False, overrides: dict | None = None) 
             cfg["experiment"].pop("seeds", None)
         cfg["sweep"].pop(key, None)
         cfg["common"][key] = value
+        cfg.setdefault("overrides", {})[key] = value
     return cfg
+
+
+def select_setups(cfg: dict, chosen: list[str] | None = None) -> list[dict]:
+    """The setups to run: those labelled in ``chosen`` (``--setup``), else in ``[quick]``'s
+    ``setups``, else every one not marked ``optional``; ``[{}]`` when the config has none.
+
+    Raises
+    ------
+    ConfigError
+        A setup without a label, two with one label, or a chosen label that is not there.
+    """
+    from gdcode.errors import ConfigError
+
+    setups = cfg.get("setups") or []
+    if not setups:
+        if chosen:
+            raise ConfigError(f"--setup {','.join(chosen)}: this experiment has no [[setups]]")
+        return [{}]
+    labels = [st.get("label") for st in setups]
+    if any(not isinstance(label, str) or not label for label in labels) or len(set(labels)) != len(labels):
+        raise ConfigError(f"every [[setups]] table needs its own label = \"...\" (have: {labels})")
+    wanted = chosen if chosen else cfg["experiment"].get("setups")
+    if wanted:
+        missing = [w for w in wanted if w not in labels]
+        if missing:
+            raise ConfigError(f"setup(s) {', '.join(missing)} not in the config; it has: {', '.join(labels)}")
+        return [st for st in setups if st["label"] in wanted]
+    return [st for st in setups if not st.get("optional", False)]
 
 
 def seeds_of(cfg: dict) -> list[int] | None:
@@ -124,11 +177,19 @@ def expand(cfg: dict) -> list[RunSpec]:
     keys = list(sweep)
     specs = []
     labelled: list[bool] = []
-    for combo in itertools.product(*(sweep[k] for k in keys)):
+    setups = select_setups(cfg, cfg["experiment"].get("chosen_setups"))
+    overrides = {_dest(k): v for k, v in cfg.get("overrides", {}).items()}
+    for setup, combo in itertools.product(setups, itertools.product(*(sweep[k] for k in keys))):
         base = {_dest(k): v for k, v in cfg["common"].items()}
+        base.update({_dest(k): v for k, v in setup.items() if k not in ("label", "optional")
+                     and not isinstance(v, dict)})
+        base.update(overrides)  # the command line wins over a setup
         base.update(dict(zip(keys, combo, strict=True)))
         for entry in cfg["runs"]:
             opts = dict(base)
+            per_mode = setup.get(entry.get("mode", base.get("mode", "coded")), {})
+            opts.update({_dest(k): v for k, v in per_mode.items()})
+            opts.update(overrides)
             opts.update({_dest(k): v for k, v in entry.items() if k not in ("label", "collect_fraction")})
             if "collect_fraction" in entry:
                 opts["collect"] = max(1, round(entry["collect_fraction"] * opts.get("workers", 4)))
@@ -138,7 +199,9 @@ def expand(cfg: dict) -> list[RunSpec]:
                                   f"{', '.join(o.name for o in options.OPTIONS)}")
             mode = opts.get("mode", "coded")
             what = opts.get("scheme", "uncoded") if mode == "coded" else mode
-            parts = [f"{group_by[0]}{opts.get(group_by)}" if group_by in opts else None, what]
+            prefix = setup.get("label") if group_by == "setup" else (
+                f"{group_by[0]}{opts.get(group_by)}" if group_by in opts else None)
+            parts = [setup.get("label") if setup and group_by != "setup" else None, prefix, what]
             if mode == "coded" and opts.get("stragglers"):
                 parts.append(f"s{opts['stragglers']}")
             if opts.get("collect"):
@@ -148,13 +211,14 @@ def expand(cfg: dict) -> list[RunSpec]:
             skip = None
             if mode == "coded" and what not in codes.names():
                 skip = f"the code {what!r} is not in this gdcode (it has: {', '.join(codes.names())})"
-            specs.append(RunSpec(name=name, group=opts.get(group_by), options=opts, label=label, skip=skip))
+            group = setup.get("label") if group_by == "setup" else opts.get(group_by)
+            specs.append(RunSpec(name=name, group=group, options=opts, label=label, skip=skip))
             labelled.append("label" in entry)
     names = [s.name for s in specs]
     for i, s in enumerate(specs):  # runs that differ only in options the name leaves out (a gossip mixing)
         if names.count(s.name) > 1 and labelled[i]:
-            s.name = _safe("-".join(str(p) for p in (f"{group_by[0]}{s.group}" if group_by in s.options else None,
-                                                     s.label.lower()) if p))
+            head = s.group if group_by == "setup" else (f"{group_by[0]}{s.group}" if group_by in s.options else None)
+            s.name = _safe("-".join(str(p) for p in (head, s.label.lower()) if p))
     names = [s.name for s in specs]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -272,7 +336,84 @@ def _compute_trace(path: Path, n_workers: int):
             simulate.ComputeModel(kind="trace", trace=medians, spec="median measured compute"))
 
 
-def predict(spec: RunSpec, runs_dir: Path) -> dict:
+#: the keys of a ``[clusters.NAME]`` table (``gdcode cluster up``'s options)
+CLUSTER_KEYS = ("hosts", "slots", "bandwidth", "latency")
+
+
+def used_clusters(cfg: dict, specs: list[RunSpec]) -> list[str]:
+    """The config's clusters that runs to be done use, in order of first use.
+
+    Raises
+    ------
+    ConfigError
+        A cluster table with an unknown key or without ``hosts``, or clusters asked for by a
+        user who is not root (making one needs network namespaces).
+    """
+    from gdcode.errors import ConfigError
+
+    names = list(dict.fromkeys(s.options["cluster"] for s in specs
+                               if not s.skip and s.options.get("cluster") in cfg["clusters"]))
+    for name in names:
+        table = cfg["clusters"][name]
+        unknown = [k for k in table if k not in CLUSTER_KEYS]
+        if unknown or "hosts" not in table:
+            raise ConfigError(f"[clusters.{name}]: give hosts (and optionally slots, bandwidth, latency); "
+                              f"unknown: {', '.join(unknown) or 'none'}")
+    if names and os.geteuid() != 0:
+        raise ConfigError(f"the emulated cluster(s) {', '.join(names)} need root (network namespaces): run as root, "
+                          "or leave out their runs with --setup or a config without them")
+    return names
+
+
+def make_cluster(name: str, table: dict) -> bool:
+    """Bring the emulated cluster ``name`` up as ``table`` says; False when it was already up
+    (it is then used as it is and left up)."""
+    from gdcode.cluster import emulate
+
+    if name in emulate.names():
+        c = emulate.load(name)
+        have = {"hosts": len(c.hosts), "slots": c.slots, "bandwidth": c.bandwidth, "latency": c.latency or None}
+        want = {"hosts": int(table["hosts"]), "slots": int(table.get("slots", 1)), "bandwidth": table.get("bandwidth"),
+                "latency": table.get("latency") or None}
+        if have != want:
+            raise RuntimeError(f"the emulated cluster {name} is up with {have}, not the config's {want}: "
+                               f"remove it (gdcode cluster down {name}) or rename the config's cluster")
+        print(f"using the emulated cluster {name} that is already up (gdcode cluster status {name})", flush=True)
+        return False
+    emulate.up(name, hosts=int(table["hosts"]), slots=int(table.get("slots", 1)), bandwidth=table.get("bandwidth"),
+               latency=table.get("latency"))
+    print(f"made the emulated cluster {name}: {table}", flush=True)
+    return True
+
+
+def _remove_clusters(names: list[str]) -> None:
+    from gdcode.cluster import emulate
+
+    for cluster in names:
+        emulate.down(cluster)
+        print(f"removed the emulated cluster {cluster}", flush=True)
+
+
+def network_of(spec: RunSpec, cfg: dict, model_bytes: int):
+    """The simulator's links for a run on a shaped cluster of the config (None otherwise)."""
+    from gdcode import simulate
+
+    table = cfg["clusters"].get(spec.options.get("cluster"))
+    if not table or not table.get("bandwidth"):
+        return None
+    return simulate.Network(latency=float(table.get("latency") or 0.0),
+                            bandwidth=simulate.parse_rate(table["bandwidth"]),
+                            model_bytes=model_bytes, reply_bytes=model_bytes)
+
+
+def message_bytes(run) -> int:
+    """Bytes of one model message of ``run``: what rank 0 sent, over the messages it sent."""
+    sent = run.summary.get("bytes", {}).get("sent") or []
+    W, iters = run.metadata["options"]["workers"], run.summary["iterations"]
+    return int(sent[0] / max(1, W * iters)) if sent and sent[0] else 0
+
+
+def predict(spec: RunSpec, runs_dir: Path, cfg: dict | None = None) -> dict:
     """Simulated seconds per iteration of a coded run: on the run's own delays (its seed
     replayed, its measured compute) and on 20000 fresh draws (each worker's median compute)."""
     from gdcode import problem, rundir, simulate
@@ -285,33 +426,44 @@ def predict(spec: RunSpec, runs_dir: Path) -> dict:
     delay = problem.build_delay(options)
     W, iters = options.workers, run.summary["iterations"]
     same, bulk = _compute_trace(runs_dir / f"{spec.name}.compute.csv", W)
-    replayed = simulate.simulate(code, delay, draws=iters, compute=same, replay=True)
-    fresh = simulate.simulate(code, delay, draws=BULK_DRAWS, compute=bulk, seed=options.seed + 1)
+    network = network_of(spec, cfg, message_bytes(run)) if cfg else None
+    replayed = simulate.simulate(code, delay, draws=iters, compute=same, replay=True, network=network)
+    fresh = simulate.simulate(code, delay, draws=BULK_DRAWS, compute=bulk, seed=options.seed + 1, network=network)
     return {"load": float(code.load().mean()), "sim_same_delays": float(replayed.times.mean()),
-            "sim_expected": float(fresh.times.mean()), "sim_times": fresh.times}
+            "sim_expected": float(fresh.times.mean()), "sim_times": fresh.times,
+            **({"network": network.describe()} if network else {})}
 
 
-def time_to(run, target: float | None) -> float | None:
-    """Elapsed seconds at the first iteration whose training loss is at or below ``target``."""
+def time_to(run, target: float | None, metric: str = "train_loss") -> float | None:
+    """Elapsed seconds at the first evaluation whose ``metric`` reaches ``target``: at or below it
+    for a loss, at or above it for an accuracy or AUC."""
     if target is None:
         return None
+    higher = metric.endswith(("accuracy", "auc"))
     for m in run.metrics:
-        if m.get("train_loss") is not None and m["train_loss"] <= target:
+        v = m.get(metric)
+        if v is not None and (v >= target if higher else v <= target):
             return float(m["elapsed"])
     return None
 
 
-def make_row(spec: RunSpec, target: float | None, pred: dict) -> dict:
+def make_row(spec: RunSpec, target: float | None, pred: dict, target_accuracy: float | None = None) -> dict:
     s, opts = spec.run.summary, spec.run.metadata["options"]
     per_it = s["elapsed"] / s["iterations"] if s["iterations"] else float("nan")
+    steps = s.get("worker_steps")
+    if opts.get("mode", "coded") != "coded" and steps and sum(steps):
+        per_it = s["elapsed"] * len(steps) / sum(steps)  # seconds per step of a worker, as one iteration of coded
     row = {"name": spec.name, "key": spec.key or spec.name, "seed": opts.get("seed"), "group": spec.group,
            "label": spec.label, "mode": opts.get("mode", "coded"),
            "scheme": opts.get("scheme"), "workers": opts["workers"], "stragglers": opts.get("stragglers"),
            "collect": opts.get("collect"), "iterations": s["iterations"], "elapsed": s["elapsed"],
            "seconds_per_iteration": per_it, "final_train_loss": s["train_loss"],
            "test_accuracy": s.get("test_accuracy"), "test_auc": s.get("test_auc"), "test_rmse": s.get("test_rmse"),
-           "time_to_target": time_to(spec.run, target)}
+           "time_to_target": time_to(spec.run, target),
+           "time_to_accuracy": time_to(spec.run, target_accuracy, "test_accuracy")}
     row.update({k: v for k, v in pred.items() if k != "sim_times"})
+    if opts.get("cluster"):
+        row["cluster"] = opts["cluster"]
     return row
 
 
@@ -325,7 +477,7 @@ def _fmt(v, digits: int = 4) -> str:
 
 #: per-run numbers that ``results.md`` averages over the seeds of a configuration
 SEED_STATS = ("load", "iterations", "elapsed", "seconds_per_iteration", "sim_same_delays", "sim_expected",
-              "final_train_loss", "test_accuracy", "test_auc", "test_rmse", "time_to_target")
+              "final_train_loss", "test_accuracy", "test_auc", "test_rmse", "time_to_target", "time_to_accuracy")
 
 
 def aggregate(rows: list[dict]) -> list[dict]:
@@ -342,7 +494,8 @@ def aggregate(rows: list[dict]) -> list[dict]:
         first = members[0]
         agg = {f: first.get(f) for f in ("group", "label", "mode", "scheme", "workers", "stragglers", "collect")}
         agg.update(name=key, seeds=len(members), seed_values=[r.get("seed") for r in members],
-                   reached=sum(r.get("time_to_target") is not None for r in members))
+                   reached=sum(r.get("time_to_target") is not None for r in members),
+                   reached_accuracy=sum(r.get("time_to_accuracy") is not None for r in members))
         for f in SEED_STATS:
             vals = [float(r[f]) for r in members if r.get(f) is not None and math.isfinite(float(r[f]))]
             agg[f] = statistics.fmean(vals) if vals else None
@@ -356,25 +509,31 @@ def _pm(mean, sd, digits: int = 4) -> str:
     return _fmt(mean, digits) if sd is None or mean is None else f"{_fmt(mean, digits)} ± {_fmt(sd, 2)}"
 
 
-def markdown_table(rows: list[dict], target: float | None, group_by: str) -> str:
+def markdown_table(rows: list[dict], target: float | None, group_by: str,
+                   target_accuracy: float | None = None) -> str:
     """The results table: one line per configuration, speedups against uncoded in the same group.
 
     Runs repeated over seeds are one line: each number the mean ± the sample standard deviation
     over the seeds (:func:`aggregate`), with a ``seeds`` column; speedups are ratios of means.
+    With ``target`` (a training loss) and ``target_accuracy`` (a test accuracy), the time to
+    reach each, and its speedup against uncoded.
     """
     confs = aggregate(rows)
     seeded = any(c["seeds"] > 1 for c in confs)
     test_key = next((k for k in ("test_auc", "test_accuracy", "test_rmse") if any(r.get(k) is not None
                                                                                  for r in rows)), None)
+    #: (field, its reached count, column title) of each target asked for
+    goals = [g for g in (("time_to_target", "reached", f"time to loss {target:g} (s)") if target is not None else None,
+                         ("time_to_accuracy", "reached_accuracy", f"time to accuracy {target_accuracy:g} (s)")
+                         if target_accuracy is not None else None) if g]
     head = [group_by, "run"] + (["seeds"] if seeded else []) + [
-        "load", "iterations", "s/iteration", "simulated, same delays", "simulated, 20000 draws", "final train loss"]
+        "load", "iterations", "s/iteration (async: per worker step)", "simulated, same delays",
+        "simulated, 20000 draws", "final train loss"]
     if test_key:
         head.append(test_key.replace("_", " "))
-    if target is not None:
-        head.append(f"time to loss {target:g} (s)")
+    head += [title for _, _, title in goals]
     head.append("speedup vs uncoded (s/iteration)")
-    if target is not None:
-        head.append("speedup vs uncoded (time to target)")
+    head += [f"speedup vs uncoded ({title.split(' (')[0]})" for _, _, title in goals]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in confs:
         base = next((b for b in confs if b["group"] == c["group"] and b["mode"] == "coded"
@@ -387,17 +546,17 @@ def markdown_table(rows: list[dict], target: float | None, group_by: str) -> str
             _pm(c["final_train_loss"], c["final_train_loss_sd"], 5)]
         if test_key:
             cells.append(_pm(c.get(test_key), c.get(f"{test_key}_sd")))
-        if target is not None:
-            if not c["reached"]:
+        for field_, reached, _ in goals:
+            if not c[reached]:
                 cells.append("not reached")
             else:
-                some = f" ({c['reached']}/{c['seeds']} reached)" if c["reached"] < c["seeds"] else ""
-                cells.append(_pm(c["time_to_target"], c["time_to_target_sd"]) + some)
+                some = f" ({c[reached]}/{c['seeds']} reached)" if c[reached] < c["seeds"] else ""
+                cells.append(_pm(c[field_], c[f"{field_}_sd"]) + some)
         ok = base and base["seconds_per_iteration"] and c["seconds_per_iteration"]
         cells.append(f"{base['seconds_per_iteration'] / c['seconds_per_iteration']:.2f}×" if ok else "–")
-        if target is not None:
-            ok = base and base["time_to_target"] and c["time_to_target"]
-            cells.append(f"{base['time_to_target'] / c['time_to_target']:.2f}×" if ok else "–")
+        for field_, _, _ in goals:
+            ok = base and base[field_] and c[field_]
+            cells.append(f"{base[field_] / c[field_]:.2f}×" if ok else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -469,11 +628,13 @@ def write_report(specs, cfg, out: Path, figs, argv: list[str], started: float) -
                   "codes and delays all follow the seed): a number in the table is the mean ± the sample standard "
                   "deviation over the seeds, a speedup the ratio of the means; a figure draws each run's mean "
                   "over the seeds with a band from the lowest to the highest.", ""]
-    lines += ["Seconds per iteration are real wall-clock (`elapsed` / iterations). *Simulated, same delays* "
+    lines += ["Seconds per iteration are real wall-clock (`elapsed` / iterations; in an asynchronous mode, "
+              "`elapsed` over the mean number of steps a worker took, and *iterations* counts every worker's "
+              "steps). *Simulated, same delays* "
               "replays each run's own delays (its seed) with its measured compute times through "
               "`gdcode.simulate`; *simulated, 20000 draws* is the simulator's expected value under the same "
               "delay model.", ""]
-    lines += [markdown_table(rows, target, group_by), ""]
+    lines += [markdown_table(rows, target, group_by, exp.get("target_accuracy")), ""]
     skipped = list({s.key or s.name: s for s in specs if s.skip}.values())  # once per seeded run
     if skipped:
         lines += ["Not run:", ""] + [f"- {s.key or s.name}: {s.skip}" for s in skipped] + [""]
@@ -518,6 +679,8 @@ def main(name: str, doc: str | None = None, argv: list[str] | None = None) -> in
     ap.add_argument("--dataset", default=None, help="dataset of every run (e.g. a prepared directory)")
     ap.add_argument("--set", action="append", default=[], metavar="OPTION=VALUE",
                     help="override a run option of every run (repeatable)")
+    ap.add_argument("--setup", default=None, metavar="LABEL[,LABEL...]",
+                    help="run these [[setups]] of the config only (an optional one runs only when named)")
     ap.add_argument("--seeds", default=None, metavar="N[,N...]",
                     help="repeat every run once per seed (replaces the config's seeds; --set seed=N runs one)")
     args = ap.parse_args(argv)
@@ -532,12 +695,15 @@ def main(name: str, doc: str | None = None, argv: list[str] | None = None) -> in
             except ValueError:
                 raise ConfigError(f"--seeds {args.seeds!r}: give integers separated by commas, e.g. 0,1,2") from None
         cfg = load_config(Path(args.config), quick=args.quick, overrides=overrides)
+        if args.setup:
+            cfg["experiment"]["chosen_setups"] = [v.strip() for v in args.setup.split(",") if v.strip()]
         out = Path(args.out)
         runs_dir = out / "runs"
-        runs_dir.mkdir(parents=True, exist_ok=True)
         specs = expand(cfg)
         for spec in specs:
             check_runnable(spec, runs_dir)
+        clusters = used_clusters(cfg, specs)
+        runs_dir.mkdir(parents=True, exist_ok=True)
     except ConfigError as exc:
         print(f"experiments/{name}.py: error: {exc}", file=sys.stderr)
         return 2
@@ -546,19 +712,37 @@ def main(name: str, doc: str | None = None, argv: list[str] | None = None) -> in
         print(f"skipping {s.key or s.name}: {s.skip}", flush=True)
     failed = []
     target = cfg["experiment"].get("target_loss")
-    sims = {}
-    for i, spec in enumerate(todo, 1):
-        print(f"[{i}/{len(todo)}] {spec.name}: gdcode run {shlex.join(cli_args(spec.options))}", flush=True)
-        try:
-            print(f"      {execute(spec, runs_dir, force=args.force)}", flush=True)
-        except RuntimeError as exc:
-            print(f"      {exc}", file=sys.stderr, flush=True)
-            failed.append(spec.name)
-            continue
-        pred = predict(spec, runs_dir)
-        if "sim_times" in pred:
-            sims[spec.name] = pred["sim_times"]
-        spec.row = make_row(spec, target, pred)
+    sims: dict = {}
+    made: list[str] = []  # clusters this script made and has not removed yet
+    ready: set[str] = set()  # clusters up for the runs (made here, or found up)
+    last_use = {s.options.get("cluster"): i for i, s in enumerate(todo, 1)}
+    try:
+        for i, spec in enumerate(todo, 1):
+            cluster = spec.options.get("cluster")
+            if cluster in clusters and cluster not in ready:
+                try:
+                    if make_cluster(cluster, cfg["clusters"][cluster]):
+                        made.append(cluster)
+                except (RuntimeError, ConfigError) as exc:
+                    print(f"experiments/{name}.py: {exc}", file=sys.stderr, flush=True)
+                    return 1
+                ready.add(cluster)
+            print(f"[{i}/{len(todo)}] {spec.name}: gdcode run {shlex.join(cli_args(spec.options))}", flush=True)
+            try:
+                print(f"      {execute(spec, runs_dir, force=args.force)}", flush=True)
+            except RuntimeError as exc:
+                print(f"      {exc}", file=sys.stderr, flush=True)
+                failed.append(spec.name)
+                continue
+            pred = predict(spec, runs_dir, cfg)
+            if "sim_times" in pred:
+                sims[spec.name] = pred["sim_times"]
+            spec.row = make_row(spec, target, pred, cfg["experiment"].get("target_accuracy"))
+            if cluster in made and last_use[cluster] == i:  # its last run: remove it before the next is made
+                _remove_clusters([cluster])
+                made.remove(cluster)
+    finally:
+        _remove_clusters(made)
     if not any(s.run is not None for s in specs):
         print(f"experiments/{name}.py: no run finished", file=sys.stderr)
         return 1
@@ -566,7 +750,8 @@ def main(name: str, doc: str | None = None, argv: list[str] | None = None) -> in
     md = write_report(specs, cfg, out, figs, [f"experiments/{name}.py", *argv], started)
     rows = [s.row for s in specs if s.run is not None]
     print()
-    print(markdown_table(rows, target, _dest(cfg["experiment"].get("group_by", "workers"))))
+    print(markdown_table(rows, target, _dest(cfg["experiment"].get("group_by", "workers")),
+                         cfg["experiment"].get("target_accuracy")))
     print(f"\nwrote {md} and {len(figs)} figures in {out}")
     if failed:
         print(f"experiments/{name}.py: {len(failed)} run(s) failed: {', '.join(failed)}", file=sys.stderr)

@@ -277,3 +277,120 @@ def test_tiny_experiment_over_seeds(tmp_path):
     assert "| seeds |" in md and "±" in md
     for fig in ["train_loss_vs_iteration_workers4.png", "iteration_times_workers4.png", "workers_workers4.png"]:
         assert (out / fig).stat().st_size > 5000 and f"]({fig})" in md
+
+
+def _setups_cfg(**experiment) -> dict:
+    return {"experiment": {"group_by": "setup", **experiment}, "common": {"workers": 4, "lr": 0.5},
+            "sweep": {}, "clusters": {},
+            "setups": [{"label": "small", "dataset": "synthetic:400x5", "batch-size": 4, "coded": {"batch-size": 16}},
+                       {"label": "big", "dataset": "synthetic:800x5", "lr": 0.1},
+                       {"label": "extra", "optional": True, "dataset": "synthetic:100x5"}],
+            "runs": [{"mode": "allreduce"}, {"scheme": "uncoded"}, {"scheme": "frc", "stragglers": 1, "batch-size": 8}]}
+
+
+def test_setups_repeat_every_run_with_their_own_options():
+    from gdcode.errors import ConfigError
+
+    specs = runner.expand(_setups_cfg())
+    assert [s.name for s in specs] == ["small-allreduce", "small-uncoded", "small-frc-s1",
+                                       "big-allreduce", "big-uncoded", "big-frc-s1"]
+    by = {s.name: s for s in specs}
+    assert [s.group for s in specs[:3]] == ["small"] * 3
+    assert by["small-allreduce"].options["batch_size"] == 4      # the setup's
+    assert by["small-uncoded"].options["batch_size"] == 16       # the setup's table for coded runs
+    assert by["small-frc-s1"].options["batch_size"] == 8         # the run's own wins
+    assert by["big-uncoded"].options["lr"] == 0.1 and by["small-uncoded"].options["lr"] == 0.5
+    assert "batch_size" not in by["big-uncoded"].options
+    # an optional setup runs only when asked for; --setup picks
+    assert [s.name for s in runner.expand(_setups_cfg(chosen_setups=["extra"]))][0] == "extra-allreduce"
+    with pytest.raises(ConfigError, match="nope not in the config; it has: small, big, extra"):
+        runner.expand(_setups_cfg(chosen_setups=["nope"]))
+    bad = _setups_cfg()
+    bad["setups"][1]["label"] = "small"
+    with pytest.raises(ConfigError, match="its own label"):
+        runner.expand(bad)
+
+
+def test_command_line_and_quick_options_win_over_a_setup(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text("""
+[experiment]
+group_by = "setup"
+[common]
+workers = 4
+[[setups]]
+label = "a"
+iterations = 300
+lr = 0.1
+[[setups]]
+label = "b"
+iterations = 200
+[[runs]]
+scheme = "uncoded"
+[quick]
+setups = ["b"]
+iterations = 5
+""")
+    specs = runner.expand(runner.load_config(path, quick=True, overrides={"lr": 0.7}))
+    assert [(s.name, s.options["iterations"], s.options["lr"]) for s in specs] == [("b-uncoded", 5, 0.7)]
+    specs = runner.expand(runner.load_config(path, overrides={"lr": 0.7}))
+    assert [(s.name, s.options["iterations"], s.options["lr"]) for s in specs] == [
+        ("a-uncoded", 300, 0.7), ("b-uncoded", 200, 0.7)]
+
+
+def test_time_to_a_loss_goes_down_to_it_and_to_an_accuracy_up_to_it():
+    class Run:
+        metrics = [{"elapsed": 0.0, "train_loss": 0.9, "test_accuracy": 0.3},
+                   {"elapsed": 1.0, "train_loss": 0.5, "test_accuracy": 0.8},
+                   {"elapsed": 2.0, "train_loss": 0.2, "test_accuracy": None},
+                   {"elapsed": 3.0, "train_loss": 0.1, "test_accuracy": 0.95}]
+
+    assert runner.time_to(Run, 0.5) == 1.0 and runner.time_to(Run, 0.05) is None
+    assert runner.time_to(Run, 0.9, "test_accuracy") == 3.0 and runner.time_to(Run, 0.8, "test_accuracy") == 1.0
+    assert runner.time_to(Run, None, "test_accuracy") is None
+    rows = [{"name": "u", "group": 4, "label": "uncoded", "mode": "coded", "scheme": "uncoded", "iterations": 3,
+             "seconds_per_iteration": 1.0, "final_train_loss": 0.1, "test_accuracy": 0.95, "time_to_accuracy": 3.0},
+            {"name": "a", "group": 4, "label": "allreduce", "mode": "allreduce", "iterations": 3,
+             "seconds_per_iteration": 0.5, "final_train_loss": 0.1, "test_accuracy": 0.9, "time_to_accuracy": 1.5}]
+    table = runner.markdown_table(rows, None, "workers", target_accuracy=0.9)
+    assert "time to accuracy 0.9 (s)" in table and "speedup vs uncoded (time to accuracy 0.9)" in table
+    assert table.splitlines()[-1].endswith("| 1.5 | 2.00× | 2.00× |")
+
+
+def test_a_cluster_table_is_checked_before_anything_runs():
+    from gdcode.errors import ConfigError
+
+    cfg = {"experiment": {}, "common": {"workers": 4, "cluster": "lab"}, "sweep": {},
+           "clusters": {"lab": {"hosts": 5, "bandwith": "1gbit"}}, "runs": [{"scheme": "uncoded"}]}
+    with pytest.raises(ConfigError, match=r"\[clusters.lab\]: give hosts .* unknown: bandwith"):
+        runner.used_clusters(cfg, runner.expand(cfg))
+    cfg["clusters"]["lab"] = {"hosts": 5, "bandwidth": "1gbit", "latency": 0.0005}
+    spec = runner.expand(cfg)[0]
+    assert runner.used_clusters(cfg, [spec]) == ["lab"]
+    net = runner.network_of(spec, cfg, 400_000)
+    assert net.bandwidth == 125e6 and net.latency == 0.0005 and net.reply_bytes == 400_000
+    cfg["clusters"]["lab"] = {"hosts": 5}  # unshaped: the simulator adds no links
+    assert runner.network_of(spec, cfg, 400_000) is None
+
+
+@pytest.mark.mpi
+def test_thesis_quick(tmp_path):
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    res = subprocess.run([sys.executable, str(EXPERIMENTS / "thesis.py"), "--quick", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=420, cwd=tmp_path, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = tmp_path / "out"
+    result = json.loads((out / "results.json").read_text())
+    rows = {r["name"]: r for r in result["rows"]}
+    assert len(rows) == 10 and all(name.startswith("iris-") for name in rows)
+    assert {r["mode"] for r in rows.values()} == {"allreduce", "gossip", "local", "coded"}
+    for r in rows.values():
+        assert r["test_accuracy"] is not None and 0 <= r["test_accuracy"] <= 1
+        meta = json.loads((out / "runs" / r["name"] / "metadata.json").read_text())
+        assert meta["options"]["model"] == "mlp" and meta["options"]["iterations"] == 30
+        assert meta["options"]["batch_size"] == (16 if r["mode"] == "coded" else 4)
+    # exact codes decode the same minibatch gradient as uncoded: the same final model's loss
+    assert rows["iris-frc-s1"]["final_train_loss"] == pytest.approx(rows["iris-uncoded"]["final_train_loss"],
+                                                                    rel=1e-9)
+    md = (out / "results.md").read_text()
+    assert "time to accuracy 0.9 (s)" in md and "test_accuracy_vs_elapsed_setupiris.png" in md
