@@ -67,7 +67,9 @@ def test_every_experiment_has_a_script_with_its_launch_line_and_a_valid_config()
         for quick in (False, True):
             cfg = runner.load_config(EXPERIMENTS / f"{name}.toml", quick=quick)
             specs = runner.expand(cfg)  # raises on an unknown option or clashing names
-            assert specs and all(s.options.get("iterations", 100) <= 60 for s in specs)
+            assert specs
+            if quick:  # the quick variant is what CI and a first try run: it stays short
+                assert all(s.options.get("iterations", 100) <= 60 for s in specs), name
         assert "Launch: make experiment NAME=" + name in (EXPERIMENTS / f"{name}.toml").read_text()
 
 
