@@ -165,6 +165,18 @@ def make_optimizer(options: RunOptions, w0: np.ndarray, schedule: optim.Schedule
         return optim.make(options.update, w0, schedule, **kwargs)
 
 
+def check_wait(options: RunOptions, code: codes.GradientCode) -> None:
+    """OptionError unless ``--wait`` parses, an adaptive one has a code that decodes from any set of
+    replies, and ``--min-replies`` is at most W."""
+    with naming("wait", options.wait):
+        rule = WaitRule.parse(options.wait)
+    if rule.adaptive and not code.decodes_any_set:
+        raise OptionError("wait", options.wait, f"needs a code that decodes from any set of replies (ignore or "
+                                                f"an approximate code), not scheme {options.scheme}")
+    if options.min_replies > options.workers:
+        raise OptionError("min_replies", options.min_replies, f"must be at most W = {options.workers}")
+
+
 def build_code(options: RunOptions, n_train: int | None = None) -> codes.GradientCode:
     """The run's code (identical on every rank: its randomness comes from the seed).
 
@@ -287,13 +299,7 @@ def build(options: RunOptions) -> Problem:
         if code.repeats and (options.batch_size == 0 or options.batch_size >= source.n_train):
             raise OptionError("batch_size", options.batch_size, f"scheme {options.scheme} computes minibatch "
                                                                 "gradients: give a batch size below the training rows")
-        with naming("wait", options.wait):
-            rule = WaitRule.parse(options.wait)
-        if rule.adaptive and not code.decodes_any_set:
-            raise OptionError("wait", options.wait, f"needs a code that decodes from any set of replies (ignore or "
-                                                    f"an approximate code), not scheme {options.scheme}")
-        if options.min_replies > options.workers:
-            raise OptionError("min_replies", options.min_replies, f"must be at most W = {options.workers}")
+        check_wait(options, code)
     elif source.n_train < options.workers:
         raise OptionError("dataset", options.dataset, f"has {source.n_train} training rows, fewer than the "
                                                       f"{options.workers} workers; use more rows or fewer workers")

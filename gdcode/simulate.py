@@ -319,6 +319,7 @@ class Simulation:
     method: str
     replay: bool = False
     first_iteration: int = 1
+    adaptive: bool = False  # times are adaptive deadlines' cuts (``--wait quantile|mad``)
 
     def summary(self) -> dict:
         """Mean, spread and quantiles of the iteration time."""
@@ -338,13 +339,56 @@ class Simulation:
         """The responders of draw ``d``, in arrival order, up to the decode."""
         multi = self.code.n_messages > 1
         a = self.arrivals[d] if multi else self.arrivals[d, :, 0]
+        if self.adaptive:
+            first = self.arrivals[d].min(axis=1)
+            return [int(w) for w in np.argsort(first, kind="stable") if first[w] <= self.times[d]]
         return decode_time(self.code, a)[1]
+
+
+def adaptive_times(code: codes.GradientCode, arrivals: np.ndarray, wait: str, min_replies: int = 1,
+                   generic: bool = False) -> np.ndarray:
+    """Iteration times under an adaptive deadline (``--wait quantile:Q`` or ``mad:K``), draw by draw.
+
+    As the coordinator does: while fewer than two iterations are known the code's own rule
+    decides; then each iteration stops at its deadline (:class:`gdcode.waiting.AdaptiveDeadline`
+    from the iterations before it) with the replies that came by then, later once fewer than
+    ``min_replies`` have come, earlier when all W have. Each iteration is observed as soon as it
+    ends, its later replies censored at its end (the coordinator learns them an iteration later).
+
+    Parameters
+    ----------
+    code : GradientCode
+        One that decodes from any set of replies (``ignore``, the approximate codes).
+    arrivals : numpy.ndarray
+        ``(draws, W, n_messages)``; a worker's first message is its reply.
+    wait : str
+        The ``--wait`` spec.
+    min_replies : int
+    generic : bool
+        Decode the first iterations with the code's own ``decode`` (see :func:`decode_times`).
+    """
+    from gdcode.waiting import AdaptiveDeadline, WaitRule
+
+    rule = WaitRule.parse(wait)
+    first = np.asarray(arrivals, dtype=float).min(axis=2)
+    own, _ = decode_times(code, arrivals, generic=generic)
+    if not rule.adaptive:
+        return own
+    ordered = np.sort(first, axis=1)
+    k = min(max(1, int(min_replies)), first.shape[1]) - 1
+    deadlines = AdaptiveDeadline(rule)
+    times = np.empty(first.shape[0])
+    for d in range(first.shape[0]):
+        cut = deadlines.deadline()
+        times[d] = own[d] if cut is None else min(ordered[d, -1], max(cut, ordered[d, k]))
+        deadlines.observe(np.where(first[d] <= times[d], first[d], np.inf), times[d])
+    return times
 
 
 def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20000,
              compute: ComputeModel | None = None, comm: float = 0.0, replay: bool = False,
              first_iteration: int = 1, seed: int | None = None, generic: bool = False,
-             network: Network | None = None) -> Simulation:
+             network: Network | None = None, wait: str = "fixed", min_replies: int = 1) -> Simulation:
     """Simulate ``draws`` iterations of ``code`` under ``delay``.
 
     Parameters
@@ -369,6 +413,9 @@ def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20
     network : Network, optional
         Links with latency and bandwidth (replacing ``comm``): each message's transfer and the
         coordinator's link serialising the replies.
+    wait, min_replies : str, int
+        ``--wait`` and ``--min-replies``: an adaptive deadline (:func:`adaptive_times`) instead of
+        the code's own rule.
     """
     if draws < 1:
         raise ConfigError(f"--draws {draws} must be a positive integer")
@@ -380,8 +427,11 @@ def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20
     pauses = sample_pauses(delay, load, comp, draws, replay=replay, first_iteration=first_iteration, seed=seed)
     arrivals = all_arrivals(code, comp, pauses, comm) if network is None else network.arrivals(code, comp, pauses)
     times, method = decode_times(code, arrivals, generic=generic)
+    adaptive = wait != "fixed"
+    if adaptive:
+        times = adaptive_times(code, arrivals, wait, min_replies, generic=generic)
     return Simulation(code=code, times=times, arrivals=arrivals, compute=comp, pauses=pauses, method=method,
-                      replay=replay, first_iteration=first_iteration)
+                      replay=replay, first_iteration=first_iteration, adaptive=adaptive)
 
 
 def closed_form_mean(code: codes.GradientCode, delay: delays.DelayModel, compute: ComputeModel | None = None,

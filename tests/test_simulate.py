@@ -539,3 +539,21 @@ def test_a_runs_reply_times_become_a_series_with_censored_values():
     for name, value in (("factor", 8), ("p_enter", 0.05), ("p_leave", 0.3)):
         lo, hi = mk["ci"][name]
         assert lo <= value <= hi, (name, lo, hi)
+
+
+def test_adaptive_waiting_takes_at_least_min_replies_and_never_waits_past_everyone():
+    code = codes.build("ignore", 6, 2)
+    sim = simulate.simulate(code, delays.parse("markov:0.02,8,0.05,0.25", seed=3), draws=3000,
+                            wait="quantile:0.75", min_replies=3)
+    first = sim.arrivals.min(axis=2)
+    ordered = np.sort(first, axis=1)
+    assert sim.adaptive
+    assert np.all(sim.times >= ordered[:, 2] - 1e-15) and np.all(sim.times <= ordered[:, -1] + 1e-15)
+    fixed = simulate.simulate(code, delays.parse("markov:0.02,8,0.05,0.25", seed=3), draws=3000)
+    assert np.allclose(sim.times[:2], fixed.times[:2])  # the code's own rule until two iterations are known
+    taken = [len(sim.responders(d)) for d in range(sim.times.size)]
+    assert min(taken) >= 3 and max(taken) == 6 and 3 < np.mean(taken) < 6
+    # a later quantile waits longer
+    later = simulate.simulate(code, delays.parse("markov:0.02,8,0.05,0.25", seed=3), draws=3000,
+                              wait="quantile:0.9", min_replies=3)
+    assert later.times.mean() > sim.times.mean()

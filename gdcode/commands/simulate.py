@@ -2,7 +2,7 @@
 
 ``gdcode simulate [CONFIG.toml] --scheme NAME --workers W [--stragglers S] --delay SPEC
 [--delay-scale-with-load] [--draws N] [--compute SECONDS|trace:FILE] [--comm SECONDS]
-[--replay] [--json]`` reports the mean and quantiles of the iteration time. With
+[--wait quantile:Q|mad:K] [--replay] [--json]`` reports the mean and quantiles of the iteration time. With
 ``--target-loss X`` (and the run's ``--dataset``, ``--model``, ``--lr`` ...) it also replays
 the optimiser with the code's decoded gradients and reports the simulated time to reach X
 (and, for approximate codes, the gradient error). ``--replay`` takes each pause from the
@@ -33,9 +33,10 @@ gdcode simulate --fit trace:job4.csv --json
 """
 
 #: run options the simulator takes (same names, types and defaults as ``gdcode run``)
-RUN_OPTIONS = ("scheme", "workers", "stragglers", "collect", "code-options", "delay", "delay-scale-with-load", "seed",
-               "dataset", "test-fraction", "model", "intercept", "l2", "update", "lr", "lr-schedule",
-               "lr-step-every", "lr-decay", "momentum", "target-loss", "iterations")
+RUN_OPTIONS = ("scheme", "workers", "stragglers", "collect", "code-options", "wait", "min-replies",
+               "delay", "delay-scale-with-load", "seed", "dataset", "test-fraction", "model", "intercept",
+               "l2", "update", "lr", "lr-schedule", "lr-step-every", "lr-decay", "momentum", "target-loss",
+               "iterations")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,6 +94,7 @@ def main(args: argparse.Namespace) -> int:
         code, delay = built.code, built.delay
     else:
         code, delay = problem.build_code(options), problem.build_delay(options)
+    problem.check_wait(options, code)
     compute = simulate.parse_compute(args.compute, W)
     if isinstance(delay, delays.Persistent) and compute.kind == "zero" and delay.base == 0:
         raise ConfigError(f"--delay {options.delay}: a persistent straggler is FACTOR times slower than its "
@@ -117,18 +119,18 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--message-bytes goes with --network LATENCY,BANDWIDTH")
     sim = simulate.simulate(code, delay, draws=draws, compute=compute, comm=args.comm, replay=args.replay,
                             first_iteration=args.first_iteration, seed=options.seed, generic=args.generic,
-                            network=network)
+                            network=network, wait=options.wait, min_replies=options.min_replies)
     out = {"scheme": options.scheme, "workers": W, "stragglers": options.stragglers,
            "collect": getattr(code, "collect", None), "delay": delay.spec,
            "delay_scale_with_load": options.delay_scale_with_load, "compute": compute.spec,
            "comm_seconds": args.comm, "seed": options.seed, "replay": bool(args.replay),
-           "first_iteration": args.first_iteration, "decode_method": sim.method,
+           "first_iteration": args.first_iteration, "decode_method": sim.method, "wait": options.wait,
            "mean_load": float(code.load().mean())}
     if network is not None:
         out["network"] = network.describe()
     out.update(sim.summary())
     out["closed_form_mean_seconds"] = (simulate.closed_form_mean(code, delay, compute, args.comm)
-                                       if network is None else None)
+                                       if network is None and not sim.adaptive else None)
     if built is not None:
         replay = simulate.train_replay(sim, built, options.iterations, target)
         out["time_to_target"] = replay.summary()
@@ -155,6 +157,8 @@ def _print(out: dict, code) -> None:
     net = out.get("network")
     link = (f"network {net['latency_seconds']:g} s, {net['bandwidth_bytes_per_second'] / 1e6:.4g} MB/s, "
             f"{net['model_bytes']} B a message" if net else f"comm {out['comm_seconds']:g} s")
+    if out.get("wait", "fixed") != "fixed":
+        name += f", wait {out['wait']}"
     print(f"simulate: {name}, W={out['workers']}, S={out['stragglers']}, load {out['mean_load']:.3g}, "
           f"delay {out['delay']}{scaled}, compute {out['compute']}, {link}")
     how = f"replayed from seed {out['seed']}, iterations {out['first_iteration']}.." if out["replay"] \
