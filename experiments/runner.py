@@ -98,6 +98,7 @@ def load_config(path: Path, quick: bool = False, overrides: dict | None = None) 
         raise ConfigError(f"experiment config {path} has no [[runs]]")
     cfg.setdefault("setups", [])
     cfg.setdefault("clusters", {})
+    _resolve_traces(cfg, path.resolve().parent)
     if quick:
         for key, value in cfg.get("quick", {}).items():
             if key == "seeds":
@@ -119,6 +120,32 @@ def load_config(path: Path, quick: bool = False, overrides: dict | None = None) 
         cfg["common"][key] = value
         cfg.setdefault("overrides", {})[key] = value
     return cfg
+
+
+def _resolve_traces(cfg: dict, base: Path) -> None:
+    """Make a ``trace:FILE`` delay relative to the config's folder absolute (when it is there), so that
+    the experiment runs from any working directory."""
+    def fix(value):
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if isinstance(value, str) and value.startswith("trace:"):
+            file = Path(value[len("trace:"):])
+            if not file.is_absolute() and (base / file).exists():
+                return f"trace:{base / file}"
+        return value
+
+    tables = [cfg["common"], cfg["sweep"], *cfg["runs"], *cfg["setups"], cfg.get("quick", {})]
+    for table in tables:
+        for key in list(table):
+            if _dest(key) == "delay":
+                table[key] = fix(table[key])
+
+
+def shown(value: object) -> object:
+    """A group value as names, tables and figures show it: a trace delay by its file name alone."""
+    if isinstance(value, str) and value.startswith("trace:"):
+        return f"trace:{Path(value[len('trace:'):]).name}"
+    return value
 
 
 def select_setups(cfg: dict, chosen: list[str] | None = None) -> list[dict]:
@@ -200,7 +227,7 @@ def expand(cfg: dict) -> list[RunSpec]:
             mode = opts.get("mode", "coded")
             what = opts.get("scheme", "uncoded") if mode == "coded" else mode
             prefix = setup.get("label") if group_by == "setup" else (
-                f"{group_by[0]}{opts.get(group_by)}" if group_by in opts else None)
+                f"{group_by[0]}{shown(opts.get(group_by))}" if group_by in opts else None)
             parts = [setup.get("label") if setup and group_by != "setup" else None, prefix, what]
             if mode == "coded" and opts.get("stragglers"):
                 parts.append(f"s{opts['stragglers']}")
@@ -211,7 +238,7 @@ def expand(cfg: dict) -> list[RunSpec]:
             skip = None
             if mode == "coded" and what not in codes.names():
                 skip = f"the code {what!r} is not in this gdcode (it has: {', '.join(codes.names())})"
-            group = setup.get("label") if group_by == "setup" else opts.get(group_by)
+            group = setup.get("label") if group_by == "setup" else shown(opts.get(group_by))
             specs.append(RunSpec(name=name, group=group, options=opts, label=label, skip=skip))
             labelled.append("label" in entry)
     names = [s.name for s in specs]
@@ -427,8 +454,9 @@ def predict(spec: RunSpec, runs_dir: Path, cfg: dict | None = None) -> dict:
     W, iters = options.workers, run.summary["iterations"]
     same, bulk = _compute_trace(runs_dir / f"{spec.name}.compute.csv", W)
     network = network_of(spec, cfg, message_bytes(run)) if cfg else None
-    replayed = simulate.simulate(code, delay, draws=iters, compute=same, replay=True, network=network)
-    fresh = simulate.simulate(code, delay, draws=BULK_DRAWS, compute=bulk, seed=options.seed + 1, network=network)
+    wait = {"network": network, "wait": options.wait, "min_replies": options.min_replies}
+    replayed = simulate.simulate(code, delay, draws=iters, compute=same, replay=True, **wait)
+    fresh = simulate.simulate(code, delay, draws=BULK_DRAWS, compute=bulk, seed=options.seed + 1, **wait)
     return {"load": float(code.load().mean()), "sim_same_delays": float(replayed.times.mean()),
             "sim_expected": float(fresh.times.mean()), "sim_times": fresh.times,
             **({"network": network.describe()} if network else {})}
@@ -578,7 +606,7 @@ def make_figures(specs: list[RunSpec], cfg: dict, out: Path, sims: dict) -> list
         labels = [s.label + (f" ({n_seeds[s.key]} seeds)" if n_seeds[s.key] > 1 else "") for s in members]
         firsts = [s for s in members if s is next(m for m in members if m.key == s.key)]  # one run per key
         tag = _safe(f"{group_by}{g}") if g is not None else "all"
-        delays = ", ".join(sorted({str(s.options.get("delay", common.get("delay", "none"))) for s in members}))
+        delays = ", ".join(sorted({str(shown(s.options.get("delay", common.get("delay", "none")))) for s in members}))
         what = f"{group_by} = {g}, " if g is not None else ""
         for fig_spec in exp.get("figures", [{"x": "elapsed", "y": "train_loss"}]):
             x, y = fig_spec.get("x", "elapsed"), fig_spec.get("y", "train_loss")
@@ -621,7 +649,7 @@ def write_report(specs, cfg, out: Path, figs, argv: list[str], started: float) -
     if exp.get("description"):
         lines += [exp["description"].strip(), ""]
     seeds = seeds_of(cfg)
-    shared = shlex.join(cli_args({_dest(k): v for k, v in cfg["common"].items() if not (seeds and k == "seed")}))
+    shared = shlex.join(cli_args({_dest(k): shown(v) for k, v in cfg["common"].items() if not (seeds and k == "seed")}))
     lines += [f"Options shared by every run: `{shared}`.", ""]
     if seeds:
         lines += [f"Every run was repeated with each of the seeds {', '.join(map(str, seeds))} (data, initial point, "
