@@ -16,8 +16,10 @@ ctypedef fused index_t:
     int64_t
 
 cdef extern from "rowops.h" nogil:
-    double gd_dot_f64(const double *x, const double *w, ptrdiff_t n)
-    double gd_dot_f32(const float *x, const double *w, ptrdiff_t n)
+    const ptrdiff_t GD_AHEAD_f64, GD_AHEAD_f32, GD_AHEAD2_f64, GD_AHEAD2_f32
+    const ptrdiff_t GD_CSR_AHEAD
+    double gd_dot_f64(const double *x, const double *w, ptrdiff_t n, ptrdiff_t ahead)
+    double gd_dot_f32(const float *x, const double *w, ptrdiff_t n, ptrdiff_t ahead)
     void gd_mdot4_f64(const double *w0, const double *w1, const double *w2, const double *w3,
                       const double *x, ptrdiff_t n, double *out)
     void gd_mdot4_f32(const double *w0, const double *w1, const double *w2, const double *w3,
@@ -27,17 +29,17 @@ cdef extern from "rowops.h" nogil:
     void gd_maxpy4_f32(const double *a, const float *x, double *g0, double *g1, double *g2,
                        double *g3, ptrdiff_t n)
     double gd_axpy_dot_f64(double a, const double *xo, double *g, const double *x,
-                           const double *w, ptrdiff_t n)
+                           const double *w, ptrdiff_t n, ptrdiff_t ahead)
     double gd_axpy_dot_f32(double a, const float *xo, double *g, const float *x,
-                           const double *w, ptrdiff_t n)
+                           const double *w, ptrdiff_t n, ptrdiff_t ahead)
     void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahead)
     void gd_logistic4(const double *m, const double *y, double *loss, double *dloss)
     void gd_axpy_dot2_f64(double a0, double a1, const double *xo0, const double *xo1,
                           double *g, const double *x0, const double *x1, const double *w,
-                          ptrdiff_t n, double *out)
+                          ptrdiff_t n, double *out, ptrdiff_t ahead)
     void gd_axpy_dot2_f32(double a0, double a1, const float *xo0, const float *xo1,
                           double *g, const float *x0, const float *x1, const double *w,
-                          ptrdiff_t n, double *out)
+                          ptrdiff_t n, double *out, ptrdiff_t ahead)
     void gd_axpy_f64(double a, const double *x, double *g, ptrdiff_t n)
     void gd_axpy_f32(double a, const float *x, double *g, ptrdiff_t n)
     void gd_scale_axpy_f64(double s, double a, const double *x, double *w, ptrdiff_t n)
@@ -97,31 +99,43 @@ cdef enum:
     SOFTMAX = 3
 
 
-cdef inline double dot(const floating *x, const double *w, ptrdiff_t n) noexcept nogil:
+# ``ahead``: bytes of the row stream prefetched ahead of the loop (0: none); only speed
+# depends on it, never the result.
+
+cdef inline double dot(const floating *x, const double *w, ptrdiff_t n,
+                       ptrdiff_t ahead) noexcept nogil:
     if floating is double:
-        return gd_dot_f64(x, w, n)
+        return gd_dot_f64(x, w, n, ahead)
     else:
-        return gd_dot_f32(x, w, n)
+        return gd_dot_f32(x, w, n, ahead)
 
 
 cdef inline double axpy_dot(double a, const floating *xo, double *g, const floating *x,
-                            const double *w, ptrdiff_t n) noexcept nogil:
+                            const double *w, ptrdiff_t n, ptrdiff_t ahead) noexcept nogil:
     """``g += a xo``, returning ``dot(x, w)``: the update of the previous row in the loop
     that reads the next one."""
     if floating is double:
-        return gd_axpy_dot_f64(a, xo, g, x, w, n)
+        return gd_axpy_dot_f64(a, xo, g, x, w, n, ahead)
     else:
-        return gd_axpy_dot_f32(a, xo, g, x, w, n)
+        return gd_axpy_dot_f32(a, xo, g, x, w, n, ahead)
 
 
 cdef inline void axpy_dot2(double a0, double a1, const floating *xo0, const floating *xo1,
                            double *g, const floating *x0, const floating *x1, const double *w,
-                           ptrdiff_t n, double *out) noexcept nogil:
+                           ptrdiff_t n, double *out, ptrdiff_t ahead) noexcept nogil:
     """``out[k] = dot(xk, w)`` for k = 0, 1, and ``g += a0 xo0 + a1 xo1``, in one loop."""
     if floating is double:
-        gd_axpy_dot2_f64(a0, a1, xo0, xo1, g, x0, x1, w, n, out)
+        gd_axpy_dot2_f64(a0, a1, xo0, xo1, g, x0, x1, w, n, out, ahead)
     else:
-        gd_axpy_dot2_f32(a0, a1, xo0, xo1, g, x0, x1, w, n, out)
+        gd_axpy_dot2_f32(a0, a1, xo0, xo1, g, x0, x1, w, n, out, ahead)
+
+
+cdef inline ptrdiff_t default_ahead(const floating *x) noexcept nogil:
+    """The built-in prefetch distance of one-row loops (rowops.h) for this dtype."""
+    if floating is double:
+        return GD_AHEAD_f64
+    else:
+        return GD_AHEAD_f32
 
 
 cdef inline void mdot4(const double *w, ptrdiff_t n, const floating *x,

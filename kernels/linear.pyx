@@ -54,8 +54,8 @@ from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free
 
 from _rowops cimport (
-    GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE, LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy,
-    axpy_dot, axpy_dot2, bad_label, binary_loss, binary_losses, dot, floating,
+    GD_AHEAD2_f32, GD_AHEAD2_f64, GD_CSR_AHEAD, GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE,
+    LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy_dot, axpy_dot2, bad_label, binary_loss, binary_losses, dot, floating,
     gd_prefetch_stream, index_t, maxpy4, mdot4, ptrdiff_t, saxpy, saxpyk, sdot, sdotk,
     softmax_scores,
 )
@@ -66,14 +66,60 @@ OPENMP = bool(GDCODE_HAVE_OPENMP)
 DEBUG = bool(GDCODE_KERNEL_DEBUG)
 
 
+# ---------------------------------------------------------------------------- tuning
+
+cdef struct Tuning:
+    # bytes of each dense row stream prefetched ahead of the loops that read it, for float64
+    # and float32 rows (0: no software prefetch)
+    ptrdiff_t dense_ahead[2]
+    # CSR entries prefetched ahead of the row being read (data and indices; 0: none)
+    ptrdiff_t csr_ahead
+
+# the built-in defaults (rowops.h), until set_tuning replaces them
+cdef Tuning _tuning
+_tuning.dense_ahead[0] = GD_AHEAD2_f64
+_tuning.dense_ahead[1] = GD_AHEAD2_f32
+_tuning.csr_ahead = GD_CSR_AHEAD
+
+#: the tunable parameters: bytes (dense rows) or entries (CSR) prefetched ahead
+TUNABLE = ("dense_ahead_f64", "dense_ahead_f32", "csr_ahead")
+#: the largest value set_tuning accepts
+TUNING_MAX = 65536
+DEFAULT_TUNING = {"dense_ahead_f64": GD_AHEAD2_f64, "dense_ahead_f32": GD_AHEAD2_f32,
+                  "csr_ahead": GD_CSR_AHEAD}
+
+
+def tuning():
+    """The prefetch distances in use, a dict keyed by :data:`TUNABLE`."""
+    return {"dense_ahead_f64": _tuning.dense_ahead[0], "dense_ahead_f32": _tuning.dense_ahead[1],
+            "csr_ahead": _tuning.csr_ahead}
+
+
+def set_tuning(**params):
+    """Set some of the prefetch distances (names of :data:`TUNABLE`, integers 0 to
+    :data:`TUNING_MAX`; 0 turns that software prefetch off). They change only the speed of
+    the kernels, never their results. Unknown names or bad values raise ValueError and set
+    nothing."""
+    for name, value in params.items():
+        if name not in TUNABLE:
+            raise ValueError(f"unknown tuning parameter {name!r}; known: {', '.join(TUNABLE)}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= TUNING_MAX:
+            raise ValueError(f"{name} must be an integer from 0 to {TUNING_MAX}, got {value!r}")
+    for name, value in params.items():
+        if name == "dense_ahead_f64":
+            _tuning.dense_ahead[0] = value
+        elif name == "dense_ahead_f32":
+            _tuning.dense_ahead[1] = value
+        else:
+            _tuning.csr_ahead = value
+
+
 # ---------------------------------------------------------------------------- row loops
 
 cdef enum:
     # rows in a group of the software pipelines of _dense_rows and of _csr_rows for
     # logistic rows (binary_losses takes 4)
     PIPE = 4
-    # bytes of CSR data prefetched ahead of the row being read (indices in proportion)
-    STREAM_AHEAD = 2048
     # the largest interleaved copy of w and g (doubles, all threads) of _run_csr: 32 MiB
     INTERLEAVE_MAX = 4194304
 
@@ -81,8 +127,9 @@ cdef enum:
 cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] y,
                            const double[::1] coef, const double *W, double *G,
                            ptrdiff_t n_classes, ptrdiff_t lo, ptrdiff_t hi, double *s,
-                           double *loss_out) noexcept nogil:
-    """Rows lo:hi into G; returns the number of bad labels (softmax)."""
+                           double *loss_out, ptrdiff_t ahead) noexcept nogil:
+    """Rows lo:hi into G; returns the number of bad labels (softmax). ``ahead``: bytes of
+    each row stream prefetched ahead (speed only)."""
     cdef ptrdiff_t i, k, cls, p = X.shape[1], n_bad = 0
     cdef double c, d, loss = 0.0
     cdef const floating *x = NULL
@@ -123,15 +170,15 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
                 i = i + 1
             if nb == PIPE and n_old == PIPE:
                 axpy_dot2(a_old[0], a_old[1], x_old[0], x_old[1], G, x_new[0], x_new[1], W,
-                          p, &margin[0])
+                          p, &margin[0], ahead)
                 axpy_dot2(a_old[2], a_old[3], x_old[2], x_old[3], G, x_new[2], x_new[3], W,
-                          p, &margin[2])
+                          p, &margin[2], ahead)
             else:
                 for b in range(nb):
                     if b < n_old:
-                        margin[b] = axpy_dot(a_old[b], x_old[b], G, x_new[b], W, p)
+                        margin[b] = axpy_dot(a_old[b], x_old[b], G, x_new[b], W, p, ahead)
                     else:
-                        margin[b] = dot(x_new[b], W, p)
+                        margin[b] = dot(x_new[b], W, p, ahead)
             for b in range(nb, n_old):
                 axpy(a_old[b], x_old[b], G, p)
             loss = loss + binary_losses(obj, margin, yb, cb, nb, a_old)
@@ -159,7 +206,7 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
                 mdot4(W + k * p, p, x, &s[k])
                 k = k + 4
         while k < n_classes:
-            s[k] = dot(x, W + k * p, p) if p > 0 else 0.0
+            s[k] = dot(x, W + k * p, p, 0) if p > 0 else 0.0
             k = k + 1
         loss = loss + c * softmax_scores(s, n_classes, cls)
         if p > 0:
@@ -177,25 +224,25 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
     return n_bad
 
 
-cdef inline void _prefetch_row(const floating *v, const index_t *idx,
-                              ptrdiff_t nnz) noexcept nogil:
-    """Prefetch the CSR entries STREAM_AHEAD bytes of data (and as many entries of indices)
-    past this row into L1: without it the gathers wait on the data and index streams (CSR
-    least squares 12.0 -> 11.0 ms on the benchmark block; 1 KB ahead about the same, 3 and
-    4 KB slower; prefetchnta twice as slow in a standalone C loop)."""
-    gd_prefetch_stream(v, nnz * sizeof(floating), STREAM_AHEAD)
-    gd_prefetch_stream(idx, nnz * sizeof(index_t),
-                       STREAM_AHEAD * sizeof(index_t) // sizeof(floating))
+cdef inline void _prefetch_row(const floating *v, const index_t *idx, ptrdiff_t nnz,
+                              ptrdiff_t ahead) noexcept nogil:
+    """Prefetch the CSR entries ``ahead`` entries past this row's into L1 (0: none): without
+    it the gathers wait on the data and index streams (CSR least squares 12.0 -> 11.0 ms on
+    the benchmark block, 256 entries ahead, on the Xeon development VM; prefetchnta twice as
+    slow in a standalone C loop)."""
+    if ahead > 0:
+        gd_prefetch_stream(v, nnz * sizeof(floating), ahead * sizeof(floating))
+        gd_prefetch_stream(idx, nnz * sizeof(index_t), ahead * sizeof(index_t))
 
 
 cdef inline double _row_dot(const floating *v, const index_t *idx, ptrdiff_t nnz,
                           const double *W, ptrdiff_t stride, ptrdiff_t p,
-                          ptrdiff_t *bad) noexcept nogil:
+                          ptrdiff_t *bad, ptrdiff_t ahead) noexcept nogil:
     """sdot of one CSR row, its entries first prefetched; a constant stride at each call, so
     that no index is multiplied (least squares 9.1 -> 8.8 ms on the benchmark block)."""
     if nnz == 0:
         return 0.0
-    _prefetch_row(v, idx, nnz)
+    _prefetch_row(v, idx, nnz, ahead)
     if stride == 2:
         return sdot(v, idx, nnz, W, 2, p, bad)
     return sdot(v, idx, nnz, W, 1, p, bad)
@@ -216,7 +263,7 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
                          const index_t[::1] indptr, const double[::1] y, const double[::1] coef,
                          const double *W, double *G, ptrdiff_t n_classes, ptrdiff_t p,
                          ptrdiff_t stride, bint transposed, ptrdiff_t lo, ptrdiff_t hi, double *s,
-                         double *loss_out, ptrdiff_t *n_bad_index) noexcept nogil:
+                         double *loss_out, ptrdiff_t *n_bad_index, ptrdiff_t ahead) noexcept nogil:
     """Rows lo:hi into G; returns the number of bad labels, counts bad indices.
 
     ``stride`` (binary objectives): ``w_j`` at ``W[j stride]``, ``g_j`` at ``G[j stride]``.
@@ -250,7 +297,8 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
                     start = indptr[i]
                     nnz = indptr[i + 1] - start
                     bad = 0
-                    m = _row_dot(vbase + start, ibase + start, nnz, W, stride, p, &bad)
+                    m = _row_dot(vbase + start, ibase + start, nnz, W, stride, p, &bad,
+                                 ahead)
                     if bad:
                         n_bad_index[0] += bad
                     else:
@@ -288,7 +336,7 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
             start = indptr[i]
             nnz = indptr[i + 1] - start
             bad = 0
-            m = _row_dot(vbase + start, ibase + start, nnz, W, stride, p, &bad)
+            m = _row_dot(vbase + start, ibase + start, nnz, W, stride, p, &bad, ahead)
             if bad:
                 n_bad_index[0] += bad
                 continue
@@ -410,9 +458,11 @@ cdef double _run_dense(int obj, const floating[:, ::1] X, const double[::1] y,
     cdef ptrdiff_t n = X.shape[0], p = X.shape[1], t, lo, hi
     cdef int nt = _threads(n_threads, n)
     cdef _Scratch sc = _Scratch(nt, n_classes, n_classes * p)
+    cdef ptrdiff_t ahead = _tuning.dense_ahead[0 if floating is double else 1]
     if nt == 1:
         with nogil:
-            sc.bad[0] = _dense_rows(obj, X, y, coef, W, G, n_classes, 0, n, sc.scores, sc.loss)
+            sc.bad[0] = _dense_rows(obj, X, y, coef, W, G, n_classes, 0, n, sc.scores, sc.loss,
+                                    ahead)
     else:
         with nogil:
             for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
@@ -421,7 +471,7 @@ cdef double _run_dense(int obj, const floating[:, ::1] X, const double[::1] y,
                 sc.bad[t] = _dense_rows(obj, X, y, coef, W,
                                         G if t == 0 else sc.grads + (t - 1) * n_classes * p,
                                         n_classes, lo, hi, sc.scores + t * n_classes,
-                                        sc.loss + t)
+                                        sc.loss + t, ahead)
     return _finish(sc, nt, G, n_classes * p, p, nt)
 
 
@@ -449,6 +499,7 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
     cdef const double *Wk = W
     cdef double *g
     cdef double *gbase = NULL
+    cdef ptrdiff_t ahead = _tuning.csr_ahead
     if transposed:
         wt = _Doubles(P)
         gt = _Doubles(nt * P)
@@ -470,7 +521,8 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
         if nt == 1:
             sc.bad[0] = _csr_rows(obj, data, indices, indptr, y, coef, Wk,
                                   gbase if transposed or interleaved else G, n_classes, p,
-                                  stride, transposed, 0, n, sc.scores, sc.loss, sc.bad + 1)
+                                  stride, transposed, 0, n, sc.scores, sc.loss, sc.bad + 1,
+                                  ahead)
         else:
             for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
                 lo = t * n // nt
@@ -482,7 +534,7 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
                                               G if t == 0 else sc.grads + (t - 1) * P)),
                                       n_classes, p, stride, transposed, lo, hi,
                                       sc.scores + t * n_classes, sc.loss + t,
-                                      sc.bad + nt + t)
+                                      sc.bad + nt + t, ahead)
         if transposed:
             for t in range(nt):
                 g = gbase + t * P

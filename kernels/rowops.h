@@ -56,7 +56,7 @@ typedef double gd_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
     double t_ = 0.0;                                                                      \
     ptrdiff_t j = 0;                                                                      \
     for (; j + 16 <= n; j += 16) {                                                        \
-        GD_PREFETCH_STEP_##SUFFIX(x + j, GD_AHEAD_##SUFFIX)                               \
+        GD_PREFETCH_STEP_##SUFFIX(x + j, ahead)                                           \
         a0 += gd_load_##SUFFIX(x + j) * gd_load_f64(w + j);                               \
         a1 += gd_load_##SUFFIX(x + j + 4) * gd_load_f64(w + j + 4);                       \
         a2 += gd_load_##SUFFIX(x + j + 8) * gd_load_f64(w + j + 8);                       \
@@ -64,7 +64,7 @@ typedef double gd_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
         STEP(j) STEP(j + 4) STEP(j + 8) STEP(j + 12)                                      \
     }                                                                                     \
     for (; j + 4 <= n; j += 4) {                                                          \
-        GD_PREFETCH_LINE(x + j, GD_AHEAD_##SUFFIX)                                        \
+        GD_PREFETCH_LINE(x + j, ahead)                                                    \
         a0 += gd_load_##SUFFIX(x + j) * gd_load_f64(w + j);                               \
         STEP(j)                                                                           \
     }                                                                                     \
@@ -85,8 +85,8 @@ typedef double gd_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
     double tp = 0.0, tq = 0.0;                                                            \
     ptrdiff_t j = 0;                                                                      \
     for (; j + 16 <= n; j += 16) {                                                        \
-        GD_PREFETCH_STEP_##SUFFIX(x0 + j, GD_AHEAD2_##SUFFIX)                             \
-        GD_PREFETCH_STEP_##SUFFIX(x1 + j, GD_AHEAD2_##SUFFIX)                             \
+        GD_PREFETCH_STEP_##SUFFIX(x0 + j, ahead)                                         \
+        GD_PREFETCH_STEP_##SUFFIX(x1 + j, ahead)                                         \
         wj = gd_load_f64(w + j);                                                          \
         p0 += gd_load_##SUFFIX(x0 + j) * wj;                                              \
         q0 += gd_load_##SUFFIX(x1 + j) * wj;                                              \
@@ -103,8 +103,8 @@ typedef double gd_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
         GD_AXPY2_STEP(SUFFIX, j + 8) GD_AXPY2_STEP(SUFFIX, j + 12)                        \
     }                                                                                     \
     for (; j + 4 <= n; j += 4) {                                                          \
-        GD_PREFETCH_LINE(x0 + j, GD_AHEAD2_##SUFFIX)                                      \
-        GD_PREFETCH_LINE(x1 + j, GD_AHEAD2_##SUFFIX)                                      \
+        GD_PREFETCH_LINE(x0 + j, ahead)                                                  \
+        GD_PREFETCH_LINE(x1 + j, ahead)                                                  \
         wj = gd_load_f64(w + j);                                                          \
         p0 += gd_load_##SUFFIX(x0 + j) * wj;                                              \
         q0 += gd_load_##SUFFIX(x1 + j) * wj;                                              \
@@ -124,24 +124,31 @@ typedef double gd_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
                           + av1 * gd_load_##SUFFIX(xo1 + (j)));
 
 /* Software prefetch of the row stream into L2 (prefetcht2: it does not hold an L1 fill
- * buffer as long as a demand miss does), a fixed number of bytes ahead of the dot product.
- * The fused loop has about twice the instructions per cache line of X of a bare dot
- * product, so the out-of-order window alone keeps fewer lines in flight than memory
- * latency needs; with this prefetch the dense kernels stream at about 90% of a bare read
- * instead of about 80% (200000 x 200, one thread). Distances measured best: 2.5 KB for
- * float64 (1 KB and 4 KB slower), 4 KB for float32 (1.3 KB and 7.5 KB slower), whose loop
- * spends twice the instructions per byte. Prefetching every other line instead of every
- * line is much slower. A prefetch past the end of X is harmless: prefetches never fault. */
-#define GD_PREFETCH_LINE(p, bytes) __builtin_prefetch((const char *)(p) + (bytes), 0, 1);
+ * buffer as long as a demand miss does), `ahead` bytes ahead of the dot product (an
+ * argument of every dense primitive; 0: no software prefetch). The fused loop has about
+ * twice the instructions per cache line of X of a bare dot product, so the out-of-order
+ * window alone keeps fewer lines in flight than memory latency needs. The best distance
+ * depends on the machine: 2.5-3 KB for float64 and 4-6 KB for float32 on the Xeon
+ * development VM (the built-in defaults below), 7-16 KB on an AMD EPYC (Zen 4) VM, where
+ * 3 KB streams at 55% of a bare read and 8 KB at 90%; gdcode.kernels.calibrate measures it
+ * per machine. Prefetching every other line instead of every line is much slower. A
+ * prefetch past the end of X is harmless: prefetches never fault. */
+#define GD_PREFETCH_LINE(p, bytes) \
+    if ((bytes) > 0) __builtin_prefetch((const char *)(p) + (bytes), 0, 1);
 /* every line of one 16-element step: 128 bytes of float64, 64 of float32 (the 4-element
- * steps after them prefetch one line each: 200 columns leave 8) */
-#define GD_PREFETCH_STEP_f64(p, bytes) GD_PREFETCH_LINE(p, bytes) GD_PREFETCH_LINE(p, (bytes) + 64)
+ * steps after them prefetch one line each: 200 columns leave 8); bytes <= 0: none */
+#define GD_PREFETCH_STEP_f64(p, bytes)                                                    \
+    if ((bytes) > 0) {                                                                    \
+        __builtin_prefetch((const char *)(p) + (bytes), 0, 1);                            \
+        __builtin_prefetch((const char *)(p) + (bytes) + 64, 0, 1);                       \
+    }
 #define GD_PREFETCH_STEP_f32(p, bytes) GD_PREFETCH_LINE(p, bytes)
+/* built-in defaults, measured on the Xeon VM: one row at a time (Hogwild's rows) 2.5 KB for
+ * float64 (1 KB and 4 KB slower), 4 KB for float32 (1.3 KB and 7.5 KB slower); two rows at
+ * a time (gd_axpy_dot2, the kernels' default for every loop) 3 KB for float64 (2.5 KB and
+ * 3.75 KB slightly slower), 6 KB for float32 (4 KB and 8 KB alike) */
 #define GD_AHEAD_f64 2560
 #define GD_AHEAD_f32 4096
-/* Two rows at a time (gd_axpy_dot2) stream from two places, each prefetched ahead: 3 KB
- * for float64 (2.5 KB and 3.75 KB measured slightly slower), 6 KB for float32 (4 KB and
- * 8 KB alike). */
 #define GD_AHEAD2_f64 3072
 #define GD_AHEAD2_f32 6144
 #define GD_NOSTEP(j)
@@ -151,7 +158,8 @@ typedef double gd_v4d_u __attribute__((vector_size(32), aligned(8), may_alias));
 #define GD_AXPY_ASTEP(j) g[j] += a * (double)xo[j];
 
 #define GD_DENSE_DOTS(SUFFIX, T)                                                          \
-GD_CLONES static double gd_dot_##SUFFIX(const T *x, const double *w, ptrdiff_t n)          \
+GD_CLONES static double gd_dot_##SUFFIX(const T *x, const double *w, ptrdiff_t n,         \
+                                        ptrdiff_t ahead)                                  \
 {                                                                                         \
     GD_DOT(SUFFIX, x, w, n, GD_NOSTEP, GD_NOSTEP)                                         \
 }                                                                                         \
@@ -160,7 +168,8 @@ GD_CLONES static double gd_dot_##SUFFIX(const T *x, const double *w, ptrdiff_t n
  * g += a * xo for the previous row xo, still in L1, so that the loads of the new row from \
  * memory and the arithmetic on the cached one overlap. */                                \
 GD_CLONES static double gd_axpy_dot_##SUFFIX(double a, const T *xo, double *g, const T *x, \
-                                             const double *w, ptrdiff_t n)                \
+                                             const double *w, ptrdiff_t n,                \
+                                             ptrdiff_t ahead)                             \
 {                                                                                         \
     const gd_v4d av = {a, a, a, a};                                                       \
     GD_DOT(SUFFIX, x, w, n, GD_AXPY_STEP_##SUFFIX, GD_AXPY_ASTEP)                         \
@@ -172,7 +181,7 @@ GD_CLONES static double gd_axpy_dot_##SUFFIX(double a, const T *xo, double *g, c
 GD_CLONES static void gd_axpy_dot2_##SUFFIX(double a0, double a1, const T *xo0,           \
                                             const T *xo1, double *g, const T *x0,         \
                                             const T *x1, const double *w, ptrdiff_t n,    \
-                                            double *out)                                  \
+                                            double *out, ptrdiff_t ahead)                 \
 {                                                                                         \
     GD_DOT2(SUFFIX)                                                                       \
 }                                                                                         \
@@ -208,11 +217,12 @@ GD_CLONES static void gd_mdot4_##SUFFIX(const double *w0, const double *w1,     
 
 #define GD_DENSE_DOTS(SUFFIX, T)                                                          \
 static double gd_axpy_dot_##SUFFIX(double a, const T *xo, double *g, const T *x,           \
-                                   const double *w, ptrdiff_t n)                          \
+                                   const double *w, ptrdiff_t n, ptrdiff_t ahead)         \
 {                                                                                         \
     double acc[16] = {0}, v[4], t = 0.0;                                                  \
     ptrdiff_t j = 0;                                                                      \
     int k;                                                                                \
+    (void)ahead;                                                                          \
     for (; j + 16 <= n; j += 16)                                                          \
         for (k = 0; k < 16; k++)                                                          \
             acc[k] += (double)x[j + k] * w[j + k];                                        \
@@ -229,26 +239,26 @@ static double gd_axpy_dot_##SUFFIX(double a, const T *xo, double *g, const T *x,
     return ((v[0] + v[2]) + (v[1] + v[3])) + t;                                           \
 }                                                                                         \
                                                                                           \
-static double gd_dot_##SUFFIX(const T *x, const double *w, ptrdiff_t n)                   \
+static double gd_dot_##SUFFIX(const T *x, const double *w, ptrdiff_t n, ptrdiff_t ahead)  \
 {                                                                                         \
-    return gd_axpy_dot_##SUFFIX(0.0, x, NULL, x, w, n);                                   \
+    return gd_axpy_dot_##SUFFIX(0.0, x, NULL, x, w, n, ahead);                            \
 }                                                                                         \
                                                                                           \
 static void gd_axpy_dot2_##SUFFIX(double a0, double a1, const T *xo0, const T *xo1,        \
                                   double *g, const T *x0, const T *x1, const double *w,    \
-                                  ptrdiff_t n, double *out)                               \
+                                  ptrdiff_t n, double *out, ptrdiff_t ahead)              \
 {                                                                                         \
-    out[0] = gd_axpy_dot_##SUFFIX(a0, xo0, g, x0, w, n);                                  \
-    out[1] = gd_axpy_dot_##SUFFIX(a1, xo1, g, x1, w, n);                                  \
+    out[0] = gd_axpy_dot_##SUFFIX(a0, xo0, g, x0, w, n, ahead);                           \
+    out[1] = gd_axpy_dot_##SUFFIX(a1, xo1, g, x1, w, n, ahead);                           \
 }                                                                                         \
                                                                                           \
 static void gd_mdot4_##SUFFIX(const double *w0, const double *w1, const double *w2,        \
                               const double *w3, const T *x, ptrdiff_t n, double *out)      \
 {                                                                                         \
-    out[0] = gd_dot_##SUFFIX(x, w0, n);                                                   \
-    out[1] = gd_dot_##SUFFIX(x, w1, n);                                                   \
-    out[2] = gd_dot_##SUFFIX(x, w2, n);                                                   \
-    out[3] = gd_dot_##SUFFIX(x, w3, n);                                                   \
+    out[0] = gd_dot_##SUFFIX(x, w0, n, 0);                                                \
+    out[1] = gd_dot_##SUFFIX(x, w1, n, 0);                                                \
+    out[2] = gd_dot_##SUFFIX(x, w2, n, 0);                                                \
+    out[3] = gd_dot_##SUFFIX(x, w3, n, 0);                                                \
 }
 #endif
 
@@ -381,6 +391,8 @@ GD_DENSE_UPDATES(f32, float)
 
 /* Prefetch the n bytes that follow p + ahead into L1 (a CSR row's entries, a couple of KB
  * before its dot product reads them: see _prefetch_row in linear.pyx). */
+/* built-in default: CSR entries prefetched ahead of the row being read */
+#define GD_CSR_AHEAD 256
 static inline void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahead)
 {
     const char *c = (const char *)p + ahead;
