@@ -60,22 +60,23 @@ cdef extern from "rowops.h" nogil:
                           ptrdiff_t stride)
     void gd_saxpy_f32_i64(double a, const float *v, const int64_t *idx, ptrdiff_t nnz, double *g,
                           ptrdiff_t stride)
-    void gd_sdotk_f64_i32(const double *v, const int32_t *idx, ptrdiff_t nnz, const double *wt,
-                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_saxpyk_f64_i32(const double *a, const double *v, const int32_t *idx, ptrdiff_t nnz,
-                           double *gt, ptrdiff_t K)
-    void gd_sdotk_f64_i64(const double *v, const int64_t *idx, ptrdiff_t nnz, const double *wt,
-                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_saxpyk_f64_i64(const double *a, const double *v, const int64_t *idx, ptrdiff_t nnz,
-                           double *gt, ptrdiff_t K)
-    void gd_sdotk_f32_i32(const float *v, const int32_t *idx, ptrdiff_t nnz, const double *wt,
-                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_saxpyk_f32_i32(const double *a, const float *v, const int32_t *idx, ptrdiff_t nnz,
-                           double *gt, ptrdiff_t K)
-    void gd_sdotk_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz, const double *wt,
-                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_saxpyk_f32_i64(const double *a, const float *v, const int64_t *idx, ptrdiff_t nnz,
-                           double *gt, ptrdiff_t K)
+    void gd_kdot_f64_i32(const double *v, const int32_t *idx, ptrdiff_t nnz, const double *wg,
+                         ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad)
+    void gd_kdot_f64_i64(const double *v, const int64_t *idx, ptrdiff_t nnz, const double *wg,
+                         ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad)
+    void gd_kdot_f32_i32(const float *v, const int32_t *idx, ptrdiff_t nnz, const double *wg,
+                         ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad)
+    void gd_kdot_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz, const double *wg,
+                         ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad)
+    void gd_kaxpy_f64_i32(const double *a, const double *v, const int32_t *idx, ptrdiff_t nnz,
+                          double *wg, ptrdiff_t Kp)
+    void gd_kaxpy_f64_i64(const double *a, const double *v, const int64_t *idx, ptrdiff_t nnz,
+                          double *wg, ptrdiff_t Kp)
+    void gd_kaxpy_f32_i32(const double *a, const float *v, const int32_t *idx, ptrdiff_t nnz,
+                          double *wg, ptrdiff_t Kp)
+    void gd_kaxpy_f32_i64(const double *a, const float *v, const int64_t *idx, ptrdiff_t nnz,
+                          double *wg, ptrdiff_t Kp)
+    double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
 
 cdef extern from *:
     """
@@ -201,32 +202,34 @@ cdef inline void saxpy(double a, const floating *v, const index_t *idx, ptrdiff_
             gd_saxpy_f32_i64(a, v, idx, nnz, g, stride)
 
 
-cdef inline void sdotk(const floating *v, const index_t *idx, ptrdiff_t nnz, const double *wt,
-                       ptrdiff_t n_classes, ptrdiff_t d, double *s, ptrdiff_t *bad) noexcept nogil:
+cdef inline void kdot(const floating *v, const index_t *idx, ptrdiff_t nnz, const double *wg,
+                      ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad) noexcept nogil:
+    """The Kp scores of one CSR row on the interleaved column-major copy (rowops.h)."""
     if floating is double:
         if index_t is int32_t:
-            gd_sdotk_f64_i32(v, idx, nnz, wt, n_classes, d, s, bad)
+            gd_kdot_f64_i32(v, idx, nnz, wg, Kp, d, s, bad)
         else:
-            gd_sdotk_f64_i64(v, idx, nnz, wt, n_classes, d, s, bad)
+            gd_kdot_f64_i64(v, idx, nnz, wg, Kp, d, s, bad)
     else:
         if index_t is int32_t:
-            gd_sdotk_f32_i32(v, idx, nnz, wt, n_classes, d, s, bad)
+            gd_kdot_f32_i32(v, idx, nnz, wg, Kp, d, s, bad)
         else:
-            gd_sdotk_f32_i64(v, idx, nnz, wt, n_classes, d, s, bad)
+            gd_kdot_f32_i64(v, idx, nnz, wg, Kp, d, s, bad)
 
 
-cdef inline void saxpyk(const double *a, const floating *v, const index_t *idx, ptrdiff_t nnz,
-                        double *gt, ptrdiff_t n_classes) noexcept nogil:
+cdef inline void kaxpy(const double *a, const floating *v, const index_t *idx, ptrdiff_t nnz,
+                       double *wg, ptrdiff_t Kp) noexcept nogil:
+    """The update of one CSR row into the gradient half of the interleaved copy."""
     if floating is double:
         if index_t is int32_t:
-            gd_saxpyk_f64_i32(a, v, idx, nnz, gt, n_classes)
+            gd_kaxpy_f64_i32(a, v, idx, nnz, wg, Kp)
         else:
-            gd_saxpyk_f64_i64(a, v, idx, nnz, gt, n_classes)
+            gd_kaxpy_f64_i64(a, v, idx, nnz, wg, Kp)
     else:
         if index_t is int32_t:
-            gd_saxpyk_f32_i32(a, v, idx, nnz, gt, n_classes)
+            gd_kaxpy_f32_i32(a, v, idx, nnz, wg, Kp)
         else:
-            gd_saxpyk_f32_i64(a, v, idx, nnz, gt, n_classes)
+            gd_kaxpy_f32_i64(a, v, idx, nnz, wg, Kp)
 
 
 cdef inline double binary_loss(int obj, double m, double y, double *dloss) noexcept nogil:
@@ -286,16 +289,7 @@ cdef inline bint bad_label(double label, ptrdiff_t n_classes) noexcept nogil:
 cdef inline double softmax_scores(double *s, ptrdiff_t n_classes, ptrdiff_t label) noexcept nogil:
     """Turn scores ``s`` into probabilities in place; return ``-log softmax(s)[label]``.
 
-    The maximum is subtracted before exp, so large scores neither overflow nor lose the loss.
+    The maximum is subtracted before exp (four at a time, rowops.h gd_softmax: within a few
+    ulp of libm), so large scores neither overflow nor lose the loss.
     """
-    cdef ptrdiff_t k
-    cdef double smax = s[0], total = 0.0, s_label = s[label]
-    for k in range(1, n_classes):
-        if s[k] > smax:
-            smax = s[k]
-    for k in range(n_classes):
-        s[k] = exp(s[k] - smax)
-        total = total + s[k]
-    for k in range(n_classes):
-        s[k] = s[k] / total
-    return smax + log(total) - s_label
+    return gd_softmax(s, n_classes, label)

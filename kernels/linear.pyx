@@ -55,9 +55,9 @@ from libc.stdlib cimport calloc, free
 
 from _rowops cimport (
     GD_AHEAD2_f32, GD_AHEAD2_f64, GD_CSR_AHEAD, GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE,
-    LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy_dot, axpy_dot2, bad_label, binary_loss, binary_losses, dot, floating,
-    gd_prefetch_stream, index_t, maxpy4, mdot4, ptrdiff_t, saxpy, saxpyk, sdot, sdotk,
-    softmax_scores,
+    LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy_dot, axpy_dot2, bad_label, binary_loss,
+    binary_losses, dot, floating, gd_prefetch_stream, index_t, kaxpy, kdot, maxpy4, mdot4,
+    ptrdiff_t, saxpy, sdot, softmax_scores,
 )
 
 #: True when compiled with OpenMP (``n_threads > 1`` runs in parallel)
@@ -122,6 +122,8 @@ cdef enum:
     PIPE = 4
     # the largest interleaved copy of w and g (doubles, all threads) of _run_csr: 32 MiB
     INTERLEAVE_MAX = 4194304
+    # the largest copy buffer kept for the next call (doubles): 16 MiB
+    SPARE_MAX = 2097152
 
 
 cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] y,
@@ -267,9 +269,12 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
     """Rows lo:hi into G; returns the number of bad labels, counts bad indices.
 
     ``stride`` (binary objectives): ``w_j`` at ``W[j stride]``, ``g_j`` at ``G[j stride]``.
-    ``transposed`` (softmax): W and G are stored column-major, ``W[k, j]`` at ``j K + k``.
+    ``transposed`` (softmax): W and G are one copy, column-major and interleaved by column
+    (rowops.h gd_kdot): ``W[k, j]`` at ``W[2 Kp j + k]``, ``G[k, j]`` at ``W[2 Kp j + Kp + k]``,
+    ``G`` pointing at the same copy; ``s`` has room for ``Kp`` scores.
     """
     cdef ptrdiff_t i, b, nb, k, cls, start, nnz, bad, n_bad = 0, n_old = 0
+    cdef ptrdiff_t Kp = (n_classes + 3) // 4 * 4
     cdef ptrdiff_t start_new[PIPE]
     cdef ptrdiff_t nnz_new[PIPE]
     cdef ptrdiff_t start_old[PIPE]
@@ -359,7 +364,9 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
             continue
         cls = <ptrdiff_t> y[i]
         if transposed:
-            sdotk(v, idx, nnz, W, n_classes, p, s, &bad)
+            if nnz > 0:
+                _prefetch_row(v, idx, nnz, ahead)
+            kdot(v, idx, nnz, W, Kp, p, s, &bad)
         else:
             for k in range(n_classes):
                 s[k] = sdot(v, idx, nnz, W + k * p, 1, p, &bad)
@@ -370,7 +377,9 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
         for k in range(n_classes):
             s[k] = c * (s[k] - 1.0) if k == cls else c * s[k]
         if transposed:
-            saxpyk(s, v, idx, nnz, G, n_classes)
+            for k in range(n_classes, Kp):
+                s[k] = 0.0
+            kaxpy(s, v, idx, nnz, G, Kp)
         else:
             for k in range(n_classes):
                 if s[k] != 0.0:
@@ -390,7 +399,8 @@ cdef int _threads(int n_threads, ptrdiff_t n_rows) except -1:
 
 
 cdef class _Scratch:
-    """Per-call buffers: per-chunk losses, error counts, softmax scores, chunk gradients."""
+    """Per-call buffers: per-chunk losses, error counts, softmax scores (``n_scores`` a
+    chunk), chunk gradients."""
 
     cdef double *buf
     cdef double *loss
@@ -398,15 +408,15 @@ cdef class _Scratch:
     cdef double *grads
     cdef ptrdiff_t *bad
 
-    def __cinit__(self, int nt, ptrdiff_t n_classes, ptrdiff_t n_params):
-        cdef ptrdiff_t size = nt * (n_classes + 1) + (nt - 1) * n_params
+    def __cinit__(self, int nt, ptrdiff_t n_scores, ptrdiff_t n_params):
+        cdef ptrdiff_t size = nt * (n_scores + 1) + (nt - 1) * n_params
         self.buf = <double *> calloc(size, sizeof(double))
         self.bad = <ptrdiff_t *> calloc(2 * nt, sizeof(ptrdiff_t))
         if self.buf == NULL or self.bad == NULL:
             raise MemoryError(f"cannot allocate {size} doubles of kernel scratch")
         self.loss = self.buf
         self.scores = self.buf + nt
-        self.grads = self.buf + nt * (n_classes + 1)
+        self.grads = self.buf + nt * (n_scores + 1)
 
     def __dealloc__(self):
         free(self.buf)
@@ -414,17 +424,43 @@ cdef class _Scratch:
 
 
 cdef class _Doubles:
-    """A zeroed buffer of doubles, freed with its owner."""
+    """A buffer of doubles (zeroed when new), freed with its owner."""
 
     cdef double *data
+    cdef ptrdiff_t size
 
     def __cinit__(self, ptrdiff_t size):
         self.data = <double *> calloc(max(size, 1), sizeof(double))
         if self.data == NULL:
             raise MemoryError(f"cannot allocate {size} doubles of kernel scratch")
+        self.size = size
 
     def __dealloc__(self):
         free(self.data)
+
+
+# One spare copy buffer, kept between calls: a fresh one of a few MB costs its page faults at
+# every call (about 0.5 ms for the 800 KB interleaved copy of the CSR benchmark block, 5 ms
+# for the softmax one, on the EPYC VM). Taken and given back while holding the GIL, so
+# concurrent calls never share it (a call that finds it taken allocates its own). Its
+# contents are not zeroed: callers write every double they read.
+cdef object _spare = None
+
+
+cdef _Doubles _take(ptrdiff_t size):
+    global _spare
+    cdef _Doubles buf = _spare
+    if buf is not None and buf.size >= size:
+        _spare = None
+        return buf
+    return _Doubles(size)
+
+
+cdef void _give(_Doubles buf):
+    global _spare
+    if buf is not None and buf.size <= SPARE_MAX and (_spare is None
+                                                      or (<_Doubles> _spare).size < buf.size):
+        _spare = buf
 
 
 cdef double _finish(_Scratch sc, int n_grads, double *G, ptrdiff_t n_params, ptrdiff_t n_cols,
@@ -480,73 +516,78 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
                      const double *W, double *G, ptrdiff_t n_classes, ptrdiff_t p,
                      int n_threads) except? -1.0:
     cdef ptrdiff_t n = indptr.shape[0] - 1, t, lo, hi, j, k, P = n_classes * p
+    cdef ptrdiff_t Kp = (n_classes + 3) // 4 * 4, nnz = indptr[n] - indptr[0]
     cdef int nt = _threads(n_threads, n)
-    # With at least as many nonzeros as parameters, the rows work on per-call copies of the
-    # parameters laid out for their access pattern; the copies cost O(K p) per call.
-    # - softmax: W and G column-major, so that a nonzero reads K adjacent numbers instead of
-    #   K scattered ones;
-    # - binary objectives: w and g interleaved (w_j at 2j, g_j at 2j + 1, one copy per
-    #   thread), so that a row's update finds in L1 the lines its dot product has just
+    # With enough nonzeros, the rows work on a per-call copy of the parameters laid out for
+    # their access pattern, one per thread; building it and adding its gradient back cost
+    # O(K p) per call:
+    # - softmax (at least p / 2 nonzeros): W and G column-major and interleaved by column,
+    #   classes padded to Kp (rowops.h gd_kdot), so that a nonzero reads its K parameters as
+    #   a few vectors of adjacent numbers, and its update finds them in L1;
+    # - binary objectives (at least p nonzeros): w and g interleaved (w_j at 2j, g_j at
+    #   2j + 1), so that a row's update finds in L1 the lines its dot product has just
     #   gathered instead of missing L1 a second time (a standalone C loop of the benchmark
     #   block's rows one at a time: 10.2 -> 9.4 ms); up to INTERLEAVE_MAX doubles, so that
     #   a block of a very wide dataset does not double its parameter memory.
-    cdef bint copied = indptr[n] - indptr[0] >= P
-    cdef bint transposed = copied and obj == SOFTMAX and n_classes > 1
-    cdef bint interleaved = copied and obj != SOFTMAX and 2 * p * nt <= INTERLEAVE_MAX
+    # Which layout serves depends on the data's shape only (the summation order of the
+    # gradient differs between them in the last bits), never on the machine.
+    cdef bint transposed = obj == SOFTMAX and n_classes > 1 and 2 * nnz >= p
+    cdef bint interleaved = obj != SOFTMAX and nnz >= p and 2 * p * nt <= INTERLEAVE_MAX
+    cdef bint copied = transposed or interleaved
     cdef ptrdiff_t stride = 2 if interleaved else 1
-    cdef _Scratch sc = _Scratch(nt, n_classes, 0 if transposed or interleaved else P)
-    cdef _Doubles wt, gt
-    cdef const double *Wk = W
-    cdef double *g
-    cdef double *gbase = NULL
+    cdef ptrdiff_t block = 2 * Kp * p if transposed else 2 * p  # doubles of one thread's copy
+    cdef _Scratch sc = _Scratch(nt, Kp, 0 if copied else P)
+    cdef _Doubles copy = None
+    cdef double *cbase = NULL
+    cdef double *c
     cdef ptrdiff_t ahead = _tuning.csr_ahead
-    if transposed:
-        wt = _Doubles(P)
-        gt = _Doubles(nt * P)
-        gbase = gt.data
-        with nogil:
-            for k in range(n_classes):
-                for j in range(p):
-                    wt.data[j * n_classes + k] = W[k * p + j]
-        Wk = wt.data
-    elif interleaved:
-        wt = _Doubles(nt * 2 * p)
-        gbase = wt.data + 1
+    if copied:
+        copy = _take(nt * block)
+        cbase = copy.data
         with nogil:
             for t in range(nt):
-                for j in range(p):
-                    wt.data[2 * (t * p + j)] = W[j]
-        Wk = wt.data
+                c = cbase + t * block
+                if transposed:
+                    for j in range(p):
+                        for k in range(n_classes):
+                            c[2 * Kp * j + k] = W[k * p + j]
+                        for k in range(n_classes, 2 * Kp):
+                            c[2 * Kp * j + k] = 0.0
+                else:
+                    for j in range(p):
+                        c[2 * j] = W[j]
+                        c[2 * j + 1] = 0.0
     with nogil:
         if nt == 1:
-            sc.bad[0] = _csr_rows(obj, data, indices, indptr, y, coef, Wk,
-                                  gbase if transposed or interleaved else G, n_classes, p,
-                                  stride, transposed, 0, n, sc.scores, sc.loss, sc.bad + 1,
-                                  ahead)
+            sc.bad[0] = _csr_rows(obj, data, indices, indptr, y, coef,
+                                  cbase if copied else W,
+                                  cbase + (0 if transposed else 1) if copied else G,
+                                  n_classes, p, stride, transposed, 0, n, sc.scores, sc.loss,
+                                  sc.bad + 1, ahead)
         else:
             for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
                 lo = t * n // nt
                 hi = (t + 1) * n // nt
                 sc.bad[t] = _csr_rows(obj, data, indices, indptr, y, coef,
-                                      Wk + 2 * t * p if interleaved else Wk,
-                                      gbase + t * P if transposed else (
-                                          gbase + 2 * t * p if interleaved else (
-                                              G if t == 0 else sc.grads + (t - 1) * P)),
+                                      cbase + t * block if copied else W,
+                                      cbase + t * block + (0 if transposed else 1) if copied
+                                      else (G if t == 0 else sc.grads + (t - 1) * P),
                                       n_classes, p, stride, transposed, lo, hi,
-                                      sc.scores + t * n_classes, sc.loss + t,
-                                      sc.bad + nt + t, ahead)
+                                      sc.scores + t * Kp, sc.loss + t, sc.bad + nt + t, ahead)
+        # the threads' gradients added into G in thread order
         if transposed:
             for t in range(nt):
-                g = gbase + t * P
+                c = cbase + t * block + Kp
                 for k in range(n_classes):
                     for j in range(p):
-                        G[k * p + j] += g[j * n_classes + k]
+                        G[k * p + j] += c[2 * Kp * j + k]
         elif interleaved:
             for t in range(nt):
-                g = gbase + 2 * t * p
+                c = cbase + t * block + 1
                 for j in range(p):
-                    G[j] += g[2 * j]
-    return _finish(sc, 1 if transposed or interleaved else nt, G, P, p, nt)
+                    G[j] += c[2 * j]
+    _give(copy)
+    return _finish(sc, 1 if copied else nt, G, P, p, nt)
 
 
 # ---------------------------------------------------------------------------- checks

@@ -429,44 +429,191 @@ static inline void gd_saxpy_##SUFFIX(double a, const T *v, const I *idx, ptrdiff
 {                                                                                         \
     for (ptrdiff_t k = 0; k < nnz; k++)                                                   \
         g[(ptrdiff_t)idx[k] * stride] += a * (double)v[k];                                \
-}                                                                                         \
-                                                                                          \
-/* The K scores s[k] = sum_q v[q] W[k, idx[q]] of one row, with W stored column-major    \
- * (wt[j * K + k] = W[k, j]) so that each nonzero reads K adjacent numbers. */             \
-static inline void gd_sdotk_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,             \
-                                     const double *wt, ptrdiff_t K, ptrdiff_t d,          \
-                                     double *s, ptrdiff_t *bad)                           \
-{                                                                                         \
-    ptrdiff_t q, k;                                                                       \
-    for (k = 0; k < K; k++)                                                               \
-        s[k] = 0.0;                                                                       \
-    for (q = 0; q < nnz; q++) {                                                           \
-        uint64_t c = (uint64_t)idx[q];                                                    \
-        if (c >= (uint64_t)d) {                                                           \
-            (*bad)++;                                                                     \
-            continue;                                                                     \
-        }                                                                                 \
-        const double vq = (double)v[q], *r = wt + c * K;                                  \
-        for (k = 0; k < K; k++)                                                           \
-            s[k] += vq * r[k];                                                            \
-    }                                                                                     \
-}                                                                                         \
-                                                                                          \
-/* gt[idx[q] * K + k] += a[k] v[q]: the update of gd_sdotk's column-major layout */       \
-static inline void gd_saxpyk_##SUFFIX(const double *a, const T *v, const I *idx,          \
-                                      ptrdiff_t nnz, double *gt, ptrdiff_t K)             \
-{                                                                                         \
-    for (ptrdiff_t q = 0; q < nnz; q++) {                                                 \
-        const double vq = (double)v[q];                                                   \
-        double *r = gt + (ptrdiff_t)idx[q] * K;                                           \
-        for (ptrdiff_t k = 0; k < K; k++)                                                 \
-            r[k] += a[k] * vq;                                                            \
-    }                                                                                     \
 }
 
 GD_SPARSE_OPS(f64_i32, double, int32_t)
 GD_SPARSE_OPS(f64_i64, double, int64_t)
 GD_SPARSE_OPS(f32_i32, float, int32_t)
 GD_SPARSE_OPS(f32_i64, float, int64_t)
+
+/* ---- softmax rows ----------------------------------------------------------------- */
+
+/* CSR softmax rows work on a copy of W and G laid out for them: column-major and
+ * interleaved by column, column j's block of 2 Kp doubles at wg + 2 Kp j holding
+ * W[0..Kp-1, j] then G[0..Kp-1, j], where Kp is the number of classes K rounded up to a
+ * multiple of 4 (the padding classes have zero parameters and get zero updates). A nonzero
+ * then reads its K parameters as Kp/4 vectors of adjacent numbers, and the row's update
+ * finds the lines of G that its scores have just brought into L1. Classes go in chunks of
+ * up to 16 (four vectors); within a chunk, even and odd nonzeros sum into two sets of
+ * partial sums, so that the dependency chains are half as long. */
+#if defined(__GNUC__)
+/* acc_k += vq * r[4k..4k+3] for k < NV */
+#define GD_KACC(acc, r, vq, NV)                                                           \
+    {                                                                                     \
+        const double *r_ = (r);                                                           \
+        const gd_v4d v_ = GD_V4(vq);                                                      \
+        acc##0 += v_ * gd_load_f64(r_);                                                   \
+        if ((NV) > 1) acc##1 += v_ * gd_load_f64(r_ + 4);                                 \
+        if ((NV) > 2) acc##2 += v_ * gd_load_f64(r_ + 8);                                 \
+        if ((NV) > 3) acc##3 += v_ * gd_load_f64(r_ + 12);                                \
+    }
+/* the scores of classes k0..k0+4NV-1 into s + k0; the first chunk counts bad indices */
+#define GD_KDOT_CHUNK(NV)                                                                 \
+    {                                                                                     \
+        gd_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}; \
+        const double *wk = wg + k0;                                                       \
+        ptrdiff_t q = 0;                                                                  \
+        for (; q + 2 <= nnz; q += 2) {                                                    \
+            const uint64_t c0 = (uint64_t)idx[q], c1 = (uint64_t)idx[q + 1];              \
+            if (c0 < ud && c1 < ud) {                                                     \
+                GD_KACC(a, wk + c0 * B, (double)v[q], NV)                                 \
+                GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV)                             \
+                continue;                                                                 \
+            }                                                                             \
+            if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV) else nbad += first;    \
+            if (c1 < ud) GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV) else nbad += first; \
+        }                                                                                 \
+        if (q < nnz) {                                                                    \
+            const uint64_t c0 = (uint64_t)idx[q];                                         \
+            if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV) else nbad += first;    \
+        }                                                                                 \
+        gd_store_f64(s + k0, a0 + b0);                                                    \
+        if ((NV) > 1) gd_store_f64(s + k0 + 4, a1 + b1);                                  \
+        if ((NV) > 2) gd_store_f64(s + k0 + 8, a2 + b2);                                  \
+        if ((NV) > 3) gd_store_f64(s + k0 + 12, a3 + b3);                                 \
+    }
+/* G[k0..k0+4NV-1, idx[q]] += a[k] v[q] */
+#define GD_KAXPY_CHUNK(NV)                                                                \
+    {                                                                                     \
+        gd_v4d d0 = gd_load_f64(a + k0), d1 = d0, d2 = d0, d3 = d0;                       \
+        if ((NV) > 1) d1 = gd_load_f64(a + k0 + 4);                                       \
+        if ((NV) > 2) d2 = gd_load_f64(a + k0 + 8);                                       \
+        if ((NV) > 3) d3 = gd_load_f64(a + k0 + 12);                                      \
+        double *gk = wg + Kp + k0;                                                        \
+        for (ptrdiff_t q = 0; q < nnz; q++) {                                             \
+            double *r = gk + (ptrdiff_t)idx[q] * B;                                       \
+            const gd_v4d v_ = GD_V4((double)v[q]);                                        \
+            gd_store_f64(r, gd_load_f64(r) + d0 * v_);                                    \
+            if ((NV) > 1) gd_store_f64(r + 4, gd_load_f64(r + 4) + d1 * v_);              \
+            if ((NV) > 2) gd_store_f64(r + 8, gd_load_f64(r + 8) + d2 * v_);              \
+            if ((NV) > 3) gd_store_f64(r + 12, gd_load_f64(r + 12) + d3 * v_);            \
+        }                                                                                 \
+    }
+#define GD_KCHUNKS(CHUNK)                                                                 \
+    for (ptrdiff_t k0 = 0; k0 < Kp; k0 += 16) {                                           \
+        const ptrdiff_t first = k0 == 0;                                                  \
+        (void)first;                                                                      \
+        switch (Kp - k0 >= 16 ? 4 : (Kp - k0) / 4) {                                      \
+        case 4: CHUNK(4) break;                                                           \
+        case 3: CHUNK(3) break;                                                           \
+        case 2: CHUNK(2) break;                                                           \
+        default: CHUNK(1) break;                                                          \
+        }                                                                                 \
+    }
+
+#define GD_SOFTMAX_CSR(SUFFIX, T, I)                                                      \
+/* s[0..Kp-1] = the scores of one CSR row (column indices outside 0..d-1 are skipped and \
+ * counted into bad) */                                                                   \
+GD_CLONES static void gd_kdot_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,            \
+                                       const double *wg, ptrdiff_t Kp, ptrdiff_t d,       \
+                                       double *s, ptrdiff_t *bad)                         \
+{                                                                                         \
+    const ptrdiff_t B = 2 * Kp;                                                           \
+    const uint64_t ud = (uint64_t)d;                                                      \
+    ptrdiff_t nbad = 0;                                                                   \
+    GD_KCHUNKS(GD_KDOT_CHUNK)                                                             \
+    *bad += nbad;                                                                         \
+}                                                                                         \
+                                                                                          \
+/* the row's update: G[k, idx[q]] += a[k] v[q] for k < Kp (indices checked by gd_kdot) */ \
+GD_CLONES static void gd_kaxpy_##SUFFIX(const double *a, const T *v, const I *idx,         \
+                                        ptrdiff_t nnz, double *wg, ptrdiff_t Kp)          \
+{                                                                                         \
+    const ptrdiff_t B = 2 * Kp;                                                           \
+    GD_KCHUNKS(GD_KAXPY_CHUNK)                                                            \
+}
+
+/* Turn the K scores s into probabilities in place; return -log softmax(s)[label]. The largest score is subtracted first, so
+ * that exp (GD_EXP_NONPOS, four at a time, within a few ulp of libm) neither overflows nor
+ * loses the loss; the total is summed in class order. */
+GD_CLONES static double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
+{
+    double smax = s[0], total = 0.0;
+    const double s_label = s[label];
+    ptrdiff_t k;
+    for (k = 1; k < K; k++)
+        if (s[k] > smax)
+            smax = s[k];
+    const gd_v4d mv = GD_V4(smax);
+    for (k = 0; k + 4 <= K; k += 4) {
+        gd_v4d e;
+        GD_EXP_NONPOS(e, gd_load_f64(s + k) - mv);
+        gd_store_f64(s + k, e);
+    }
+    if (k < K) {
+        double t[4];
+        for (ptrdiff_t b = 0; b < 4; b++)
+            t[b] = k + b < K ? s[k + b] - smax : -1000.0;
+        gd_v4d e;
+        GD_EXP_NONPOS(e, gd_load_f64(t));
+        gd_store_f64(t, e);
+        for (ptrdiff_t b = 0; k + b < K; b++)
+            s[k + b] = t[b];
+    }
+    for (k = 0; k < K; k++)
+        total += s[k];
+    for (k = 0; k < K; k++)
+        s[k] = s[k] / total;
+    return smax + log(total) - s_label;
+}
+#else  /* plain C: the same layout, class by class */
+#define GD_SOFTMAX_CSR(SUFFIX, T, I)                                                      \
+static void gd_kdot_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, const double *wg,    \
+                             ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad)        \
+{                                                                                         \
+    ptrdiff_t q, k;                                                                       \
+    for (k = 0; k < Kp; k++)                                                              \
+        s[k] = 0.0;                                                                       \
+    for (q = 0; q < nnz; q++) {                                                           \
+        const uint64_t c = (uint64_t)idx[q];                                              \
+        if (c >= (uint64_t)d) {                                                           \
+            (*bad)++;                                                                     \
+            continue;                                                                     \
+        }                                                                                 \
+        for (k = 0; k < Kp; k++)                                                          \
+            s[k] += (double)v[q] * wg[c * 2 * Kp + k];                                    \
+    }                                                                                     \
+}                                                                                         \
+                                                                                          \
+static void gd_kaxpy_##SUFFIX(const double *a, const T *v, const I *idx, ptrdiff_t nnz,    \
+                              double *wg, ptrdiff_t Kp)                                   \
+{                                                                                         \
+    for (ptrdiff_t q = 0; q < nnz; q++)                                                   \
+        for (ptrdiff_t k = 0; k < Kp; k++)                                                \
+            wg[(ptrdiff_t)idx[q] * 2 * Kp + Kp + k] += a[k] * (double)v[q];               \
+}
+
+static double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
+{
+    double smax = s[0], total = 0.0;
+    const double s_label = s[label];
+    ptrdiff_t k;
+    for (k = 1; k < K; k++)
+        if (s[k] > smax)
+            smax = s[k];
+    for (k = 0; k < K; k++) {
+        s[k] = exp(s[k] - smax);
+        total += s[k];
+    }
+    for (k = 0; k < K; k++)
+        s[k] = s[k] / total;
+    return smax + log(total) - s_label;
+}
+#endif
+
+GD_SOFTMAX_CSR(f64_i32, double, int32_t)
+GD_SOFTMAX_CSR(f64_i64, double, int64_t)
+GD_SOFTMAX_CSR(f32_i32, float, int32_t)
+GD_SOFTMAX_CSR(f32_i64, float, int64_t)
 
 #endif /* GDCODE_ROWOPS_H */
