@@ -24,6 +24,7 @@ def collect() -> dict:
         "numpy": np.__version__,
         "compiled_kernels": kernels.COMPILED,
         "kernels": "compiled (Cython)" if kernels.COMPILED else "numpy reference (extension not built)",
+        "kernel_tuning": kernels.tuning.describe(kernels._linear),
     }
     try:
         import mpi4py

@@ -68,10 +68,25 @@ def main(args: argparse.Namespace) -> int:
         rundir.write_options(claim.path, options, command)
         # the ranks' output is a pipe under mpiexec: tell rank 0 whether the user sees a terminal
         os.environ.setdefault("GDCODE_PROGRESS", "1" if sys.stderr.isatty() else "0")
+        calibrate_kernels()
         return launch(options.workers + 1, ["run", "--handoff", str(claim.path)], timeout=options.timeout,
                       run_dir=claim.path, tolerate_failures=options.tolerate_failures)
     finally:
         claim.release()
+
+
+def calibrate_kernels() -> None:
+    """Calibrate the compiled kernels' prefetch distances here, in the launcher, when this
+    machine and build have none cached, so that the ranks read them from the cache instead of
+    each measuring at start-up (gdcode.kernels.tuning). A failure only costs speed: the
+    built-in defaults then serve."""
+    try:
+        from gdcode.kernels import calibrate
+
+        calibrate.ensure(log=lambda message: print(message, file=sys.stderr))
+    except Exception as exc:  # noqa: BLE001 - calibration must never stop a run
+        print(f"gdcode run: kernel calibration failed ({exc}); the built-in prefetch distances "
+              "serve", file=sys.stderr)
 
 
 def _in_job(args: argparse.Namespace, command: list[str]) -> int:
