@@ -20,14 +20,16 @@ cdef extern from "rowops.h" nogil:
     const ptrdiff_t GD_CSR_AHEAD
     double gd_dot_f64(const double *x, const double *w, ptrdiff_t n, ptrdiff_t ahead)
     double gd_dot_f32(const float *x, const double *w, ptrdiff_t n, ptrdiff_t ahead)
-    void gd_mdot4_f64(const double *w0, const double *w1, const double *w2, const double *w3,
-                      const double *x, ptrdiff_t n, double *out)
-    void gd_mdot4_f32(const double *w0, const double *w1, const double *w2, const double *w3,
-                      const float *x, ptrdiff_t n, double *out)
-    void gd_maxpy4_f64(const double *a, const double *x, double *g0, double *g1, double *g2,
-                       double *g3, ptrdiff_t n)
-    void gd_maxpy4_f32(const double *a, const float *x, double *g0, double *g1, double *g2,
-                       double *g3, ptrdiff_t n)
+    void gd_smdot2_f64(const double *w, ptrdiff_t n, ptrdiff_t nc, const double *x0,
+                       const double *x1, double *s0, double *s1)
+    void gd_smdot2_f32(const double *w, ptrdiff_t n, ptrdiff_t nc, const float *x0,
+                       const float *x1, double *s0, double *s1)
+    void gd_smaxpy_f64(const double *a, ptrdiff_t a_stride, ptrdiff_t nr, const double *x0,
+                       const double *x1, const double *x2, const double *x3, double *g,
+                       ptrdiff_t n, ptrdiff_t nc)
+    void gd_smaxpy_f32(const double *a, ptrdiff_t a_stride, ptrdiff_t nr, const float *x0,
+                       const float *x1, const float *x2, const float *x3, double *g,
+                       ptrdiff_t n, ptrdiff_t nc)
     double gd_axpy_dot_f64(double a, const double *xo, double *g, const double *x,
                            const double *w, ptrdiff_t n, ptrdiff_t ahead)
     double gd_axpy_dot_f32(double a, const float *xo, double *g, const float *x,
@@ -139,22 +141,25 @@ cdef inline ptrdiff_t default_ahead(const floating *x) noexcept nogil:
         return GD_AHEAD_f32
 
 
-cdef inline void mdot4(const double *w, ptrdiff_t n, const floating *x,
-                       double *out) noexcept nogil:
-    """Dot products of ``x`` with the four rows ``w[0:n], w[n:2n], ...``."""
+cdef inline void smdot2(const double *w, ptrdiff_t n, ptrdiff_t nc, const floating *x0,
+                        const floating *x1, double *s0, double *s1) noexcept nogil:
+    """Scores of rows ``x0`` and ``x1`` (which may be ``x0``) for the ``nc <= 4`` classes
+    whose parameter rows are ``w[0:n], w[n:2n], ...`` (rowops.h)."""
     if floating is double:
-        gd_mdot4_f64(w, w + n, w + 2 * n, w + 3 * n, x, n, out)
+        gd_smdot2_f64(w, n, nc, x0, x1, s0, s1)
     else:
-        gd_mdot4_f32(w, w + n, w + 2 * n, w + 3 * n, x, n, out)
+        gd_smdot2_f32(w, n, nc, x0, x1, s0, s1)
 
 
-cdef inline void maxpy4(const double *a, const floating *x, double *g,
-                        ptrdiff_t n) noexcept nogil:
-    """``g[k n:(k+1) n] += a[k] x`` for k = 0..3."""
+cdef inline void smaxpy(const double *a, ptrdiff_t a_stride, ptrdiff_t nr,
+                        const floating **x, double *g, ptrdiff_t n,
+                        ptrdiff_t nc) noexcept nogil:
+    """``g[k n:(k+1) n] += sum_r a[r a_stride + k] x[r]`` for the ``nc <= 4`` classes and the
+    ``nr <= 4`` rows ``x[0..nr-1]``, in row order."""
     if floating is double:
-        gd_maxpy4_f64(a, x, g, g + n, g + 2 * n, g + 3 * n, n)
+        gd_smaxpy_f64(a, a_stride, nr, x[0], x[1], x[2], x[3], g, n, nc)
     else:
-        gd_maxpy4_f32(a, x, g, g + n, g + 2 * n, g + 3 * n, n)
+        gd_smaxpy_f32(a, a_stride, nr, x[0], x[1], x[2], x[3], g, n, nc)
 
 
 cdef inline void axpy(double a, const floating *x, double *g, ptrdiff_t n) noexcept nogil:

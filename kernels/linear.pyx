@@ -56,8 +56,8 @@ from libc.stdlib cimport calloc, free
 from _rowops cimport (
     GD_AHEAD2_f32, GD_AHEAD2_f64, GD_CSR_AHEAD, GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE,
     LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy_dot, axpy_dot2, bad_label, binary_loss,
-    binary_losses, dot, floating, gd_prefetch_stream, index_t, kaxpy, kdot, maxpy4, mdot4,
-    ptrdiff_t, saxpy, sdot, softmax_scores,
+    binary_losses, dot, floating, gd_prefetch_stream, index_t, kaxpy, kdot, ptrdiff_t, saxpy,
+    sdot, smaxpy, smdot2, softmax_scores,
 )
 
 #: True when compiled with OpenMP (``n_threads > 1`` runs in parallel)
@@ -132,9 +132,8 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
                            double *loss_out, ptrdiff_t ahead) noexcept nogil:
     """Rows lo:hi into G; returns the number of bad labels (softmax). ``ahead``: bytes of
     each row stream prefetched ahead (speed only)."""
-    cdef ptrdiff_t i, k, cls, p = X.shape[1], n_bad = 0
+    cdef ptrdiff_t i, k, cls, nc, p = X.shape[1], n_bad = 0
     cdef double c, d, loss = 0.0
-    cdef const floating *x = NULL
     cdef const floating *x_old[PIPE]
     cdef const floating *x_new[PIPE]
     cdef double a_old[PIPE]
@@ -192,36 +191,49 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
                 axpy(a_old[b], x_old[b], G, p)
         loss_out[0] = loss
         return 0
-    for i in range(lo, hi):
-        c = coef[i]
-        if c == 0.0:
-            continue
-        if bad_label(y[i], n_classes):
-            n_bad = n_bad + 1
-            continue
-        if p > 0:
-            x = &X[i, 0]
-        cls = <ptrdiff_t> y[i]
-        k = 0
-        if p > 0:
-            while k + 4 <= n_classes:
-                mdot4(W + k * p, p, x, &s[k])
-                k = k + 4
-        while k < n_classes:
-            s[k] = dot(x, W + k * p, p, 0) if p > 0 else 0.0
-            k = k + 1
-        loss = loss + c * softmax_scores(s, n_classes, cls)
-        if p > 0:
-            # s becomes the derivatives c (p_k - [k == cls]) of the scores
+    # Softmax: rows in groups of up to PIPE, classes in chunks of up to 4 (rowops.h): the
+    # scores of two rows and a chunk in one loop, then each chunk of G updated by the whole
+    # group in one loop (one load and store of G for four rows). s holds PIPE rows of
+    # n_classes scores, which become the derivatives c (p_k - [k == cls]).
+    i = lo
+    while i < hi:
+        nb = 0
+        while nb < PIPE and i < hi:
+            c = coef[i]
+            if c != 0.0:
+                if bad_label(y[i], n_classes):
+                    n_bad = n_bad + 1
+                else:
+                    x_new[nb] = &X[i, 0] if p > 0 else NULL
+                    yb[nb] = y[i]
+                    cb[nb] = c
+                    nb = nb + 1
+            i = i + 1
+        if nb == 0:
+            break
+        for b in range(nb, PIPE):
+            x_new[b] = x_new[0]
+        for k in range(0, n_classes, 4):
+            nc = min(4, n_classes - k)
+            if p == 0:
+                for b in range(nb):
+                    for cls in range(k, k + nc):
+                        s[b * n_classes + cls] = 0.0
+                continue
+            smdot2(W + k * p, p, nc, x_new[0], x_new[1], &s[k], &s[n_classes + k])
+            if nb > 2:
+                smdot2(W + k * p, p, nc, x_new[2], x_new[3], &s[2 * n_classes + k],
+                       &s[3 * n_classes + k])
+        for b in range(nb):
+            cls = <ptrdiff_t> yb[b]
+            c = cb[b]
+            loss = loss + c * softmax_scores(&s[b * n_classes], n_classes, cls)
             for k in range(n_classes):
-                s[k] = c * (s[k] - 1.0) if k == cls else c * s[k]
-            k = 0
-            while k + 4 <= n_classes:
-                maxpy4(&s[k], x, G + k * p, p)
-                k = k + 4
-            while k < n_classes:
-                axpy(s[k], x, G + k * p, p)
-                k = k + 1
+                d = s[b * n_classes + k]
+                s[b * n_classes + k] = c * (d - 1.0) if k == cls else c * d
+        if p > 0:
+            for k in range(0, n_classes, 4):
+                smaxpy(&s[k], n_classes, nb, x_new, G + k * p, p, min(4, n_classes - k))
     loss_out[0] = loss
     return n_bad
 
@@ -493,7 +505,7 @@ cdef double _run_dense(int obj, const floating[:, ::1] X, const double[::1] y,
                        int n_threads) except? -1.0:
     cdef ptrdiff_t n = X.shape[0], p = X.shape[1], t, lo, hi
     cdef int nt = _threads(n_threads, n)
-    cdef _Scratch sc = _Scratch(nt, n_classes, n_classes * p)
+    cdef _Scratch sc = _Scratch(nt, PIPE * n_classes, n_classes * p)
     cdef ptrdiff_t ahead = _tuning.dense_ahead[0 if floating is double else 1]
     if nt == 1:
         with nogil:
@@ -506,7 +518,7 @@ cdef double _run_dense(int obj, const floating[:, ::1] X, const double[::1] y,
                 hi = (t + 1) * n // nt
                 sc.bad[t] = _dense_rows(obj, X, y, coef, W,
                                         G if t == 0 else sc.grads + (t - 1) * n_classes * p,
-                                        n_classes, lo, hi, sc.scores + t * n_classes,
+                                        n_classes, lo, hi, sc.scores + t * PIPE * n_classes,
                                         sc.loss + t, ahead)
     return _finish(sc, nt, G, n_classes * p, p, nt)
 
@@ -560,7 +572,7 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
     with nogil:
         if nt == 1:
             sc.bad[0] = _csr_rows(obj, data, indices, indptr, y, coef,
-                                  cbase if copied else W,
+                                  <const double *> cbase if copied else W,
                                   cbase + (0 if transposed else 1) if copied else G,
                                   n_classes, p, stride, transposed, 0, n, sc.scores, sc.loss,
                                   sc.bad + 1, ahead)
@@ -569,7 +581,7 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
                 lo = t * n // nt
                 hi = (t + 1) * n // nt
                 sc.bad[t] = _csr_rows(obj, data, indices, indptr, y, coef,
-                                      cbase + t * block if copied else W,
+                                      <const double *> (cbase + t * block) if copied else W,
                                       cbase + t * block + (0 if transposed else 1) if copied
                                       else (G if t == 0 else sc.grads + (t - 1) * P),
                                       n_classes, p, stride, transposed, lo, hi,

@@ -184,33 +184,6 @@ GD_CLONES static void gd_axpy_dot2_##SUFFIX(double a0, double a1, const T *xo0, 
                                             double *out, ptrdiff_t ahead)                 \
 {                                                                                         \
     GD_DOT2(SUFFIX)                                                                       \
-}                                                                                         \
-                                                                                          \
-/* the dot products of one row x with four parameter rows (softmax classes) */            \
-GD_CLONES static void gd_mdot4_##SUFFIX(const double *w0, const double *w1,                \
-                                        const double *w2, const double *w3, const T *x,    \
-                                        ptrdiff_t n, double *out)                          \
-{                                                                                         \
-    gd_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, xj;                                    \
-    double t0 = 0.0, t1 = 0.0, t2 = 0.0, t3 = 0.0;                                        \
-    ptrdiff_t j = 0;                                                                      \
-    for (; j + 4 <= n; j += 4) {                                                          \
-        xj = gd_load_##SUFFIX(x + j);                                                     \
-        a0 += xj * gd_load_f64(w0 + j);                                                   \
-        a1 += xj * gd_load_f64(w1 + j);                                                   \
-        a2 += xj * gd_load_f64(w2 + j);                                                   \
-        a3 += xj * gd_load_f64(w3 + j);                                                   \
-    }                                                                                     \
-    for (; j < n; j++) {                                                                  \
-        t0 += (double)x[j] * w0[j];                                                       \
-        t1 += (double)x[j] * w1[j];                                                       \
-        t2 += (double)x[j] * w2[j];                                                       \
-        t3 += (double)x[j] * w3[j];                                                       \
-    }                                                                                     \
-    out[0] = ((a0[0] + a0[2]) + (a0[1] + a0[3])) + t0;                                    \
-    out[1] = ((a1[0] + a1[2]) + (a1[1] + a1[3])) + t1;                                    \
-    out[2] = ((a2[0] + a2[2]) + (a2[1] + a2[3])) + t2;                                    \
-    out[3] = ((a3[0] + a3[2]) + (a3[1] + a3[3])) + t3;                                    \
 }
 
 #else  /* plain C: the same sums, lane by lane */
@@ -250,15 +223,6 @@ static void gd_axpy_dot2_##SUFFIX(double a0, double a1, const T *xo0, const T *x
 {                                                                                         \
     out[0] = gd_axpy_dot_##SUFFIX(a0, xo0, g, x0, w, n, ahead);                           \
     out[1] = gd_axpy_dot_##SUFFIX(a1, xo1, g, x1, w, n, ahead);                           \
-}                                                                                         \
-                                                                                          \
-static void gd_mdot4_##SUFFIX(const double *w0, const double *w1, const double *w2,        \
-                              const double *w3, const T *x, ptrdiff_t n, double *out)      \
-{                                                                                         \
-    out[0] = gd_dot_##SUFFIX(x, w0, n, 0);                                                \
-    out[1] = gd_dot_##SUFFIX(x, w1, n, 0);                                                \
-    out[2] = gd_dot_##SUFFIX(x, w2, n, 0);                                                \
-    out[3] = gd_dot_##SUFFIX(x, w3, n, 0);                                                \
 }
 #endif
 
@@ -360,20 +324,6 @@ GD_CLONES static void gd_axpy_##SUFFIX(double a, const T *x, double *g, ptrdiff_
         g[j] += a * (double)x[j];                                                         \
 }                                                                                         \
                                                                                           \
-/* g_k += a[k] x for the four gradient rows g0..g3 (softmax classes), reading x once */    \
-GD_CLONES static void gd_maxpy4_##SUFFIX(const double *a, const T *x, double *g0,          \
-                                         double *g1, double *g2, double *g3, ptrdiff_t n)  \
-{                                                                                         \
-    const double a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];                              \
-    for (ptrdiff_t j = 0; j < n; j++) {                                                   \
-        const double xj = (double)x[j];                                                   \
-        g0[j] += a0 * xj;                                                                 \
-        g1[j] += a1 * xj;                                                                 \
-        g2[j] += a2 * xj;                                                                 \
-        g3[j] += a3 * xj;                                                                 \
-    }                                                                                     \
-}                                                                                         \
-                                                                                          \
 /* w = s * w + a * x (one SGD step with L2 shrinkage) */                                  \
 GD_CLONES static void gd_scale_axpy_##SUFFIX(double s, double a, const T *x, double *w,   \
                                              ptrdiff_t n)                                 \
@@ -386,6 +336,161 @@ GD_DENSE_DOTS(f64, double)
 GD_DENSE_DOTS(f32, float)
 GD_DENSE_UPDATES(f64, double)
 GD_DENSE_UPDATES(f32, float)
+
+/* ---- dense softmax rows ----------------------------------------------------------- */
+
+/* Dense softmax rows go in groups of up to four rows and chunks of up to four classes: the
+ * scores of two rows and a chunk in one loop (each parameter vector loaded once for both
+ * rows), then the update of a chunk of G by the group's rows in one loop (each gradient
+ * vector loaded and stored once for four rows instead of four times). Per (row, class) a
+ * score sums in one vector of partial sums (lanes j mod 4), combined as ((0 + 2) + (1 + 3)),
+ * then the n mod 4 last columns in order; G[k] += a_0k x_0 + a_1k x_1 + ... in row order. */
+#if defined(__GNUC__)
+#define GD_HSUM(a) (((a)[0] + (a)[2]) + ((a)[1] + (a)[3]))
+#define GD_SMDOT_STEP(k, NC)                                                              \
+    if ((NC) > (k)) {                                                                     \
+        wk = gd_load_f64(w + (k) * n + j);                                                \
+        a##k += u * wk;                                                                   \
+        b##k += v * wk;                                                                   \
+    }
+#define GD_SMDOT_BODY(SUFFIX, NC)                                                         \
+    {                                                                                     \
+        gd_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}; \
+        gd_v4d u, v, wk;                                                                  \
+        double ta[4] = {0.0, 0.0, 0.0, 0.0}, tb[4] = {0.0, 0.0, 0.0, 0.0};                \
+        ptrdiff_t j = 0, k;                                                               \
+        for (; j + 4 <= n; j += 4) {                                                      \
+            u = gd_load_##SUFFIX(x0 + j);                                                 \
+            v = gd_load_##SUFFIX(x1 + j);                                                 \
+            GD_SMDOT_STEP(0, NC) GD_SMDOT_STEP(1, NC)                                     \
+            GD_SMDOT_STEP(2, NC) GD_SMDOT_STEP(3, NC)                                     \
+        }                                                                                 \
+        for (; j < n; j++)                                                                \
+            for (k = 0; k < (NC); k++) {                                                  \
+                ta[k] += (double)x0[j] * w[k * n + j];                                    \
+                tb[k] += (double)x1[j] * w[k * n + j];                                    \
+            }                                                                             \
+        s0[0] = GD_HSUM(a0) + ta[0];                                                      \
+        s1[0] = GD_HSUM(b0) + tb[0];                                                      \
+        if ((NC) > 1) { s0[1] = GD_HSUM(a1) + ta[1]; s1[1] = GD_HSUM(b1) + tb[1]; }       \
+        if ((NC) > 2) { s0[2] = GD_HSUM(a2) + ta[2]; s1[2] = GD_HSUM(b2) + tb[2]; }       \
+        if ((NC) > 3) { s0[3] = GD_HSUM(a3) + ta[3]; s1[3] = GD_HSUM(b3) + tb[3]; }       \
+    }
+/* g_k[j..j+3] += sum over the NR rows of a_rk x_r[j..j+3], for the NC classes */
+#define GD_SMAXPY_CLASS(k, NR, NC)                                                        \
+    if ((NC) > (k)) {                                                                     \
+        gd_v4d gk = gd_load_f64(g + (k) * n + j) + c0##k * u0;                            \
+        if ((NR) > 1) gk += c1##k * u1;                                                   \
+        if ((NR) > 2) gk += c2##k * u2;                                                   \
+        if ((NR) > 3) gk += c3##k * u3;                                                   \
+        gd_store_f64(g + (k) * n + j, gk);                                                \
+    }
+/* row r's coefficient of class k, broadcast (zero for the rows and classes not in use,
+ * whose entries of a are never read) */
+#define GD_SMAXPY_COEF(r, k, NR, NC) \
+    const gd_v4d c##r##k __attribute__((unused)) =                                       \
+        (NR) > (r) && (NC) > (k) ? GD_V4(a[(r) * as + (k)]) : GD_V4(0.0);
+#define GD_SMAXPY_COEFS(r, NR, NC) \
+    GD_SMAXPY_COEF(r, 0, NR, NC) GD_SMAXPY_COEF(r, 1, NR, NC) \
+    GD_SMAXPY_COEF(r, 2, NR, NC) GD_SMAXPY_COEF(r, 3, NR, NC)
+#define GD_SMAXPY_BODY(SUFFIX, NR, NC)                                                    \
+    {                                                                                     \
+        GD_SMAXPY_COEFS(0, NR, NC) GD_SMAXPY_COEFS(1, NR, NC)                             \
+        GD_SMAXPY_COEFS(2, NR, NC) GD_SMAXPY_COEFS(3, NR, NC)                             \
+        gd_v4d u0, u1 = {0}, u2 = {0}, u3 = {0};                                          \
+        ptrdiff_t j = 0, k;                                                               \
+        for (; j + 4 <= n; j += 4) {                                                      \
+            u0 = gd_load_##SUFFIX(x0 + j);                                                \
+            if ((NR) > 1) u1 = gd_load_##SUFFIX(x1 + j);                                  \
+            if ((NR) > 2) u2 = gd_load_##SUFFIX(x2 + j);                                  \
+            if ((NR) > 3) u3 = gd_load_##SUFFIX(x3 + j);                                  \
+            GD_SMAXPY_CLASS(0, NR, NC) GD_SMAXPY_CLASS(1, NR, NC)                         \
+            GD_SMAXPY_CLASS(2, NR, NC) GD_SMAXPY_CLASS(3, NR, NC)                         \
+        }                                                                                 \
+        for (; j < n; j++)                                                                \
+            for (k = 0; k < (NC); k++) {                                                  \
+                double gj = g[k * n + j] + a[k] * (double)x0[j];                          \
+                if ((NR) > 1) gj += a[as + k] * (double)x1[j];                            \
+                if ((NR) > 2) gj += a[2 * as + k] * (double)x2[j];                        \
+                if ((NR) > 3) gj += a[3 * as + k] * (double)x3[j];                        \
+                g[k * n + j] = gj;                                                        \
+            }                                                                             \
+    }
+#define GD_SMAXPY_NC(SUFFIX, NR)                                                          \
+    switch (nc) {                                                                         \
+    case 4: GD_SMAXPY_BODY(SUFFIX, NR, 4) break;                                          \
+    case 3: GD_SMAXPY_BODY(SUFFIX, NR, 3) break;                                          \
+    case 2: GD_SMAXPY_BODY(SUFFIX, NR, 2) break;                                          \
+    default: GD_SMAXPY_BODY(SUFFIX, NR, 1) break;                                         \
+    }
+
+#define GD_DENSE_SOFTMAX(SUFFIX, T)                                                       \
+/* s0[k], s1[k] = the scores of rows x0, x1 for the nc <= 4 classes whose parameter rows  \
+ * start at w, w + n, ... (x1 may be x0) */                                               \
+GD_CLONES static void gd_smdot2_##SUFFIX(const double *w, ptrdiff_t n, ptrdiff_t nc,      \
+                                         const T *x0, const T *x1, double *s0, double *s1) \
+{                                                                                         \
+    switch (nc) {                                                                         \
+    case 4: GD_SMDOT_BODY(SUFFIX, 4) break;                                               \
+    case 3: GD_SMDOT_BODY(SUFFIX, 3) break;                                               \
+    case 2: GD_SMDOT_BODY(SUFFIX, 2) break;                                               \
+    default: GD_SMDOT_BODY(SUFFIX, 1) break;                                              \
+    }                                                                                     \
+}                                                                                         \
+                                                                                          \
+/* G[k] += sum_r a[r as + k] x_r for the nc <= 4 classes whose gradient rows start at g,  \
+ * g + n, ..., and the nr <= 4 rows x0.. (unused ones may be anything) */                 \
+GD_CLONES static void gd_smaxpy_##SUFFIX(const double *a, ptrdiff_t as, ptrdiff_t nr,     \
+                                         const T *x0, const T *x1, const T *x2,           \
+                                         const T *x3, double *g, ptrdiff_t n,             \
+                                         ptrdiff_t nc)                                    \
+{                                                                                         \
+    switch (nr) {                                                                         \
+    case 4: GD_SMAXPY_NC(SUFFIX, 4) break;                                                \
+    case 3: GD_SMAXPY_NC(SUFFIX, 3) break;                                                \
+    case 2: GD_SMAXPY_NC(SUFFIX, 2) break;                                                \
+    default: GD_SMAXPY_NC(SUFFIX, 1) break;                                               \
+    }                                                                                     \
+}
+#else  /* plain C: the same sums, lane by lane */
+#define GD_DENSE_SOFTMAX(SUFFIX, T)                                                       \
+static void gd_smdot2_##SUFFIX(const double *w, ptrdiff_t n, ptrdiff_t nc, const T *x0,    \
+                               const T *x1, double *s0, double *s1)                       \
+{                                                                                         \
+    for (ptrdiff_t k = 0; k < nc; k++) {                                                  \
+        double a[4] = {0.0, 0.0, 0.0, 0.0}, b[4] = {0.0, 0.0, 0.0, 0.0}, ta = 0.0, tb = 0.0; \
+        ptrdiff_t j = 0;                                                                  \
+        for (; j + 4 <= n; j += 4)                                                        \
+            for (int l = 0; l < 4; l++) {                                                 \
+                a[l] += (double)x0[j + l] * w[k * n + j + l];                             \
+                b[l] += (double)x1[j + l] * w[k * n + j + l];                             \
+            }                                                                             \
+        for (; j < n; j++) {                                                              \
+            ta += (double)x0[j] * w[k * n + j];                                           \
+            tb += (double)x1[j] * w[k * n + j];                                           \
+        }                                                                                 \
+        s0[k] = ((a[0] + a[2]) + (a[1] + a[3])) + ta;                                     \
+        s1[k] = ((b[0] + b[2]) + (b[1] + b[3])) + tb;                                     \
+    }                                                                                     \
+}                                                                                         \
+                                                                                          \
+static void gd_smaxpy_##SUFFIX(const double *a, ptrdiff_t as, ptrdiff_t nr, const T *x0,   \
+                               const T *x1, const T *x2, const T *x3, double *g,           \
+                               ptrdiff_t n, ptrdiff_t nc)                                 \
+{                                                                                         \
+    const T *xs[4] = {x0, x1, x2, x3};                                                    \
+    for (ptrdiff_t k = 0; k < nc; k++)                                                    \
+        for (ptrdiff_t j = 0; j < n; j++) {                                               \
+            double gj = g[k * n + j];                                                     \
+            for (ptrdiff_t r = 0; r < nr; r++)                                            \
+                gj += a[r * as + k] * (double)xs[r][j];                                   \
+            g[k * n + j] = gj;                                                            \
+        }                                                                                 \
+}
+#endif
+
+GD_DENSE_SOFTMAX(f64, double)
+GD_DENSE_SOFTMAX(f32, float)
 
 /* ---- CSR rows --------------------------------------------------------------------- */
 

@@ -121,6 +121,39 @@ def test_softmax_csr_layouts_agree_with_twin(n_classes, shape, n_threads):
 
 
 @compiled_only
+@pytest.mark.parametrize("n_classes", [1, 2, 4, 5, 9, 10])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1, 3), (3, 0), (7, 13), (61, 50)])
+def test_softmax_dense_groups_agree_with_twin(n_classes, dtype, shape):
+    """Dense softmax rows go in groups of up to 4 rows and chunks of up to 4 classes: every
+    remainder of both, skipped rows (zero coefficients) inside groups, against the twin."""
+    rng = np.random.default_rng([12, n_classes, *shape])
+    n, p = shape
+    X = rng.standard_normal((n, p)).astype(dtype)
+    y = rng.integers(0, n_classes, size=n).astype(np.float64)
+    coef = rng.standard_normal(n)
+    coef[2::5] = 0.0
+    W = rng.standard_normal((n_classes, p)) / np.sqrt(max(p, 1))
+    losses, grads = [], []
+    for compiled in (True, False):
+        G = np.full_like(W, 0.25)
+        losses.append(kernels.get("softmax_dense", compiled=compiled)(X, y, coef, W, G))
+        grads.append(G)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=0, atol=1e-10 * np.abs(grads[1]).max(initial=1.0))
+
+
+@compiled_only
+def test_softmax_dense_bad_label_inside_a_group():
+    rng = np.random.default_rng(13)
+    X = rng.standard_normal((9, 6))
+    y = np.array([0, 1, 2, 7, 1, 0, 2, 1, 0], dtype=np.float64)
+    with pytest.raises(ValueError, match="1 labels are not class numbers"):
+        kernels.get("softmax_dense", compiled=True)(X, y, np.ones(9), np.zeros((3, 6)),
+                                                    np.zeros((3, 6)))
+
+
+@compiled_only
 def test_softmax_csr_bad_index_on_the_interleaved_copy():
     """A column index out of range raises on the interleaved path too (even and odd
     positions of a row, the first chunk of classes counting it once)."""
