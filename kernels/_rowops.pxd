@@ -54,6 +54,22 @@ cdef extern from "rowops.h" nogil:
                            ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad)
     double gd_sdot_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz, const double *w,
                            ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad)
+    double gd_sdot_saxpy_f64_i32(const double *v, const int32_t *idx, ptrdiff_t nnz,
+                                 const double *w, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad,
+                                 double a, const double *vo, const int32_t *io, ptrdiff_t no,
+                                 double *g)
+    double gd_sdot_saxpy_f64_i64(const double *v, const int64_t *idx, ptrdiff_t nnz,
+                                 const double *w, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad,
+                                 double a, const double *vo, const int64_t *io, ptrdiff_t no,
+                                 double *g)
+    double gd_sdot_saxpy_f32_i32(const float *v, const int32_t *idx, ptrdiff_t nnz,
+                                 const double *w, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad,
+                                 double a, const float *vo, const int32_t *io, ptrdiff_t no,
+                                 double *g)
+    double gd_sdot_saxpy_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz,
+                                 const double *w, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad,
+                                 double a, const float *vo, const int64_t *io, ptrdiff_t no,
+                                 double *g)
     void gd_saxpy_f64_i32(double a, const double *v, const int32_t *idx, ptrdiff_t nnz, double *g,
                           ptrdiff_t stride)
     void gd_saxpy_f64_i64(double a, const double *v, const int64_t *idx, ptrdiff_t nnz, double *g,
@@ -190,6 +206,24 @@ cdef inline double sdot(const floating *v, const index_t *idx, ptrdiff_t nnz, co
             return gd_sdot_f32_i32(v, idx, nnz, w, stride, d, bad)
         else:
             return gd_sdot_f32_i64(v, idx, nnz, w, stride, d, bad)
+
+
+cdef inline double sdot_saxpy(const floating *v, const index_t *idx, ptrdiff_t nnz,
+                              const double *w, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad,
+                              double a, const floating *vo, const index_t *io, ptrdiff_t no,
+                              double *g) noexcept nogil:
+    """``sdot(v, idx, nnz, w, ...)`` in the same loop as ``saxpy(a, vo, io, no, g, ...)`` of
+    an earlier row: the same sums and the same writes in the same order (rowops.h)."""
+    if floating is double:
+        if index_t is int32_t:
+            return gd_sdot_saxpy_f64_i32(v, idx, nnz, w, stride, d, bad, a, vo, io, no, g)
+        else:
+            return gd_sdot_saxpy_f64_i64(v, idx, nnz, w, stride, d, bad, a, vo, io, no, g)
+    else:
+        if index_t is int32_t:
+            return gd_sdot_saxpy_f32_i32(v, idx, nnz, w, stride, d, bad, a, vo, io, no, g)
+        else:
+            return gd_sdot_saxpy_f32_i64(v, idx, nnz, w, stride, d, bad, a, vo, io, no, g)
 
 
 cdef inline void saxpy(double a, const floating *v, const index_t *idx, ptrdiff_t nnz,

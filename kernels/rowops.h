@@ -505,27 +505,35 @@ static inline void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahea
         __builtin_prefetch(c + o, 0, 3);
 }
 
+/* The dot product of a CSR row sums its terms in two partial sums, of the even and of the
+ * odd positions in the row (an odd count's last term going to the even one), added once at
+ * the end; gd_sdot and gd_sdot_saxpy share that order, so a margin does not depend on
+ * which of them computed it. */
+#define GD_SDOT_PAIR(k)                                                                   \
+    {                                                                                     \
+        const uint64_t c0 = (uint64_t)idx[k], c1 = (uint64_t)idx[(k) + 1];                \
+        if (c0 < (uint64_t)d) a0 += (double)v[k] * w[c0 * stride]; else nbad++;           \
+        if (c1 < (uint64_t)d) a1 += (double)v[(k) + 1] * w[c1 * stride]; else nbad++;    \
+    }
+#define GD_SDOT_REST                                                                      \
+    for (; k + 2 <= nnz; k += 2)                                                          \
+        GD_SDOT_PAIR(k)                                                                   \
+    if (k < nnz) {                                                                        \
+        const uint64_t c = (uint64_t)idx[k];                                              \
+        if (c < (uint64_t)d) a0 += (double)v[k] * w[c * stride]; else nbad++;             \
+    }
+
 #define GD_SPARSE_OPS(SUFFIX, T, I)                                                       \
+/* sum_q v[q] w[idx[q] stride]; indices outside 0..d-1 are skipped and counted into bad */ \
 static inline double gd_sdot_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,            \
                                       const double *w, ptrdiff_t stride, ptrdiff_t d,     \
                                       ptrdiff_t *bad)                                     \
 {                                                                                         \
-    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;                                        \
+    double a0 = 0.0, a1 = 0.0;                                                            \
     ptrdiff_t k = 0, nbad = 0;                                                            \
-    for (; k + 4 <= nnz; k += 4) {                                                        \
-        uint64_t c0 = (uint64_t)idx[k], c1 = (uint64_t)idx[k + 1];                        \
-        uint64_t c2 = (uint64_t)idx[k + 2], c3 = (uint64_t)idx[k + 3];                    \
-        if (c0 < (uint64_t)d) a0 += (double)v[k] * w[c0 * stride]; else nbad++;           \
-        if (c1 < (uint64_t)d) a1 += (double)v[k + 1] * w[c1 * stride]; else nbad++;       \
-        if (c2 < (uint64_t)d) a2 += (double)v[k + 2] * w[c2 * stride]; else nbad++;       \
-        if (c3 < (uint64_t)d) a3 += (double)v[k + 3] * w[c3 * stride]; else nbad++;       \
-    }                                                                                     \
-    for (; k < nnz; k++) {                                                                \
-        uint64_t c = (uint64_t)idx[k];                                                    \
-        if (c < (uint64_t)d) a0 += (double)v[k] * w[c * stride]; else nbad++;             \
-    }                                                                                     \
+    GD_SDOT_REST                                                                          \
     *bad += nbad;                                                                         \
-    return (a0 + a1) + (a2 + a3);                                                         \
+    return a0 + a1;                                                                       \
 }                                                                                         \
                                                                                           \
 /* g[idx * stride] += a * v; the caller has checked the indices with gd_sdot */           \
@@ -534,6 +542,36 @@ static inline void gd_saxpy_##SUFFIX(double a, const T *v, const I *idx, ptrdiff
 {                                                                                         \
     for (ptrdiff_t k = 0; k < nnz; k++)                                                   \
         g[(ptrdiff_t)idx[k] * stride] += a * (double)v[k];                                \
+}                                                                                         \
+                                                                                          \
+/* gd_sdot of one row zipped with gd_saxpy(a, vo, io, no, g, stride) of an earlier row:   \
+ * each step gathers two terms of the dot product and updates two entries of g, so that  \
+ * the loads of the new row's parameters and the read-modify-writes of the old row's     \
+ * gradient (whose lines the old row's dot product left in L1) overlap. The same sums as \
+ * gd_sdot and the same writes, in the same order, as gd_saxpy; about 8% faster than the  \
+ * two loops one after the other (a standalone C loop over the benchmark block, on the   \
+ * EPYC VM). */                                                                           \
+static inline double gd_sdot_saxpy_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,       \
+                                            const double *w, ptrdiff_t stride,            \
+                                            ptrdiff_t d, ptrdiff_t *bad, double a,        \
+                                            const T *vo, const I *io, ptrdiff_t no,       \
+                                            double *g)                                    \
+{                                                                                         \
+    double a0 = 0.0, a1 = 0.0;                                                            \
+    ptrdiff_t k = 0, nbad = 0, u;                                                         \
+    const ptrdiff_t m = nnz < no ? nnz : no;                                              \
+    for (; k + 2 <= m; k += 2) {                                                          \
+        const uint64_t c0 = (uint64_t)idx[k], c1 = (uint64_t)idx[k + 1];                  \
+        if (c0 < (uint64_t)d) a0 += (double)v[k] * w[c0 * stride]; else nbad++;           \
+        g[(ptrdiff_t)io[k] * stride] += a * (double)vo[k];                                \
+        if (c1 < (uint64_t)d) a1 += (double)v[k + 1] * w[c1 * stride]; else nbad++;       \
+        g[(ptrdiff_t)io[k + 1] * stride] += a * (double)vo[k + 1];                        \
+    }                                                                                     \
+    for (u = k; u < no; u++)                                                              \
+        g[(ptrdiff_t)io[u] * stride] += a * (double)vo[u];                                \
+    GD_SDOT_REST                                                                          \
+    *bad += nbad;                                                                         \
+    return a0 + a1;                                                                       \
 }
 
 GD_SPARSE_OPS(f64_i32, double, int32_t)
