@@ -16,12 +16,14 @@ processes that calibrate at once each leave a whole file and readers never see h
 
 When: importing :mod:`gdcode.kernels` applies the cached parameters if there are any, and
 never calibrates (the ranks of an MPI job start together; each calibrating would cost every
-rank the time and disturb the others' measurements). Calibration runs in ``make install``,
-at the start of ``gdcode bench kernels`` and in the ``gdcode run`` launcher before it starts
-``mpiexec``, each only when nothing is cached for this machine and build;
-``python -m gdcode.kernels.calibrate --force`` measures again. Without a cached entry the
-kernels run with the built-in defaults. ``GDCODE_NO_CALIBRATION=1`` uses the built-in
-defaults and neither reads nor writes the cache.
+rank the time and disturb the others' measurements). Calibration runs where one process per
+machine does it, each time only when nothing is cached for this machine and build: in
+``make install``, in ``gdcode ec2 setup`` on every host, at the start of
+``gdcode bench kernels`` and in the ``gdcode run`` launcher before it starts ``mpiexec``
+(which covers the ranks on the launching machine; ranks on other machines need one of the
+others there). ``python -m gdcode.kernels.calibrate --force`` measures again. Without a
+cached entry the kernels run with the built-in defaults. ``GDCODE_NO_CALIBRATION=1`` uses
+the built-in defaults and neither reads nor writes the cache.
 """
 
 from __future__ import annotations
