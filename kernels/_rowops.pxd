@@ -43,6 +43,10 @@ cdef extern from "rowops.h" nogil:
                           double *g, const float *x0, const float *x1, const double *w,
                           ptrdiff_t n, double *out, ptrdiff_t ahead)
     void gd_axpy_f64(double a, const double *x, double *g, ptrdiff_t n)
+    void gd_axpy2_f64(double a0, double a1, const double *xo0, const double *xo1, double *g,
+                      ptrdiff_t n)
+    void gd_axpy2_f32(double a0, double a1, const float *xo0, const float *xo1, double *g,
+                      ptrdiff_t n)
     void gd_axpy_f32(double a, const float *x, double *g, ptrdiff_t n)
     void gd_scale_axpy_f64(double s, double a, const double *x, double *w, ptrdiff_t n)
     void gd_scale_axpy_f32(double s, double a, const float *x, double *w, ptrdiff_t n)
@@ -176,6 +180,15 @@ cdef inline void smaxpy(const double *a, ptrdiff_t a_stride, ptrdiff_t nr,
         gd_smaxpy_f64(a, a_stride, nr, x[0], x[1], x[2], x[3], g, n, nc)
     else:
         gd_smaxpy_f32(a, a_stride, nr, x[0], x[1], x[2], x[3], g, n, nc)
+
+
+cdef inline void axpy2(double a0, double a1, const floating *xo0, const floating *xo1,
+                       double *g, ptrdiff_t n) noexcept nogil:
+    """``g += a0 xo0 + a1 xo1``, adding the same numbers as the update of axpy_dot2."""
+    if floating is double:
+        gd_axpy2_f64(a0, a1, xo0, xo1, g, n)
+    else:
+        gd_axpy2_f32(a0, a1, xo0, xo1, g, n)
 
 
 cdef inline void axpy(double a, const floating *x, double *g, ptrdiff_t n) noexcept nogil:

@@ -55,7 +55,7 @@ from libc.stdlib cimport calloc, free
 
 from _rowops cimport (
     GD_AHEAD2_f32, GD_AHEAD2_f64, GD_CSR_AHEAD, GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE,
-    LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy_dot, axpy_dot2, bad_label, binary_loss,
+    LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy2, axpy_dot, axpy_dot2, bad_label, binary_loss,
     binary_losses, dot, floating, gd_prefetch_stream, index_t, kaxpy, kdot, ptrdiff_t, saxpy,
     sdot, sdot_saxpy, smaxpy, smdot2, softmax_scores,
 )
@@ -120,6 +120,8 @@ cdef enum:
     # rows in a group of the software pipelines of _dense_rows and of _csr_rows for
     # logistic rows (binary_losses takes 4)
     PIPE = 4
+    # rows in a group of the dense binary pipeline (a multiple of 4; see _dense_rows)
+    DPIPE = 8
     # the largest interleaved copy of w and g (doubles, all threads) of _run_csr: 32 MiB
     INTERLEAVE_MAX = 4194304
     # the largest copy buffer kept for the next call (doubles): 16 MiB
@@ -134,12 +136,12 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
     each row stream prefetched ahead (speed only)."""
     cdef ptrdiff_t i, k, cls, nc, p = X.shape[1], n_bad = 0
     cdef double c, d, loss = 0.0
-    cdef const floating *x_old[PIPE]
-    cdef const floating *x_new[PIPE]
-    cdef double a_old[PIPE]
-    cdef double margin[PIPE]
-    cdef double yb[PIPE]
-    cdef double cb[PIPE]
+    cdef const floating *x_old[DPIPE]
+    cdef const floating *x_new[DPIPE]
+    cdef double a_old[DPIPE]
+    cdef double margin[DPIPE]
+    cdef double yb[DPIPE]
+    cdef double cb[DPIPE]
     cdef ptrdiff_t b, nb, n_old = 0
     if obj != SOFTMAX:
         if p == 0:
@@ -148,20 +150,27 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
                     loss = loss + coef[i] * binary_loss(obj, 0.0, y[i], &d)
             loss_out[0] = loss
             return 0
-        # Rows in order, in groups of PIPE: the dot products of a group run in the loops
+        # Rows in order, in groups of DPIPE: the dot products of a group run in the loops
         # that also add the updates of the previous group's rows, still in L1, so that
         # loads from memory and arithmetic overlap; two rows per loop (axpy_dot2), so that
         # one load and store of G serves two updates and the loop has a quarter fewer
         # instructions per row. Then the group's losses and derivatives are computed
-        # together (four logistic rows in one vector exp and log1p). One sequential stream
-        # through X, prefetched ahead inside the loops (rowops.h). Measured faster than an
-        # update after each dot, than one row per loop (5-9% slower), than blocks of dots then
-        # updates, and than four rows per loop. An update runs even when its coefficient is
-        # 0 (an inactive hinge row): cheaper than a branch that the data decides.
+        # together (logistic rows four at a time in one vector exp and log1p). One
+        # sequential stream through X, prefetched ahead inside the loops (rowops.h).
+        # Measured faster than an update after each dot, than one row per loop (5-9% slower),
+        # than blocks of dots then updates, and than four rows per loop. Groups of 8 rows
+        # rather than 4 halve the pauses per row while a group's losses are computed, which
+        # the out-of-order window cannot hide behind the next group's loads (float32
+        # logistic rows on the EPYC VM, under load: 47% -> 58-64% of a bare read; 16 rows
+        # no better; a lag of two groups between dots and updates no better either: the
+        # window, not the dependency, is the limit). An update runs even when its
+        # coefficient is 0 (an inactive hinge row): cheaper than a branch that the data
+        # decides. A full group's updates go in pairs, the last (partial) group's row by
+        # row.
         i = lo
         while i < hi:
             nb = 0
-            while nb < PIPE and i < hi:
+            while nb < DPIPE and i < hi:
                 c = coef[i]
                 if c != 0.0:
                     x_new[nb] = &X[i, 0]
@@ -169,25 +178,30 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
                     cb[nb] = c
                     nb = nb + 1
                 i = i + 1
-            if nb == PIPE and n_old == PIPE:
-                axpy_dot2(a_old[0], a_old[1], x_old[0], x_old[1], G, x_new[0], x_new[1], W,
-                          p, &margin[0], ahead)
-                axpy_dot2(a_old[2], a_old[3], x_old[2], x_old[3], G, x_new[2], x_new[3], W,
-                          p, &margin[2], ahead)
+            if nb == DPIPE and n_old == DPIPE:
+                for b in range(0, DPIPE, 2):
+                    axpy_dot2(a_old[b], a_old[b + 1], x_old[b], x_old[b + 1], G, x_new[b],
+                              x_new[b + 1], W, p, &margin[b], ahead)
             else:
+                if n_old == DPIPE:
+                    for b in range(0, DPIPE, 2):
+                        axpy2(a_old[b], a_old[b + 1], x_old[b], x_old[b + 1], G, p)
+                else:
+                    for b in range(n_old):
+                        axpy(a_old[b], x_old[b], G, p)
                 for b in range(nb):
-                    if b < n_old:
-                        margin[b] = axpy_dot(a_old[b], x_old[b], G, x_new[b], W, p, ahead)
-                    else:
-                        margin[b] = dot(x_new[b], W, p, ahead)
-            for b in range(nb, n_old):
-                axpy(a_old[b], x_old[b], G, p)
-            loss = loss + binary_losses(obj, margin, yb, cb, nb, a_old)
+                    margin[b] = dot(x_new[b], W, p, ahead)
+            for b in range(0, nb, 4):
+                loss = loss + binary_losses(obj, &margin[b], &yb[b], &cb[b], min(4, nb - b),
+                                            &a_old[b])
             for b in range(nb):
                 x_old[b] = x_new[b]
             n_old = nb
-        for b in range(n_old):
-            if a_old[b] != 0.0:
+        if n_old == DPIPE:
+            for b in range(0, DPIPE, 2):
+                axpy2(a_old[b], a_old[b + 1], x_old[b], x_old[b + 1], G, p)
+        else:
+            for b in range(n_old):
                 axpy(a_old[b], x_old[b], G, p)
         loss_out[0] = loss
         return 0

@@ -250,20 +250,19 @@ typedef int64_t gd_v4l __attribute__((vector_size(32)));
         gd_v4d n_ = (x_ * GD_V4(0x1.71547652b82fep0) + GD_SHIFT) - GD_SHIFT;              \
         gd_v4d r_ = (x_ - n_ * GD_V4(6.93147180369123816490e-01))                         \
                     - n_ * GD_V4(1.90821492927058770002e-10);                             \
-        gd_v4d p_ = GD_V4(1.0 / 6227020800.0);                                            \
-        p_ = p_ * r_ + GD_V4(1.0 / 479001600.0);                                          \
-        p_ = p_ * r_ + GD_V4(1.0 / 39916800.0);                                           \
-        p_ = p_ * r_ + GD_V4(1.0 / 3628800.0);                                            \
-        p_ = p_ * r_ + GD_V4(1.0 / 362880.0);                                             \
-        p_ = p_ * r_ + GD_V4(1.0 / 40320.0);                                              \
-        p_ = p_ * r_ + GD_V4(1.0 / 5040.0);                                               \
-        p_ = p_ * r_ + GD_V4(1.0 / 720.0);                                                \
-        p_ = p_ * r_ + GD_V4(1.0 / 120.0);                                                \
-        p_ = p_ * r_ + GD_V4(1.0 / 24.0);                                                 \
-        p_ = p_ * r_ + GD_V4(1.0 / 6.0);                                                  \
-        p_ = p_ * r_ + GD_V4(0.5);                                                        \
-        p_ = p_ * r_ + GD_V4(1.0);                                                        \
-        p_ = p_ * r_ + GD_V4(1.0);                                                        \
+        /* 1 + r (1 + r t(r)), t = 1/2! + r/3! + ... + r^11/13! by Estrin's scheme: a chain \
+         * of 6 multiply-adds instead of Horner's 13 (the logistic and softmax kernels wait  \
+         * on it between groups of rows) */                                               \
+        const gd_v4d r2_ = r_ * r_, r4_ = r2_ * r2_, r8_ = r4_ * r4_;                      \
+        const gd_v4d t0_ = GD_V4(1.0 / 2.0) + r_ * GD_V4(1.0 / 6.0);                       \
+        const gd_v4d t1_ = GD_V4(1.0 / 24.0) + r_ * GD_V4(1.0 / 120.0);                    \
+        const gd_v4d t2_ = GD_V4(1.0 / 720.0) + r_ * GD_V4(1.0 / 5040.0);                  \
+        const gd_v4d t3_ = GD_V4(1.0 / 40320.0) + r_ * GD_V4(1.0 / 362880.0);              \
+        const gd_v4d t4_ = GD_V4(1.0 / 3628800.0) + r_ * GD_V4(1.0 / 39916800.0);          \
+        const gd_v4d t5_ = GD_V4(1.0 / 479001600.0) + r_ * GD_V4(1.0 / 6227020800.0);      \
+        const gd_v4d t_ = ((t0_ + t1_ * r2_) + (t2_ + t3_ * r2_) * r4_)                    \
+                          + (t4_ + t5_ * r2_) * r8_;                                       \
+        const gd_v4d p_ = GD_V4(1.0) + r_ * (GD_V4(1.0) + r_ * t_);                        \
         gd_v4d n1_ = (n_ * GD_V4(0.5) + GD_SHIFT) - GD_SHIFT;  /* both parts >= -539 */    \
         (e) = p_ * GD_POW2I(n1_) * GD_POW2I(n_ - n1_);                                    \
     } while (0)
@@ -288,16 +287,14 @@ GD_CLONES static void gd_logistic4(const double *m, const double *y, double *los
     gd_v4d k = (gd_v4d)((u > GD_V4(0x1.6a09e667f3bcdp0)) & (gd_v4l)GD_V4(1.0));
     gd_v4d v = u - k * GD_V4(0.5) * u;
     gd_v4d s = (v - GD_V4(1.0)) / (v + GD_V4(1.0)), s2 = s * s;
-    gd_v4d q = GD_V4(1.0 / 21.0);
-    q = q * s2 + GD_V4(1.0 / 19.0);
-    q = q * s2 + GD_V4(1.0 / 17.0);
-    q = q * s2 + GD_V4(1.0 / 15.0);
-    q = q * s2 + GD_V4(1.0 / 13.0);
-    q = q * s2 + GD_V4(1.0 / 11.0);
-    q = q * s2 + GD_V4(1.0 / 9.0);
-    q = q * s2 + GD_V4(1.0 / 7.0);
-    q = q * s2 + GD_V4(1.0 / 5.0);
-    q = q * s2 + GD_V4(1.0 / 3.0);
+    /* the series 1/3 + s2/5 + ... + s2^9/21 by Estrin's scheme (a chain of 4 instead of 9) */
+    const gd_v4d s4 = s2 * s2, s8 = s4 * s4;
+    const gd_v4d q0 = GD_V4(1.0 / 3.0) + s2 * GD_V4(1.0 / 5.0);
+    const gd_v4d q1 = GD_V4(1.0 / 7.0) + s2 * GD_V4(1.0 / 9.0);
+    const gd_v4d q2 = GD_V4(1.0 / 11.0) + s2 * GD_V4(1.0 / 13.0);
+    const gd_v4d q3 = GD_V4(1.0 / 15.0) + s2 * GD_V4(1.0 / 17.0);
+    const gd_v4d q4 = GD_V4(1.0 / 19.0) + s2 * GD_V4(1.0 / 21.0);
+    const gd_v4d q = ((q0 + q1 * s4) + (q2 + q3 * s4) * s8) + q4 * (s8 * s8);
     gd_v4d two_s = s + s;
     gd_v4d log1p_e = (k * GD_V4(0x1.62e42fefa39efp-1)
                       + ((e - (u - GD_V4(1.0))) * inv_u + two_s * s2 * q)) + two_s;
@@ -322,6 +319,15 @@ GD_CLONES static void gd_axpy_##SUFFIX(double a, const T *x, double *g, ptrdiff_
 {                                                                                         \
     for (ptrdiff_t j = 0; j < n; j++)                                                     \
         g[j] += a * (double)x[j];                                                         \
+}                                                                                         \
+                                                                                          \
+/* g += a0 x0 + a1 x1, element by element as gd_axpy_dot2 adds its two updates (so that a \
+ * pair of rows adds the same numbers whether or not its update shares a loop with dots) */ \
+GD_CLONES static void gd_axpy2_##SUFFIX(double a0, double a1, const T *xo0, const T *xo1,   \
+                                        double *g, ptrdiff_t n)                           \
+{                                                                                         \
+    for (ptrdiff_t j = 0; j < n; j++)                                                     \
+        g[j] = (g[j] + a0 * (double)xo0[j]) + a1 * (double)xo1[j];                        \
 }                                                                                         \
                                                                                           \
 /* w = s * w + a * x (one SGD step with L2 shrinkage) */                                  \
