@@ -58,22 +58,42 @@ cdef extern from "rowops.h" nogil:
                            ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad)
     double gd_sdot_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz, const double *w,
                            ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad)
-    double gd_sdot_saxpy_f64_i32(const double *v, const int32_t *idx, ptrdiff_t nnz,
-                                 const double *w, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad,
-                                 double a, const double *vo, const int32_t *io, ptrdiff_t no,
-                                 double *g)
-    double gd_sdot_saxpy_f64_i64(const double *v, const int64_t *idx, ptrdiff_t nnz,
-                                 const double *w, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad,
-                                 double a, const double *vo, const int64_t *io, ptrdiff_t no,
-                                 double *g)
-    double gd_sdot_saxpy_f32_i32(const float *v, const int32_t *idx, ptrdiff_t nnz,
-                                 const double *w, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad,
-                                 double a, const float *vo, const int32_t *io, ptrdiff_t no,
-                                 double *g)
-    double gd_sdot_saxpy_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz,
-                                 const double *w, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad,
-                                 double a, const float *vo, const int64_t *io, ptrdiff_t no,
-                                 double *g)
+    double gd_csr_rows_f64_i32(int obj, const double *data, const int32_t *indices, const int32_t *indptr,
+                             ptrdiff_t lo, ptrdiff_t hi, const double *y, const double *coef,
+                             const double *w, double *g, ptrdiff_t stride, ptrdiff_t d,
+                             ptrdiff_t ahead, ptrdiff_t *n_bad)
+    double gd_csr_rows_f64_i64(int obj, const double *data, const int64_t *indices, const int64_t *indptr,
+                             ptrdiff_t lo, ptrdiff_t hi, const double *y, const double *coef,
+                             const double *w, double *g, ptrdiff_t stride, ptrdiff_t d,
+                             ptrdiff_t ahead, ptrdiff_t *n_bad)
+    double gd_csr_rows_f32_i32(int obj, const float *data, const int32_t *indices, const int32_t *indptr,
+                             ptrdiff_t lo, ptrdiff_t hi, const double *y, const double *coef,
+                             const double *w, double *g, ptrdiff_t stride, ptrdiff_t d,
+                             ptrdiff_t ahead, ptrdiff_t *n_bad)
+    double gd_csr_rows_f32_i64(int obj, const float *data, const int64_t *indices, const int64_t *indptr,
+                             ptrdiff_t lo, ptrdiff_t hi, const double *y, const double *coef,
+                             const double *w, double *g, ptrdiff_t stride, ptrdiff_t d,
+                             ptrdiff_t ahead, ptrdiff_t *n_bad)
+    double gd_csr_logistic_rows_f64_i32(const double *data, const int32_t *indices, const int32_t *indptr,
+                                      ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                      const double *coef, const double *w, double *g,
+                                      ptrdiff_t stride, ptrdiff_t d, ptrdiff_t ahead,
+                                      ptrdiff_t *n_bad)
+    double gd_csr_logistic_rows_f64_i64(const double *data, const int64_t *indices, const int64_t *indptr,
+                                      ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                      const double *coef, const double *w, double *g,
+                                      ptrdiff_t stride, ptrdiff_t d, ptrdiff_t ahead,
+                                      ptrdiff_t *n_bad)
+    double gd_csr_logistic_rows_f32_i32(const float *data, const int32_t *indices, const int32_t *indptr,
+                                      ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                      const double *coef, const double *w, double *g,
+                                      ptrdiff_t stride, ptrdiff_t d, ptrdiff_t ahead,
+                                      ptrdiff_t *n_bad)
+    double gd_csr_logistic_rows_f32_i64(const float *data, const int64_t *indices, const int64_t *indptr,
+                                      ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                      const double *coef, const double *w, double *g,
+                                      ptrdiff_t stride, ptrdiff_t d, ptrdiff_t ahead,
+                                      ptrdiff_t *n_bad)
     void gd_saxpy_f64_i32(double a, const double *v, const int32_t *idx, ptrdiff_t nnz, double *g,
                           ptrdiff_t stride)
     void gd_saxpy_f64_i64(double a, const double *v, const int64_t *idx, ptrdiff_t nnz, double *g,
@@ -221,22 +241,47 @@ cdef inline double sdot(const floating *v, const index_t *idx, ptrdiff_t nnz, co
             return gd_sdot_f32_i64(v, idx, nnz, w, stride, d, bad)
 
 
-cdef inline double sdot_saxpy(const floating *v, const index_t *idx, ptrdiff_t nnz,
-                              const double *w, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad,
-                              double a, const floating *vo, const index_t *io, ptrdiff_t no,
-                              double *g) noexcept nogil:
-    """``sdot(v, idx, nnz, w, ...)`` in the same loop as ``saxpy(a, vo, io, no, g, ...)`` of
-    an earlier row: the same sums and the same writes in the same order (rowops.h)."""
+cdef inline double csr_rows(int obj, const floating *data, const index_t *indices,
+                            const index_t *indptr, ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                            const double *coef, const double *w, double *g, ptrdiff_t stride,
+                            ptrdiff_t d, ptrdiff_t ahead, ptrdiff_t *n_bad) noexcept nogil:
+    """The least-squares and hinge CSR row loop (rowops.h gd_csr_rows)."""
     if floating is double:
         if index_t is int32_t:
-            return gd_sdot_saxpy_f64_i32(v, idx, nnz, w, stride, d, bad, a, vo, io, no, g)
+            return gd_csr_rows_f64_i32(obj, data, indices, indptr, lo, hi, y, coef, w, g,
+                                       stride, d, ahead, n_bad)
         else:
-            return gd_sdot_saxpy_f64_i64(v, idx, nnz, w, stride, d, bad, a, vo, io, no, g)
+            return gd_csr_rows_f64_i64(obj, data, indices, indptr, lo, hi, y, coef, w, g,
+                                       stride, d, ahead, n_bad)
     else:
         if index_t is int32_t:
-            return gd_sdot_saxpy_f32_i32(v, idx, nnz, w, stride, d, bad, a, vo, io, no, g)
+            return gd_csr_rows_f32_i32(obj, data, indices, indptr, lo, hi, y, coef, w, g,
+                                       stride, d, ahead, n_bad)
         else:
-            return gd_sdot_saxpy_f32_i64(v, idx, nnz, w, stride, d, bad, a, vo, io, no, g)
+            return gd_csr_rows_f32_i64(obj, data, indices, indptr, lo, hi, y, coef, w, g,
+                                       stride, d, ahead, n_bad)
+
+
+cdef inline double csr_logistic_rows(const floating *data, const index_t *indices,
+                                     const index_t *indptr, ptrdiff_t lo, ptrdiff_t hi,
+                                     const double *y, const double *coef, const double *w,
+                                     double *g, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t ahead,
+                                     ptrdiff_t *n_bad) noexcept nogil:
+    """The logistic CSR row loop (rowops.h gd_csr_logistic_rows)."""
+    if floating is double:
+        if index_t is int32_t:
+            return gd_csr_logistic_rows_f64_i32(data, indices, indptr, lo, hi, y, coef, w, g,
+                                                stride, d, ahead, n_bad)
+        else:
+            return gd_csr_logistic_rows_f64_i64(data, indices, indptr, lo, hi, y, coef, w, g,
+                                                stride, d, ahead, n_bad)
+    else:
+        if index_t is int32_t:
+            return gd_csr_logistic_rows_f32_i32(data, indices, indptr, lo, hi, y, coef, w, g,
+                                                stride, d, ahead, n_bad)
+        else:
+            return gd_csr_logistic_rows_f32_i64(data, indices, indptr, lo, hi, y, coef, w, g,
+                                                stride, d, ahead, n_bad)
 
 
 cdef inline void saxpy(double a, const floating *v, const index_t *idx, ptrdiff_t nnz,

@@ -56,8 +56,8 @@ from libc.stdlib cimport calloc, free
 from _rowops cimport (
     GD_AHEAD2_f32, GD_AHEAD2_f64, GD_CSR_AHEAD, GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE,
     LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy2, axpy_dot, axpy_dot2, bad_label, binary_loss,
-    binary_losses, dot, floating, gd_prefetch_stream, index_t, kaxpy, kdot, ptrdiff_t, saxpy,
-    sdot, sdot_saxpy, smaxpy, smdot2, softmax_scores,
+    binary_losses, csr_logistic_rows, csr_rows, dot, floating, gd_prefetch_stream, index_t,
+    kaxpy, kdot, ptrdiff_t, saxpy, sdot, smaxpy, smdot2, softmax_scores,
 )
 
 #: True when compiled with OpenMP (``n_threads > 1`` runs in parallel)
@@ -263,47 +263,6 @@ cdef inline void _prefetch_row(const floating *v, const index_t *idx, ptrdiff_t 
         gd_prefetch_stream(idx, nnz * sizeof(index_t), ahead * sizeof(index_t))
 
 
-cdef inline double _row_dot(const floating *v, const index_t *idx, ptrdiff_t nnz,
-                          const double *W, ptrdiff_t stride, ptrdiff_t p,
-                          ptrdiff_t *bad, ptrdiff_t ahead) noexcept nogil:
-    """sdot of one CSR row, its entries first prefetched; a constant stride at each call, so
-    that no index is multiplied (least squares 9.1 -> 8.8 ms on the benchmark block)."""
-    if nnz == 0:
-        return 0.0
-    _prefetch_row(v, idx, nnz, ahead)
-    if stride == 2:
-        return sdot(v, idx, nnz, W, 2, p, bad)
-    return sdot(v, idx, nnz, W, 1, p, bad)
-
-
-cdef inline double _row_dot_update(const floating *v, const index_t *idx, ptrdiff_t nnz,
-                                  const double *W, ptrdiff_t stride, ptrdiff_t p,
-                                  ptrdiff_t *bad, ptrdiff_t ahead, double a,
-                                  const floating *vo, const index_t *io, ptrdiff_t no,
-                                  double *G) noexcept nogil:
-    """_row_dot of one row zipped with _row_update(a, vo, io, no) of an earlier row (rowops.h
-    gd_sdot_saxpy: the same margin and the same writes to G as the two calls); with a == 0
-    the earlier row adds nothing and is skipped, as _row_update skips it."""
-    if a == 0.0:
-        no = 0
-    if nnz > 0:
-        _prefetch_row(v, idx, nnz, ahead)
-    if stride == 2:
-        return sdot_saxpy(v, idx, nnz, W, 2, p, bad, a, vo, io, no, G)
-    return sdot_saxpy(v, idx, nnz, W, 1, p, bad, a, vo, io, no, G)
-
-
-cdef inline void _row_update(double a, const floating *v, const index_t *idx, ptrdiff_t nnz,
-                             double *G, ptrdiff_t stride) noexcept nogil:
-    """saxpy of one CSR row, skipped when it adds nothing; a constant stride at each call."""
-    if a == 0.0 or nnz == 0:
-        return
-    if stride == 2:
-        saxpy(a, v, idx, nnz, G, 2)
-    else:
-        saxpy(a, v, idx, nnz, G, 1)
-
-
 cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] indices,
                          const index_t[::1] indptr, const double[::1] y, const double[::1] coef,
                          const double *W, double *G, ptrdiff_t n_classes, ptrdiff_t p,
@@ -333,80 +292,22 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
     cdef const floating *vbase = &data[0] if data.shape[0] > 0 else NULL
     cdef const index_t *ibase = &indices[0] if indices.shape[0] > 0 else NULL
     if obj == LOGISTIC:
-        # As for dense rows, in groups of PIPE: each row's dot product runs in one loop with
-        # the update of the matching row of the previous group (its lines still in L1),
-        # whose derivative came with its group's four losses in one vector exp and log1p.
-        # An updated old row gets no entries (nnz_old 0), so that a row skipped for a bad
-        # index does not leave the next one to update it again.
-        i = lo
-        while i < hi:
-            nb = 0
-            while nb < PIPE and i < hi:
-                c = coef[i]
-                if c != 0.0:
-                    start = indptr[i]
-                    nnz = indptr[i + 1] - start
-                    bad = 0
-                    if nb < n_old:
-                        m = _row_dot_update(vbase + start, ibase + start, nnz, W, stride, p,
-                                            &bad, ahead, a_old[nb], vbase + start_old[nb],
-                                            ibase + start_old[nb], nnz_old[nb], G)
-                        nnz_old[nb] = 0
-                    else:
-                        m = _row_dot(vbase + start, ibase + start, nnz, W, stride, p, &bad,
-                                     ahead)
-                    if bad:
-                        n_bad_index[0] += bad
-                    else:
-                        margin[nb] = m
-                        yb[nb] = y[i]
-                        cb[nb] = c
-                        start_new[nb] = start
-                        nnz_new[nb] = nnz
-                        nb = nb + 1
-                i = i + 1
-            for b in range(nb, n_old):
-                _row_update(a_old[b], vbase + start_old[b], ibase + start_old[b], nnz_old[b],
-                            G, stride)
-            loss = loss + binary_losses(obj, margin, yb, cb, nb, a_old)
-            for b in range(nb):
-                start_old[b] = start_new[b]
-                nnz_old[b] = nnz_new[b]
-            n_old = nb
-        for b in range(n_old):
-            _row_update(a_old[b], vbase + start_old[b], ibase + start_old[b], nnz_old[b], G,
-                        stride)
-        loss_out[0] = loss
+        # As for dense rows, in groups of 4: each row's dot product runs in one loop with the
+        # update of the matching row of the previous group (still in L1), whose derivative
+        # came with its group's four losses in one vector exp and log1p (rowops.h
+        # gd_csr_logistic_rows).
+        loss_out[0] = csr_logistic_rows(vbase, ibase, &indptr[0], lo, hi, &y[0], &coef[0], W,
+                                        G, stride, p, ahead, n_bad_index)
         return 0
     if obj != SOFTMAX:
-        # Row by row, each row's dot product in one loop with the previous row's update
-        # (_row_dot_update), whose lines its own dot product has just gathered into L1 with
-        # the interleaved layout (stride 2, see _run_csr). Measured faster (about 8% in a
-        # standalone C loop on the EPYC VM) than each update right after its dot product,
-        # which was faster than blocks of 2, 4 or 8 rows (Xeon VM); a lag of 2 or 4 rows is
-        # slower than 1.
-        a_prev = 0.0
-        start = nnz = 0
-        for i in range(lo, hi):
-            c = coef[i]
-            if c == 0.0:
-                continue
-            start_old[0] = start
-            nnz_old[0] = nnz
-            start = indptr[i]
-            nnz = indptr[i + 1] - start
-            bad = 0
-            m = _row_dot_update(vbase + start, ibase + start, nnz, W, stride, p, &bad, ahead,
-                                a_prev, vbase + start_old[0], ibase + start_old[0], nnz_old[0],
-                                G)
-            a_prev = 0.0
-            if bad:
-                n_bad_index[0] += bad
-                continue
-            loss = loss + c * binary_loss(obj, m, y[i], &d)
-            a_prev = c * d
-        _row_update(a_prev, vbase + start, ibase + start, nnz, G, stride)
-        loss_out[0] = loss
+        # Row by row, each row's dot product in one loop with the previous row's update,
+        # whose lines its own dot product has just gathered into L1 with the interleaved
+        # layout (stride 2, see _run_csr): rowops.h gd_csr_rows. Measured faster (about 8%
+        # in a standalone C loop on the EPYC VM) than each update right after its dot
+        # product, which was faster than blocks of 2, 4 or 8 rows (Xeon VM); a lag of 2 or 4
+        # rows is slower than 1.
+        loss_out[0] = csr_rows(obj, vbase, ibase, &indptr[0], lo, hi, &y[0], &coef[0], W, G,
+                               stride, p, ahead, n_bad_index)
         return 0
     for i in range(lo, hi):
         c = coef[i]
