@@ -102,22 +102,26 @@ cdef extern from "rowops.h" nogil:
                           ptrdiff_t stride)
     void gd_saxpy_f32_i64(double a, const float *v, const int64_t *idx, ptrdiff_t nnz, double *g,
                           ptrdiff_t stride)
-    void gd_kdot_f64_i32(const double *v, const int32_t *idx, ptrdiff_t nnz, const double *wg,
-                         ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_kdot_f64_i64(const double *v, const int64_t *idx, ptrdiff_t nnz, const double *wg,
-                         ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_kdot_f32_i32(const float *v, const int32_t *idx, ptrdiff_t nnz, const double *wg,
-                         ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_kdot_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz, const double *wg,
-                         ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_kaxpy_f64_i32(const double *a, const double *v, const int32_t *idx, ptrdiff_t nnz,
-                          double *wg, ptrdiff_t Kp)
-    void gd_kaxpy_f64_i64(const double *a, const double *v, const int64_t *idx, ptrdiff_t nnz,
-                          double *wg, ptrdiff_t Kp)
-    void gd_kaxpy_f32_i32(const double *a, const float *v, const int32_t *idx, ptrdiff_t nnz,
-                          double *wg, ptrdiff_t Kp)
-    void gd_kaxpy_f32_i64(const double *a, const float *v, const int64_t *idx, ptrdiff_t nnz,
-                          double *wg, ptrdiff_t Kp)
+    double gd_csr_softmax_rows_f64_i32(const double *data, const int32_t *indices, const int32_t *indptr,
+                                     ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                     const double *coef, double *wg, ptrdiff_t K, ptrdiff_t d,
+                                     ptrdiff_t ahead, double *s, ptrdiff_t *n_bad_index,
+                                     ptrdiff_t *n_bad_label)
+    double gd_csr_softmax_rows_f64_i64(const double *data, const int64_t *indices, const int64_t *indptr,
+                                     ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                     const double *coef, double *wg, ptrdiff_t K, ptrdiff_t d,
+                                     ptrdiff_t ahead, double *s, ptrdiff_t *n_bad_index,
+                                     ptrdiff_t *n_bad_label)
+    double gd_csr_softmax_rows_f32_i32(const float *data, const int32_t *indices, const int32_t *indptr,
+                                     ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                     const double *coef, double *wg, ptrdiff_t K, ptrdiff_t d,
+                                     ptrdiff_t ahead, double *s, ptrdiff_t *n_bad_index,
+                                     ptrdiff_t *n_bad_label)
+    double gd_csr_softmax_rows_f32_i64(const float *data, const int64_t *indices, const int64_t *indptr,
+                                     ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                     const double *coef, double *wg, ptrdiff_t K, ptrdiff_t d,
+                                     ptrdiff_t ahead, double *s, ptrdiff_t *n_bad_index,
+                                     ptrdiff_t *n_bad_label)
     double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
 
 cdef extern from *:
@@ -299,34 +303,27 @@ cdef inline void saxpy(double a, const floating *v, const index_t *idx, ptrdiff_
             gd_saxpy_f32_i64(a, v, idx, nnz, g, stride)
 
 
-cdef inline void kdot(const floating *v, const index_t *idx, ptrdiff_t nnz, const double *wg,
-                      ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad) noexcept nogil:
-    """The Kp scores of one CSR row on the interleaved column-major copy (rowops.h)."""
+cdef inline double csr_softmax_rows(const floating *data, const index_t *indices,
+                                    const index_t *indptr, ptrdiff_t lo, ptrdiff_t hi,
+                                    const double *y, const double *coef, double *wg,
+                                    ptrdiff_t K, ptrdiff_t d, ptrdiff_t ahead, double *s,
+                                    ptrdiff_t *n_bad_index, ptrdiff_t *n_bad_label) noexcept nogil:
+    """The softmax CSR row loop on the interleaved column-major copy (rowops.h
+    gd_csr_softmax_rows); ``s`` is scratch of 2 Kp doubles."""
     if floating is double:
         if index_t is int32_t:
-            gd_kdot_f64_i32(v, idx, nnz, wg, Kp, d, s, bad)
+            return gd_csr_softmax_rows_f64_i32(data, indices, indptr, lo, hi, y, coef, wg, K, d,
+                                               ahead, s, n_bad_index, n_bad_label)
         else:
-            gd_kdot_f64_i64(v, idx, nnz, wg, Kp, d, s, bad)
+            return gd_csr_softmax_rows_f64_i64(data, indices, indptr, lo, hi, y, coef, wg, K, d,
+                                               ahead, s, n_bad_index, n_bad_label)
     else:
         if index_t is int32_t:
-            gd_kdot_f32_i32(v, idx, nnz, wg, Kp, d, s, bad)
+            return gd_csr_softmax_rows_f32_i32(data, indices, indptr, lo, hi, y, coef, wg, K, d,
+                                               ahead, s, n_bad_index, n_bad_label)
         else:
-            gd_kdot_f32_i64(v, idx, nnz, wg, Kp, d, s, bad)
-
-
-cdef inline void kaxpy(const double *a, const floating *v, const index_t *idx, ptrdiff_t nnz,
-                       double *wg, ptrdiff_t Kp) noexcept nogil:
-    """The update of one CSR row into the gradient half of the interleaved copy."""
-    if floating is double:
-        if index_t is int32_t:
-            gd_kaxpy_f64_i32(a, v, idx, nnz, wg, Kp)
-        else:
-            gd_kaxpy_f64_i64(a, v, idx, nnz, wg, Kp)
-    else:
-        if index_t is int32_t:
-            gd_kaxpy_f32_i32(a, v, idx, nnz, wg, Kp)
-        else:
-            gd_kaxpy_f32_i64(a, v, idx, nnz, wg, Kp)
+            return gd_csr_softmax_rows_f32_i64(data, indices, indptr, lo, hi, y, coef, wg, K, d,
+                                               ahead, s, n_bad_index, n_bad_label)
 
 
 cdef inline double binary_loss(int obj, double m, double y, double *dloss) noexcept nogil:

@@ -56,8 +56,8 @@ from libc.stdlib cimport calloc, free
 from _rowops cimport (
     GD_AHEAD2_f32, GD_AHEAD2_f64, GD_CSR_AHEAD, GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE,
     LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy2, axpy_dot, axpy_dot2, bad_label, binary_loss,
-    binary_losses, csr_logistic_rows, csr_rows, dot, floating, gd_prefetch_stream, index_t,
-    kaxpy, kdot, ptrdiff_t, saxpy, sdot, smaxpy, smdot2, softmax_scores,
+    binary_losses, csr_logistic_rows, csr_rows, csr_softmax_rows, dot, floating,
+    gd_prefetch_stream, index_t, ptrdiff_t, saxpy, sdot, smaxpy, smdot2, softmax_scores,
 )
 
 #: True when compiled with OpenMP (``n_threads > 1`` runs in parallel)
@@ -252,17 +252,6 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
     return n_bad
 
 
-cdef inline void _prefetch_row(const floating *v, const index_t *idx, ptrdiff_t nnz,
-                              ptrdiff_t ahead) noexcept nogil:
-    """Prefetch the CSR entries ``ahead`` entries past this row's into L1 (0: none): without
-    it the gathers wait on the data and index streams (CSR least squares 12.0 -> 11.0 ms on
-    the benchmark block, 256 entries ahead, on the Xeon development VM; prefetchnta twice as
-    slow in a standalone C loop)."""
-    if ahead > 0:
-        gd_prefetch_stream(v, nnz * sizeof(floating), ahead * sizeof(floating))
-        gd_prefetch_stream(idx, nnz * sizeof(index_t), ahead * sizeof(index_t))
-
-
 cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] indices,
                          const index_t[::1] indptr, const double[::1] y, const double[::1] coef,
                          const double *W, double *G, ptrdiff_t n_classes, ptrdiff_t p,
@@ -272,20 +261,12 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
 
     ``stride`` (binary objectives): ``w_j`` at ``W[j stride]``, ``g_j`` at ``G[j stride]``.
     ``transposed`` (softmax): W and G are one copy, column-major and interleaved by column
-    (rowops.h gd_kdot): ``W[k, j]`` at ``W[2 Kp j + k]``, ``G[k, j]`` at ``W[2 Kp j + Kp + k]``,
-    ``G`` pointing at the same copy; ``s`` has room for ``Kp`` scores.
+    and by four classes (rowops.h, softmax rows): ``W[k, j]`` at ``W[2 Kp j + 8 (k // 4) +
+    k % 4]``, ``G[k, j]`` 4 doubles further, ``G`` pointing at the same 64-byte aligned copy;
+    ``s`` has room for ``2 Kp`` doubles.
     """
-    cdef ptrdiff_t i, b, nb, k, cls, start, nnz, bad, n_bad = 0, n_old = 0
-    cdef ptrdiff_t Kp = (n_classes + 3) // 4 * 4
-    cdef ptrdiff_t start_new[PIPE]
-    cdef ptrdiff_t nnz_new[PIPE]
-    cdef ptrdiff_t start_old[PIPE]
-    cdef ptrdiff_t nnz_old[PIPE]
-    cdef double margin[PIPE]
-    cdef double a_old[PIPE]
-    cdef double yb[PIPE]
-    cdef double cb[PIPE]
-    cdef double c, d, m, a_prev, loss = 0.0
+    cdef ptrdiff_t i, k, cls, start, nnz, bad, n_bad = 0
+    cdef double c, loss = 0.0
     cdef const floating *v = NULL
     cdef const index_t *idx = NULL
     # entry pointers by arithmetic: an empty row may start at the end of the arrays
@@ -309,6 +290,13 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
         loss_out[0] = csr_rows(obj, vbase, ibase, &indptr[0], lo, hi, &y[0], &coef[0], W, G,
                                stride, p, ahead, n_bad_index)
         return 0
+    if transposed:
+        # each row's scores in one loop with the previous row's update (rowops.h
+        # gd_csr_softmax_rows)
+        loss_out[0] = csr_softmax_rows(vbase, ibase, &indptr[0], lo, hi, &y[0], &coef[0], G,
+                                       n_classes, p, ahead, s, n_bad_index, &n_bad)
+        return n_bad
+    # few nonzeros for their columns: row-major W and G, class by class
     for i in range(lo, hi):
         c = coef[i]
         if c == 0.0:
@@ -323,27 +311,17 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
             n_bad = n_bad + 1
             continue
         cls = <ptrdiff_t> y[i]
-        if transposed:
-            if nnz > 0:
-                _prefetch_row(v, idx, nnz, ahead)
-            kdot(v, idx, nnz, W, Kp, p, s, &bad)
-        else:
-            for k in range(n_classes):
-                s[k] = sdot(v, idx, nnz, W + k * p, 1, p, &bad)
+        for k in range(n_classes):
+            s[k] = sdot(v, idx, nnz, W + k * p, 1, p, &bad)
         if bad:
             n_bad_index[0] += bad
             continue
         loss = loss + c * softmax_scores(s, n_classes, cls)
         for k in range(n_classes):
             s[k] = c * (s[k] - 1.0) if k == cls else c * s[k]
-        if transposed:
-            for k in range(n_classes, Kp):
-                s[k] = 0.0
-            kaxpy(s, v, idx, nnz, G, Kp)
-        else:
-            for k in range(n_classes):
-                if s[k] != 0.0:
-                    saxpy(s[k], v, idx, nnz, G + k * p, 1)
+        for k in range(n_classes):
+            if s[k] != 0.0:
+                saxpy(s[k], v, idx, nnz, G + k * p, 1)
     loss_out[0] = loss
     return n_bad
 
@@ -405,6 +383,11 @@ cdef class _Doubles:
 # concurrent calls never share it (a call that finds it taken allocates its own). Its
 # contents are not zeroed: callers write every double they read.
 cdef object _spare = None
+
+
+cdef inline double *_align64(double *p) noexcept nogil:
+    """``p`` moved up to the next 64-byte boundary (at most 7 doubles further)."""
+    return <double *> ((<size_t> p + 63) & ~(<size_t> 63))
 
 
 cdef _Doubles _take(ptrdiff_t size):
@@ -481,9 +464,10 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
     # With enough nonzeros, the rows work on a per-call copy of the parameters laid out for
     # their access pattern, one per thread; building it and adding its gradient back cost
     # O(K p) per call:
-    # - softmax (at least p / 2 nonzeros): W and G column-major and interleaved by column,
-    #   classes padded to Kp (rowops.h gd_kdot), so that a nonzero reads its K parameters as
-    #   a few vectors of adjacent numbers, and its update finds them in L1;
+    # - softmax (at least p / 2 nonzeros): W and G column-major and interleaved by column and
+    #   by four classes, classes padded to Kp (rowops.h, softmax rows), so that a nonzero
+    #   reads its K parameters as a few vectors of adjacent numbers, and its update finds
+    #   them in L1; 64-byte aligned, so that four classes' W and G share one line;
     # - binary objectives (at least p nonzeros): w and g interleaved (w_j at 2j, g_j at
     #   2j + 1), so that a row's update finds in L1 the lines its dot product has just
     #   gathered instead of missing L1 a second time (a standalone C loop of the benchmark
@@ -496,23 +480,23 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
     cdef bint copied = transposed or interleaved
     cdef ptrdiff_t stride = 2 if interleaved else 1
     cdef ptrdiff_t block = 2 * Kp * p if transposed else 2 * p  # doubles of one thread's copy
-    cdef _Scratch sc = _Scratch(nt, Kp, 0 if copied else P)
+    cdef _Scratch sc = _Scratch(nt, 2 * Kp, 0 if copied else P)
     cdef _Doubles copy = None
     cdef double *cbase = NULL
     cdef double *c
     cdef ptrdiff_t ahead = _tuning.csr_ahead
     if copied:
-        copy = _take(nt * block)
-        cbase = copy.data
+        copy = _take(nt * block + 8)
+        cbase = _align64(copy.data)
         with nogil:
             for t in range(nt):
                 c = cbase + t * block
                 if transposed:
                     for j in range(p):
-                        for k in range(n_classes):
-                            c[2 * Kp * j + k] = W[k * p + j]
-                        for k in range(n_classes, 2 * Kp):
+                        for k in range(2 * Kp):
                             c[2 * Kp * j + k] = 0.0
+                        for k in range(n_classes):
+                            c[2 * Kp * j + 8 * (k // 4) + k % 4] = W[k * p + j]
                 else:
                     for j in range(p):
                         c[2 * j] = W[j]
@@ -533,14 +517,15 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
                                       cbase + t * block + (0 if transposed else 1) if copied
                                       else (G if t == 0 else sc.grads + (t - 1) * P),
                                       n_classes, p, stride, transposed, lo, hi,
-                                      sc.scores + t * Kp, sc.loss + t, sc.bad + nt + t, ahead)
+                                      sc.scores + t * 2 * Kp, sc.loss + t, sc.bad + nt + t,
+                                      ahead)
         # the threads' gradients added into G in thread order
         if transposed:
             for t in range(nt):
-                c = cbase + t * block + Kp
+                c = cbase + t * block + 4
                 for k in range(n_classes):
                     for j in range(p):
-                        G[k * p + j] += c[2 * Kp * j + k]
+                        G[k * p + j] += c[2 * Kp * j + 8 * (k // 4) + k % 4]
         elif interleaved:
             for t in range(nt):
                 c = cbase + t * block + 1

@@ -34,6 +34,13 @@
 #else
 #define GD_CLONES
 #endif
+/* Row primitives that the row loops (compiled once per instruction set, GD_CLONES) call:
+ * always inlined, so that each loop's clone compiles them for its own instruction set. */
+#if defined(__GNUC__)
+#define GD_INLINE static inline __attribute__((always_inline))
+#else
+#define GD_INLINE static inline
+#endif
 
 /* ---- dense rows ------------------------------------------------------------------- */
 
@@ -504,7 +511,7 @@ GD_DENSE_SOFTMAX(f32, float)
  * before its dot product reads them: see _prefetch_row in linear.pyx). */
 /* built-in default: CSR entries prefetched ahead of the row being read */
 #define GD_CSR_AHEAD 256
-static inline void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahead)
+GD_INLINE void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahead)
 {
     const char *c = (const char *)p + ahead;
     for (ptrdiff_t o = 0; o < n; o += 64)
@@ -531,7 +538,7 @@ static inline void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahea
 
 #define GD_SPARSE_OPS(SUFFIX, T, I)                                                       \
 /* sum_q v[q] w[idx[q] stride]; indices outside 0..d-1 are skipped and counted into bad */ \
-static inline double gd_sdot_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,            \
+GD_INLINE double gd_sdot_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,                 \
                                       const double *w, ptrdiff_t stride, ptrdiff_t d,     \
                                       ptrdiff_t *bad)                                     \
 {                                                                                         \
@@ -543,7 +550,7 @@ static inline double gd_sdot_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,  
 }                                                                                         \
                                                                                           \
 /* g[idx * stride] += a * v; the caller has checked the indices with gd_sdot */           \
-static inline void gd_saxpy_##SUFFIX(double a, const T *v, const I *idx, ptrdiff_t nnz,   \
+GD_INLINE void gd_saxpy_##SUFFIX(double a, const T *v, const I *idx, ptrdiff_t nnz,        \
                                      double *g, ptrdiff_t stride)                         \
 {                                                                                         \
     for (ptrdiff_t k = 0; k < nnz; k++)                                                   \
@@ -557,7 +564,7 @@ static inline void gd_saxpy_##SUFFIX(double a, const T *v, const I *idx, ptrdiff
  * gd_sdot and the same writes, in the same order, as gd_saxpy; about 8% faster than the  \
  * two loops one after the other (a standalone C loop over the benchmark block, on the   \
  * EPYC VM). */                                                                           \
-static inline double gd_sdot_saxpy_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,       \
+GD_INLINE double gd_sdot_saxpy_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,            \
                                             const double *w, ptrdiff_t stride,            \
                                             ptrdiff_t d, ptrdiff_t *bad, double a,        \
                                             const T *vo, const I *io, ptrdiff_t no,       \
@@ -747,38 +754,67 @@ GD_CSR_LOGISTIC_ROWS(f32_i64, float, int64_t)
 
 /* ---- softmax rows ----------------------------------------------------------------- */
 
-/* CSR softmax rows work on a copy of W and G laid out for them: column-major and
- * interleaved by column, column j's block of 2 Kp doubles at wg + 2 Kp j holding
- * W[0..Kp-1, j] then G[0..Kp-1, j], where Kp is the number of classes K rounded up to a
- * multiple of 4 (the padding classes have zero parameters and get zero updates). A nonzero
- * then reads its K parameters as Kp/4 vectors of adjacent numbers, and the row's update
- * finds the lines of G that its scores have just brought into L1. Classes go in chunks of
- * up to 16 (four vectors); within a chunk, even and odd nonzeros sum into two sets of
- * partial sums, so that the dependency chains are half as long. */
+/* CSR softmax rows work on a copy of W and G laid out for them: column-major, column j's
+ * block of 2 Kp doubles at wg + 2 Kp j, where Kp is the number of classes K rounded up to
+ * a multiple of 4 (the padding classes have zero parameters and get zero updates); within
+ * a block, classes 4c..4c+3 have W at [8c, 8c+4) and G at [8c+4, 8c+8), so that each
+ * 64-byte line holds four classes' parameters and their gradient entries. A nonzero reads
+ * its K parameters as Kp/4 vectors, and the update of the row finds the lines its scores
+ * brought into L1. Each row's scores are computed in one loop with the previous row's
+ * update (gd_kzip), as for the binary objectives. Classes go in groups of up to 16 (four
+ * vectors); within a group, even and odd nonzeros sum into two sets of partial sums, so
+ * that the dependency chains are half as long. The block base must be 64-byte aligned. */
 #if defined(__GNUC__)
-/* acc_k += vq * r[4k..4k+3] for k < NV */
+/* acc_n += vq * W vector n of the block group at r, n < NV */
 #define GD_KACC(acc, r, vq, NV)                                                           \
     {                                                                                     \
         const double *r_ = (r);                                                           \
         const gd_v4d v_ = GD_V4(vq);                                                      \
         acc##0 += v_ * gd_load_f64(r_);                                                   \
-        if ((NV) > 1) acc##1 += v_ * gd_load_f64(r_ + 4);                                 \
-        if ((NV) > 2) acc##2 += v_ * gd_load_f64(r_ + 8);                                 \
-        if ((NV) > 3) acc##3 += v_ * gd_load_f64(r_ + 12);                                \
+        if ((NV) > 1) acc##1 += v_ * gd_load_f64(r_ + 8);                                 \
+        if ((NV) > 2) acc##2 += v_ * gd_load_f64(r_ + 16);                                \
+        if ((NV) > 3) acc##3 += v_ * gd_load_f64(r_ + 24);                                \
     }
-/* the scores of classes k0..k0+4NV-1 into s + k0; the first chunk counts bad indices */
-#define GD_KDOT_CHUNK(NV)                                                                 \
+/* G vector n of the block group at r += d_n vq, n < NV */
+#define GD_KUPD(r, vq, NV)                                                                \
+    {                                                                                     \
+        double *r_ = (r) + 4;                                                             \
+        const gd_v4d v_ = GD_V4(vq);                                                      \
+        gd_store_f64(r_, gd_load_f64(r_) + d0 * v_);                                      \
+        if ((NV) > 1) gd_store_f64(r_ + 8, gd_load_f64(r_ + 8) + d1 * v_);                \
+        if ((NV) > 2) gd_store_f64(r_ + 16, gd_load_f64(r_ + 16) + d2 * v_);              \
+        if ((NV) > 3) gd_store_f64(r_ + 24, gd_load_f64(r_ + 24) + d3 * v_);              \
+    }
+/* the new row's scores of classes k0..k0+4NV-1 into s + k0, in one loop with the old row's
+ * update of those classes (derivatives ao + k0); the first group counts bad indices */
+#define GD_KZIP_GROUP(NV)                                                                 \
     {                                                                                     \
         gd_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}; \
-        const double *wk = wg + k0;                                                       \
-        ptrdiff_t q = 0;                                                                  \
-        for (; q + 2 <= nnz; q += 2) {                                                    \
+        gd_v4d d0 = gd_load_f64(ao + k0), d1 = d0, d2 = d0, d3 = d0;                      \
+        if ((NV) > 1) d1 = gd_load_f64(ao + k0 + 4);                                      \
+        if ((NV) > 2) d2 = gd_load_f64(ao + k0 + 8);                                      \
+        if ((NV) > 3) d3 = gd_load_f64(ao + k0 + 12);                                     \
+        double *wk = wg + 2 * k0;                                                         \
+        ptrdiff_t q = 0, u;                                                               \
+        for (; q + 2 <= m; q += 2) {                                                      \
             const uint64_t c0 = (uint64_t)idx[q], c1 = (uint64_t)idx[q + 1];              \
+            const ptrdiff_t o0 = (ptrdiff_t)io[q], o1 = (ptrdiff_t)io[q + 1];             \
             if (c0 < ud && c1 < ud) {                                                     \
                 GD_KACC(a, wk + c0 * B, (double)v[q], NV)                                 \
+                GD_KUPD(wk + o0 * B, (double)vo[q], NV)                                   \
                 GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV)                             \
+                GD_KUPD(wk + o1 * B, (double)vo[q + 1], NV)                               \
                 continue;                                                                 \
             }                                                                             \
+            if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV) else nbad += first;    \
+            GD_KUPD(wk + o0 * B, (double)vo[q], NV)                                       \
+            if (c1 < ud) GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV) else nbad += first; \
+            GD_KUPD(wk + o1 * B, (double)vo[q + 1], NV)                                   \
+        }                                                                                 \
+        for (u = q; u < no; u++)                                                          \
+            GD_KUPD(wk + (ptrdiff_t)io[u] * B, (double)vo[u], NV)                         \
+        for (; q + 2 <= nnz; q += 2) {                                                    \
+            const uint64_t c0 = (uint64_t)idx[q], c1 = (uint64_t)idx[q + 1];              \
             if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV) else nbad += first;    \
             if (c1 < ud) GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV) else nbad += first; \
         }                                                                                 \
@@ -791,60 +827,11 @@ GD_CSR_LOGISTIC_ROWS(f32_i64, float, int64_t)
         if ((NV) > 2) gd_store_f64(s + k0 + 8, a2 + b2);                                  \
         if ((NV) > 3) gd_store_f64(s + k0 + 12, a3 + b3);                                 \
     }
-/* G[k0..k0+4NV-1, idx[q]] += a[k] v[q] */
-#define GD_KAXPY_CHUNK(NV)                                                                \
-    {                                                                                     \
-        gd_v4d d0 = gd_load_f64(a + k0), d1 = d0, d2 = d0, d3 = d0;                       \
-        if ((NV) > 1) d1 = gd_load_f64(a + k0 + 4);                                       \
-        if ((NV) > 2) d2 = gd_load_f64(a + k0 + 8);                                       \
-        if ((NV) > 3) d3 = gd_load_f64(a + k0 + 12);                                      \
-        double *gk = wg + Kp + k0;                                                        \
-        for (ptrdiff_t q = 0; q < nnz; q++) {                                             \
-            double *r = gk + (ptrdiff_t)idx[q] * B;                                       \
-            const gd_v4d v_ = GD_V4((double)v[q]);                                        \
-            gd_store_f64(r, gd_load_f64(r) + d0 * v_);                                    \
-            if ((NV) > 1) gd_store_f64(r + 4, gd_load_f64(r + 4) + d1 * v_);              \
-            if ((NV) > 2) gd_store_f64(r + 8, gd_load_f64(r + 8) + d2 * v_);              \
-            if ((NV) > 3) gd_store_f64(r + 12, gd_load_f64(r + 12) + d3 * v_);            \
-        }                                                                                 \
-    }
-#define GD_KCHUNKS(CHUNK)                                                                 \
-    for (ptrdiff_t k0 = 0; k0 < Kp; k0 += 16) {                                           \
-        const ptrdiff_t first = k0 == 0;                                                  \
-        (void)first;                                                                      \
-        switch (Kp - k0 >= 16 ? 4 : (Kp - k0) / 4) {                                      \
-        case 4: CHUNK(4) break;                                                           \
-        case 3: CHUNK(3) break;                                                           \
-        case 2: CHUNK(2) break;                                                           \
-        default: CHUNK(1) break;                                                          \
-        }                                                                                 \
-    }
 
-#define GD_SOFTMAX_CSR(SUFFIX, T, I)                                                      \
-/* s[0..Kp-1] = the scores of one CSR row (column indices outside 0..d-1 are skipped and \
- * counted into bad) */                                                                   \
-GD_CLONES static void gd_kdot_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,            \
-                                       const double *wg, ptrdiff_t Kp, ptrdiff_t d,       \
-                                       double *s, ptrdiff_t *bad)                         \
-{                                                                                         \
-    const ptrdiff_t B = 2 * Kp;                                                           \
-    const uint64_t ud = (uint64_t)d;                                                      \
-    ptrdiff_t nbad = 0;                                                                   \
-    GD_KCHUNKS(GD_KDOT_CHUNK)                                                             \
-    *bad += nbad;                                                                         \
-}                                                                                         \
-                                                                                          \
-/* the row's update: G[k, idx[q]] += a[k] v[q] for k < Kp (indices checked by gd_kdot) */ \
-GD_CLONES static void gd_kaxpy_##SUFFIX(const double *a, const T *v, const I *idx,         \
-                                        ptrdiff_t nnz, double *wg, ptrdiff_t Kp)          \
-{                                                                                         \
-    const ptrdiff_t B = 2 * Kp;                                                           \
-    GD_KCHUNKS(GD_KAXPY_CHUNK)                                                            \
-}
-
-/* Turn the K scores s into probabilities in place; return -log softmax(s)[label]. The largest score is subtracted first, so
- * that exp (GD_EXP_NONPOS, four at a time, within a few ulp of libm) neither overflows nor
- * loses the loss; the total is summed in class order. */
+/* Turn the K scores s into probabilities in place; return -log softmax(s)[label]. The
+ * largest score is subtracted first, so that exp (GD_EXP_NONPOS, four at a time, within a
+ * few ulp of libm) neither overflows nor loses the loss; the total is summed in class
+ * order, and the divisions by it go four at a time. */
 GD_CLONES static double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
 {
     double smax = s[0], total = 0.0;
@@ -871,35 +858,65 @@ GD_CLONES static double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
     }
     for (k = 0; k < K; k++)
         total += s[k];
-    for (k = 0; k < K; k++)
+    const gd_v4d tv = GD_V4(total);
+    for (k = 0; k + 4 <= K; k += 4)
+        gd_store_f64(s + k, gd_load_f64(s + k) / tv);
+    for (; k < K; k++)
         s[k] = s[k] / total;
     return smax + log(total) - s_label;
 }
-#else  /* plain C: the same layout, class by class */
-#define GD_SOFTMAX_CSR(SUFFIX, T, I)                                                      \
-static void gd_kdot_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, const double *wg,    \
-                             ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad)        \
+
+#define GD_KZIP(SUFFIX, T, I)                                                             \
+/* s[0..Kp-1] = the scores of the row (v, idx, nnz) (column indices outside 0..d-1 skipped \
+ * and counted into bad), in the loops that add the old row (vo, io, no) times the       \
+ * derivatives ao[0..Kp-1] into G (its indices checked when it was the new row); always  \
+ * inlined, so that it is compiled for the CPU of the gd_csr_softmax_rows clone calling  \
+ * it (not inlined, it ran at the baseline's SSE2, 3.5 times slower) */                  \
+GD_INLINE void gd_kzip_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, double *wg,      \
+                                ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad,      \
+                                const double *ao, const T *vo, const I *io, ptrdiff_t no)  \
 {                                                                                         \
-    ptrdiff_t q, k;                                                                       \
-    for (k = 0; k < Kp; k++)                                                              \
-        s[k] = 0.0;                                                                       \
-    for (q = 0; q < nnz; q++) {                                                           \
-        const uint64_t c = (uint64_t)idx[q];                                              \
-        if (c >= (uint64_t)d) {                                                           \
-            (*bad)++;                                                                     \
-            continue;                                                                     \
+    const ptrdiff_t B = 2 * Kp, m = nnz < no ? nnz : no;                                  \
+    const uint64_t ud = (uint64_t)d;                                                      \
+    ptrdiff_t nbad = 0;                                                                   \
+    for (ptrdiff_t k0 = 0; k0 < Kp; k0 += 16) {                                           \
+        const ptrdiff_t first = k0 == 0;                                                  \
+        switch (Kp - k0 >= 16 ? 4 : (Kp - k0) / 4) {                                      \
+        case 4: GD_KZIP_GROUP(4) break;                                                   \
+        case 3: GD_KZIP_GROUP(3) break;                                                   \
+        case 2: GD_KZIP_GROUP(2) break;                                                   \
+        default: GD_KZIP_GROUP(1) break;                                                  \
         }                                                                                 \
-        for (k = 0; k < Kp; k++)                                                          \
-            s[k] += (double)v[q] * wg[c * 2 * Kp + k];                                    \
     }                                                                                     \
-}                                                                                         \
-                                                                                          \
-static void gd_kaxpy_##SUFFIX(const double *a, const T *v, const I *idx, ptrdiff_t nnz,    \
-                              double *wg, ptrdiff_t Kp)                                   \
+    *bad += nbad;                                                                         \
+}
+#else  /* plain C: the same layout and sums, lane by lane */
+#define GD_KZIP(SUFFIX, T, I)                                                             \
+static void gd_kzip_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, double *wg,          \
+                             ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad,         \
+                             const double *ao, const T *vo, const I *io, ptrdiff_t no)     \
 {                                                                                         \
-    for (ptrdiff_t q = 0; q < nnz; q++)                                                   \
-        for (ptrdiff_t k = 0; k < Kp; k++)                                                \
-            wg[(ptrdiff_t)idx[q] * 2 * Kp + Kp + k] += a[k] * (double)v[q];               \
+    const ptrdiff_t B = 2 * Kp;                                                           \
+    ptrdiff_t q, k;                                                                       \
+    for (q = 0; q < no; q++)                                                              \
+        for (k = 0; k < Kp; k++)                                                          \
+            wg[(ptrdiff_t)io[q] * B + 8 * (k / 4) + 4 + k % 4] += ao[k] * (double)vo[q];  \
+    for (k = 0; k < Kp; k++) {                                                            \
+        double a = 0.0, b = 0.0;                                                          \
+        for (q = 0; q < nnz; q++) {                                                       \
+            const uint64_t c = (uint64_t)idx[q];                                          \
+            if (c >= (uint64_t)d) {                                                       \
+                if (k == 0)                                                               \
+                    (*bad)++;                                                             \
+                continue;                                                                 \
+            }                                                                             \
+            if (q % 2)  /* odd positions into b, even ones into a */                     \
+                b += (double)v[q] * wg[c * B + 8 * (k / 4) + k % 4];                      \
+            else                                                                          \
+                a += (double)v[q] * wg[c * B + 8 * (k / 4) + k % 4];                      \
+        }                                                                                 \
+        s[k] = a + b;                                                                     \
+    }                                                                                     \
 }
 
 static double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
@@ -920,9 +937,69 @@ static double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
 }
 #endif
 
-GD_SOFTMAX_CSR(f64_i32, double, int32_t)
-GD_SOFTMAX_CSR(f64_i64, double, int64_t)
-GD_SOFTMAX_CSR(f32_i32, float, int32_t)
-GD_SOFTMAX_CSR(f32_i64, float, int64_t)
+/* The softmax CSR row loop of linear.pyx's _csr_rows on the copy above: rows lo..hi-1 with
+ * nonzero coefficients, each row's scores in one loop with the previous row's update.
+ * s: scratch of 2 Kp doubles. Returns the coefficient-weighted loss sum; rows with a label
+ * that is not a class number 0..K-1, or a column index outside 0..d-1, are skipped and
+ * counted. */
+#define GD_CSR_SOFTMAX_ROWS(SUFFIX, T, I)                                                 \
+GD_KZIP(SUFFIX, T, I)                                                                     \
+                                                                                          \
+GD_CLONES static double gd_csr_softmax_rows_##SUFFIX(const T *data, const I *indices,     \
+        const I *indptr, ptrdiff_t lo, ptrdiff_t hi, const double *y, const double *coef,  \
+        double *wg, ptrdiff_t K, ptrdiff_t d, ptrdiff_t ahead, double *s,                  \
+        ptrdiff_t *n_bad_index, ptrdiff_t *n_bad_label)                                   \
+{                                                                                         \
+    const ptrdiff_t Kp = (K + 3) / 4 * 4;                                                 \
+    double *sn = s, *so = s + Kp, *t, loss = 0.0;                                         \
+    ptrdiff_t start = 0, no = 0, k;                                                       \
+    for (k = 0; k < Kp; k++)                                                              \
+        so[k] = 0.0;                                                                      \
+    for (ptrdiff_t i = lo; i < hi; i++) {                                                 \
+        const double c = coef[i], label = y[i];                                           \
+        if (c == 0.0)                                                                     \
+            continue;                                                                     \
+        if (!(label >= 0.0 && label < (double)K) || (double)(ptrdiff_t)label != label) {  \
+            (*n_bad_label)++;                                                             \
+            continue;                                                                     \
+        }                                                                                 \
+        const ptrdiff_t start_o = start;                                                  \
+        start = (ptrdiff_t)indptr[i];                                                     \
+        const ptrdiff_t nnz = (ptrdiff_t)indptr[i + 1] - start;                           \
+        if (ahead > 0 && nnz > 0) {                                                       \
+            gd_prefetch_stream(data + start, nnz * (ptrdiff_t)sizeof(T),                  \
+                               ahead * (ptrdiff_t)sizeof(T));                             \
+            gd_prefetch_stream(indices + start, nnz * (ptrdiff_t)sizeof(I),               \
+                               ahead * (ptrdiff_t)sizeof(I));                             \
+        }                                                                                 \
+        ptrdiff_t bad = 0;                                                                \
+        gd_kzip_##SUFFIX(data + start, indices + start, nnz, wg, Kp, d, sn, &bad, so,     \
+                         data + start_o, indices + start_o, no);                          \
+        no = 0;                                                                           \
+        if (bad) {                                                                        \
+            *n_bad_index += bad;                                                          \
+            continue;                                                                     \
+        }                                                                                 \
+        const ptrdiff_t cls = (ptrdiff_t)label;                                           \
+        loss = loss + c * gd_softmax(sn, K, cls);                                         \
+        for (k = 0; k < K; k++)                                                           \
+            sn[k] = k == cls ? c * (sn[k] - 1.0) : c * sn[k];                             \
+        for (; k < Kp; k++)                                                               \
+            sn[k] = 0.0;                                                                  \
+        t = sn; sn = so; so = t;                                                          \
+        no = nnz;                                                                         \
+    }                                                                                     \
+    if (no > 0) {                                                                         \
+        ptrdiff_t bad = 0;                                                                \
+        gd_kzip_##SUFFIX(data, indices, 0, wg, Kp, d, sn, &bad, so, data + start,         \
+                         indices + start, no);                                            \
+    }                                                                                     \
+    return loss;                                                                          \
+}
+
+GD_CSR_SOFTMAX_ROWS(f64_i32, double, int32_t)
+GD_CSR_SOFTMAX_ROWS(f64_i64, double, int64_t)
+GD_CSR_SOFTMAX_ROWS(f32_i32, float, int32_t)
+GD_CSR_SOFTMAX_ROWS(f32_i64, float, int64_t)
 
 #endif /* GDCODE_ROWOPS_H */
