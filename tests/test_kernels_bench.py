@@ -32,7 +32,7 @@ def test_bench_kernels_json(capsys):
         (rep, *case) for rep in (1, 2) for case in cases]
     for r in rows:
         assert set(r) == set(bench.JSON_KEYS)
-        assert r["rounds"] == 2 and r["path"] in ("compiled", "reference")
+        assert r["rounds"] == 2
         for key in ("seconds", "gbps", "reference_seconds", "speedup", "bandwidth_gbps",
                     "read_fraction"):
             assert r[key] > 0

@@ -52,7 +52,7 @@ BANDWIDTH_TARGETS = {("logistic", "dense", "float64"): 0.75, ("least-squares", "
 
 #: the keys of a JSON result row (one per repeat and case); seconds are medians over the
 #: rounds, speedup and read_fraction the medians of the per-round ratios, with their ranges
-JSON_KEYS = ("repeat", "kernel", "layout", "dtype", "path", "rounds", "seconds", "gbps",
+JSON_KEYS = ("repeat", "kernel", "layout", "dtype", "rounds", "seconds", "gbps",
              "reference_seconds", "speedup", "speedup_min", "speedup_max", "bandwidth_gbps",
              "read_fraction", "read_fraction_min", "read_fraction_max")
 
@@ -169,17 +169,6 @@ def _rounds(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list
     return times
 
 
-def kernel_path(case: Case) -> str:
-    """Which code computes the kernel on this case: "compiled", or "reference" where the
-    compiled kernel hands the shape to its numpy twin."""
-    from gdcode import kernels
-
-    stem = kernels.OBJECTIVES[case.objective]
-    kernel = kernels.get(f"{stem}_{case.layout}", compiled=True)
-    chooser = getattr(kernel, "path_for", None)
-    return "compiled" if chooser is None else str(chooser(case.X, case.w))
-
-
 def measure(case: Case, X64: np.ndarray, rounds: int, threads: int) -> dict:
     """One result row: the kernel, the reference and the read bandwidth on ``case``, with the
     per-round ratios summarised (median, min, max)."""
@@ -214,7 +203,6 @@ def measure(case: Case, X64: np.ndarray, rounds: int, threads: int) -> dict:
         "kernel": case.objective,
         "layout": case.layout,
         "dtype": case.dtype,
-        "path": kernel_path(case),
         "rounds": rounds,
         "seconds": seconds,
         "gbps": case.x_bytes / seconds / 1e9,
@@ -301,7 +289,7 @@ def target_lines(results: list[dict], threads: int) -> list[str]:
 def format_table(results: list[dict], rows: int, rounds: int, threads: int,
                  notes: list[str] | None = None) -> str:
     """The human-readable report: one table per repeat, then the targets."""
-    head = (f"{'kernel':<14} {'layout':<6} {'dtype':<7} {'path':<9} {'seconds':>9} {'GB/s':>6} "
+    head = (f"{'kernel':<14} {'layout':<6} {'dtype':<7} {'seconds':>9} {'GB/s':>6} "
             f"{'reference s':>11} {'speedup':>7} {'(min-max)':>11} {'read GB/s':>9} "
             f"{'of read':>7} {'(min-max)':>9}")
     repeats = sorted({r["repeat"] for r in results})
@@ -317,7 +305,7 @@ def format_table(results: list[dict], rows: int, rounds: int, threads: int,
             speed = f"({r['speedup_min']:.2f}-{r['speedup_max']:.2f})"
             read = (f"({100 * r['read_fraction_min']:.0f}-"
                     f"{100 * r['read_fraction_max']:.0f}%)")
-            out.append(f"{r['kernel']:<14} {r['layout']:<6} {r['dtype']:<7} {r['path']:<9} "
+            out.append(f"{r['kernel']:<14} {r['layout']:<6} {r['dtype']:<7} "
                        f"{r['seconds']:>9.4g} {r['gbps']:>6.2f} {r['reference_seconds']:>11.4g} "
                        f"{r['speedup']:>6.2f}x {speed:>11} {r['bandwidth_gbps']:>9.2f} "
                        f"{100 * r['read_fraction']:>6.0f}% {read:>9}")
