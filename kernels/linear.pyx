@@ -31,17 +31,23 @@ per call and added into ``grad`` in chunk order (so the result depends on ``n_th
 through summation order). When the module is built without OpenMP (``OPENMP`` is False),
 ``n_threads`` is accepted and ignored.
 
-How (measured on 200000 x 200 float64 rows; see ``gdcode bench kernels``): dense rows go
-through a software pipeline over groups of 4 rows, the dot products of two new rows running in
-the same vector loop as the updates by two rows of the previous group (rowops.h, compiled for
-SSE2, AVX2 and AVX-512 and chosen at load time), each row stream prefetched into L2 ahead of
-the loop, with the group's losses computed together and without data-dependent branches (four
-logistic rows in one vector exp and log1p). CSR rows go one at a time (logistic rows in the
-same groups of 4), each row's entries prefetched into L1 2 KB ahead, the gathers of a row
-then its scatters, each column index checked. A CSR block with at least as many nonzeros as
-parameters works on a copy laid out for it: ``w`` and ``grad`` interleaved (binary
-objectives: an update hits the lines its dot product has just gathered), or ``W`` and ``G``
-column-major (softmax: K adjacent numbers per nonzero instead of K scattered ones).
+How (measured on the blocks of ``gdcode bench kernels``): dense rows go through a software
+pipeline over groups of 8 rows, the dot products of two new rows running in the same vector
+loop as the updates by two rows of the previous group (rowops.h, compiled for SSE2, AVX2 and
+AVX-512 and chosen at load time), each row stream prefetched into L2 ahead of the loop, with
+the group's losses computed together and without data-dependent branches (logistic rows four
+at a time in one vector exp and log1p); dense softmax rows go in groups of 4 and classes in
+chunks of 4. CSR rows go one at a time (logistic rows in groups of 4), in row loops written in
+C (rowops.h gd_csr_rows and its siblings), each row's entries prefetched into L1 ahead, its
+dot product (or its K scores) gathered in one loop with the previous row's update, each
+column index checked. A CSR block with enough nonzeros for its columns works on a copy laid
+out for it: ``w`` and ``grad`` interleaved (binary objectives), or ``W`` and ``G`` column-major
+and interleaved by four classes (softmax), so that an update hits the lines its row's dot
+product gathered.
+
+Machine-dependent parameters (prefetch distances) are set at run time (:func:`set_tuning`),
+from this machine's calibration when one is cached (``gdcode.kernels.tuning``); they change
+the speed, never the results.
 
 Errors: shapes that disagree, a CSR ``indptr`` that decreases or overruns ``data``, a column
 index outside ``0..n_cols-1`` and (softmax) a label outside ``0..K-1`` raise ValueError; after

@@ -1,25 +1,29 @@
 /*
  * Row primitives of the gradient kernels: dot products and axpy updates of one or two rows,
- * the logistic loss of four rows, and stream prefetch.
+ * the logistic loss of four rows, softmax scores and updates, stream prefetch, and the CSR
+ * row loops.
  *
  * Dense rows: vector code without -ffast-math. A dot product keeps 16 partial sums in four
  * 4-double vectors (lanes j mod 16), adds leftover 4-element chunks into the first vector
  * and the last n mod 4 entries in order, and combines the lanes in a fixed tree (gd_dot and
  * gd_axpy_dot share that code; the two-row gd_axpy_dot2 keeps the same partial sums for
  * each row, so its margins agree with gd_dot's to the last bit or two). With GCC on x86-64
- * Linux each dense primitive is compiled three times (baseline SSE2, x86-64-v3 = AVX2,
- * x86-64-v4 = AVX-512) and the loader picks the best one the CPU supports (target_clones),
- * so one build runs everywhere at full width; the AVX builds contract multiply-adds into
- * FMA (-ffp-contract=fast in meson.build), so their sums can differ from the SSE2 build's
- * in the last bits. The logistic loss of four rows (gd_logistic4) has its own vector exp
- * and log1p.
+ * Linux each dense primitive and each CSR row loop is compiled three times (baseline SSE2,
+ * x86-64-v3 = AVX2, x86-64-v4 = AVX-512) and the loader picks the best one the CPU supports
+ * (target_clones), so one build runs everywhere at full width; the AVX builds contract
+ * multiply-adds into FMA (-ffp-contract=fast in meson.build), so their sums can differ from
+ * the SSE2 build's in the last bits. The logistic loss of four rows (gd_logistic4) has its
+ * own vector exp and log1p. How far ahead a row stream is prefetched is an argument: the
+ * best distance depends on the machine (gdcode/kernels/calibrate.py measures it), and it
+ * never changes a result.
  *
- * Sparse (CSR) rows: scalar gathers and scatters with four partial sums. Every column
- * index is checked against the parameter length; the dot product returns the number of
- * indices out of range through `bad`, so that the caller can skip the row and report it.
- * Parameters and gradient are read at idx * stride: stride 2 on an interleaved copy
- * (w_j and g_j adjacent) makes the update of a row hit the cache lines its dot product has
- * just brought into L1.
+ * Sparse (CSR) rows: scalar gathers and scatters, a dot product in two partial sums. Every
+ * column index is checked against the parameter length; the dot product counts indices out
+ * of range into `bad`, so that the caller can skip the row and report it. Parameters and
+ * gradient are read at idx * stride: stride 2 on an interleaved copy (w_j and g_j adjacent)
+ * makes the update of a row hit the cache lines its dot product has just brought into L1.
+ * The row loops (gd_csr_rows, gd_csr_logistic_rows, gd_csr_softmax_rows) are here rather
+ * than in Cython so that they are compiled for the CPU with their primitives inlined.
  */
 #ifndef GDCODE_ROWOPS_H
 #define GDCODE_ROWOPS_H
