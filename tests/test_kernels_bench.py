@@ -78,6 +78,15 @@ def test_bench_bad_options_exit_2(argv, capsys):
     assert "must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(not kernels.COMPILED, reason="compiled kernels not built")
+def test_bench_cpu_clock(capsys):
+    assert cli.main(["bench", "kernels", "--rows", "200", "--rounds", "1", "--repeat", "1",
+                     "--clock", "cpu"]) == 0
+    assert "cpu clock" in capsys.readouterr().out
+    assert cli.main(["bench", "kernels", "--clock", "cpu", "--threads", "2"]) == 2
+    assert "--clock cpu" in capsys.readouterr().err
+
+
 def test_bench_reference_is_the_twin():
     """The benchmark's two-pass reference computes what the kernels compute."""
     import numpy as np

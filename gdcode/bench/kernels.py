@@ -11,8 +11,10 @@ kernel's GB/s over the sum's), so that a busy moment slows both sides of a ratio
 row reports the median and the range of its ratios over the rounds. The whole table runs
 ``--repeat`` times (default 3) and every target is checked on every repeat's medians: one
 repeat below its target marks it MISSED. BLAS is limited to ``--threads`` threads while
-timing the reference. Before measuring, the kernels' prefetch distances are calibrated for
-this machine unless they are cached (:mod:`gdcode.kernels.tuning`).
+timing the reference. ``--clock cpu`` times the thread's CPU time instead of the elapsed
+time (one thread only): on a shared machine it leaves out the time other processes hold the
+core, though not their use of the caches. Before measuring, the kernels' prefetch distances
+are calibrated for this machine unless they are cached (:mod:`gdcode.kernels.tuning`).
 
 Targets on one thread: every kernel at least 1.2x its reference; dense logistic and
 least-squares at least 2.0x and, float64, at least 75% of the read bandwidth (float32: 70%);
@@ -52,6 +54,10 @@ BANDWIDTH_TARGETS = {("logistic", "dense", "float64"): 0.75, ("least-squares", "
 
 #: the keys of a JSON result row (one per repeat and case); seconds are medians over the
 #: rounds, speedup and read_fraction the medians of the per-round ratios, with their ranges
+#: --clock: elapsed time, or the calling thread's CPU time (kernel, reference and sum all run
+#: on it with one thread)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
 JSON_KEYS = ("repeat", "kernel", "layout", "dtype", "rounds", "seconds", "gbps",
              "reference_seconds", "speedup", "speedup_min", "speedup_max", "bandwidth_gbps",
              "read_fraction", "read_fraction_min", "read_fraction_max")
@@ -69,6 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="n_threads of the kernels and BLAS threads of the reference "
                              "(default 1; the targets are for one thread)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random data")
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
+                        help="wall: elapsed time (default); cpu: this thread's CPU time, which "
+                             "leaves out the time other processes hold the core (one thread "
+                             "only)")
     parser.add_argument("--recalibrate", action="store_true",
                         help="measure the kernels' prefetch distances again first, even when "
                              "this machine has them cached")
@@ -156,20 +166,22 @@ def reference(objective: str, X, y: np.ndarray, coef: np.ndarray, w: np.ndarray,
     return float(coef @ loss)
 
 
-def _rounds(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
-    """Wall-clock seconds of each function in each of ``rounds`` interleaved rounds."""
+def _rounds(fns: dict[str, Callable[[], object]], rounds: int,
+            clock: str = "wall") -> dict[str, list[float]]:
+    """Seconds of each function in each of ``rounds`` interleaved rounds, on ``clock``."""
+    now = CLOCKS[clock]
     times: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():  # warm-up: page faults, caches, lazy imports
         fn()
     for _ in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0 = now()
             fn()
-            times[name].append(time.perf_counter() - t0)
+            times[name].append(now() - t0)
     return times
 
 
-def measure(case: Case, X64: np.ndarray, rounds: int, threads: int) -> dict:
+def measure(case: Case, X64: np.ndarray, rounds: int, threads: int, clock: str = "wall") -> dict:
     """One result row: the kernel, the reference and the read bandwidth on ``case``, with the
     per-round ratios summarised (median, min, max)."""
     from threadpoolctl import threadpool_limits
@@ -194,7 +206,8 @@ def measure(case: Case, X64: np.ndarray, rounds: int, threads: int) -> dict:
         reference(case.objective, X, y, coef, w, grad)
 
     with threadpool_limits(limits=threads):
-        t = _rounds({"kernel": run_kernel, "reference": run_reference, "sum": X64.sum}, rounds)
+        t = _rounds({"kernel": run_kernel, "reference": run_reference, "sum": X64.sum}, rounds,
+                    clock)
     k, ref, total = (np.array(t[name]) for name in ("kernel", "reference", "sum"))
     speedup = ref / k
     read = (case.x_bytes / k) / (X64.nbytes / total)
@@ -218,7 +231,7 @@ def measure(case: Case, X64: np.ndarray, rounds: int, threads: int) -> dict:
 
 
 def run(rows: int = 200_000, rounds: int = 7, threads: int = 1, seed: int = 0,
-        repeat: int = 1) -> list[dict]:
+        repeat: int = 1, clock: str = "wall") -> list[dict]:
     """Measure every objective on every layout, ``repeat`` times over; the rows of
     ``gdcode bench kernels`` (each with its ``repeat``, from 1)."""
     from gdcode import kernels
@@ -241,7 +254,7 @@ def run(rows: int = 200_000, rounds: int = 7, threads: int = 1, seed: int = 0,
     results = []
     for r in range(1, repeat + 1):
         for case in cases:
-            results.append({"repeat": r, **measure(case, X64, rounds, threads)})
+            results.append({"repeat": r, **measure(case, X64, rounds, threads, clock)})
     return results
 
 
@@ -287,14 +300,14 @@ def target_lines(results: list[dict], threads: int) -> list[str]:
 
 
 def format_table(results: list[dict], rows: int, rounds: int, threads: int,
-                 notes: list[str] | None = None) -> str:
+                 notes: list[str] | None = None, clock: str = "wall") -> str:
     """The human-readable report: one table per repeat, then the targets."""
     head = (f"{'kernel':<14} {'layout':<6} {'dtype':<7} {'seconds':>9} {'GB/s':>6} "
             f"{'reference s':>11} {'speedup':>7} {'(min-max)':>11} {'read GB/s':>9} "
             f"{'of read':>7} {'(min-max)':>9}")
     repeats = sorted({r["repeat"] for r in results})
     out = [f"gdcode bench kernels: {threads} thread(s), {len(repeats)} repeat(s) of "
-           f"{rounds} interleaved rounds; dense {rows}x{DENSE_COLS}, csr {rows}x{SPARSE_COLS} "
+           f"{rounds} interleaved rounds, {clock} clock; dense {rows}x{DENSE_COLS}, csr {rows}x{SPARSE_COLS} "
            f"with {SPARSE_NNZ} nonzeros a row; softmax with {SOFTMAX_CLASSES} classes",
            "reference: numpy/scipy two passes (X @ w, then X.T @ r); seconds: medians over the "
            "rounds; speedup and of read: medians of the per-round ratios (min-max); read GB/s: "
@@ -324,18 +337,20 @@ def main(args: argparse.Namespace) -> int:
     for flag in ("rows", "rounds", "repeat", "threads"):
         if getattr(args, flag) < 1:
             raise ConfigError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.clock == "cpu" and args.threads != 1:
+        raise ConfigError("--clock cpu measures one thread's CPU time; use it with --threads 1")
     from gdcode import kernels
     from gdcode.kernels import calibrate, tuning
 
     if kernels.COMPILED:
         calibrate.ensure(force=args.recalibrate)
     load_before = _load()
-    results = run(args.rows, args.rounds, args.threads, args.seed, args.repeat)
+    results = run(args.rows, args.rounds, args.threads, args.seed, args.repeat, args.clock)
     if args.json:
         print(json.dumps([{k: r[k] for k in JSON_KEYS} for r in results], indent=1))
     else:
         notes = [f"machine: {tuning.cpu_description().get('model', '?')}, "
                  f"{os.cpu_count()} logical CPUs; {load_before} before, {_load()} after",
                  f"prefetch distances: {tuning.describe(kernels._linear)}"]
-        print(format_table(results, args.rows, args.rounds, args.threads, notes))
+        print(format_table(results, args.rows, args.rounds, args.threads, notes, args.clock))
     return 0
