@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml meson.build meson.options kernels/meson.build
 	$(PY) -m pip install -q --disable-pip-version-check meson-python meson ninja cython numpy
 	CYTHON=$(VENV_BIN)/cython $(PY) -m pip install -q --disable-pip-version-check \
 		--no-build-isolation --editable '.[test,plot,ec2,dev]'
-	# the kernels' prefetch distances for this machine, cached once (gdcode/kernels/tuning.py)
+# then the kernels' prefetch distances for this machine, measured once and cached (gdcode/kernels/tuning.py)
 	$(PY) -m gdcode.kernels.calibrate || echo "kernel calibration failed: the built-in prefetch distances serve"
 	touch $@
 
