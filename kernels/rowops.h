@@ -605,14 +605,14 @@ GD_SPARSE_OPS(f32_i64, float, int64_t)
  * for the CPU (target_clones) with the row primitives inlined: 10.0 -> 8.7 ms on the
  * benchmark block (thread CPU time, EPYC VM), as the standalone C loop it mirrors. */
 #define GD_CSR_ROWS(SUFFIX, T, I)                                                         \
-GD_CLONES static double gd_csr_rows_##SUFFIX(int obj, const T *data, const I *indices,    \
-                                             const I *indptr, ptrdiff_t lo, ptrdiff_t hi, \
-                                             const double *y, const double *coef,         \
-                                             const double *w, double *g, ptrdiff_t stride, \
-                                             ptrdiff_t d, ptrdiff_t ahead, ptrdiff_t *n_bad) \
+GD_INLINE double gd_csr_rows_k_##SUFFIX(const int obj, const T *data, const I *indices,   \
+                                        const I *indptr, ptrdiff_t lo, ptrdiff_t hi,      \
+                                        const double *y, const double *coef,              \
+                                        const double *w, double *g, const ptrdiff_t stride, \
+                                        ptrdiff_t d, ptrdiff_t ahead, ptrdiff_t *n_bad)   \
 {                                                                                         \
     double loss = 0.0, a_prev = 0.0;                                                      \
-    ptrdiff_t start = 0, nnz = 0;                                                         \
+    ptrdiff_t start = 0, nnz = 0, nbad = 0;                                               \
     for (ptrdiff_t i = lo; i < hi; i++) {                                                 \
         const double c = coef[i];                                                         \
         if (c == 0.0)                                                                     \
@@ -622,19 +622,19 @@ GD_CLONES static double gd_csr_rows_##SUFFIX(int obj, const T *data, const I *in
         nnz = (ptrdiff_t)indptr[i + 1] - start;                                           \
         const T *v = data + start;                                                        \
         const I *idx = indices + start;                                                   \
-        if (ahead > 0 && nnz > 0) {                                                       \
-            gd_prefetch_stream(v, nnz * (ptrdiff_t)sizeof(T), ahead * (ptrdiff_t)sizeof(T)); \
-            gd_prefetch_stream(idx, nnz * (ptrdiff_t)sizeof(I), ahead * (ptrdiff_t)sizeof(I)); \
+        if (ahead > 0) {                                                                  \
+            gd_prefetch_stream(v, nnz * (ptrdiff_t)sizeof(T),                             \
+                               ahead * (ptrdiff_t)sizeof(T));                             \
+            gd_prefetch_stream(idx, nnz * (ptrdiff_t)sizeof(I),                           \
+                               ahead * (ptrdiff_t)sizeof(I));                             \
         }                                                                                 \
         ptrdiff_t bad = 0;                                                                \
-        const double m = stride == 2                                                      \
-            ? gd_sdot_saxpy_##SUFFIX(v, idx, nnz, w, 2, d, &bad, a_prev, data + start_o,  \
-                                     indices + start_o, nnz_o, g)                         \
-            : gd_sdot_saxpy_##SUFFIX(v, idx, nnz, w, 1, d, &bad, a_prev, data + start_o,  \
-                                     indices + start_o, nnz_o, g);                        \
+        const double m = gd_sdot_saxpy_##SUFFIX(v, idx, nnz, w, stride, d, &bad, a_prev,  \
+                                                data + start_o, indices + start_o, nnz_o, \
+                                                g);                                       \
         a_prev = 0.0;                                                                     \
         if (bad) {                                                                        \
-            *n_bad += bad;                                                                \
+            nbad += bad;                                                                  \
             continue;                                                                     \
         }                                                                                 \
         if (obj == 1) {                                                                   \
@@ -647,13 +647,30 @@ GD_CLONES static double gd_csr_rows_##SUFFIX(int obj, const T *data, const I *in
             a_prev = c * (-y[i] * pos);                                                   \
         }                                                                                 \
     }                                                                                     \
-    if (a_prev != 0.0 && nnz > 0) {                                                       \
-        if (stride == 2)                                                                  \
-            gd_saxpy_##SUFFIX(a_prev, data + start, indices + start, nnz, g, 2);          \
-        else                                                                              \
-            gd_saxpy_##SUFFIX(a_prev, data + start, indices + start, nnz, g, 1);          \
-    }                                                                                     \
+    if (a_prev != 0.0 && nnz > 0)                                                         \
+        gd_saxpy_##SUFFIX(a_prev, data + start, indices + start, nnz, g, stride);         \
+    *n_bad += nbad;                                                                       \
     return loss;                                                                          \
+}                                                                                         \
+                                                                                          \
+/* one specialised loop for each stride and objective (fewer live values per row) */      \
+GD_CLONES static double gd_csr_rows_##SUFFIX(int obj, const T *data, const I *indices,    \
+                                             const I *indptr, ptrdiff_t lo, ptrdiff_t hi, \
+                                             const double *y, const double *coef,         \
+                                             const double *w, double *g, ptrdiff_t stride, \
+                                             ptrdiff_t d, ptrdiff_t ahead, ptrdiff_t *n_bad) \
+{                                                                                         \
+    if (stride == 2 && obj == 1)                                                          \
+        return gd_csr_rows_k_##SUFFIX(1, data, indices, indptr, lo, hi, y, coef, w, g, 2, d, \
+                                      ahead, n_bad);                                      \
+    if (stride == 2)                                                                      \
+        return gd_csr_rows_k_##SUFFIX(2, data, indices, indptr, lo, hi, y, coef, w, g, 2, d, \
+                                      ahead, n_bad);                                      \
+    if (obj == 1)                                                                         \
+        return gd_csr_rows_k_##SUFFIX(1, data, indices, indptr, lo, hi, y, coef, w, g, 1, d, \
+                                      ahead, n_bad);                                      \
+    return gd_csr_rows_k_##SUFFIX(2, data, indices, indptr, lo, hi, y, coef, w, g, 1, d,  \
+                                  ahead, n_bad);                                          \
 }
 
 /* The logistic CSR row loop of _csr_rows: rows in groups of 4 (the vector losses of
