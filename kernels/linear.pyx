@@ -61,9 +61,9 @@ from libc.stdlib cimport calloc, free
 
 from _rowops cimport (
     GD_AHEAD2_f32, GD_AHEAD2_f64, GD_CSR_AHEAD, GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE,
-    LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy2, axpy_dot, axpy_dot2, bad_label, binary_loss,
-    binary_losses, csr_logistic_rows, csr_rows, csr_softmax_rows, dot, floating,
-    gd_prefetch_stream, index_t, ptrdiff_t, saxpy, sdot, smaxpy, smdot2, softmax_scores,
+    LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy2, axpy_dot2, bad_label, binary_loss,
+    binary_losses, csr_logistic_rows, csr_rows, csr_softmax_rows, dot, floating, index_t,
+    ptrdiff_t, saxpy, sdot, smaxpy, smdot2, softmax_scores,
 )
 
 #: True when compiled with OpenMP (``n_threads > 1`` runs in parallel)
@@ -123,8 +123,7 @@ def set_tuning(**params):
 # ---------------------------------------------------------------------------- row loops
 
 cdef enum:
-    # rows in a group of the software pipelines of _dense_rows and of _csr_rows for
-    # logistic rows (binary_losses takes 4)
+    # rows in a group of the dense softmax rows of _dense_rows
     PIPE = 4
     # rows in a group of the dense binary pipeline (a multiple of 4; see _dense_rows)
     DPIPE = 8
