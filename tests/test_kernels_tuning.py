@@ -225,7 +225,17 @@ def test_calibrate_picks_candidates_and_measures_each():
                              ("csr_ahead", calibrate.CSR_CANDIDATES)):
         assert sorted(int(c) for c in measured[name]) == sorted(candidates)
         assert all(t > 0 for t in measured[name].values())
-        assert measured[name][str(params[name])] == min(measured[name].values())
+        assert params[name] == calibrate.choose({int(c): t for c, t in measured[name].items()})
+
+
+def test_choose_prefers_a_plateau_to_the_edge_of_a_cliff():
+    """6 KB is the fastest alone but next to the 4 KB cliff; 8 KB sits inside the plateau."""
+    times = {0: 20.0, 2048: 15.0, 4096: 14.0, 6144: 8.9, 8192: 9.1, 12288: 9.0, 16384: 9.5}
+    assert calibrate.choose(times) == 8192
+    assert calibrate.choose({0: 3.0, 1024: 1.0, 2048: 2.0}) == 1024  # a single best point
+    assert calibrate.choose({0: 3.0, 1024: 1.01, 2048: 1.0}) == 2048  # the plateau's end
+    assert calibrate.choose({64: 1.0}) == 64
+    assert calibrate.choose({0: 1.0, 64: 1.0, 128: 1.0}) == 0  # ties: the smaller
 
 
 @compiled_only
