@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml meson.build meson.options kernels/meson.build
 	$(PY) -m pip install -q --disable-pip-version-check meson-python meson ninja cython numpy scipy
 	CYTHON=$(VENV_BIN)/cython $(PY) -m pip install -q --disable-pip-version-check \
 		--no-build-isolation --editable '.[test,plot,analysis,notebook,ec2,dev]'
+# then the kernels' prefetch distances for this machine, measured once and cached (gdcode/kernels/tuning.py)
+	$(PY) -m gdcode.kernels.calibrate || echo "kernel calibration failed: the built-in prefetch distances serve"
 	touch $@
 
 demo: install

@@ -16,29 +16,37 @@ ctypedef fused index_t:
     int64_t
 
 cdef extern from "rowops.h" nogil:
-    double gd_dot_f64(const double *x, const double *w, ptrdiff_t n)
-    double gd_dot_f32(const float *x, const double *w, ptrdiff_t n)
-    void gd_mdot4_f64(const double *w0, const double *w1, const double *w2, const double *w3,
-                      const double *x, ptrdiff_t n, double *out)
-    void gd_mdot4_f32(const double *w0, const double *w1, const double *w2, const double *w3,
-                      const float *x, ptrdiff_t n, double *out)
-    void gd_maxpy4_f64(const double *a, const double *x, double *g0, double *g1, double *g2,
-                       double *g3, ptrdiff_t n)
-    void gd_maxpy4_f32(const double *a, const float *x, double *g0, double *g1, double *g2,
-                       double *g3, ptrdiff_t n)
+    const ptrdiff_t GD_AHEAD_f64, GD_AHEAD_f32, GD_AHEAD2_f64, GD_AHEAD2_f32
+    const ptrdiff_t GD_CSR_AHEAD
+    double gd_dot_f64(const double *x, const double *w, ptrdiff_t n, ptrdiff_t ahead)
+    double gd_dot_f32(const float *x, const double *w, ptrdiff_t n, ptrdiff_t ahead)
+    void gd_smdot2_f64(const double *w, ptrdiff_t n, ptrdiff_t nc, const double *x0,
+                       const double *x1, double *s0, double *s1)
+    void gd_smdot2_f32(const double *w, ptrdiff_t n, ptrdiff_t nc, const float *x0,
+                       const float *x1, double *s0, double *s1)
+    void gd_smaxpy_f64(const double *a, ptrdiff_t a_stride, ptrdiff_t nr, const double *x0,
+                       const double *x1, const double *x2, const double *x3, double *g,
+                       ptrdiff_t n, ptrdiff_t nc)
+    void gd_smaxpy_f32(const double *a, ptrdiff_t a_stride, ptrdiff_t nr, const float *x0,
+                       const float *x1, const float *x2, const float *x3, double *g,
+                       ptrdiff_t n, ptrdiff_t nc)
     double gd_axpy_dot_f64(double a, const double *xo, double *g, const double *x,
-                           const double *w, ptrdiff_t n)
+                           const double *w, ptrdiff_t n, ptrdiff_t ahead)
     double gd_axpy_dot_f32(double a, const float *xo, double *g, const float *x,
-                           const double *w, ptrdiff_t n)
+                           const double *w, ptrdiff_t n, ptrdiff_t ahead)
     void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahead)
     void gd_logistic4(const double *m, const double *y, double *loss, double *dloss)
     void gd_axpy_dot2_f64(double a0, double a1, const double *xo0, const double *xo1,
                           double *g, const double *x0, const double *x1, const double *w,
-                          ptrdiff_t n, double *out)
+                          ptrdiff_t n, double *out, ptrdiff_t ahead)
     void gd_axpy_dot2_f32(double a0, double a1, const float *xo0, const float *xo1,
                           double *g, const float *x0, const float *x1, const double *w,
-                          ptrdiff_t n, double *out)
+                          ptrdiff_t n, double *out, ptrdiff_t ahead)
     void gd_axpy_f64(double a, const double *x, double *g, ptrdiff_t n)
+    void gd_axpy2_f64(double a0, double a1, const double *xo0, const double *xo1, double *g,
+                      ptrdiff_t n)
+    void gd_axpy2_f32(double a0, double a1, const float *xo0, const float *xo1, double *g,
+                      ptrdiff_t n)
     void gd_axpy_f32(double a, const float *x, double *g, ptrdiff_t n)
     void gd_scale_axpy_f64(double s, double a, const double *x, double *w, ptrdiff_t n)
     void gd_scale_axpy_f32(double s, double a, const float *x, double *w, ptrdiff_t n)
@@ -50,6 +58,42 @@ cdef extern from "rowops.h" nogil:
                            ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad)
     double gd_sdot_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz, const double *w,
                            ptrdiff_t stride, ptrdiff_t d, ptrdiff_t *bad)
+    double gd_csr_rows_f64_i32(int obj, const double *data, const int32_t *indices, const int32_t *indptr,
+                             ptrdiff_t lo, ptrdiff_t hi, const double *y, const double *coef,
+                             const double *w, double *g, ptrdiff_t stride, ptrdiff_t d,
+                             ptrdiff_t ahead, ptrdiff_t *n_bad)
+    double gd_csr_rows_f64_i64(int obj, const double *data, const int64_t *indices, const int64_t *indptr,
+                             ptrdiff_t lo, ptrdiff_t hi, const double *y, const double *coef,
+                             const double *w, double *g, ptrdiff_t stride, ptrdiff_t d,
+                             ptrdiff_t ahead, ptrdiff_t *n_bad)
+    double gd_csr_rows_f32_i32(int obj, const float *data, const int32_t *indices, const int32_t *indptr,
+                             ptrdiff_t lo, ptrdiff_t hi, const double *y, const double *coef,
+                             const double *w, double *g, ptrdiff_t stride, ptrdiff_t d,
+                             ptrdiff_t ahead, ptrdiff_t *n_bad)
+    double gd_csr_rows_f32_i64(int obj, const float *data, const int64_t *indices, const int64_t *indptr,
+                             ptrdiff_t lo, ptrdiff_t hi, const double *y, const double *coef,
+                             const double *w, double *g, ptrdiff_t stride, ptrdiff_t d,
+                             ptrdiff_t ahead, ptrdiff_t *n_bad)
+    double gd_csr_logistic_rows_f64_i32(const double *data, const int32_t *indices, const int32_t *indptr,
+                                      ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                      const double *coef, const double *w, double *g,
+                                      ptrdiff_t stride, ptrdiff_t d, ptrdiff_t ahead,
+                                      ptrdiff_t *n_bad)
+    double gd_csr_logistic_rows_f64_i64(const double *data, const int64_t *indices, const int64_t *indptr,
+                                      ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                      const double *coef, const double *w, double *g,
+                                      ptrdiff_t stride, ptrdiff_t d, ptrdiff_t ahead,
+                                      ptrdiff_t *n_bad)
+    double gd_csr_logistic_rows_f32_i32(const float *data, const int32_t *indices, const int32_t *indptr,
+                                      ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                      const double *coef, const double *w, double *g,
+                                      ptrdiff_t stride, ptrdiff_t d, ptrdiff_t ahead,
+                                      ptrdiff_t *n_bad)
+    double gd_csr_logistic_rows_f32_i64(const float *data, const int64_t *indices, const int64_t *indptr,
+                                      ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                      const double *coef, const double *w, double *g,
+                                      ptrdiff_t stride, ptrdiff_t d, ptrdiff_t ahead,
+                                      ptrdiff_t *n_bad)
     void gd_saxpy_f64_i32(double a, const double *v, const int32_t *idx, ptrdiff_t nnz, double *g,
                           ptrdiff_t stride)
     void gd_saxpy_f64_i64(double a, const double *v, const int64_t *idx, ptrdiff_t nnz, double *g,
@@ -58,22 +102,27 @@ cdef extern from "rowops.h" nogil:
                           ptrdiff_t stride)
     void gd_saxpy_f32_i64(double a, const float *v, const int64_t *idx, ptrdiff_t nnz, double *g,
                           ptrdiff_t stride)
-    void gd_sdotk_f64_i32(const double *v, const int32_t *idx, ptrdiff_t nnz, const double *wt,
-                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_saxpyk_f64_i32(const double *a, const double *v, const int32_t *idx, ptrdiff_t nnz,
-                           double *gt, ptrdiff_t K)
-    void gd_sdotk_f64_i64(const double *v, const int64_t *idx, ptrdiff_t nnz, const double *wt,
-                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_saxpyk_f64_i64(const double *a, const double *v, const int64_t *idx, ptrdiff_t nnz,
-                           double *gt, ptrdiff_t K)
-    void gd_sdotk_f32_i32(const float *v, const int32_t *idx, ptrdiff_t nnz, const double *wt,
-                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_saxpyk_f32_i32(const double *a, const float *v, const int32_t *idx, ptrdiff_t nnz,
-                           double *gt, ptrdiff_t K)
-    void gd_sdotk_f32_i64(const float *v, const int64_t *idx, ptrdiff_t nnz, const double *wt,
-                          ptrdiff_t K, ptrdiff_t d, double *s, ptrdiff_t *bad)
-    void gd_saxpyk_f32_i64(const double *a, const float *v, const int64_t *idx, ptrdiff_t nnz,
-                           double *gt, ptrdiff_t K)
+    double gd_csr_softmax_rows_f64_i32(const double *data, const int32_t *indices, const int32_t *indptr,
+                                     ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                     const double *coef, double *wg, ptrdiff_t K, ptrdiff_t d,
+                                     ptrdiff_t ahead, double *s, ptrdiff_t *n_bad_index,
+                                     ptrdiff_t *n_bad_label)
+    double gd_csr_softmax_rows_f64_i64(const double *data, const int64_t *indices, const int64_t *indptr,
+                                     ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                     const double *coef, double *wg, ptrdiff_t K, ptrdiff_t d,
+                                     ptrdiff_t ahead, double *s, ptrdiff_t *n_bad_index,
+                                     ptrdiff_t *n_bad_label)
+    double gd_csr_softmax_rows_f32_i32(const float *data, const int32_t *indices, const int32_t *indptr,
+                                     ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                     const double *coef, double *wg, ptrdiff_t K, ptrdiff_t d,
+                                     ptrdiff_t ahead, double *s, ptrdiff_t *n_bad_index,
+                                     ptrdiff_t *n_bad_label)
+    double gd_csr_softmax_rows_f32_i64(const float *data, const int64_t *indices, const int64_t *indptr,
+                                     ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                     const double *coef, double *wg, ptrdiff_t K, ptrdiff_t d,
+                                     ptrdiff_t ahead, double *s, ptrdiff_t *n_bad_index,
+                                     ptrdiff_t *n_bad_label)
+    double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
 
 cdef extern from *:
     """
@@ -97,49 +146,73 @@ cdef enum:
     SOFTMAX = 3
 
 
-cdef inline double dot(const floating *x, const double *w, ptrdiff_t n) noexcept nogil:
+# ``ahead``: bytes of the row stream prefetched ahead of the loop (0: none); only speed
+# depends on it, never the result.
+
+cdef inline double dot(const floating *x, const double *w, ptrdiff_t n,
+                       ptrdiff_t ahead) noexcept nogil:
     if floating is double:
-        return gd_dot_f64(x, w, n)
+        return gd_dot_f64(x, w, n, ahead)
     else:
-        return gd_dot_f32(x, w, n)
+        return gd_dot_f32(x, w, n, ahead)
 
 
 cdef inline double axpy_dot(double a, const floating *xo, double *g, const floating *x,
-                            const double *w, ptrdiff_t n) noexcept nogil:
+                            const double *w, ptrdiff_t n, ptrdiff_t ahead) noexcept nogil:
     """``g += a xo``, returning ``dot(x, w)``: the update of the previous row in the loop
     that reads the next one."""
     if floating is double:
-        return gd_axpy_dot_f64(a, xo, g, x, w, n)
+        return gd_axpy_dot_f64(a, xo, g, x, w, n, ahead)
     else:
-        return gd_axpy_dot_f32(a, xo, g, x, w, n)
+        return gd_axpy_dot_f32(a, xo, g, x, w, n, ahead)
 
 
 cdef inline void axpy_dot2(double a0, double a1, const floating *xo0, const floating *xo1,
                            double *g, const floating *x0, const floating *x1, const double *w,
-                           ptrdiff_t n, double *out) noexcept nogil:
+                           ptrdiff_t n, double *out, ptrdiff_t ahead) noexcept nogil:
     """``out[k] = dot(xk, w)`` for k = 0, 1, and ``g += a0 xo0 + a1 xo1``, in one loop."""
     if floating is double:
-        gd_axpy_dot2_f64(a0, a1, xo0, xo1, g, x0, x1, w, n, out)
+        gd_axpy_dot2_f64(a0, a1, xo0, xo1, g, x0, x1, w, n, out, ahead)
     else:
-        gd_axpy_dot2_f32(a0, a1, xo0, xo1, g, x0, x1, w, n, out)
+        gd_axpy_dot2_f32(a0, a1, xo0, xo1, g, x0, x1, w, n, out, ahead)
 
 
-cdef inline void mdot4(const double *w, ptrdiff_t n, const floating *x,
-                       double *out) noexcept nogil:
-    """Dot products of ``x`` with the four rows ``w[0:n], w[n:2n], ...``."""
+cdef inline ptrdiff_t default_ahead(const floating *x) noexcept nogil:
+    """The built-in prefetch distance of one-row loops (rowops.h) for this dtype."""
     if floating is double:
-        gd_mdot4_f64(w, w + n, w + 2 * n, w + 3 * n, x, n, out)
+        return GD_AHEAD_f64
     else:
-        gd_mdot4_f32(w, w + n, w + 2 * n, w + 3 * n, x, n, out)
+        return GD_AHEAD_f32
 
 
-cdef inline void maxpy4(const double *a, const floating *x, double *g,
-                        ptrdiff_t n) noexcept nogil:
-    """``g[k n:(k+1) n] += a[k] x`` for k = 0..3."""
+cdef inline void smdot2(const double *w, ptrdiff_t n, ptrdiff_t nc, const floating *x0,
+                        const floating *x1, double *s0, double *s1) noexcept nogil:
+    """Scores of rows ``x0`` and ``x1`` (which may be ``x0``) for the ``nc <= 4`` classes
+    whose parameter rows are ``w[0:n], w[n:2n], ...`` (rowops.h)."""
     if floating is double:
-        gd_maxpy4_f64(a, x, g, g + n, g + 2 * n, g + 3 * n, n)
+        gd_smdot2_f64(w, n, nc, x0, x1, s0, s1)
     else:
-        gd_maxpy4_f32(a, x, g, g + n, g + 2 * n, g + 3 * n, n)
+        gd_smdot2_f32(w, n, nc, x0, x1, s0, s1)
+
+
+cdef inline void smaxpy(const double *a, ptrdiff_t a_stride, ptrdiff_t nr,
+                        const floating **x, double *g, ptrdiff_t n,
+                        ptrdiff_t nc) noexcept nogil:
+    """``g[k n:(k+1) n] += sum_r a[r a_stride + k] x[r]`` for the ``nc <= 4`` classes and the
+    ``nr <= 4`` rows ``x[0..nr-1]``, in row order."""
+    if floating is double:
+        gd_smaxpy_f64(a, a_stride, nr, x[0], x[1], x[2], x[3], g, n, nc)
+    else:
+        gd_smaxpy_f32(a, a_stride, nr, x[0], x[1], x[2], x[3], g, n, nc)
+
+
+cdef inline void axpy2(double a0, double a1, const floating *xo0, const floating *xo1,
+                       double *g, ptrdiff_t n) noexcept nogil:
+    """``g += a0 xo0 + a1 xo1``, adding the same numbers as the update of axpy_dot2."""
+    if floating is double:
+        gd_axpy2_f64(a0, a1, xo0, xo1, g, n)
+    else:
+        gd_axpy2_f32(a0, a1, xo0, xo1, g, n)
 
 
 cdef inline void axpy(double a, const floating *x, double *g, ptrdiff_t n) noexcept nogil:
@@ -172,6 +245,49 @@ cdef inline double sdot(const floating *v, const index_t *idx, ptrdiff_t nnz, co
             return gd_sdot_f32_i64(v, idx, nnz, w, stride, d, bad)
 
 
+cdef inline double csr_rows(int obj, const floating *data, const index_t *indices,
+                            const index_t *indptr, ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                            const double *coef, const double *w, double *g, ptrdiff_t stride,
+                            ptrdiff_t d, ptrdiff_t ahead, ptrdiff_t *n_bad) noexcept nogil:
+    """The least-squares and hinge CSR row loop (rowops.h gd_csr_rows)."""
+    if floating is double:
+        if index_t is int32_t:
+            return gd_csr_rows_f64_i32(obj, data, indices, indptr, lo, hi, y, coef, w, g,
+                                       stride, d, ahead, n_bad)
+        else:
+            return gd_csr_rows_f64_i64(obj, data, indices, indptr, lo, hi, y, coef, w, g,
+                                       stride, d, ahead, n_bad)
+    else:
+        if index_t is int32_t:
+            return gd_csr_rows_f32_i32(obj, data, indices, indptr, lo, hi, y, coef, w, g,
+                                       stride, d, ahead, n_bad)
+        else:
+            return gd_csr_rows_f32_i64(obj, data, indices, indptr, lo, hi, y, coef, w, g,
+                                       stride, d, ahead, n_bad)
+
+
+cdef inline double csr_logistic_rows(const floating *data, const index_t *indices,
+                                     const index_t *indptr, ptrdiff_t lo, ptrdiff_t hi,
+                                     const double *y, const double *coef, const double *w,
+                                     double *g, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t ahead,
+                                     ptrdiff_t *n_bad) noexcept nogil:
+    """The logistic CSR row loop (rowops.h gd_csr_logistic_rows)."""
+    if floating is double:
+        if index_t is int32_t:
+            return gd_csr_logistic_rows_f64_i32(data, indices, indptr, lo, hi, y, coef, w, g,
+                                                stride, d, ahead, n_bad)
+        else:
+            return gd_csr_logistic_rows_f64_i64(data, indices, indptr, lo, hi, y, coef, w, g,
+                                                stride, d, ahead, n_bad)
+    else:
+        if index_t is int32_t:
+            return gd_csr_logistic_rows_f32_i32(data, indices, indptr, lo, hi, y, coef, w, g,
+                                                stride, d, ahead, n_bad)
+        else:
+            return gd_csr_logistic_rows_f32_i64(data, indices, indptr, lo, hi, y, coef, w, g,
+                                                stride, d, ahead, n_bad)
+
+
 cdef inline void saxpy(double a, const floating *v, const index_t *idx, ptrdiff_t nnz,
                        double *g, ptrdiff_t stride) noexcept nogil:
     """``g[idx[q] stride] += a v[q]``."""
@@ -187,32 +303,27 @@ cdef inline void saxpy(double a, const floating *v, const index_t *idx, ptrdiff_
             gd_saxpy_f32_i64(a, v, idx, nnz, g, stride)
 
 
-cdef inline void sdotk(const floating *v, const index_t *idx, ptrdiff_t nnz, const double *wt,
-                       ptrdiff_t n_classes, ptrdiff_t d, double *s, ptrdiff_t *bad) noexcept nogil:
+cdef inline double csr_softmax_rows(const floating *data, const index_t *indices,
+                                    const index_t *indptr, ptrdiff_t lo, ptrdiff_t hi,
+                                    const double *y, const double *coef, double *wg,
+                                    ptrdiff_t K, ptrdiff_t d, ptrdiff_t ahead, double *s,
+                                    ptrdiff_t *n_bad_index, ptrdiff_t *n_bad_label) noexcept nogil:
+    """The softmax CSR row loop on the interleaved column-major copy (rowops.h
+    gd_csr_softmax_rows); ``s`` is scratch of 2 Kp doubles."""
     if floating is double:
         if index_t is int32_t:
-            gd_sdotk_f64_i32(v, idx, nnz, wt, n_classes, d, s, bad)
+            return gd_csr_softmax_rows_f64_i32(data, indices, indptr, lo, hi, y, coef, wg, K, d,
+                                               ahead, s, n_bad_index, n_bad_label)
         else:
-            gd_sdotk_f64_i64(v, idx, nnz, wt, n_classes, d, s, bad)
+            return gd_csr_softmax_rows_f64_i64(data, indices, indptr, lo, hi, y, coef, wg, K, d,
+                                               ahead, s, n_bad_index, n_bad_label)
     else:
         if index_t is int32_t:
-            gd_sdotk_f32_i32(v, idx, nnz, wt, n_classes, d, s, bad)
+            return gd_csr_softmax_rows_f32_i32(data, indices, indptr, lo, hi, y, coef, wg, K, d,
+                                               ahead, s, n_bad_index, n_bad_label)
         else:
-            gd_sdotk_f32_i64(v, idx, nnz, wt, n_classes, d, s, bad)
-
-
-cdef inline void saxpyk(const double *a, const floating *v, const index_t *idx, ptrdiff_t nnz,
-                        double *gt, ptrdiff_t n_classes) noexcept nogil:
-    if floating is double:
-        if index_t is int32_t:
-            gd_saxpyk_f64_i32(a, v, idx, nnz, gt, n_classes)
-        else:
-            gd_saxpyk_f64_i64(a, v, idx, nnz, gt, n_classes)
-    else:
-        if index_t is int32_t:
-            gd_saxpyk_f32_i32(a, v, idx, nnz, gt, n_classes)
-        else:
-            gd_saxpyk_f32_i64(a, v, idx, nnz, gt, n_classes)
+            return gd_csr_softmax_rows_f32_i64(data, indices, indptr, lo, hi, y, coef, wg, K, d,
+                                               ahead, s, n_bad_index, n_bad_label)
 
 
 cdef inline double binary_loss(int obj, double m, double y, double *dloss) noexcept nogil:
@@ -272,16 +383,7 @@ cdef inline bint bad_label(double label, ptrdiff_t n_classes) noexcept nogil:
 cdef inline double softmax_scores(double *s, ptrdiff_t n_classes, ptrdiff_t label) noexcept nogil:
     """Turn scores ``s`` into probabilities in place; return ``-log softmax(s)[label]``.
 
-    The maximum is subtracted before exp, so large scores neither overflow nor lose the loss.
+    The maximum is subtracted before exp (four at a time, rowops.h gd_softmax: within a few
+    ulp of libm), so large scores neither overflow nor lose the loss.
     """
-    cdef ptrdiff_t k
-    cdef double smax = s[0], total = 0.0, s_label = s[label]
-    for k in range(1, n_classes):
-        if s[k] > smax:
-            smax = s[k]
-    for k in range(n_classes):
-        s[k] = exp(s[k] - smax)
-        total = total + s[k]
-    for k in range(n_classes):
-        s[k] = s[k] / total
-    return smax + log(total) - s_label
+    return gd_softmax(s, n_classes, label)

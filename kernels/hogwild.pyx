@@ -38,8 +38,8 @@ from libc.stdlib cimport calloc, free
 from gdcode.kernels.reference import check_hogwild_args
 
 from _rowops cimport (
-    GDCODE_HAVE_OPENMP, HINGE, LEAST_SQUARES, LOGISTIC, SOFTMAX, bad_label, binary_loss, dot,
-    floating, index_t, ptrdiff_t, scale_axpy, sdot, softmax_scores,
+    GDCODE_HAVE_OPENMP, HINGE, LEAST_SQUARES, LOGISTIC, SOFTMAX, bad_label, binary_loss,
+    default_ahead, dot, floating, index_t, ptrdiff_t, scale_axpy, sdot, softmax_scores,
 )
 
 #: True when compiled with OpenMP (threads run in parallel)
@@ -86,7 +86,7 @@ cdef ptrdiff_t _dense_thread(int obj, const floating[:, ::1] X, const double[::1
             continue
         x = &X[i, 0]
         if obj != SOFTMAX:
-            m = dot(x, w, p)
+            m = dot(x, w, p, default_ahead(x))
             binary_loss(obj, m, y[i], &d)
             if d != 0.0 or shrink != 1.0:
                 scale_axpy(shrink, -eta * d, x, w, p)
@@ -96,7 +96,7 @@ cdef ptrdiff_t _dense_thread(int obj, const floating[:, ::1] X, const double[::1
             continue
         cls = <ptrdiff_t> y[i]
         for k in range(n_classes):
-            s[k] = dot(x, w + k * p, p)
+            s[k] = dot(x, w + k * p, p, default_ahead(x))
         softmax_scores(s, n_classes, cls)
         for k in range(n_classes):
             d = s[k] - 1.0 if k == cls else s[k]

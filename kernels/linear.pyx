@@ -31,17 +31,23 @@ per call and added into ``grad`` in chunk order (so the result depends on ``n_th
 through summation order). When the module is built without OpenMP (``OPENMP`` is False),
 ``n_threads`` is accepted and ignored.
 
-How (measured on 200000 x 200 float64 rows; see ``gdcode bench kernels``): dense rows go
-through a software pipeline over groups of 4 rows, the dot products of two new rows running in
-the same vector loop as the updates by two rows of the previous group (rowops.h, compiled for
-SSE2, AVX2 and AVX-512 and chosen at load time), each row stream prefetched into L2 ahead of
-the loop, with the group's losses computed together and without data-dependent branches (four
-logistic rows in one vector exp and log1p). CSR rows go one at a time (logistic rows in the
-same groups of 4), each row's entries prefetched into L1 2 KB ahead, the gathers of a row
-then its scatters, each column index checked. A CSR block with at least as many nonzeros as
-parameters works on a copy laid out for it: ``w`` and ``grad`` interleaved (binary
-objectives: an update hits the lines its dot product has just gathered), or ``W`` and ``G``
-column-major (softmax: K adjacent numbers per nonzero instead of K scattered ones).
+How (measured on the blocks of ``gdcode bench kernels``): dense rows go through a software
+pipeline over groups of 8 rows, the dot products of two new rows running in the same vector
+loop as the updates by two rows of the previous group (rowops.h, compiled for SSE2, AVX2 and
+AVX-512 and chosen at load time), each row stream prefetched into L2 ahead of the loop, with
+the group's losses computed together and without data-dependent branches (logistic rows four
+at a time in one vector exp and log1p); dense softmax rows go in groups of 4 and classes in
+chunks of 4. CSR rows go one at a time (logistic rows in groups of 4), in row loops written in
+C (rowops.h gd_csr_rows and its siblings), each row's entries prefetched into L1 ahead, its
+dot product (or its K scores) gathered in one loop with the previous row's update, each
+column index checked. A CSR block with enough nonzeros for its columns works on a copy laid
+out for it: ``w`` and ``grad`` interleaved (binary objectives), or ``W`` and ``G`` column-major
+and interleaved by four classes (softmax), so that an update hits the lines its row's dot
+product gathered.
+
+Machine-dependent parameters (prefetch distances) are set at run time (:func:`set_tuning`),
+from this machine's calibration when one is cached (``gdcode.kernels.tuning``); they change
+the speed, never the results.
 
 Errors: shapes that disagree, a CSR ``indptr`` that decreases or overruns ``data``, a column
 index outside ``0..n_cols-1`` and (softmax) a label outside ``0..K-1`` raise ValueError; after
@@ -54,10 +60,10 @@ from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free
 
 from _rowops cimport (
-    GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE, LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy,
-    axpy_dot, axpy_dot2, bad_label, binary_loss, binary_losses, dot, floating,
-    gd_prefetch_stream, index_t, maxpy4, mdot4, ptrdiff_t, saxpy, saxpyk, sdot, sdotk,
-    softmax_scores,
+    GD_AHEAD2_f32, GD_AHEAD2_f64, GD_CSR_AHEAD, GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE,
+    LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy2, axpy_dot2, bad_label, binary_loss,
+    binary_losses, csr_logistic_rows, csr_rows, csr_softmax_rows, dot, floating, index_t,
+    ptrdiff_t, saxpy, sdot, smaxpy, smdot2, softmax_scores,
 )
 
 #: True when compiled with OpenMP (``n_threads > 1`` runs in parallel)
@@ -66,32 +72,81 @@ OPENMP = bool(GDCODE_HAVE_OPENMP)
 DEBUG = bool(GDCODE_KERNEL_DEBUG)
 
 
+# ---------------------------------------------------------------------------- tuning
+
+cdef struct Tuning:
+    # bytes of each dense row stream prefetched ahead of the loops that read it, for float64
+    # and float32 rows (0: no software prefetch)
+    ptrdiff_t dense_ahead[2]
+    # CSR entries prefetched ahead of the row being read (data and indices; 0: none)
+    ptrdiff_t csr_ahead
+
+# the built-in defaults (rowops.h), until set_tuning replaces them
+cdef Tuning _tuning
+_tuning.dense_ahead[0] = GD_AHEAD2_f64
+_tuning.dense_ahead[1] = GD_AHEAD2_f32
+_tuning.csr_ahead = GD_CSR_AHEAD
+
+#: the tunable parameters: bytes (dense rows) or entries (CSR) prefetched ahead
+TUNABLE = ("dense_ahead_f64", "dense_ahead_f32", "csr_ahead")
+#: the largest value set_tuning accepts
+TUNING_MAX = 65536
+DEFAULT_TUNING = {"dense_ahead_f64": GD_AHEAD2_f64, "dense_ahead_f32": GD_AHEAD2_f32,
+                  "csr_ahead": GD_CSR_AHEAD}
+
+
+def tuning():
+    """The prefetch distances in use, a dict keyed by :data:`TUNABLE`."""
+    return {"dense_ahead_f64": _tuning.dense_ahead[0], "dense_ahead_f32": _tuning.dense_ahead[1],
+            "csr_ahead": _tuning.csr_ahead}
+
+
+def set_tuning(**params):
+    """Set some of the prefetch distances (names of :data:`TUNABLE`, integers 0 to
+    :data:`TUNING_MAX`; 0 turns that software prefetch off). They change only the speed of
+    the kernels, never their results. Unknown names or bad values raise ValueError and set
+    nothing."""
+    for name, value in params.items():
+        if name not in TUNABLE:
+            raise ValueError(f"unknown tuning parameter {name!r}; known: {', '.join(TUNABLE)}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= TUNING_MAX:
+            raise ValueError(f"{name} must be an integer from 0 to {TUNING_MAX}, got {value!r}")
+    for name, value in params.items():
+        if name == "dense_ahead_f64":
+            _tuning.dense_ahead[0] = value
+        elif name == "dense_ahead_f32":
+            _tuning.dense_ahead[1] = value
+        else:
+            _tuning.csr_ahead = value
+
+
 # ---------------------------------------------------------------------------- row loops
 
 cdef enum:
-    # rows in a group of the software pipelines of _dense_rows and of _csr_rows for
-    # logistic rows (binary_losses takes 4)
+    # rows in a group of the dense softmax rows of _dense_rows
     PIPE = 4
-    # bytes of CSR data prefetched ahead of the row being read (indices in proportion)
-    STREAM_AHEAD = 2048
+    # rows in a group of the dense binary pipeline (a multiple of 4; see _dense_rows)
+    DPIPE = 8
     # the largest interleaved copy of w and g (doubles, all threads) of _run_csr: 32 MiB
     INTERLEAVE_MAX = 4194304
+    # the largest copy buffer kept for the next call (doubles): 16 MiB
+    SPARE_MAX = 2097152
 
 
 cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] y,
                            const double[::1] coef, const double *W, double *G,
                            ptrdiff_t n_classes, ptrdiff_t lo, ptrdiff_t hi, double *s,
-                           double *loss_out) noexcept nogil:
-    """Rows lo:hi into G; returns the number of bad labels (softmax)."""
-    cdef ptrdiff_t i, k, cls, p = X.shape[1], n_bad = 0
+                           double *loss_out, ptrdiff_t ahead) noexcept nogil:
+    """Rows lo:hi into G; returns the number of bad labels (softmax). ``ahead``: bytes of
+    each row stream prefetched ahead (speed only)."""
+    cdef ptrdiff_t i, k, cls, nc, p = X.shape[1], n_bad = 0
     cdef double c, d, loss = 0.0
-    cdef const floating *x = NULL
-    cdef const floating *x_old[PIPE]
-    cdef const floating *x_new[PIPE]
-    cdef double a_old[PIPE]
-    cdef double margin[PIPE]
-    cdef double yb[PIPE]
-    cdef double cb[PIPE]
+    cdef const floating *x_old[DPIPE]
+    cdef const floating *x_new[DPIPE]
+    cdef double a_old[DPIPE]
+    cdef double margin[DPIPE]
+    cdef double yb[DPIPE]
+    cdef double cb[DPIPE]
     cdef ptrdiff_t b, nb, n_old = 0
     if obj != SOFTMAX:
         if p == 0:
@@ -100,20 +155,27 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
                     loss = loss + coef[i] * binary_loss(obj, 0.0, y[i], &d)
             loss_out[0] = loss
             return 0
-        # Rows in order, in groups of PIPE: the dot products of a group run in the loops
+        # Rows in order, in groups of DPIPE: the dot products of a group run in the loops
         # that also add the updates of the previous group's rows, still in L1, so that
         # loads from memory and arithmetic overlap; two rows per loop (axpy_dot2), so that
         # one load and store of G serves two updates and the loop has a quarter fewer
         # instructions per row. Then the group's losses and derivatives are computed
-        # together (four logistic rows in one vector exp and log1p). One sequential stream
-        # through X, prefetched ahead inside the loops (rowops.h). Measured faster than an
-        # update after each dot, than one row per loop (5-9% slower), than blocks of dots then
-        # updates, and than four rows per loop. An update runs even when its coefficient is
-        # 0 (an inactive hinge row): cheaper than a branch that the data decides.
+        # together (logistic rows four at a time in one vector exp and log1p). One
+        # sequential stream through X, prefetched ahead inside the loops (rowops.h).
+        # Measured faster than an update after each dot, than one row per loop (5-9% slower),
+        # than blocks of dots then updates, and than four rows per loop. Groups of 8 rows
+        # rather than 4 halve the pauses per row while a group's losses are computed, which
+        # the out-of-order window cannot hide behind the next group's loads (float32
+        # logistic rows on the EPYC VM, under load: 47% -> 58-64% of a bare read; 16 rows
+        # no better; a lag of two groups between dots and updates no better either: the
+        # window, not the dependency, is the limit). An update runs even when its
+        # coefficient is 0 (an inactive hinge row): cheaper than a branch that the data
+        # decides. A full group's updates go in pairs, the last (partial) group's row by
+        # row.
         i = lo
         while i < hi:
             nb = 0
-            while nb < PIPE and i < hi:
+            while nb < DPIPE and i < hi:
                 c = coef[i]
                 if c != 0.0:
                     x_new[nb] = &X[i, 0]
@@ -121,181 +183,125 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
                     cb[nb] = c
                     nb = nb + 1
                 i = i + 1
-            if nb == PIPE and n_old == PIPE:
-                axpy_dot2(a_old[0], a_old[1], x_old[0], x_old[1], G, x_new[0], x_new[1], W,
-                          p, &margin[0])
-                axpy_dot2(a_old[2], a_old[3], x_old[2], x_old[3], G, x_new[2], x_new[3], W,
-                          p, &margin[2])
+            if nb == DPIPE and n_old == DPIPE:
+                for b in range(0, DPIPE, 2):
+                    axpy_dot2(a_old[b], a_old[b + 1], x_old[b], x_old[b + 1], G, x_new[b],
+                              x_new[b + 1], W, p, &margin[b], ahead)
             else:
+                if n_old == DPIPE:
+                    for b in range(0, DPIPE, 2):
+                        axpy2(a_old[b], a_old[b + 1], x_old[b], x_old[b + 1], G, p)
+                else:
+                    for b in range(n_old):
+                        axpy(a_old[b], x_old[b], G, p)
                 for b in range(nb):
-                    if b < n_old:
-                        margin[b] = axpy_dot(a_old[b], x_old[b], G, x_new[b], W, p)
-                    else:
-                        margin[b] = dot(x_new[b], W, p)
-            for b in range(nb, n_old):
-                axpy(a_old[b], x_old[b], G, p)
-            loss = loss + binary_losses(obj, margin, yb, cb, nb, a_old)
+                    margin[b] = dot(x_new[b], W, p, ahead)
+            for b in range(0, nb, 4):
+                loss = loss + binary_losses(obj, &margin[b], &yb[b], &cb[b], min(4, nb - b),
+                                            &a_old[b])
             for b in range(nb):
                 x_old[b] = x_new[b]
             n_old = nb
-        for b in range(n_old):
-            if a_old[b] != 0.0:
+        if n_old == DPIPE:
+            for b in range(0, DPIPE, 2):
+                axpy2(a_old[b], a_old[b + 1], x_old[b], x_old[b + 1], G, p)
+        else:
+            for b in range(n_old):
                 axpy(a_old[b], x_old[b], G, p)
         loss_out[0] = loss
         return 0
-    for i in range(lo, hi):
-        c = coef[i]
-        if c == 0.0:
-            continue
-        if bad_label(y[i], n_classes):
-            n_bad = n_bad + 1
-            continue
-        if p > 0:
-            x = &X[i, 0]
-        cls = <ptrdiff_t> y[i]
-        k = 0
-        if p > 0:
-            while k + 4 <= n_classes:
-                mdot4(W + k * p, p, x, &s[k])
-                k = k + 4
-        while k < n_classes:
-            s[k] = dot(x, W + k * p, p) if p > 0 else 0.0
-            k = k + 1
-        loss = loss + c * softmax_scores(s, n_classes, cls)
-        if p > 0:
-            # s becomes the derivatives c (p_k - [k == cls]) of the scores
+    # Softmax: rows in groups of up to PIPE, classes in chunks of up to 4 (rowops.h): the
+    # scores of two rows and a chunk in one loop, then each chunk of G updated by the whole
+    # group in one loop (one load and store of G for four rows). s holds PIPE rows of
+    # n_classes scores, which become the derivatives c (p_k - [k == cls]).
+    i = lo
+    while i < hi:
+        nb = 0
+        while nb < PIPE and i < hi:
+            c = coef[i]
+            if c != 0.0:
+                if bad_label(y[i], n_classes):
+                    n_bad = n_bad + 1
+                else:
+                    x_new[nb] = &X[i, 0] if p > 0 else NULL
+                    yb[nb] = y[i]
+                    cb[nb] = c
+                    nb = nb + 1
+            i = i + 1
+        if nb == 0:
+            break
+        for b in range(nb, PIPE):
+            x_new[b] = x_new[0]
+        for k in range(0, n_classes, 4):
+            nc = min(4, n_classes - k)
+            if p == 0:
+                for b in range(nb):
+                    for cls in range(k, k + nc):
+                        s[b * n_classes + cls] = 0.0
+                continue
+            smdot2(W + k * p, p, nc, x_new[0], x_new[1], &s[k], &s[n_classes + k])
+            if nb > 2:
+                smdot2(W + k * p, p, nc, x_new[2], x_new[3], &s[2 * n_classes + k],
+                       &s[3 * n_classes + k])
+        for b in range(nb):
+            cls = <ptrdiff_t> yb[b]
+            c = cb[b]
+            loss = loss + c * softmax_scores(&s[b * n_classes], n_classes, cls)
             for k in range(n_classes):
-                s[k] = c * (s[k] - 1.0) if k == cls else c * s[k]
-            k = 0
-            while k + 4 <= n_classes:
-                maxpy4(&s[k], x, G + k * p, p)
-                k = k + 4
-            while k < n_classes:
-                axpy(s[k], x, G + k * p, p)
-                k = k + 1
+                d = s[b * n_classes + k]
+                s[b * n_classes + k] = c * (d - 1.0) if k == cls else c * d
+        if p > 0:
+            for k in range(0, n_classes, 4):
+                smaxpy(&s[k], n_classes, nb, x_new, G + k * p, p, min(4, n_classes - k))
     loss_out[0] = loss
     return n_bad
-
-
-cdef inline void _prefetch_row(const floating *v, const index_t *idx,
-                              ptrdiff_t nnz) noexcept nogil:
-    """Prefetch the CSR entries STREAM_AHEAD bytes of data (and as many entries of indices)
-    past this row into L1: without it the gathers wait on the data and index streams (CSR
-    least squares 12.0 -> 11.0 ms on the benchmark block; 1 KB ahead about the same, 3 and
-    4 KB slower; prefetchnta twice as slow in a standalone C loop)."""
-    gd_prefetch_stream(v, nnz * sizeof(floating), STREAM_AHEAD)
-    gd_prefetch_stream(idx, nnz * sizeof(index_t),
-                       STREAM_AHEAD * sizeof(index_t) // sizeof(floating))
-
-
-cdef inline double _row_dot(const floating *v, const index_t *idx, ptrdiff_t nnz,
-                          const double *W, ptrdiff_t stride, ptrdiff_t p,
-                          ptrdiff_t *bad) noexcept nogil:
-    """sdot of one CSR row, its entries first prefetched; a constant stride at each call, so
-    that no index is multiplied (least squares 9.1 -> 8.8 ms on the benchmark block)."""
-    if nnz == 0:
-        return 0.0
-    _prefetch_row(v, idx, nnz)
-    if stride == 2:
-        return sdot(v, idx, nnz, W, 2, p, bad)
-    return sdot(v, idx, nnz, W, 1, p, bad)
-
-
-cdef inline void _row_update(double a, const floating *v, const index_t *idx, ptrdiff_t nnz,
-                             double *G, ptrdiff_t stride) noexcept nogil:
-    """saxpy of one CSR row, skipped when it adds nothing; a constant stride at each call."""
-    if a == 0.0 or nnz == 0:
-        return
-    if stride == 2:
-        saxpy(a, v, idx, nnz, G, 2)
-    else:
-        saxpy(a, v, idx, nnz, G, 1)
 
 
 cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] indices,
                          const index_t[::1] indptr, const double[::1] y, const double[::1] coef,
                          const double *W, double *G, ptrdiff_t n_classes, ptrdiff_t p,
                          ptrdiff_t stride, bint transposed, ptrdiff_t lo, ptrdiff_t hi, double *s,
-                         double *loss_out, ptrdiff_t *n_bad_index) noexcept nogil:
+                         double *loss_out, ptrdiff_t *n_bad_index, ptrdiff_t ahead) noexcept nogil:
     """Rows lo:hi into G; returns the number of bad labels, counts bad indices.
 
     ``stride`` (binary objectives): ``w_j`` at ``W[j stride]``, ``g_j`` at ``G[j stride]``.
-    ``transposed`` (softmax): W and G are stored column-major, ``W[k, j]`` at ``j K + k``.
+    ``transposed`` (softmax): W and G are one copy, column-major and interleaved by column
+    and by four classes (rowops.h, softmax rows): ``W[k, j]`` at ``W[2 Kp j + 8 (k // 4) +
+    k % 4]``, ``G[k, j]`` 4 doubles further, ``G`` pointing at the same 64-byte aligned copy;
+    ``s`` has room for ``2 Kp`` doubles.
     """
-    cdef ptrdiff_t i, b, nb, k, cls, start, nnz, bad, n_bad = 0, n_old = 0
-    cdef ptrdiff_t start_new[PIPE]
-    cdef ptrdiff_t nnz_new[PIPE]
-    cdef ptrdiff_t start_old[PIPE]
-    cdef ptrdiff_t nnz_old[PIPE]
-    cdef double margin[PIPE]
-    cdef double a_old[PIPE]
-    cdef double yb[PIPE]
-    cdef double cb[PIPE]
-    cdef double c, d, m, loss = 0.0
+    cdef ptrdiff_t i, k, cls, start, nnz, bad, n_bad = 0
+    cdef double c, loss = 0.0
     cdef const floating *v = NULL
     cdef const index_t *idx = NULL
     # entry pointers by arithmetic: an empty row may start at the end of the arrays
     cdef const floating *vbase = &data[0] if data.shape[0] > 0 else NULL
     cdef const index_t *ibase = &indices[0] if indices.shape[0] > 0 else NULL
     if obj == LOGISTIC:
-        # As for dense rows, in groups of PIPE: each row's dot product is followed by the
+        # As for dense rows, in groups of 4: each row's dot product runs in one loop with the
         # update of the matching row of the previous group (still in L1), whose derivative
-        # came with its group's four losses in one vector exp and log1p.
-        i = lo
-        while i < hi:
-            nb = 0
-            while nb < PIPE and i < hi:
-                c = coef[i]
-                if c != 0.0:
-                    start = indptr[i]
-                    nnz = indptr[i + 1] - start
-                    bad = 0
-                    m = _row_dot(vbase + start, ibase + start, nnz, W, stride, p, &bad)
-                    if bad:
-                        n_bad_index[0] += bad
-                    else:
-                        if nb < n_old:
-                            _row_update(a_old[nb], vbase + start_old[nb],
-                                        ibase + start_old[nb], nnz_old[nb], G, stride)
-                        margin[nb] = m
-                        yb[nb] = y[i]
-                        cb[nb] = c
-                        start_new[nb] = start
-                        nnz_new[nb] = nnz
-                        nb = nb + 1
-                i = i + 1
-            for b in range(nb, n_old):
-                _row_update(a_old[b], vbase + start_old[b], ibase + start_old[b], nnz_old[b],
-                            G, stride)
-            loss = loss + binary_losses(obj, margin, yb, cb, nb, a_old)
-            for b in range(nb):
-                start_old[b] = start_new[b]
-                nnz_old[b] = nnz_new[b]
-            n_old = nb
-        for b in range(n_old):
-            _row_update(a_old[b], vbase + start_old[b], ibase + start_old[b], nnz_old[b], G,
-                        stride)
-        loss_out[0] = loss
+        # came with its group's four losses in one vector exp and log1p (rowops.h
+        # gd_csr_logistic_rows).
+        loss_out[0] = csr_logistic_rows(vbase, ibase, &indptr[0], lo, hi, &y[0], &coef[0], W,
+                                        G, stride, p, ahead, n_bad_index)
         return 0
     if obj != SOFTMAX:
-        # Row by row: the update follows the row's dot product at once, so that with the
-        # interleaved layout (stride 2, see _run_csr) it finds the lines just gathered in
-        # L1. Measured faster than blocks of 2, 4 or 8 rows and than a lag of 1 to 4 rows.
-        for i in range(lo, hi):
-            c = coef[i]
-            if c == 0.0:
-                continue
-            start = indptr[i]
-            nnz = indptr[i + 1] - start
-            bad = 0
-            m = _row_dot(vbase + start, ibase + start, nnz, W, stride, p, &bad)
-            if bad:
-                n_bad_index[0] += bad
-                continue
-            loss = loss + c * binary_loss(obj, m, y[i], &d)
-            _row_update(c * d, vbase + start, ibase + start, nnz, G, stride)
-        loss_out[0] = loss
+        # Row by row, each row's dot product in one loop with the previous row's update,
+        # whose lines its own dot product has just gathered into L1 with the interleaved
+        # layout (stride 2, see _run_csr): rowops.h gd_csr_rows. Measured faster (about 8%
+        # in a standalone C loop on the EPYC VM) than each update right after its dot
+        # product, which was faster than blocks of 2, 4 or 8 rows (Xeon VM); a lag of 2 or 4
+        # rows is slower than 1.
+        loss_out[0] = csr_rows(obj, vbase, ibase, &indptr[0], lo, hi, &y[0], &coef[0], W, G,
+                               stride, p, ahead, n_bad_index)
         return 0
+    if transposed:
+        # each row's scores in one loop with the previous row's update (rowops.h
+        # gd_csr_softmax_rows)
+        loss_out[0] = csr_softmax_rows(vbase, ibase, &indptr[0], lo, hi, &y[0], &coef[0], G,
+                                       n_classes, p, ahead, s, n_bad_index, &n_bad)
+        return n_bad
+    # few nonzeros for their columns: row-major W and G, class by class
     for i in range(lo, hi):
         c = coef[i]
         if c == 0.0:
@@ -310,23 +316,17 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
             n_bad = n_bad + 1
             continue
         cls = <ptrdiff_t> y[i]
-        if transposed:
-            sdotk(v, idx, nnz, W, n_classes, p, s, &bad)
-        else:
-            for k in range(n_classes):
-                s[k] = sdot(v, idx, nnz, W + k * p, 1, p, &bad)
+        for k in range(n_classes):
+            s[k] = sdot(v, idx, nnz, W + k * p, 1, p, &bad)
         if bad:
             n_bad_index[0] += bad
             continue
         loss = loss + c * softmax_scores(s, n_classes, cls)
         for k in range(n_classes):
             s[k] = c * (s[k] - 1.0) if k == cls else c * s[k]
-        if transposed:
-            saxpyk(s, v, idx, nnz, G, n_classes)
-        else:
-            for k in range(n_classes):
-                if s[k] != 0.0:
-                    saxpy(s[k], v, idx, nnz, G + k * p, 1)
+        for k in range(n_classes):
+            if s[k] != 0.0:
+                saxpy(s[k], v, idx, nnz, G + k * p, 1)
     loss_out[0] = loss
     return n_bad
 
@@ -342,7 +342,8 @@ cdef int _threads(int n_threads, ptrdiff_t n_rows) except -1:
 
 
 cdef class _Scratch:
-    """Per-call buffers: per-chunk losses, error counts, softmax scores, chunk gradients."""
+    """Per-call buffers: per-chunk losses, error counts, softmax scores (``n_scores`` a
+    chunk), chunk gradients."""
 
     cdef double *buf
     cdef double *loss
@@ -350,15 +351,15 @@ cdef class _Scratch:
     cdef double *grads
     cdef ptrdiff_t *bad
 
-    def __cinit__(self, int nt, ptrdiff_t n_classes, ptrdiff_t n_params):
-        cdef ptrdiff_t size = nt * (n_classes + 1) + (nt - 1) * n_params
+    def __cinit__(self, int nt, ptrdiff_t n_scores, ptrdiff_t n_params):
+        cdef ptrdiff_t size = nt * (n_scores + 1) + (nt - 1) * n_params
         self.buf = <double *> calloc(size, sizeof(double))
         self.bad = <ptrdiff_t *> calloc(2 * nt, sizeof(ptrdiff_t))
         if self.buf == NULL or self.bad == NULL:
             raise MemoryError(f"cannot allocate {size} doubles of kernel scratch")
         self.loss = self.buf
         self.scores = self.buf + nt
-        self.grads = self.buf + nt * (n_classes + 1)
+        self.grads = self.buf + nt * (n_scores + 1)
 
     def __dealloc__(self):
         free(self.buf)
@@ -366,17 +367,48 @@ cdef class _Scratch:
 
 
 cdef class _Doubles:
-    """A zeroed buffer of doubles, freed with its owner."""
+    """A buffer of doubles (zeroed when new), freed with its owner."""
 
     cdef double *data
+    cdef ptrdiff_t size
 
     def __cinit__(self, ptrdiff_t size):
         self.data = <double *> calloc(max(size, 1), sizeof(double))
         if self.data == NULL:
             raise MemoryError(f"cannot allocate {size} doubles of kernel scratch")
+        self.size = size
 
     def __dealloc__(self):
         free(self.data)
+
+
+# One spare copy buffer, kept between calls: a fresh one of a few MB costs its page faults at
+# every call (about 0.5 ms for the 800 KB interleaved copy of the CSR benchmark block, 5 ms
+# for the softmax one, on the EPYC VM). Taken and given back while holding the GIL, so
+# concurrent calls never share it (a call that finds it taken allocates its own). Its
+# contents are not zeroed: callers write every double they read.
+cdef object _spare = None
+
+
+cdef inline double *_align64(double *p) noexcept nogil:
+    """``p`` moved up to the next 64-byte boundary (at most 7 doubles further)."""
+    return <double *> ((<size_t> p + 63) & ~(<size_t> 63))
+
+
+cdef _Doubles _take(ptrdiff_t size):
+    global _spare
+    cdef _Doubles buf = _spare
+    if buf is not None and buf.size >= size:
+        _spare = None
+        return buf
+    return _Doubles(size)
+
+
+cdef void _give(_Doubles buf):
+    global _spare
+    if buf is not None and buf.size <= SPARE_MAX and (_spare is None
+                                                      or (<_Doubles> _spare).size < buf.size):
+        _spare = buf
 
 
 cdef double _finish(_Scratch sc, int n_grads, double *G, ptrdiff_t n_params, ptrdiff_t n_cols,
@@ -409,10 +441,12 @@ cdef double _run_dense(int obj, const floating[:, ::1] X, const double[::1] y,
                        int n_threads) except? -1.0:
     cdef ptrdiff_t n = X.shape[0], p = X.shape[1], t, lo, hi
     cdef int nt = _threads(n_threads, n)
-    cdef _Scratch sc = _Scratch(nt, n_classes, n_classes * p)
+    cdef _Scratch sc = _Scratch(nt, PIPE * n_classes, n_classes * p)
+    cdef ptrdiff_t ahead = _tuning.dense_ahead[0 if floating is double else 1]
     if nt == 1:
         with nogil:
-            sc.bad[0] = _dense_rows(obj, X, y, coef, W, G, n_classes, 0, n, sc.scores, sc.loss)
+            sc.bad[0] = _dense_rows(obj, X, y, coef, W, G, n_classes, 0, n, sc.scores, sc.loss,
+                                    ahead)
     else:
         with nogil:
             for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
@@ -420,8 +454,8 @@ cdef double _run_dense(int obj, const floating[:, ::1] X, const double[::1] y,
                 hi = (t + 1) * n // nt
                 sc.bad[t] = _dense_rows(obj, X, y, coef, W,
                                         G if t == 0 else sc.grads + (t - 1) * n_classes * p,
-                                        n_classes, lo, hi, sc.scores + t * n_classes,
-                                        sc.loss + t)
+                                        n_classes, lo, hi, sc.scores + t * PIPE * n_classes,
+                                        sc.loss + t, ahead)
     return _finish(sc, nt, G, n_classes * p, p, nt)
 
 
@@ -430,71 +464,80 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
                      const double *W, double *G, ptrdiff_t n_classes, ptrdiff_t p,
                      int n_threads) except? -1.0:
     cdef ptrdiff_t n = indptr.shape[0] - 1, t, lo, hi, j, k, P = n_classes * p
+    cdef ptrdiff_t Kp = (n_classes + 3) // 4 * 4, nnz = indptr[n] - indptr[0]
     cdef int nt = _threads(n_threads, n)
-    # With at least as many nonzeros as parameters, the rows work on per-call copies of the
-    # parameters laid out for their access pattern; the copies cost O(K p) per call.
-    # - softmax: W and G column-major, so that a nonzero reads K adjacent numbers instead of
-    #   K scattered ones;
-    # - binary objectives: w and g interleaved (w_j at 2j, g_j at 2j + 1, one copy per
-    #   thread), so that a row's update finds in L1 the lines its dot product has just
+    # With enough nonzeros, the rows work on a per-call copy of the parameters laid out for
+    # their access pattern, one per thread; building it and adding its gradient back cost
+    # O(K p) per call:
+    # - softmax (at least p / 2 nonzeros): W and G column-major and interleaved by column and
+    #   by four classes, classes padded to Kp (rowops.h, softmax rows), so that a nonzero
+    #   reads its K parameters as a few vectors of adjacent numbers, and its update finds
+    #   them in L1; 64-byte aligned, so that four classes' W and G share one line;
+    # - binary objectives (at least p nonzeros): w and g interleaved (w_j at 2j, g_j at
+    #   2j + 1), so that a row's update finds in L1 the lines its dot product has just
     #   gathered instead of missing L1 a second time (a standalone C loop of the benchmark
     #   block's rows one at a time: 10.2 -> 9.4 ms); up to INTERLEAVE_MAX doubles, so that
     #   a block of a very wide dataset does not double its parameter memory.
-    cdef bint copied = indptr[n] - indptr[0] >= P
-    cdef bint transposed = copied and obj == SOFTMAX and n_classes > 1
-    cdef bint interleaved = copied and obj != SOFTMAX and 2 * p * nt <= INTERLEAVE_MAX
+    # Which layout serves depends on the data's shape only (the summation order of the
+    # gradient differs between them in the last bits), never on the machine.
+    cdef bint transposed = obj == SOFTMAX and n_classes > 1 and 2 * nnz >= p
+    cdef bint interleaved = obj != SOFTMAX and nnz >= p and 2 * p * nt <= INTERLEAVE_MAX
+    cdef bint copied = transposed or interleaved
     cdef ptrdiff_t stride = 2 if interleaved else 1
-    cdef _Scratch sc = _Scratch(nt, n_classes, 0 if transposed or interleaved else P)
-    cdef _Doubles wt, gt
-    cdef const double *Wk = W
-    cdef double *g
-    cdef double *gbase = NULL
-    if transposed:
-        wt = _Doubles(P)
-        gt = _Doubles(nt * P)
-        gbase = gt.data
-        with nogil:
-            for k in range(n_classes):
-                for j in range(p):
-                    wt.data[j * n_classes + k] = W[k * p + j]
-        Wk = wt.data
-    elif interleaved:
-        wt = _Doubles(nt * 2 * p)
-        gbase = wt.data + 1
+    cdef ptrdiff_t block = 2 * Kp * p if transposed else 2 * p  # doubles of one thread's copy
+    cdef _Scratch sc = _Scratch(nt, 2 * Kp, 0 if copied else P)
+    cdef _Doubles copy = None
+    cdef double *cbase = NULL
+    cdef double *c
+    cdef ptrdiff_t ahead = _tuning.csr_ahead
+    if copied:
+        copy = _take(nt * block + 8)
+        cbase = _align64(copy.data)
         with nogil:
             for t in range(nt):
-                for j in range(p):
-                    wt.data[2 * (t * p + j)] = W[j]
-        Wk = wt.data
+                c = cbase + t * block
+                if transposed:
+                    for j in range(p):
+                        for k in range(2 * Kp):
+                            c[2 * Kp * j + k] = 0.0
+                        for k in range(n_classes):
+                            c[2 * Kp * j + 8 * (k // 4) + k % 4] = W[k * p + j]
+                else:
+                    for j in range(p):
+                        c[2 * j] = W[j]
+                        c[2 * j + 1] = 0.0
     with nogil:
         if nt == 1:
-            sc.bad[0] = _csr_rows(obj, data, indices, indptr, y, coef, Wk,
-                                  gbase if transposed or interleaved else G, n_classes, p,
-                                  stride, transposed, 0, n, sc.scores, sc.loss, sc.bad + 1)
+            sc.bad[0] = _csr_rows(obj, data, indices, indptr, y, coef,
+                                  <const double *> cbase if copied else W,
+                                  cbase + (0 if transposed else 1) if copied else G,
+                                  n_classes, p, stride, transposed, 0, n, sc.scores, sc.loss,
+                                  sc.bad + 1, ahead)
         else:
             for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
                 lo = t * n // nt
                 hi = (t + 1) * n // nt
                 sc.bad[t] = _csr_rows(obj, data, indices, indptr, y, coef,
-                                      Wk + 2 * t * p if interleaved else Wk,
-                                      gbase + t * P if transposed else (
-                                          gbase + 2 * t * p if interleaved else (
-                                              G if t == 0 else sc.grads + (t - 1) * P)),
+                                      <const double *> (cbase + t * block) if copied else W,
+                                      cbase + t * block + (0 if transposed else 1) if copied
+                                      else (G if t == 0 else sc.grads + (t - 1) * P),
                                       n_classes, p, stride, transposed, lo, hi,
-                                      sc.scores + t * n_classes, sc.loss + t,
-                                      sc.bad + nt + t)
+                                      sc.scores + t * 2 * Kp, sc.loss + t, sc.bad + nt + t,
+                                      ahead)
+        # the threads' gradients added into G in thread order
         if transposed:
             for t in range(nt):
-                g = gbase + t * P
+                c = cbase + t * block + 4
                 for k in range(n_classes):
                     for j in range(p):
-                        G[k * p + j] += g[j * n_classes + k]
+                        G[k * p + j] += c[2 * Kp * j + 8 * (k // 4) + k % 4]
         elif interleaved:
             for t in range(nt):
-                g = gbase + 2 * t * p
+                c = cbase + t * block + 1
                 for j in range(p):
-                    G[j] += g[2 * j]
-    return _finish(sc, 1 if transposed or interleaved else nt, G, P, p, nt)
+                    G[j] += c[2 * j]
+    _give(copy)
+    return _finish(sc, 1 if copied else nt, G, P, p, nt)
 
 
 # ---------------------------------------------------------------------------- checks

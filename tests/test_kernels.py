@@ -97,6 +97,78 @@ def test_csr_agrees_with_twin(stem, index_dtype, dtype, shape):
 
 
 @compiled_only
+@pytest.mark.parametrize("n_classes", [2, 4, 5, 10, 17, 33])
+@pytest.mark.parametrize("shape", [(400, 60), (3, 500)])
+@pytest.mark.parametrize("n_threads", [1, 3])
+def test_softmax_csr_layouts_agree_with_twin(n_classes, shape, n_threads):
+    """Softmax CSR rows: the interleaved column-major copy (many nonzeros per column: 400 x
+    60) with 1 to 3 chunks of 16 classes and padded classes, and the row-major path (a few
+    rows of a wide block: 3 x 500), against the twin."""
+    rng = np.random.default_rng([10, n_classes, *shape])
+    n, p = shape
+    X = csr_block(n, p, rng, density=0.2)
+    y = rng.integers(0, n_classes, size=n).astype(np.float64)
+    coef = rng.standard_normal(n)
+    W = rng.standard_normal((n_classes, p)) / np.sqrt(p)
+    losses, grads = [], []
+    for compiled in (True, False):
+        G = np.full_like(W, 0.25)
+        fn = kernels.get("softmax_csr", compiled=compiled)
+        losses.append(fn(X.data, X.indices, X.indptr, y, coef, W, G, n_threads=n_threads))
+        grads.append(G)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=0, atol=1e-10 * np.abs(grads[1]).max())
+
+
+@compiled_only
+@pytest.mark.parametrize("n_classes", [1, 2, 4, 5, 9, 10])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1, 3), (3, 0), (7, 13), (61, 50)])
+def test_softmax_dense_groups_agree_with_twin(n_classes, dtype, shape):
+    """Dense softmax rows go in groups of up to 4 rows and chunks of up to 4 classes: every
+    remainder of both, skipped rows (zero coefficients) inside groups, against the twin."""
+    rng = np.random.default_rng([12, n_classes, *shape])
+    n, p = shape
+    X = rng.standard_normal((n, p)).astype(dtype)
+    y = rng.integers(0, n_classes, size=n).astype(np.float64)
+    coef = rng.standard_normal(n)
+    coef[2::5] = 0.0
+    W = rng.standard_normal((n_classes, p)) / np.sqrt(max(p, 1))
+    losses, grads = [], []
+    for compiled in (True, False):
+        G = np.full_like(W, 0.25)
+        losses.append(kernels.get("softmax_dense", compiled=compiled)(X, y, coef, W, G))
+        grads.append(G)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(grads[0], grads[1], rtol=0, atol=1e-10 * np.abs(grads[1]).max(initial=1.0))
+
+
+@compiled_only
+def test_softmax_dense_bad_label_inside_a_group():
+    rng = np.random.default_rng(13)
+    X = rng.standard_normal((9, 6))
+    y = np.array([0, 1, 2, 7, 1, 0, 2, 1, 0], dtype=np.float64)
+    with pytest.raises(ValueError, match="1 labels are not class numbers"):
+        kernels.get("softmax_dense", compiled=True)(X, y, np.ones(9), np.zeros((3, 6)),
+                                                    np.zeros((3, 6)))
+
+
+@compiled_only
+def test_softmax_csr_bad_index_on_the_interleaved_copy():
+    """A column index out of range raises on the interleaved path too (even and odd
+    positions of a row, the first chunk of classes counting it once)."""
+    rng = np.random.default_rng(11)
+    X = csr_block(200, 30, rng, density=0.3)
+    y = rng.integers(0, 20, size=200).astype(np.float64)
+    for pos in (0, 1):
+        indices = X.indices.copy()
+        indices[X.indptr[5] + pos] = 30
+        with pytest.raises(ValueError, match="1 column indices are outside"):
+            kernels.get("softmax_csr", compiled=True)(
+                X.data, indices, X.indptr, y, np.ones(200), np.zeros((20, 30)), np.zeros((20, 30)))
+
+
+@compiled_only
 @pytest.mark.parametrize("stem", STEMS)
 def test_csr_row_slice_without_copy(stem):
     """indptr of a row range of a larger matrix does not start at 0."""

@@ -292,8 +292,8 @@ def test_bench_mlp_rows(capsys):
     from gdcode import cli
     from gdcode.bench import mlp as bench
 
-    assert cli.main(["bench", "kernels", "--json", "--rows", "50", "--repeats", "1", "--mlp-sizes", "20,12,4",
-                     "--mlp-batch", "16"]) == 0
+    assert cli.main(["bench", "kernels", "--json", "--rows", "50", "--rounds", "1", "--repeat", "1",
+                     "--mlp-sizes", "20,12,4", "--mlp-batch", "16"]) == 0
     rows = [r for r in json.loads(capsys.readouterr().out) if r["kernel"] == "mlp"]
     assert [r["dtype"] for r in rows] == ["float64", "float32"]
     for r in rows:

@@ -405,6 +405,9 @@ def setup_script(settings: SetupSettings, git_url: str | None = None,
         + " ".join(shlex.quote(a) for a in settings.pip_args) + ' "$SRC"',
         '"$VENV/bin/python" -c "import sys, gdcode; '
         'print(\'gdcode\', gdcode.__version__, \'installed in\', sys.prefix)"',
+        # each host measures its kernels' prefetch distances once, so that the ranks started
+        # on it read them from its cache (gdcode/kernels/tuning.py); a failure costs speed only
+        '"$VENV/bin/python" -m gdcode.kernels.calibrate --quiet || true',
     ]
     return "\n".join(lines) + "\n"
 

@@ -33,6 +33,7 @@ def collect() -> dict:
         "compiled_kernels": kernels.COMPILED,
         "kernels": "compiled (Cython)" if kernels.COMPILED else "numpy reference (extension not built)",
         "mlp_kernel": "compiled (Cython, scipy BLAS)" if kernels.MLP_COMPILED else "numpy reference (not built)",
+        "kernel_tuning": kernels.tuning.describe(kernels._linear),
     }
     try:
         import mpi4py

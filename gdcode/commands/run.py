@@ -81,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
         rundir.write_options(claim.path, options, command)
         # the ranks' output is a pipe under mpiexec: tell rank 0 whether the user sees a terminal
         os.environ.setdefault("GDCODE_PROGRESS", "1" if sys.stderr.isatty() else "0")
+        calibrate_kernels()
         spec = None
         if options.cluster is not None:
             from gdcode.cluster.emulate import launch_spec
@@ -159,6 +160,20 @@ def closing_line(run_dir: Path, summary: dict) -> str:
     if summary.get("status") not in ("ok", None) and summary.get("error"):
         parts.append(str(summary["error"]))
     return "; ".join(parts)
+
+
+def calibrate_kernels() -> None:
+    """Calibrate the compiled kernels' prefetch distances here, in the launcher, when this
+    machine and build have none cached, so that the ranks read them from the cache instead of
+    each measuring at start-up (gdcode.kernels.tuning). A failure only costs speed: the
+    built-in defaults then serve."""
+    try:
+        from gdcode.kernels import calibrate
+
+        calibrate.ensure(log=lambda message: print(message, file=sys.stderr))
+    except Exception as exc:  # noqa: BLE001 - calibration must never stop a run
+        print(f"gdcode run: kernel calibration failed ({exc}); the built-in prefetch distances "
+              "serve", file=sys.stderr)
 
 
 def _in_job(args: argparse.Namespace, command: list[str]) -> int:

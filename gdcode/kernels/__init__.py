@@ -36,6 +36,12 @@ MLP_COMPILED: bool = importlib.util.find_spec("gdcode.kernels.mlp") is not None
 COMPILED: bool = _linear is not None
 OPENMP: bool = bool(COMPILED and _linear.OPENMP)
 
+# machine-dependent prefetch distances: this machine's cached calibration, if any, else the
+# built-in defaults; never measured at import (gdcode/kernels/tuning.py)
+from gdcode.kernels import tuning  # noqa: E402
+
+tuning.apply_cached(_linear)
+
 #: objective (model name) -> kernel name stem
 OBJECTIVES = {"logistic": "logistic", "least-squares": "least_squares", "hinge": "hinge",
               "softmax": "softmax"}
