@@ -257,6 +257,8 @@ class Coordinator:
         Which workers have sent DONE.
     usage : numpy.ndarray
         Each worker's (CPU seconds, wall seconds) of its loop, from its DONE, shape ``(W, 2)``.
+    rss : numpy.ndarray
+        Each worker's peak resident memory in MB, from its DONE.
     worker_steps : numpy.ndarray
         Each worker's steps, from its DONE.
     """
@@ -274,6 +276,7 @@ class Coordinator:
         self.status = "ok"
         self.done = [False] * self.W
         self.usage = np.zeros((self.W, 2))
+        self.rss = np.zeros(self.W)
         self.worker_steps = np.zeros(self.W, dtype=np.int64)
         self.models_not_sent = 0
         self.sent = np.full(self.W, -1, dtype=np.int64)  # from each DONE: messages the worker sent rank 0
@@ -535,6 +538,7 @@ class Coordinator:
         self.models_not_sent += h.part
         self.usage[worker] = (pr.DONE.get(buf, "cpu_seconds"), pr.DONE.get(buf, "wall_seconds"))
         self.sent[worker] = int(pr.DONE.get(buf, "sent"))
+        self.rss[worker] = pr.DONE.get(buf, "max_rss_mb")
         self.on_done(worker)
         return False
 
@@ -642,7 +646,9 @@ class Coordinator:
         extra.update({"worker_cpu_seconds": self.usage[:, 0].tolist(),
                       "worker_wall_seconds": self.usage[:, 1].tolist(),
                       "coordinator_cpu_seconds": time.process_time() - self._cpu0,
-                      "coordinator_wall_seconds": wall})
+                      "coordinator_wall_seconds": wall,
+                      "worker_max_rss_mb": self.rss.round(1).tolist(),
+                      "coordinator_max_rss_mb": round(phases.max_rss_mb(), 1)})
         reports[0] = self.traffic.report()
         extra["bytes"] = summarize(reports, self.W + 1)
         extra["phases"] = phases.table(extra_phases)

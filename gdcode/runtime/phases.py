@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -51,3 +52,13 @@ def table(vectors: dict[int, np.ndarray]) -> dict[str, list[float | None]]:
         out[phase] = [None if r not in vectors or math.isnan(vectors[r][k]) else float(vectors[r][k])
                       for r in range(size)]
     return out
+
+
+def max_rss_mb() -> float:
+    """This process's peak resident memory in MB (0 where the platform does not say)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux

@@ -169,7 +169,8 @@ GRADIENT = Layout("gradient", vector_name="grad")
 #: part = models not sent (allreduce, local); the loop's CPU and wall seconds, and how many
 #: messages the worker sent rank 0 before this one (rank 0 has them all once it has counted
 #: as many: tags differ, so MPI does not order them for it).
-DONE = Layout("done", ("cpu_seconds", "wall_seconds", "sent"))
+#: worker -> rank 0: the end of its loop; ``max_rss_mb`` is the process's peak resident memory
+DONE = Layout("done", ("cpu_seconds", "wall_seconds", "sent", "max_rss_mb"))
 #: worker -> server (hogwild): an update; iteration = step, seconds = compute, part = 1 to pull
 #: the server's model. ``nnz`` < 0: dense ``values`` of length d; else ``nnz`` indices then
 #: ``nnz`` values. ``base`` is the model version it was computed on.

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gdcode.runtime import phases
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context
@@ -45,7 +46,7 @@ def send_done(comm: Any, steps: int, usage: WorkerClock | np.ndarray, sent: int,
     buf = pr.DONE.new()
     seconds = usage.usage() if isinstance(usage, WorkerClock) else usage
     pr.DONE.pack(buf, pr.Kind.DONE, steps, part=not_sent, cpu_seconds=seconds[0], wall_seconds=seconds[1],
-                 sent=sent)
+                 sent=sent, max_rss_mb=phases.max_rss_mb())
     req = comm.Isend(buf, dest=0, tag=pr.Tag.DONE)
     if wait:
         tp.poll_until(req.Test)
