@@ -107,3 +107,11 @@ def test_persistent_straggler_is_waited_for_by_uncoded(train):
         arrivals.setdefault(r["worker"], []).append(r["arrival"])
     fast = [np.mean(v) for w, v in arrivals.items() if w not in slow]
     assert np.mean(arrivals[slow[0]]) > 2.5 * max(fast)
+
+
+def test_summary_reports_every_ranks_peak_memory(train):
+    run = train(2, "--dataset", "synthetic:400x10", "--iterations", "3")
+    rss = run.summary["worker_max_rss_mb"]
+    # a Python process with numpy and mpi4py holds tens of MB; none holds a GB for this problem
+    assert len(rss) == 2 and all(20 < r < 1000 for r in rss)
+    assert 20 < run.summary["coordinator_max_rss_mb"] < 1000

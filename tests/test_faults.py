@@ -311,3 +311,23 @@ def test_a_full_disk_ends_the_run_with_one_line_and_nothing_that_loads_wrong(tmp
         assert not list((disk / "full").glob(".*.tmp"))
     finally:
         subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_bench_engine_schemes_at_scale_use_codes_that_exist():
+    """S = W/6, and frc/approx take the largest S' <= W/6 with S'+1 dividing W."""
+    from gdcode.bench.engine import delay_schemes, straggler_counts
+
+    assert straggler_counts(6) == (1, 1)
+    assert straggler_counts(24) == (4, 3)
+    assert straggler_counts(48) == (8, 7)
+    assert straggler_counts(4) == (1, 1)
+    labels = [label for label, _ in delay_schemes(48)]
+    assert labels == ["uncoded", "ignore S=8", "frc S=7", "cyclic-mds S=8", "approx S=7 collect=24"]
+
+
+@pytest.mark.parametrize("argv", [["--workers", "1"], ["--iterations", "0"]])
+def test_bench_engine_bad_options_exit_2(argv, capsys):
+    from gdcode import cli
+
+    assert cli.main(["bench", "engine", *argv]) == 2
+    assert "must be at least" in capsys.readouterr().err
