@@ -12,7 +12,7 @@ to 15 characters, so NAME has at most 7 letters or digits):
   that no existing route or address overlaps (``10.213.*.0/24`` first);
 - per host I: a network namespace ``gdc-NAME-hI`` (``lo`` up), a veth pair whose end
   ``gdc-NAME-vI`` is on the bridge and whose end ``gdc-NAME-eth`` is inside the namespace with the
-  address ``x.y.z.(I+1)`` (the same name on every host, like ``eth0``: ``UCX_NET_DEVICES`` names it);
+  address ``x.y.z.(I+1)`` (the same name on every host, like ``eth0``: ``FI_TCP_IFACE`` names it);
 - ``--bandwidth RATE``: ``tbf rate RATE burst B latency 100ms`` on both ends of every veth
   (tbf shapes what an interface sends, so one end shapes the host's uplink and the other its
   downlink; B is 64 KiB, or 4 ms of the rate when that is more);
@@ -22,7 +22,7 @@ to 15 characters, so NAME has at most 7 letters or digits):
   machine kind's kernel), a TUN device ``gdc-NAME-tun`` in every namespace with a second address
   ``x.y.z.(101+I)``, a route to every other host's TUN address through it, and the relay process
   (:mod:`gdcode.cluster.relay`) that forwards the packets between the TUNs after the delay. The
-  TUN addresses are the data plane (MPI's traffic, see :func:`ucx_env`); the veths stay the
+  TUN addresses are the data plane (MPI's traffic, see :func:`net_env`); the veths stay the
   control plane (hydra's proxies talk to mpiexec at the bridge's address). MPI's traffic then
   bypasses the veths, so the relay applies the rate as well: a token bucket per link and
   direction, like tbf's (the veths keep their tbf).
@@ -42,10 +42,11 @@ Ranks reach the namespaces through hydra's ssh launcher: ``mpiexec -launcher ssh
 STATE/NAME/launcher -localhost BRIDGE_ADDRESS -hosts gdc-NAME-h0:1,...``; hydra calls the launcher
 as ``launcher [ssh options] HOST COMMAND...``, and it runs ``ip netns exec HOST sh -c "exec
 COMMAND"``. The launcher is a shell script generated at ``up`` (it names the cluster's ``ip`` and
-refuses hosts of other clusters). ``UCX_TLS=self,tcp`` makes MPICH's UCX netmod use TCP between
-hosts: UCX otherwise finds the namespaces on one machine and uses shared memory between them.
-``UCX_NET_DEVICES`` names the data plane's interfaces. Ranks on one host share memory (MPICH's
-own, by hydra's host names), as on a real machine.
+refuses hosts of other clusters). MPICH's OFI netmod with libfabric's tcp provider
+(:func:`net_env`) carries the traffic between hosts over TCP sockets on the data plane's
+interfaces (``FI_TCP_IFACE``); the default UCX netmod would find the namespaces on one machine
+and use shared memory between them. Ranks on one host share memory (MPICH's own, by hydra's
+host names), as on a real machine.
 """
 
 from __future__ import annotations
@@ -88,8 +89,11 @@ MAX_NAME = IFNAMSIZ - len(PREFIX) - 1 - LONGEST_SUFFIX
 #: tbf's bucket and its queue limit (as ``latency``)
 MIN_BURST = 64 * 1024
 QUEUE_LIMIT = 0.1
-#: the environment that makes UCX (the mpich wheel's netmod) use TCP between namespaces
-UCX_ENV = {"UCX_TLS": "self,tcp"}
+#: the environment that puts MPICH's traffic between hosts on TCP sockets: the OFI netmod with
+#: libfabric's tcp provider. (The wheel's default netmod, UCX, needs ``UCX_TLS=self,tcp`` to leave
+#: shared memory between namespaces, and then, measured, loses the first messages between two
+#: workers now and then: a gossip run hung in 3 of 4 tries, never with OFI in 12.)
+NET_ENV = {"MPIR_CVAR_CH4_NETMOD": "ofi", "FI_PROVIDER": "tcp"}
 #: the TUNs' MTU: jumbo frames, as on a cluster's network; the relay's cost is per packet (measured on
 #: 2 vCPUs under load: ~70 MB/s through the relay at MTU 1500, ~290 MB/s at 9000)
 TUN_MTU = 9000
@@ -206,7 +210,7 @@ class LaunchSpec:
     mpiexec_args : tuple of str
         hydra's options: the launcher, ``-localhost`` and ``-hosts`` with the placement.
     env : dict
-        Variables for the job (``UCX_TLS=self,tcp``: TCP between hosts, never shared memory).
+        Variables for the job (:func:`net_env`: TCP between hosts, never shared memory).
     placement : tuple of (str, int)
         Each host used (namespace) and the ranks it runs, in rank order: host 0 runs rank 0 alone.
     """
@@ -705,7 +709,7 @@ exec {ip} netns exec "$host" sh -c "exec $*"
 
 
 def _write_hostfile(c: Cluster) -> None:
-    env = " ".join(f"-genv {k} {v}" for k, v in ucx_env(c).items())
+    env = " ".join(f"-genv {k} {v}" for k, v in net_env(c).items())
     lines = [f"# hydra hostfile of the emulated cluster {c.name}: host 0 runs rank 0 (the coordinator)",
              f"# by hand: mpiexec -launcher ssh -launcher-exec {c.launcher} -localhost {c.bridge_address} "
              f"-f {c.hostfile} {env} -n {1 + c.max_workers} ...",
@@ -937,7 +941,7 @@ def placement(cluster: Cluster, workers: int) -> tuple[tuple[str, int], ...]:
 
 
 def launch_spec(name: str, workers: int | None = None) -> LaunchSpec:
-    """What ``gdcode run --cluster NAME`` adds to ``mpiexec``: the launcher, the placement, TCP for UCX.
+    """What ``gdcode run --cluster NAME`` adds to ``mpiexec``: the launcher, the placement, TCP between hosts.
 
     Parameters
     ----------
@@ -972,16 +976,17 @@ def launch_spec(name: str, workers: int | None = None) -> LaunchSpec:
     places = placement(cluster, cluster.max_workers if workers is None else workers)
     args = ("-launcher", "ssh", "-launcher-exec", str(cluster.launcher), "-localhost", cluster.bridge_address,
             "-hosts", ",".join(f"{ns}:{k}" for ns, k in places))
-    return LaunchSpec(cluster=name, mpiexec_args=args, env=ucx_env(cluster), placement=places)
+    return LaunchSpec(cluster=name, mpiexec_args=args, env=net_env(cluster), placement=places)
 
 
-def ucx_env(cluster: Cluster) -> dict[str, str]:
-    """The variables that keep UCX on TCP over the cluster's data plane.
+def net_env(cluster: Cluster) -> dict[str, str]:
+    """The variables that keep MPI's traffic between hosts on TCP over the cluster's data plane.
 
-    ``UCX_TLS=self,tcp``: no shared memory between namespaces. ``UCX_NET_DEVICES``: the hosts'
-    veth (``gdc-NAME-eth``), or with the relay their TUN (``gdc-NAME-tun``): UCX would otherwise
-    stripe messages over both, and the veth's share would bypass the relay's delay. Every host
-    has the same name for it (UCX warns about each listed device a host does not have).
+    :data:`NET_ENV` (MPICH's OFI netmod, libfabric's tcp provider: sockets, never shared memory
+    between namespaces), and ``FI_TCP_IFACE``: the hosts' veth (``gdc-NAME-eth``), or with the
+    relay their TUN (``gdc-NAME-tun``), whose addresses the peers then connect to, so that every
+    message crosses the relay's delay. Every host has the same name for it. Ranks on one host
+    still share memory (MPICH's shared-memory transport, by hydra's host names).
     """
     host = cluster.hosts[0]
-    return {**UCX_ENV, "UCX_NET_DEVICES": host.tun or host.peer}
+    return {**NET_ENV, "FI_TCP_IFACE": host.tun or host.peer}
