@@ -94,7 +94,16 @@ def _pyplot():
     return plt
 
 
-def _log_scale(values: np.ndarray) -> bool:
+#: metrics that are fractions in [0, 1]: their axis stays linear (a log axis would stretch the
+#: first evaluations' chance-level values and squeeze the part that matters, near 1)
+FRACTIONS = ("accuracy", "auc")
+
+
+def _log_scale(values: np.ndarray, key: str = "") -> bool:
+    """Whether a y axis should be logarithmic: positive values spanning at least a factor 10,
+    unless ``key`` names a fraction (:data:`FRACTIONS`)."""
+    if any(word in key for word in FRACTIONS):
+        return False
     v = values[np.isfinite(values)]
     return bool(v.size and v.min() > 0 and v.max() / v.min() >= 10)
 
@@ -233,7 +242,7 @@ def plot_metric(runs: Sequence[Run], out: str | os.PathLike, x: str = "elapsed",
     for _, mean, low, high in curves:
         seen += [mean] + ([low, high] if low is not None and high is not None else [])
     if log is None:
-        log = _log_scale(np.concatenate(seen)) if seen else False
+        log = _log_scale(np.concatenate(seen), y) if seen else False
     floor = None
     if log:
         positive = np.concatenate([v[v > 0] for v in seen])

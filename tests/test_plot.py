@@ -71,6 +71,12 @@ def test_linear_scale_when_the_metric_spans_less_than_a_decade(runs, tmp_path):
     assert plot.plot_metric(runs, tmp_path / "g.png", log=False).axes[0].get_yscale() == "linear"
 
 
+def test_fractions_stay_on_a_linear_axis_however_far_they_rise():
+    rising = np.array([0.06, 0.5, 0.97])  # an accuracy from chance level: more than a decade
+    assert not plot._log_scale(rising, "test_accuracy") and not plot._log_scale(rising, "test_auc")
+    assert plot._log_scale(rising, "train_loss")
+
+
 def test_labels_name_what_differs(tmp_path):
     a = make_run(tmp_path / "a", workers=3)
     b = make_run(tmp_path / "b", workers=6)
