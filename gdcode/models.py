@@ -218,9 +218,9 @@ class LinearModel(Model):
 
 def as_rows(X):
     """``X`` as the kernels take it: a float32/float64 ndarray with contiguous rows, or CSR."""
-    import scipy.sparse as sp
+    if reference.issparse(X):  # scipy is imported only where something sparse exists
+        import scipy.sparse as sp
 
-    if sp.issparse(X):
         if X.format != "csr":
             X = X.tocsr()
         if X.dtype not in (np.float32, np.float64):

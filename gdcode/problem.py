@@ -26,6 +26,7 @@ import numpy as np
 from gdcode import codes, delays, models, optim
 from gdcode.data import DataSource, open_dataset, parse_dataset_spec, partition_bounds
 from gdcode.errors import ConfigError, OptionError
+from gdcode.kernels.reference import issparse
 from gdcode.modes import Mode
 from gdcode.modes import get as get_mode
 from gdcode.options import RunOptions, code_options, key_values
@@ -141,9 +142,9 @@ class Problem:
         return self._features(X), y
 
     def _features(self, X: Any) -> Any:
-        import scipy.sparse as sp
+        if issparse(X):
+            import scipy.sparse as sp
 
-        if sp.issparse(X):
             if self.options.intercept:
                 X = sp.hstack([X, np.ones((X.shape[0], 1), dtype=X.dtype)], format="csr")
             return X.tocsr()

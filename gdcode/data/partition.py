@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gdcode.kernels.reference import issparse
+
 
 def partition_bounds(n_rows: int, n_parts: int) -> np.ndarray:
     """Row bounds of ``n_parts`` contiguous, near-equal partitions: shape ``(n_parts + 1,)``.
@@ -62,16 +64,16 @@ def stack_rows(blocks: list[tuple]) -> tuple:
     One block comes back as it is (as CSR when sparse); several are copied once into
     preallocated arrays, so a worker's peak memory is at most twice its rows.
     """
-    import scipy.sparse as sp
-
     if not blocks:
         raise ValueError("stack_rows needs at least one block")
     Xs = [b[0] for b in blocks]
     if len(blocks) == 1:
-        X = Xs[0].tocsr() if sp.issparse(Xs[0]) else np.ascontiguousarray(Xs[0])
+        X = Xs[0].tocsr() if issparse(Xs[0]) else np.ascontiguousarray(Xs[0])
         return X, np.asarray(blocks[0][1])
     y = np.concatenate([b[1] for b in blocks])
-    if any(sp.issparse(X) for X in Xs):
+    if any(issparse(X) for X in Xs):
+        import scipy.sparse as sp
+
         return _stack_csr([sp.csr_matrix(X) for X in Xs]), y
     out = np.empty((sum(X.shape[0] for X in Xs), Xs[0].shape[1]),
                    dtype=np.result_type(*[X.dtype for X in Xs]))

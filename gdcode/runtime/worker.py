@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gdcode.kernels.reference import issparse
 from gdcode.runtime import phases
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
@@ -97,13 +98,11 @@ class LocalRows:
     """
 
     def __init__(self, ctx: Context, batch_size: int) -> None:
-        import scipy.sparse as sp
-
         W, me = ctx.options.workers, ctx.worker
         bounds = ctx.problem.partition_bounds()
         lo, hi = int(bounds[me]), int(bounds[me + 1])
         self.X, self.y = ctx.rows(lo, hi)
-        self.sparse = sp.issparse(self.X)
+        self.sparse = issparse(self.X)
         self.n_rows = hi - lo
         self.sampler = BatchSampler(self.n_rows, batch_size, np.random.default_rng([ctx.options.seed, 0xBA7C, me]))
         self.share = column_shares(self.X) if self.sparse else None
