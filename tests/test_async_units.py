@@ -187,34 +187,3 @@ def test_sparse_step_of_a_softmax_matrix_touches_each_class_row():
     assert sorted(index) == sorted((k * p + j) for k in range(K) for j in used)
     full = model.full_gradient(X, y, w, 0.05)  # the full batch: the split L2 term is lambda w
     np.testing.assert_allclose(delta, -0.5 * full[index], atol=1e-12)
-
-
-class _FakeClock:
-    """``time.perf_counter`` and ``time.sleep`` of :mod:`gdcode.runtime.transport`, without waiting."""
-
-    def __init__(self) -> None:
-        self.now, self.sleeps = 0.0, []
-
-    def perf_counter(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
-def test_a_pause_sleeps_in_slices_that_double_to_their_cap_and_end_on_time(monkeypatch):
-    from gdcode.runtime import transport as tp
-
-    clock = _FakeClock()
-    monkeypatch.setattr(tp, "time", clock)
-    assert tp.pause(0.01, lambda: False, slice_seconds=5e-4, slice_cap=2e-3) is False
-    assert clock.sleeps[:4] == [5e-4, 1e-3, 2e-3, 2e-3]
-    assert max(clock.sleeps) == 2e-3 and sum(clock.sleeps) == pytest.approx(0.01)
-    clock.sleeps.clear()
-    tp.pause(0.01, lambda: False, slice_seconds=5e-4)  # no cap: every slice the same
-    assert np.allclose(clock.sleeps, 5e-4) and len(clock.sleeps) == 20
-    clock.sleeps.clear()
-    polls = iter([False, False, True])
-    assert tp.pause(1.0, lambda: next(polls), slice_seconds=5e-4, slice_cap=2e-3) is True
-    assert clock.sleeps == [5e-4, 1e-3, 2e-3]  # stopped at the poll that said so

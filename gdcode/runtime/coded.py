@@ -450,7 +450,7 @@ def work(ctx: Context) -> int:
                     # this message's share of the iteration's pause (all of it for one message)
                     c = compute / share[k] if share[k] else 0.0
                     pause = share[k] * repeat_pause(ctx.delay, me, t, repeat, load, c)
-                    cancelled = tp.pause(pause, ctrl_req.Test, slice_cap=tp.PAUSE_SLICE_CAP)
+                    cancelled = tp.pause(pause, ctrl_req.Test)
                 if cancelled:  # ctrl_req has completed (Test stays True): the newer model is in ctrl
                     sends.sent(out, [])
                     break

@@ -20,8 +20,6 @@ EAGER_CAP = 1e-4
 EAGER_WINDOW = 5e-3
 #: longest sleep of an injected pause's slice (a newer message is noticed within about this long)
 PAUSE_SLICE = 5e-4
-#: longest slice of a pause in which a rank only watches for a newer model (coded workers)
-PAUSE_SLICE_CAP = 2e-3
 
 
 #: the timer slack a rank asks the kernel for (Linux), in nanoseconds
@@ -135,27 +133,18 @@ def barrier(comm, deadline: float | None = None) -> None:
     phases.mark("ready")  # the first barrier of a run is the one that ends its set-up
 
 
-def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE_SLICE,
-          slice_cap: float | None = None) -> bool:
-    """Sleep ``seconds`` in slices, calling ``poll()`` after each.
+def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE_SLICE) -> bool:
+    """Sleep ``seconds`` in slices of at most ``slice_seconds``, calling ``poll()`` after each.
 
-    The slices start at ``slice_seconds`` and double up to ``slice_cap`` (default: they stay at
-    ``slice_seconds``): a rank that only needs to notice a newer model may wake less often the
-    longer it pauses (at W = 48 on 2 cores, slices of 0.5 ms cost the waiting ranks together
-    about 1.6 cores; doubling to 2 ms halved that), while a rank that answers its peers during
-    the pause (gossip) keeps short slices. Returns True as soon as ``poll()`` does (a newer
-    model, a stop), else False.
+    Returns True as soon as ``poll()`` does (a newer model, a stop), else False.
     """
     if seconds <= 0:
         return False
     end = time.perf_counter() + seconds
-    step = slice_seconds
     while True:
         left = end - time.perf_counter()
         if left <= 0:
             return False
-        time.sleep(min(step, left))
+        time.sleep(min(slice_seconds, left))
         if poll():
             return True
-        if slice_cap is not None:
-            step = min(step * 2.0, slice_cap)
