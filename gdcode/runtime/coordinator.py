@@ -80,13 +80,11 @@ class Evaluator:
 
     With ``threaded`` the losses are computed on a helper thread (the kernels release the
     GIL), so a parameter server keeps applying updates meanwhile; the models are copies
-    taken by the caller. Importing what the test metrics need happens here, before the clock.
+    taken by the caller.
     """
 
     def __init__(self, ctx: Context, writer: RunWriter, threaded: bool = True,
                  traffic: Traffic | None = None) -> None:
-        import scipy.stats  # noqa: F401 -- test metrics need it; importing it takes ~1 s, so not on the clock
-
         self.ctx = ctx
         self.writer = writer
         self.traffic = traffic
