@@ -187,3 +187,34 @@ def test_sparse_step_of_a_softmax_matrix_touches_each_class_row():
     assert sorted(index) == sorted((k * p + j) for k in range(K) for j in used)
     full = model.full_gradient(X, y, w, 0.05)  # the full batch: the split L2 term is lambda w
     np.testing.assert_allclose(delta, -0.5 * full[index], atol=1e-12)
+
+
+def test_a_wait_yields_its_core_first_then_sleeps_with_back_off(monkeypatch):
+    """No sleep in the first YIELD_WINDOW seconds of a wait (sched_yield), then sleeps that double
+    from BACKOFF_START, capped at EAGER_CAP inside the eager window and at BACKOFF_CAP after it."""
+    from types import SimpleNamespace
+
+    from gdcode.runtime import transport as tp
+
+    clock = SimpleNamespace(now=0.0, sleeps=[], yields=0)
+
+    def sleep(seconds):
+        clock.sleeps.append(seconds)
+        clock.now += seconds
+
+    def sched_yield():
+        clock.yields += 1
+        clock.now += 5e-5  # another rank ran meanwhile
+
+    monkeypatch.setattr(tp, "time", SimpleNamespace(perf_counter=lambda: clock.now, sleep=sleep))
+    monkeypatch.setattr(tp, "os", SimpleNamespace(sched_yield=sched_yield))
+    backoff = tp.Backoff()
+    while clock.now < 2 * tp.EAGER_WINDOW:
+        backoff.sleep()
+    assert clock.yields == round(tp.YIELD_WINDOW / 5e-5)
+    assert clock.sleeps[:4] == [tp.BACKOFF_START, 2 * tp.BACKOFF_START, 4 * tp.BACKOFF_START, 8 * tp.BACKOFF_START]
+    assert max(clock.sleeps) == tp.BACKOFF_CAP and tp.EAGER_CAP in clock.sleeps
+    backoff.reset()
+    yields = clock.yields
+    backoff.sleep()
+    assert clock.yields == yields + 1  # a reset starts with yielding again
