@@ -134,6 +134,16 @@ class DelayModel:
         pause = self.sample(self.rng(worker, iteration), worker, iteration, compute)
         return pause * load if self.scale_with_load else pause
 
+    def draw_repeat(self, worker: int, iteration: int, repeat: int, load: float = 1.0, compute: float = 0.0) -> float:
+        """The pause of a worker's ``repeat``-th gradient of one iteration (``kbatch`` workers send
+        one after another): :meth:`draw` for the first (``repeat`` 0), then pauses from streams of
+        (seed, worker, iteration, repeat), the same for the run and the simulator's replay."""
+        if repeat == 0:
+            return self.draw(worker, iteration, load, compute)
+        rng = np.random.default_rng([self.seed, 0xDE1A, worker, iteration, repeat])
+        pause = float(self.sample(rng, worker, iteration, compute))
+        return pause * load if self.scale_with_load else pause
+
     def sample_bulk(self, rng: np.random.Generator, compute: np.ndarray, first_iteration: int = 1) -> np.ndarray:
         """Many pauses at once for the simulator, before load scaling.
 

@@ -68,6 +68,23 @@ def message_shares(code: codes.GradientCode) -> np.ndarray:
     return np.where(total > 0, counts / np.where(total > 0, total, 1.0), 1.0 / len(mats))
 
 
+def repeat_arrivals(code: codes.GradientCode, delay: delays.DelayModel, load: np.ndarray, compute: np.ndarray,
+                    pauses: np.ndarray, comm: float = 0.0, first_iteration: int = 1) -> np.ndarray:
+    """Arrivals of each worker's successive gradients in a replay of a ``repeats`` code (kbatch),
+    shape ``(draws, W, k)``: the j-th leaves after j rounds of compute and pause, the pause of
+    round r being :meth:`~gdcode.delays.DelayModel.draw_repeat` (what the run's worker meets),
+    the compute that of the first (the run records only the first's)."""
+    draws, W = pauses.shape
+    k = int(getattr(code, "k", None) or W)
+    out = np.empty((draws, W, k))
+    out[:, :, 0] = compute + pauses
+    for r in range(1, k):
+        extra = np.array([[delay.draw_repeat(w, first_iteration + d, r, float(load[w]), float(compute[d, w]))
+                           for w in range(W)] for d in range(draws)]).reshape(draws, W)
+        out[:, :, r] = out[:, :, r - 1] + compute + extra
+    return out + comm if comm else out
+
+
 def all_arrivals(code: codes.GradientCode, compute: np.ndarray, pause: np.ndarray, comm: float = 0.0) -> np.ndarray:
     """Arrival times of every message of every draw, shape ``(draws, W, n_messages)``.
 
@@ -426,7 +443,10 @@ def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20
     comp = compute.table(code, draws, first_iteration)
     pauses = sample_pauses(delay, load, comp, draws, replay=replay, first_iteration=first_iteration, seed=seed)
     arrivals = all_arrivals(code, comp, pauses, comm) if network is None else network.arrivals(code, comp, pauses)
-    times, method = decode_times(code, arrivals, generic=generic)
+    decode_from = arrivals
+    if getattr(code, "repeats", False) and replay and network is None and not generic:
+        decode_from = repeat_arrivals(code, delay, load, comp, pauses, comm, first_iteration)
+    times, method = decode_times(code, decode_from, generic=generic)
     adaptive = wait != "fixed"
     if adaptive:
         times = adaptive_times(code, arrivals, wait, min_replies, generic=generic)

@@ -61,6 +61,25 @@ def test_kbatch_counts_repeats():
     assert code.decode_times(first)[0] == 3.0  # 1, 2, 3 from worker 0 and 3 from worker 1
 
 
+def test_kbatch_replay_gives_each_repeat_its_own_pause():
+    """The simulator's replay of a kbatch run: a worker's r-th gradient leaves after r + 1 rounds of
+    compute and pause, each pause the one the run's worker draws (DelayModel.draw_repeat)."""
+    from gdcode import delays, simulate
+
+    code = codes.build("kbatch", 3, k=4)
+    delay = delays.parse("exp:0.02", seed=5)
+    sim = simulate.simulate(code, delay, draws=6, replay=True, first_iteration=3)
+    for d in range(6):
+        t = 3 + d
+        leave = sorted(sum(delay.draw_repeat(w, t, r) for r in range(j + 1)) for w in range(3) for j in range(4))
+        assert sim.times[d] == pytest.approx(leave[3], rel=1e-12)
+    assert delay.draw_repeat(1, 4, 0) == delay.draw(1, 4)
+    assert delay.draw_repeat(1, 4, 1) != delay.draw_repeat(1, 4, 2)
+    bulk = simulate.simulate(code, delay, draws=6, replay=False)  # bulk: each repeat as long as the first
+    first = bulk.arrivals[:, :, 0]
+    assert bulk.times == pytest.approx(np.sort(np.concatenate([first * j for j in (1, 2, 3, 4)], axis=1))[:, 3])
+
+
 @pytest.mark.mpi
 def test_stale_collecting_every_worker_is_uncoded(train):
     common = ("--dataset", "synthetic:1200x20", "--iterations", "8", "--delay", "exp:0.002")

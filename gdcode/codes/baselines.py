@@ -125,8 +125,17 @@ class KBatch(GradientCode):
         return a
 
     def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
-        """The k-th of every worker's gradients, a worker's j-th arriving at j times its first
-        (each repeat assumed to take as long as the first)."""
-        first = np.asarray(arrivals, dtype=float)[:, :, 0]
+        """The k-th of every worker's gradients.
+
+        ``arrivals`` of shape ``(draws, W, m)``: with ``m >= k`` the arrival of each worker's
+        successive gradients (the simulator's replay of a run, each repeat with its own pause);
+        with one column, a worker's j-th is taken to arrive at j times its first (each repeat as
+        long as the first: the bulk draws' approximation).
+        """
+        arrivals = np.asarray(arrivals, dtype=float)
+        draws, W, m = arrivals.shape
+        if m >= self.k:
+            return kth_arrival(arrivals[:, :, :self.k].reshape(draws, W * self.k), self.k)
+        first = arrivals[:, :, 0]
         repeats = np.concatenate([first * j for j in range(1, self.k + 1)], axis=1)
         return kth_arrival(repeats, self.k)

@@ -449,7 +449,7 @@ def work(ctx: Context) -> int:
                 if not cancelled:
                     # this message's share of the iteration's pause (all of it for one message)
                     c = compute / share[k] if share[k] else 0.0
-                    pause = share[k] * repeat_pause(ctx.delay, me, t, repeat, load, c)
+                    pause = share[k] * ctx.delay.draw_repeat(me, t, repeat, load, c)
                     cancelled = tp.pause(pause, ctrl_req.Test)
                 if cancelled:  # ctrl_req has completed (Test stays True): the newer model is in ctrl
                     sends.sent(out, [])
@@ -467,17 +467,6 @@ def work(ctx: Context) -> int:
     sends.wait_all()
     send_done(comm, steps, clock, sent)
     return 0
-
-
-def repeat_pause(delay, worker: int, iteration: int, repeat: int, load: float, compute: float) -> float:
-    """The injected pause of a worker's ``repeat``-th gradient of an iteration (kbatch): the
-    iteration's own pause for the first, then pauses from streams of (seed, worker, iteration,
-    repeat)."""
-    if repeat == 0:
-        return float(delay.draw(worker, iteration, load, compute=compute))
-    rng = np.random.default_rng([delay.seed, 0xDE1A, worker, iteration, repeat])
-    pause = float(delay.sample(rng, worker, iteration, compute))
-    return pause * load if delay.scale_with_load else pause
 
 
 def minibatch_blocks(problem, held: list[tuple], iteration: int, repeat: int = 0) -> list[tuple]:
