@@ -242,3 +242,20 @@ def test_a_plugin_class_that_is_no_gradient_code_is_refused(monkeypatch):
     monkeypatch.setattr(codes.CODES, "_loaded", {"fake:Code": lambda *a, **k: object()})
     with pytest.raises(ValueError, match="not a gdcode.codes.GradientCode"):
         codes.build("fake:Code", n_workers=2)
+
+
+@pytest.mark.parametrize("name", ["cyclic", "cyclic-mds"])
+def test_decoding_weights_are_solved_once_per_set_and_do_not_depend_on_arrival_order(name, monkeypatch):
+    from gdcode.codes import base
+
+    code = codes.build(name, 5, 2)
+    calls = []
+    solve = base.lstsq_weights
+    monkeypatch.setattr(base, "lstsq_weights", lambda B, rows: calls.append(tuple(rows)) or solve(B, rows))
+    a = code.decode([3, 0, 4])
+    b = code.decode([4, 3, 0])
+    np.testing.assert_array_equal(a, b)
+    assert calls == [(0, 3, 4)]  # the second decode came from the cache
+    a[:] = 0.0  # the caller's copy: the cache keeps its own
+    np.testing.assert_array_equal(code.decode([0, 3, 4]), b)
+    np.testing.assert_allclose(b @ code.B, np.ones(code.n_partitions), atol=1e-10)

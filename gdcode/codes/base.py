@@ -64,6 +64,25 @@ class GradientCode:
     def n_partitions(self) -> int:
         return int(self.B.shape[1])
 
+    #: decoding weights kept per set of rows (:meth:`lstsq_weights`); the cache is emptied when full
+    WEIGHTS_CACHE = 4096
+
+    def lstsq_weights(self, rows: Sequence[int]) -> np.ndarray:
+        """:func:`lstsq_weights` of this code's ``B`` on ``rows``, solved once per set of rows.
+
+        The coordinator decodes every iteration from a set of responders that recurs (at W = 3,
+        S = 1 there are three); the solve took 0.2 ms of each cyclic-mds iteration. The rows are
+        taken in sorted order, so the weights do not depend on the order the replies came in.
+        """
+        key = tuple(sorted(int(r) for r in rows))
+        cache = self.__dict__.setdefault("_weights_cache", {})
+        weights = cache.get(key)
+        if weights is None:
+            if len(cache) >= self.WEIGHTS_CACHE:
+                cache.clear()
+            weights = cache[key] = lstsq_weights(self.B, key)
+        return weights.copy()
+
     @property
     def straggler_tolerance(self) -> int:
         """Stragglers every decode survives: S, except for codes that wait for everyone (0)."""

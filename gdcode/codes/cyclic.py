@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdcode.codes.base import GradientCode, harmonic, kth_arrival, lstsq_weights
+from gdcode.codes.base import GradientCode, harmonic, kth_arrival
 from gdcode.codes.registry import CODES
 
 
@@ -68,7 +68,7 @@ class CyclicRepetition(GradientCode):
         need = self.n_workers - self.n_stragglers
         if len(got) < need:
             return None
-        return lstsq_weights(self.B, got[:need])
+        return self.lstsq_weights(got[:need])
 
     def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
         """The (W-S)-th reply."""
@@ -154,7 +154,7 @@ class CyclicMDS(GradientCode):
         need = self.n_workers - self.design_stragglers
         if len(got) < need:
             return None
-        return lstsq_weights(self.B, got[:need])
+        return self.lstsq_weights(got[:need])
 
     def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
         """The (W - design_stragglers)-th reply."""

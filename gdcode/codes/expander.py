@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from gdcode.codes.base import GradientCode, check_collect, kth_arrival, lstsq_weights, uniform_sample_moments
+from gdcode.codes.base import GradientCode, check_collect, kth_arrival, uniform_sample_moments
 from gdcode.codes.registry import CODES
 
 DECODERS = ("lstsq", "fixed")
@@ -134,7 +134,7 @@ class ExpanderCode(GradientCode):
             a = np.zeros(self.n_workers)
             a[got] = self.n_workers / len(got)
             return a
-        return lstsq_weights(self.B, got)
+        return self.lstsq_weights(got)
 
     def decode(self, responders: Sequence[int]) -> np.ndarray | None:
         got = self._arrivals(responders)
@@ -145,7 +145,7 @@ class ExpanderCode(GradientCode):
             a = np.zeros(self.n_workers)
             a[used] = self.n_workers / self.collect
             return a
-        return lstsq_weights(self.B, used)
+        return self.lstsq_weights(used)
 
     def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
         """The ``collect``-th reply."""
