@@ -5,8 +5,8 @@ gradient of the coefficient-weighted sum, which is what a gdcode worker sends. R
 
     PYTHONPATH=DIR gdcode run --model autograd_model:TanhNet --model-options hidden=16 ...
 
-where DIR holds this file (``pip install autograd`` first). docs/autograd_model.py and
-tests/plugins/gdcode_testplugins/autograd_model.py are the same file.
+where DIR holds this file (``pip install autograd`` first). tests/test_autograd_model.py
+runs this file.
 """
 
 from __future__ import annotations
