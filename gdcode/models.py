@@ -166,16 +166,7 @@ class LinearModel(Model):
     def loss_grad_sum(self, X, y, coef, w, grad):
         if X.shape[0] == 0:
             return 0.0
-        if not (isinstance(grad, np.ndarray) and grad.dtype == np.float64
-                and grad.flags.c_contiguous and grad.flags.writeable):
-            raise ValueError("grad must be a writable C-contiguous float64 array (the kernels "
-                             "add into it in place)")
-        if grad.shape != np.shape(w):
-            raise ValueError(f"grad has shape {grad.shape}, w {np.shape(w)}; they must match")
-        y = np.ascontiguousarray(y, dtype=np.float64)
-        coef = np.ascontiguousarray(coef, dtype=np.float64)
-        w = np.ascontiguousarray(w, dtype=np.float64)
-        X = as_rows(X)
+        X, y, coef, w = kernel_arguments(X, y, coef, w, grad)
         n_cols = X.shape[1]
         w, grad = self._shaped(w, grad, n_cols)
         if isinstance(X, np.ndarray):
@@ -214,6 +205,25 @@ class LinearModel(Model):
             return int(self._hogwild_dense(X, y, w, self.kernel_objective, lr, n_steps, seed, **common))
         return int(self._hogwild_csr(X.data, X.indices, X.indptr, y, w, self.kernel_objective, lr, n_steps,
                                      seed, **common))
+
+
+def kernel_arguments(X, y, coef, w, grad):
+    """``(X, y, coef, w)`` as the compiled kernels take them (:func:`as_rows`, contiguous float64
+    vectors), after checking that ``grad`` is what they add into in place.
+
+    Raises
+    ------
+    ValueError
+        When ``grad`` is not a writable C-contiguous float64 array of ``w``'s shape.
+    """
+    if not (isinstance(grad, np.ndarray) and grad.dtype == np.float64
+            and grad.flags.c_contiguous and grad.flags.writeable):
+        raise ValueError("grad must be a writable C-contiguous float64 array (the kernels "
+                         "add into it in place)")
+    if grad.shape != np.shape(w):
+        raise ValueError(f"grad has shape {grad.shape}, w {np.shape(w)}; they must match")
+    return (as_rows(X), np.ascontiguousarray(y, dtype=np.float64), np.ascontiguousarray(coef, dtype=np.float64),
+            np.ascontiguousarray(w, dtype=np.float64))
 
 
 def as_rows(X):
@@ -482,16 +492,7 @@ class MLP(Model):
     def loss_grad_sum(self, X, y, coef, w, grad):
         if X.shape[0] == 0:
             return 0.0
-        if not (isinstance(grad, np.ndarray) and grad.dtype == np.float64
-                and grad.flags.c_contiguous and grad.flags.writeable):
-            raise ValueError("grad must be a writable C-contiguous float64 array (the kernels "
-                             "add into it in place)")
-        if grad.shape != np.shape(w):
-            raise ValueError(f"grad has shape {grad.shape}, w {np.shape(w)}; they must match")
-        y = np.ascontiguousarray(y, dtype=np.float64)
-        coef = np.ascontiguousarray(coef, dtype=np.float64)
-        w = np.ascontiguousarray(w, dtype=np.float64)
-        X = as_rows(X)
+        X, y, coef, w = kernel_arguments(X, y, coef, w, grad)
         sizes = self._sizes_of(w, X.shape[1])
         with self._limit_blas():
             if isinstance(X, np.ndarray):
