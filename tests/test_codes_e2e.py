@@ -15,15 +15,9 @@ EXACT = ["frc", "cyclic", "cyclic-mds", "partial-frc", "partial-cyclic"]
 
 @pytest.fixture(scope="module")
 def uncoded_losses(tmp_path_factory):
-    from e2e import run_mpi
+    from e2e import train_run
 
-    from gdcode.results import load_run
-
-    out = tmp_path_factory.mktemp("uncoded")
-    res = run_mpi(5, ["run", "--workers", "4", "--iterations", "12", *DATA, "--out", str(out), "--name", "u"],
-                  cwd=out)
-    assert res.returncode == 0, res.stderr
-    return load_run(out / "u").column("train_loss")
+    return train_run(tmp_path_factory.mktemp("uncoded"), 4, "--iterations", "12", *DATA, name="u").column("train_loss")
 
 
 @pytest.mark.parametrize("scheme", EXACT)

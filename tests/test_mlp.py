@@ -241,15 +241,9 @@ RUN_DATA = ("--dataset", "sklearn:iris", "--model", "mlp", "--hidden", "10", "--
 
 @pytest.fixture(scope="module")
 def uncoded(tmp_path_factory):
-    from e2e import run_mpi
+    from e2e import train_run
 
-    from gdcode.results import load_run
-
-    out = tmp_path_factory.mktemp("mlp-uncoded")
-    res = run_mpi(5, ["run", "--workers", "4", "--iterations", "10", *RUN_DATA, "--out", str(out), "--name", "u"],
-                  cwd=out)
-    assert res.returncode == 0, res.stderr
-    return load_run(out / "u")
+    return train_run(tmp_path_factory.mktemp("mlp-uncoded"), 4, "--iterations", "10", *RUN_DATA, name="u")
 
 
 @pytest.mark.mpi
