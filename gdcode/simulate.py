@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from gdcode import codes, delays, markovfit, traces
+from gdcode.cluster.emulate import parse_rate
 from gdcode.codes.base import decode_time, harmonic
 from gdcode.errors import ConfigError
 
@@ -100,33 +101,6 @@ def all_arrivals(code: codes.GradientCode, compute: np.ndarray, pause: np.ndarra
     return np.cumsum(busy[:, :, None] * share[None, :, :], axis=2) + comm
 
 
-_RATE_UNITS = {"bit": 1 / 8, "kbit": 1e3 / 8, "mbit": 1e6 / 8, "gbit": 1e9 / 8, "tbit": 1e12 / 8,
-               "bps": 1.0, "kbps": 1e3, "mbps": 1e6, "gbps": 1e9, "tbps": 1e12}
-
-
-def parse_rate(text: str) -> float:
-    """A rate in tc's notation (``100mbit``, ``1gbit``, ``12mbps``; a bare number is bits/s) as bytes/s.
-
-    Raises
-    ------
-    ValueError
-        When it is not one, or not positive and finite.
-    """
-    t = str(text).strip().lower()
-    number, unit = t, "bit"
-    for name in sorted(_RATE_UNITS, key=len, reverse=True):
-        if t.endswith(name):
-            number, unit = t[:-len(name)], name
-            break
-    try:
-        value = float(number) * _RATE_UNITS[unit]
-    except ValueError:
-        raise ValueError(f"rate {text!r}: write a number with a unit of tc's, e.g. 100mbit or 1gbit") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"rate {text!r} must be positive and finite")
-    return value
-
-
 @dataclass(frozen=True)
 class Network:
     """Links between the coordinator and the workers, each of ``bandwidth`` bytes/s and ``latency``
@@ -173,7 +147,7 @@ class Network:
             raise ValueError(f"network {text!r}: write LATENCY,BANDWIDTH, e.g. 0.0005,1gbit (seconds, tc rate)")
         if model_bytes <= 0:
             raise ValueError(f"message bytes must be positive, got {model_bytes}")
-        return cls(latency, parse_rate(rate_text), int(model_bytes),
+        return cls(latency, parse_rate(rate_text, "bandwidth"), int(model_bytes),
                    int(model_bytes if reply_bytes is None else reply_bytes))
 
     def arrivals(self, code: codes.GradientCode, compute: np.ndarray, pause: np.ndarray) -> np.ndarray:

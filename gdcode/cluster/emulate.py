@@ -249,8 +249,11 @@ def _object_re(name: str) -> re.Pattern[str]:
     return re.compile(rf"^{re.escape(prefix(name))}(br|eth|tun|[hv][0-9]{{1,2}})$")
 
 
-def parse_rate(text: str) -> float:
+def parse_rate(text: str, flag: str = "--bandwidth") -> float:
     """Bytes per second of a rate in tc's notation (``100mbit``, ``1gbit``, ``12mbps``; a bare number is bit/s).
+
+    The one parser of rates: ``gdcode cluster up --bandwidth`` and the simulator's ``--network``
+    (``flag`` names the option in the error).
 
     Raises
     ------
@@ -259,11 +262,11 @@ def parse_rate(text: str) -> float:
     """
     m = _RATE_RE.match(str(text).strip().lower())
     if not m or m.group("unit") not in _RATE_UNITS:
-        raise ConfigError(f"--bandwidth {text}: not a rate in tc's notation; write e.g. 100mbit, 1gbit or 500kbit "
+        raise ConfigError(f"{flag} {text}: not a rate in tc's notation; write e.g. 100mbit, 1gbit or 500kbit "
                           "(bit: bits per second, bps: bytes per second)")
     value = float(m.group("number")) * _RATE_UNITS[m.group("unit")]
     if not value > 0:
-        raise ConfigError(f"--bandwidth {text}: must be more than 0")
+        raise ConfigError(f"{flag} {text}: must be more than 0")
     return value
 
 
