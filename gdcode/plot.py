@@ -337,9 +337,10 @@ def plot_workers(runs: Sequence[Run], out: str | os.PathLike, title: str | None 
 
 
 def iteration_times(run: Run) -> np.ndarray:
-    """Wall-clock seconds of each iteration: differences of ``elapsed`` (the first from 0)."""
+    """Wall-clock seconds of each iteration: differences of ``elapsed`` (the first from 0; the
+    initial model's line, iteration 0 at elapsed 0, is no iteration)."""
     el = run.column("elapsed")
-    el = el[np.isfinite(el)]
+    el = el[np.isfinite(el) & (run.column("iteration") > 0)]
     return np.diff(np.concatenate([[0.0], el])) if el.size else el
 
 

@@ -108,6 +108,9 @@ def test_worker_table_and_heatmap(runs, tmp_path):
 
 def test_iteration_time_distribution(runs, tmp_path):
     np.testing.assert_allclose(plot.iteration_times(runs[0]), 0.1 * np.arange(1, 7))
+    with_start = load_run(runs[0].path)
+    with_start.metrics.insert(0, {"iteration": 0, "elapsed": 0.0, "train_loss": 1.0})  # as gdcode run writes
+    np.testing.assert_allclose(plot.iteration_times(with_start), 0.1 * np.arange(1, 7))
     fig = plot.plot_iteration_times(runs, tmp_path / "t.png", extra={"sim: uncoded": np.full(10, 0.3)})
     ax = fig.axes[0]
     assert ax.get_ylabel() == "iteration time (s)"

@@ -49,7 +49,7 @@ def frozen_run(out: Path, scheme: str, workers: int, iterations: int, delay: str
         while proc.poll() is None:
             try:
                 lines = (run_dir / "metrics.jsonl").read_text().count("\n")
-                if pid is None and lines >= FREEZE_AT:
+                if pid is None and lines > FREEZE_AT:  # the initial model's line, then FREEZE_AT iterations
                     pid = int(json.loads((run_dir / "metadata.json").read_text())["pids"]["2"])
                     os.kill(pid, signal.SIGSTOP)
             except (OSError, ValueError, KeyError):
