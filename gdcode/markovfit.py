@@ -321,8 +321,9 @@ def verdict(report: dict, alpha: float = 0.05) -> dict:
     model's and slow spells are shown to last (its likelihood-ratio test against the
     memoryless mixture and the lag-1 autocorrelation both significant at ``alpha``: either
     alone is fooled now and then, e.g. by workers that slow down together); else
-    ``correlated`` when workers are significantly correlated within the same iteration and
-    not in time; else the best i.i.d. model. Returns ``model``, ``spec`` and ``reasons``.
+    ``correlated`` when workers are significantly correlated within the same iteration (any
+    correlation in time is then added to the reasons); else the best i.i.d. model. Returns
+    ``model``, ``spec`` and ``reasons``.
     """
     fitted = [r for r in report.get("models", []) if r.get("fitted")]
     iid = next((r for r in fitted if r["model"] == report.get("best")), None)

@@ -17,9 +17,10 @@ to 15 characters, so NAME has at most 7 letters or digits):
   (tbf shapes what an interface sends, so one end shapes the host's uplink and the other its
   downlink; B is 64 KiB, or 4 ms of the rate when that is more);
 - ``--latency SECONDS``, the one-way delay between two hosts: with ``netem`` (detected by adding
-  one to the namespace's ``lo``), a ``netem delay`` on the host's end of its veth (under the tbf
-  when there is one), so each packet is delayed once, by its sender. Without ``netem`` (this
-  machine kind's kernel), a TUN device ``gdc-NAME-tun`` in every namespace with a second address
+  one to the namespace's ``lo``), a ``netem delay`` on the host's end of its veth (the root
+  qdisc, with the tbf under it when there is one), so each packet is delayed once, by its
+  sender. Without ``netem`` (this machine kind's kernel), a TUN device ``gdc-NAME-tun`` in
+  every namespace with a second address
   ``x.y.z.(101+I)``, a route to every other host's TUN address through it, and the relay process
   (:mod:`gdcode.cluster.relay`) that forwards the packets between the TUNs after the delay. The
   TUN addresses are the data plane (MPI's traffic, see :func:`net_env`); the veths stay the
@@ -334,7 +335,8 @@ def shaping_commands(interface: str, rate: float | None, latency: float | None,
     rate : float, optional
         Bytes per second: a root ``tbf`` (``burst_bytes(rate)``, ``latency 100ms``).
     latency : float, optional
-        Seconds of ``netem delay`` (the host's own end only); under the tbf when there is one.
+        Seconds of ``netem delay`` (the host's own end only): the root qdisc, with the tbf under it
+        (``parent 1:1``) when there is one.
     namespace : str, optional
         The namespace the interface is in (``tc -n NS``).
 
