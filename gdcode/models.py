@@ -227,7 +227,8 @@ def kernel_arguments(X, y, coef, w, grad):
 
 
 def as_rows(X):
-    """``X`` as the kernels take it: a float32/float64 ndarray with contiguous rows, or CSR."""
+    """``X`` as the kernels take it: a C-contiguous float32/float64 ndarray, or CSR (copied only
+    when it is not already so: a row-strided view such as ``X[::2]`` is)."""
     if reference.issparse(X):  # scipy is imported only where something sparse exists
         import scipy.sparse as sp
 
@@ -244,7 +245,7 @@ def as_rows(X):
         raise ValueError(f"X must be 2-D (rows by columns), got shape {X.shape}")
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
-    if X.shape[1] > 1 and X.strides[1] != X.itemsize:
+    if not X.flags.c_contiguous:
         X = np.ascontiguousarray(X)
     return X
 
@@ -497,7 +498,6 @@ class MLP(Model):
         sizes = self._sizes_of(w, X.shape[1])
         with self._limit_blas():
             if isinstance(X, np.ndarray):
-                X = np.ascontiguousarray(X)
                 return float(self._kernel(X, y, coef, w, grad, sizes, self.activation,
                                           self.workspace(sizes, X.dtype), n_threads=self.n_threads))
             return float(self._twin(X, y, coef, w, grad, sizes, self.activation))

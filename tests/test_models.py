@@ -320,3 +320,19 @@ def test_auc_and_accuracy_keep_their_values_with_ties(seed):
     out = models.get("hinge").test_metrics(X, y, margin)
     assert out["test_accuracy"] == np.mean(np.where(margin >= 0, 1.0, -1.0) == y)
     assert out["test_auc"] == pytest.approx(_auc_mann_whitney(positive, margin), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["logistic", "least-squares", "mlp"])
+def test_row_strided_views_give_what_their_copies_give(name):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((40, 5))
+    y = np.where(rng.random(40) < 0.5, -1.0, 1.0)
+    if name == "mlp":
+        y = (y > 0).astype(float)  # two classes, 0 and 1
+    model = models.get(name)
+    w = 0.1 * rng.standard_normal(model.n_params(5))
+    view, copy = X[::2], np.ascontiguousarray(X[::2])
+    g_view, g_copy = np.zeros_like(w), np.zeros_like(w)
+    assert model.loss_grad_sum(view, y[::2], np.ones(20), w, g_view) == \
+        pytest.approx(model.loss_grad_sum(copy, y[::2], np.ones(20), w, g_copy), rel=1e-12)
+    np.testing.assert_allclose(g_view, g_copy, rtol=1e-12, atol=1e-15)
