@@ -38,6 +38,7 @@ from gdcode import codes, delays, markovfit, traces
 from gdcode.cluster.emulate import parse_rate
 from gdcode.codes.base import decode_time, harmonic
 from gdcode.errors import ConfigError
+from gdcode.waiting import WaitRule
 
 __all__ = ["QUANTILES", "ComputeModel", "ReplayResult", "Sample", "Simulation", "all_arrivals", "closed_form_mean",
            "decode_time", "decode_times", "fit_run", "fit_sample", "fit_trace", "harmonic", "has_vectorised_rule",
@@ -336,8 +337,7 @@ class Simulation:
         return decode_time(self.code, a)[1]
 
 
-def adaptive_times(code: codes.GradientCode, arrivals: np.ndarray, wait: str, min_replies: int = 1,
-                   generic: bool = False) -> np.ndarray:
+def adaptive_times(arrivals: np.ndarray, own: np.ndarray, rule: WaitRule, min_replies: int = 1) -> np.ndarray:
     """Iteration times under an adaptive deadline (``--wait quantile:Q`` or ``mad:K``), draw by draw.
 
     As the coordinator does: while fewer than two iterations are known the code's own rule
@@ -348,23 +348,18 @@ def adaptive_times(code: codes.GradientCode, arrivals: np.ndarray, wait: str, mi
 
     Parameters
     ----------
-    code : GradientCode
-        One that decodes from any set of replies (``ignore``, the approximate codes).
     arrivals : numpy.ndarray
         ``(draws, W, n_messages)``; a worker's first message is its reply.
-    wait : str
-        The ``--wait`` spec.
+    own : numpy.ndarray
+        ``(draws,)``: each draw's time under the code's own rule (:func:`decode_times`) of a code
+        that decodes from any set of replies (``ignore``, the approximate codes).
+    rule : WaitRule
+        The adaptive ``--wait`` rule.
     min_replies : int
-    generic : bool
-        Decode the first iterations with the code's own ``decode`` (see :func:`decode_times`).
     """
-    from gdcode.waiting import AdaptiveDeadline, WaitRule
+    from gdcode.waiting import AdaptiveDeadline
 
-    rule = WaitRule.parse(wait)
     first = np.asarray(arrivals, dtype=float).min(axis=2)
-    own, _ = decode_times(code, arrivals, generic=generic)
-    if not rule.adaptive:
-        return own
     ordered = np.sort(first, axis=1)
     k = min(max(1, int(min_replies)), first.shape[1]) - 1
     deadlines = AdaptiveDeadline(rule)
@@ -418,12 +413,13 @@ def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20
     pauses = sample_pauses(delay, load, comp, draws, replay=replay, first_iteration=first_iteration, seed=seed)
     arrivals = all_arrivals(code, comp, pauses, comm) if network is None else network.arrivals(code, comp, pauses)
     decode_from = arrivals
-    if getattr(code, "repeats", False) and replay and network is None and not generic:
+    if code.repeats and replay and network is None and not generic:
         decode_from = repeat_arrivals(code, delay, load, comp, pauses, comm, first_iteration)
     times, method = decode_times(code, decode_from, generic=generic)
-    adaptive = wait != "fixed"
+    rule = WaitRule.parse(wait)
+    adaptive = rule.adaptive
     if adaptive:
-        times = adaptive_times(code, arrivals, wait, min_replies, generic=generic)
+        times = adaptive_times(arrivals, times, rule, min_replies)
     return Simulation(code=code, times=times, arrivals=arrivals, compute=comp, pauses=pauses, method=method,
                       replay=replay, first_iteration=first_iteration, adaptive=adaptive)
 

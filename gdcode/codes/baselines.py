@@ -119,10 +119,7 @@ class KBatch(GradientCode):
         """Weight 1 on every reply once ``k`` have come (repeats from one worker count)."""
         if len(responders) < self.k:
             return None
-        a = np.zeros(self.n_workers)
-        for r in responders[:self.k]:
-            a[int(r)] += 1.0
-        return a
+        return np.bincount(np.asarray(responders[:self.k], dtype=int), minlength=self.n_workers).astype(float)
 
     def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
         """The k-th of every worker's gradients.

@@ -89,12 +89,12 @@ def main(args: argparse.Namespace) -> int:
     target = options.target_loss
     built = None
     if target is not None:  # the replay trains: the dataset, model and optimiser too
-        built = problem.build(options.replace(mode="coded"))
+        built = problem.build(options.replace(mode="coded"))  # checks --wait against the code too
         assert built.code is not None
         code, delay = built.code, built.delay
     else:
         code, delay = problem.build_code(options), problem.build_delay(options)
-    problem.check_wait(options, code)
+        problem.check_wait(options, code)
     compute = simulate.parse_compute(args.compute, W)
     if isinstance(delay, delays.Persistent) and compute.kind == "zero" and delay.base == 0:
         raise ConfigError(f"--delay {options.delay}: a persistent straggler is FACTOR times slower than its "

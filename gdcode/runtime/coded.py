@@ -202,8 +202,7 @@ class CodedCoordinator(Coordinator):
         self.acc_rows += int(self.batch_rows[w])
         self.contributions[w] += 1
         self.responders.append(w)
-        if len(self.responders) >= int(getattr(self.code, "k", self.W)):
-            self.weights = np.bincount(self.responders, minlength=self.W).astype(float)
+        self.weights = self.code.decode(self.responders)  # the replies' counts once k have come
         return True  # the buffer is summed already: post again for the worker's next one
 
     def _deadline_passed(self) -> bool:
