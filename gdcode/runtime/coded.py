@@ -159,8 +159,6 @@ class CodedCoordinator(Coordinator):
         self.sid_of = {wk: sid for sid, wk in self.stream_of.items()}
         if not self.options.resume:  # the initial model at elapsed 0, as every mode starts its record
             self.evaluator.submit(0, 0.0, self.opt.params)
-        else:
-            self.evaluator.metrics(self.opt.params)  # warm-up (first imports), so it does not stall iteration 1
 
     def _on_reply(self, w: int, buf: np.ndarray) -> bool:
         """Record one reply; hold its buffer when it answers the current iteration."""
