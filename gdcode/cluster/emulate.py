@@ -735,33 +735,36 @@ def leftovers(name: str) -> list[str]:
     return out
 
 
+def _relay_cmdline(name: str) -> list[bytes]:
+    """What follows the interpreter in the command line of cluster ``name``'s relay (:func:`_relay_argv`)."""
+    return [b"-m", b"gdcode.cluster.relay", str((state_dir() / name / "relay.json").resolve()).encode()]
+
+
+def _is_relay(pid: int, argv: list[bytes]) -> bool:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:4] == argv
+    except OSError:
+        return False
+
+
 def _relay_processes(name: str) -> list[int]:
     """Pids of relays running cluster ``name``'s configuration (their command line, exactly)."""
-    config = str((state_dir() / name / "relay.json").resolve())
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv[1:4] == [b"-m", b"gdcode.cluster.relay", config.encode()]:
-            out.append(int(entry.name))
-    return out
+    argv = _relay_cmdline(name)
+    return [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _is_relay(int(e.name), argv)]
 
 
 def _stop_process(pid: int, name: str) -> None:
     """SIGTERM (then SIGKILL) to the relay ``pid`` if it still is this cluster's relay."""
-    if pid not in _relay_processes(name):
+    argv = _relay_cmdline(name)
+    if not _is_relay(pid, argv):
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     end = time.monotonic() + 2.0
-    while time.monotonic() < end and pid in _relay_processes(name):
+    while time.monotonic() < end and _is_relay(pid, argv):
         _reap(pid)
         time.sleep(0.02)
-    if pid in _relay_processes(name):
+    if _is_relay(pid, argv):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
@@ -778,10 +781,9 @@ def _remove(cluster: Cluster) -> list[str]:
     """Remove what ``cluster`` lists, then everything else carrying its prefix; what was removed."""
     removed = []
     name = cluster.name
-    for pid in ([cluster.relay_pid] if cluster.relay_pid else []) + _relay_processes(name):
-        if pid in _relay_processes(name):
-            _stop_process(pid, name)
-            removed.append(f"process {pid}")
+    for pid in _relay_processes(name):  # the recorded relay among them, when it still runs
+        _stop_process(pid, name)
+        removed.append(f"process {pid}")
     pattern = _object_re(name)
     recorded_links = [n for k, n in cluster.objects if k == "link"]
     recorded_ns = [n for k, n in cluster.objects if k == "netns"]
