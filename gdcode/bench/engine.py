@@ -184,7 +184,7 @@ def run(as_json: bool = False, workdir: str | None = None, workers: int = 6, ite
     print(f"\nslowest against its ideal: {worst['scheme']}, {100 * (worst['ratio_to_ideal'] - 1):+.1f}% "
           f"(target within 5%: {'met' if worst['ratio_to_ideal'] <= 1.05 else 'MISSED'})")
     share = max(r["worker_cpu_share"] for r in rows[:-1])
-    print(f"worker ranks' CPU, compute included, as a share of a core: at most {100 * share:.1f}% "
+    print(f"a worker rank's CPU, compute included, as a share of a core: at most {100 * share:.1f}% "
           f"(waiting must not spin: target below 5%: {'met' if share < 0.05 else 'MISSED'})")
     peak = max((r["worker_max_rss_mb_max"] or 0.0) for r in rows[:-1])
     print(f"worker ranks' peak resident memory: at most {peak:.0f} MB "
@@ -197,9 +197,8 @@ def run(as_json: bool = False, workdir: str | None = None, workers: int = 6, ite
     return 0
 
 
-
 def _cpu_share(summary: dict) -> float:
-    """The workers' mean CPU seconds over their loop's wall seconds: with delays of 0.5 s and
-    milliseconds of compute, nearly all of it is what waiting costs."""
+    """The busiest worker's CPU seconds over its loop's wall seconds: with delays of 0.5 s and
+    milliseconds of compute, nearly all of it is what waiting costs (the target is per rank)."""
     cpu, wall = np.asarray(summary["worker_cpu_seconds"]), np.asarray(summary["worker_wall_seconds"])
-    return float(np.mean(cpu / np.maximum(wall, 1e-9)))
+    return float(np.max(cpu / np.maximum(wall, 1e-9)))
