@@ -23,7 +23,6 @@ images of the two splits of different sizes, a label above 9.
 from __future__ import annotations
 
 import gzip
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -110,15 +109,6 @@ def read_split(raw: Path, split: str) -> tuple[np.ndarray, np.ndarray, dict[str,
     return images, labels, files
 
 
-def _sha256(path: Path) -> str:
-    """SHA-256 of a raw file (as ``meta.json`` records every kind's raw file)."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def pixels(images: np.ndarray, dtype: str) -> np.ndarray:
     """Images as rows of ``pixel / 255`` in ``dtype`` (correctly rounded)."""
     rows = images.reshape(images.shape[0], -1)
@@ -134,6 +124,7 @@ def prepare(raw: Path, *, out: Path, fashion: bool, dtype: str | None, seed: int
     ConfigError
         For a missing or bad file (see the module docstring).
     """
+    from gdcode.data.prepare import file_digest
     from gdcode.data.prepare.common import standardize as scale
     from gdcode.data.prepared import write_prepared
 
@@ -167,7 +158,7 @@ def prepare(raw: Path, *, out: Path, fashion: bool, dtype: str | None, seed: int
                   "rule": "the standard split: the train-* files for training, stored in a seeded "
                           "permutation; the t10k-* files held out, in file order"},
         "source": {"kind": "mnist", "dataset": name, "raw": str(raw),
-                   "files": {str(p.name): _sha256(p) for files in (train_files, test_files)
+                   "files": {str(p.name): file_digest(p) for files in (train_files, test_files)
                              for p in files.values()}},
     }
     splits = {"train": (X_train, train_labels[perm].astype(np.float64)),
