@@ -75,7 +75,8 @@ def write_atomic(path: str | os.PathLike, write: Any) -> None:
         raise RunDirError(exc.errno, f"cannot write {path}: {exc.strerror}") from None
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """``data`` as indented JSON in ``path``, written atomically (:func:`write_atomic`)."""
     text = (json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n").encode()
     write_atomic(path, lambda fh: fh.write(text))
 
@@ -108,7 +109,7 @@ class RunWriter:
             raise RunDirError(exc.errno, f"cannot write the run directory {self.path}: {exc.strerror}") from None
 
     def write_metadata(self, metadata: dict) -> None:
-        _write_json(self.path / "metadata.json", metadata)
+        write_json(self.path / "metadata.json", metadata)
 
     def append_metrics(self, record: dict) -> None:
         """Append one iteration's record as one complete line, flushed at once."""
@@ -133,7 +134,7 @@ class RunWriter:
             raise RunDirError(exc.errno, f"cannot write {fh.name}: {exc.strerror}") from None
 
     def write_summary(self, summary: dict) -> None:
-        _write_json(self.path / "summary.json", summary)
+        write_json(self.path / "summary.json", summary)
 
     def save_model(self, params: np.ndarray) -> None:
         write_atomic(self.path / "model.npy", lambda fh: np.save(fh, params))

@@ -105,7 +105,7 @@ def record_ending(run_dir: Path, code: int) -> dict:
     import json
     import signal
 
-    from gdcode.results import read_metrics, write_atomic
+    from gdcode.results import read_metrics, write_json
 
     path = run_dir / "summary.json"
     try:
@@ -124,7 +124,7 @@ def record_ending(run_dir: Path, code: int) -> dict:
                "error": first_error_line(log) or f"the MPI job ended with exit code {code}",
                "written_by": "launcher"}
     try:
-        write_atomic(path, lambda fh: fh.write((json.dumps(summary, indent=2) + "\n").encode()))
+        write_json(path, summary)
     except OSError:
         pass
     return summary
