@@ -291,10 +291,8 @@ def fit_markov(series: Series) -> dict:
     if measured.size < 5 or np.ptp(measured) <= 0:
         return {"fitted": False, "reason": "too few distinct measured values"}
     low = float(measured.min())
-    fits = [_fit_shift(series, low if low > SHIFT_FLOOR * float(np.median(measured)) else 0.0)]
-    for f in fits:
-        f["aic"] = 2 * f["k"] - 2 * f["loglik"]
-    best = min(fits, key=lambda f: f["aic"])
+    best = _fit_shift(series, low if low > SHIFT_FLOOR * float(np.median(measured)) else 0.0)
+    best["aic"] = 2 * best["k"] - 2 * best["loglik"]
     m, F, pe, pl = best["params"]
     shift = best["shift"]
     pi = pe / (pe + pl)

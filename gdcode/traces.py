@@ -322,10 +322,6 @@ class Series:
         """From :func:`gdcode.delays.read_trace`'s ``{worker: ({iteration: seconds}, ...)}``."""
         return cls.from_rows((w, t, v) for w, (by_it, _) in table.items() for t, v in by_it.items())
 
-    def per_worker(self) -> dict[int, np.ndarray]:
-        """Each worker's present values, in iteration order."""
-        return {w: self.values[self.present[:, j], j] for j, w in enumerate(self.workers)}
-
 
 # ----------------------------------------------------------------------------- statistics
 
@@ -438,16 +434,15 @@ def cross_correlation(series: Series) -> dict:
     T = u.shape[0]
     z = _z(terms, int(4 * (T / 100) ** (2 / 9)))
     k = int(np.argmax(rs))
-    best = None
-    for g in [d for d in range(2, W + 1) if W % d == 0]:
+    best: tuple[float, int, float, float] | None = None
+    for g in [d for d in range(2, W + 1) if W % d == 0]:  # W > 1 here: at least g = W
         same = (ia // g) == (ib // g)
         within = float(rs[same].mean()) if same.any() else 0.0
         between = float(rs[~same].mean()) if (~same).any() else 0.0
         score = within - between
         if best is None or score > best[0] + 1e-12:
             best = (score, g, within, between)
-    if best is None:  # W = 1 cannot happen here; W prime > 1 still has g = W
-        best = (mean_r, W, mean_r, 0.0)
+    assert best is not None
     _, g, within, between = best
     rho = min(max(within, 0.0), 1.0)
     spec = (f"correlated:{mean:.4g},{cv:.4g},{rho:.3g}" + ("" if g == W else f",{g}")) if mean > 0 and cv > 0 \
