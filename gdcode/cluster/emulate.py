@@ -471,38 +471,33 @@ class _Builder:
 
 
 @contextlib.contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGTERM raises :class:`Interrupted` (SIGINT raises KeyboardInterrupt as usual), main thread only."""
+def _signal_handlers(handlers: Mapping[int, Any]) -> Iterator[None]:
+    """Install ``handlers`` (signal -> handler) for the block, then restore the previous ones;
+    outside the main thread signals stay as they are."""
+    try:
+        previous = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def _signals_raise() -> contextlib.AbstractContextManager[None]:
+    """SIGTERM and SIGHUP raise :class:`Interrupted` (SIGINT raises KeyboardInterrupt as usual)."""
     def handler(signum: int, frame: object) -> None:
         raise Interrupted(signum)
 
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
-    except ValueError:  # not the main thread: signals stay as they are
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
+    return _signal_handlers({signal.SIGTERM: handler, signal.SIGHUP: handler,
+                             signal.SIGINT: signal.default_int_handler})
 
 
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """No signal interrupts the clean-up (main thread only)."""
-    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    try:
-        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in sigs}
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
+def _signals_ignored() -> contextlib.AbstractContextManager[None]:
+    """No signal interrupts the clean-up."""
+    return _signal_handlers(dict.fromkeys((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), signal.SIG_IGN))
 
 
 def up(name: str, hosts: int, slots: int = 1, bandwidth: str | None = None, latency: float | None = None,
