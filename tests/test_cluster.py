@@ -8,6 +8,7 @@ only to addresses inside those clusters' namespaces.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -318,11 +320,21 @@ def test_run_refuses_a_missing_cluster_or_too_many_workers(plain_run, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def _up_in_background(name: str, *args: str) -> subprocess.Popen:
+@contextlib.contextmanager
+def _up_in_background(name: str, *args: str) -> Iterator[subprocess.Popen]:
+    """``gdcode cluster up NAME`` slowed down step by step; killed (if still running) and the
+    cluster removed afterwards, whatever the test did."""
     env = {**os.environ, emulate.STEP_DELAY_ENV: "0.15"}
-    return subprocess.Popen([sys.executable, "-m", "gdcode", "cluster", "up", name, "--hosts", "4", "--latency", "0.01",
-                             "--latency-method", "relay", *args], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "gdcode", "cluster", "up", name, "--hosts", "4", "--latency",
+                             "0.01", "--latency-method", "relay", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        emulate.down(name)
 
 
 def _wait_for_object(name: str, kind: str, timeout: float = 30.0) -> None:
@@ -343,26 +355,19 @@ def _wait_for_object(name: str, kind: str, timeout: float = 30.0) -> None:
                                             (signal.SIGTERM, "process")])
 def test_a_signal_during_up_leaves_nothing(state, sig, after):
     name = _name("d")
-    proc = _up_in_background(name)
-    try:
+    with _up_in_background(name) as proc:
         _wait_for_object(name, after)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 128 + sig, err
         assert "removed what it had made" in err
         _nothing_left(name)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        emulate.down(name)
 
 
 @needs_netns
 def test_down_cleans_up_after_a_crashed_up(state):
     name = _name("k")
-    proc = _up_in_background(name)
-    try:
+    with _up_in_background(name) as proc:
         _wait_for_object(name, "process")
         proc.kill()  # no clean-up: namespaces, links and the relay stay
         proc.wait()
@@ -370,11 +375,6 @@ def test_down_cleans_up_after_a_crashed_up(state):
         res = run_cli(["cluster", "down", name], cwd=Path.cwd())
         assert res.returncode == 0 and "removed" in res.stdout, res.stderr
         _nothing_left(name)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        emulate.down(name)
 
 
 @needs_netns
