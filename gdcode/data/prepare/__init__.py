@@ -10,7 +10,6 @@ directory format is described in :mod:`gdcode.data.prepared`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -142,15 +141,6 @@ def standardized(kind: str, opts: PrepareOptions) -> bool:
     return kind == "sklearn"
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a raw file (recorded in ``meta.json``)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def prepare(kind: str, opts: PrepareOptions, progress=None) -> tuple[Path, dict[str, Any]]:
     """Prepare ``kind`` with ``opts``; return the directory written and its metadata.
 
@@ -197,6 +187,8 @@ def prepare(kind: str, opts: PrepareOptions, progress=None) -> tuple[Path, dict[
             raise ConfigError("mnist needs --raw DIR, the directory of the four IDX files")
         return mnist.prepare(Path(opts.raw), out=out, fashion=opts.fashion, dtype=opts.dtype,
                              seed=opts.seed, standardize=standardized(kind, opts), force=opts.force)
+
+    from gdcode.data.prepare.common import file_digest
 
     raw = _raw_file(kind, opts)
     source: dict[str, Any] = {"raw": str(raw), "sha256": file_digest(raw)}

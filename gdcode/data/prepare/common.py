@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -335,3 +336,12 @@ def check_finite(X, origin: str) -> None:
         row = int(np.flatnonzero(~np.all(np.isfinite(X), axis=1))[0])
     raise ConfigError(f"{origin}: data row {row + 1} has a NaN or infinite feature; "
                       "fill or drop missing values first")
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a raw file (recorded in ``meta.json``)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

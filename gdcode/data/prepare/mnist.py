@@ -124,7 +124,7 @@ def prepare(raw: Path, *, out: Path, fashion: bool, dtype: str | None, seed: int
     ConfigError
         For a missing or bad file (see the module docstring).
     """
-    from gdcode.data.prepare import file_digest
+    from gdcode.data.prepare.common import file_digest
     from gdcode.data.prepare.common import standardize as scale
     from gdcode.data.prepared import write_prepared
 
