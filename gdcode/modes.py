@@ -27,11 +27,16 @@ class Mode:
     coded : bool
         Whether the mode trains through a gradient code (``--scheme``); the others give
         worker ``i`` partition ``i`` of W.
+    doorbell : bool
+        Whether its ranks may sleep until a sender wakes them (:mod:`gdcode.runtime.doorbell`):
+        not for a mode with collectives in its loop, which MPI moves on only while every rank
+        in them calls it.
     """
 
     name = ""
     runtime = ""
     coded = False
+    doorbell = True
 
     def check(self, options: RunOptions, model: Any) -> None:
         """Refuse options this mode cannot run (:class:`~gdcode.errors.OptionError`).
@@ -97,6 +102,7 @@ class AllReduce(Mode):
     """Synchronous data-parallel SGD: the workers' gradients summed by an all-reduce each step."""
 
     runtime = "gdcode.runtime.allreduce"
+    doorbell = False
 
 
 @MODES.register("local")
@@ -104,6 +110,7 @@ class Local(Mode):
     """Local SGD: every worker steps on its own model, averaged every --average-every steps."""
 
     runtime = "gdcode.runtime.allreduce"
+    doorbell = False
 
 
 def get(name: str) -> Mode:

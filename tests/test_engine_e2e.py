@@ -115,3 +115,13 @@ def test_summary_reports_every_ranks_peak_memory(train):
     # a Python process with numpy and mpi4py holds tens of MB; none holds a GB for this problem
     assert len(rss) == 2 and all(20 < r < 1000 for r in rss)
     assert 20 < run.summary["coordinator_max_rss_mb"] < 1000
+
+
+def test_without_doorbells_the_ranks_poll_and_train_the_same(train, monkeypatch):
+    args = ("--dataset", "synthetic:600x10", "--iterations", "5", "--scheme", "frc", "--stragglers", "1",
+            "--delay", "exp:0.002")
+    rung = train(2, *args, name="rung")
+    monkeypatch.setenv("GDCODE_DOORBELL", "0")
+    polled = train(2, *args, name="polled")
+    assert rung.summary["waits"] == "doorbell" and polled.summary["waits"] == "polling"
+    np.testing.assert_array_equal(polled.model, rung.model)

@@ -646,7 +646,8 @@ class Coordinator:
                       "coordinator_cpu_seconds": time.process_time() - self._cpu0,
                       "coordinator_wall_seconds": wall,
                       "worker_max_rss_mb": self.rss.round(1).tolist(),
-                      "coordinator_max_rss_mb": round(phases.max_rss_mb(), 1)})
+                      "coordinator_max_rss_mb": round(phases.max_rss_mb(), 1),
+                      "waits": "doorbell" if tp.doorbell() is not None else "polling"})
         reports[0] = self.traffic.report()
         extra["bytes"] = summarize(reports, self.W + 1)
         extra["phases"] = phases.table(extra_phases)

@@ -14,8 +14,9 @@ from gdcode import problem
 from gdcode.errors import ConfigError, OptionError
 from gdcode.options import RunOptions
 from gdcode.rundir import Claim
-from gdcode.runtime import phases, signals
+from gdcode.runtime import doorbell, phases, signals, transport
 from gdcode.runtime.context import Context
+from gdcode.runtime.doorbell import Doorbell
 from gdcode.runtime.traffic import CountingComm, Traffic
 from gdcode.runtime.transport import tune_timers
 
@@ -98,11 +99,20 @@ def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> in
         signals.install()  # SIGTERM/SIGHUP: rank 0 stops the workers and writes the summary
     if options.tolerate_failures:
         return _tolerant(options, run_dir, command, comm)
-    counting = CountingComm(comm, Traffic(comm.Get_size()))
-    ctx = Context(problem=problem.build(options), comm=counting, run_dir=Path(run_dir), command=list(command))
+    built = problem.build(options)
+    counting = CountingComm(comm, Traffic(comm.Get_size()), bell=_doorbell(comm, built))
+    ctx = Context(problem=built, comm=counting, run_dir=Path(run_dir), command=list(command))
     phases.mark("built")
     loop = importlib.import_module(ctx.problem.mode.runtime)
     return loop.coordinate(ctx) if comm.Get_rank() == 0 else _work(loop, ctx)
+
+
+def _doorbell(comm: Any, built: problem.Problem) -> Doorbell | None:
+    """Connect the job's doorbells, if its mode may use them, and make this rank's waits sleep
+    on its own (collective)."""
+    bell = doorbell.connect(comm) if built.mode.doorbell else None
+    transport.use_doorbell(bell)
+    return bell
 
 
 def _work(loop: Any, ctx: Context) -> int:
@@ -113,7 +123,7 @@ def _work(loop: Any, ctx: Context) -> int:
     code = loop.work(ctx)
     phases.mark("loop_end")
     report = np.concatenate([ctx.comm.traffic.report(), phases.vector()])
-    req = ctx.comm._comm.Isend(report, dest=0, tag=Tag.TRAFFIC)
+    req = ctx.comm.Isend_uncounted(report, dest=0, tag=Tag.TRAFFIC)
     poll_until(req.Test)
     return int(code)
 
@@ -128,8 +138,9 @@ def _tolerant(options: RunOptions, run_dir: Path, command: list[str], comm: Any)
     import traceback
 
     try:
-        counting = CountingComm(comm, Traffic(comm.Get_size()))
-        ctx = Context(problem=problem.build(options), comm=counting, run_dir=Path(run_dir), command=list(command))
+        built = problem.build(options)
+        counting = CountingComm(comm, Traffic(comm.Get_size()), bell=_doorbell(comm, built))
+        ctx = Context(problem=built, comm=counting, run_dir=Path(run_dir), command=list(command))
         loop = importlib.import_module(ctx.problem.mode.runtime)
         return loop.coordinate(ctx) if comm.Get_rank() == 0 else _work(loop, ctx)
     except BaseException:

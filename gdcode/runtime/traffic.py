@@ -14,11 +14,14 @@ set-up's pickled gathers, are not counted.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gdcode.runtime import protocol as pr
+
+if TYPE_CHECKING:
+    from gdcode.runtime.doorbell import Doorbell
 
 #: the kinds counted, in the order of a worker's report
 KINDS: tuple[str, ...] = (*(k.name.lower() for k in pr.Kind), "records", "allreduce", "alltoall", "other")
@@ -119,12 +122,17 @@ class CountingComm:
         The communicator to wrap.
     traffic : Traffic
         Where to count; shared with the communicators :meth:`Split` makes.
+    bell : Doorbell, optional
+        The job's doorbell (:mod:`gdcode.runtime.doorbell`): each send rings its destination,
+        and sends and collectives are kept in flight there until they complete.
     """
 
-    def __init__(self, comm: Any, traffic: Traffic, ranks: list[int] | None = None) -> None:
+    def __init__(self, comm: Any, traffic: Traffic, ranks: list[int] | None = None,
+                 bell: Doorbell | None = None) -> None:
         self._comm = comm
         self.traffic = traffic
         self._ranks = ranks  # this communicator's ranks in the job's (None: the job's own)
+        self.bell = bell
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._comm, name)
@@ -134,23 +142,37 @@ class CountingComm:
 
     def Isend(self, buf: Any, dest: int, tag: int = 0) -> Any:  # noqa: N802 - mpi4py's name
         self.traffic.count_sent(self._dest(dest), kind_of(buf, tag), nbytes(buf))
-        return self._comm.Isend(buf, dest=dest, tag=tag)
+        return self._rang(self._comm.Isend(buf, dest=dest, tag=tag), dest)
 
     def Issend(self, buf: Any, dest: int, tag: int = 0) -> Any:  # noqa: N802
         self.traffic.count_sent(self._dest(dest), kind_of(buf, tag), nbytes(buf))
-        return self._comm.Issend(buf, dest=dest, tag=tag)
+        return self._rang(self._comm.Issend(buf, dest=dest, tag=tag), dest)
 
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:  # noqa: N802
         self.traffic.count_sent(self._dest(dest), kind_of(buf, tag), nbytes(buf))
         self._comm.Send(buf, dest=dest, tag=tag)
+        self._rang(None, dest)
+
+    def Isend_uncounted(self, buf: Any, dest: int, tag: int = 0) -> Any:  # noqa: N802
+        """``Isend`` without counting it (a worker's table of counts, sent once it is final)."""
+        return self._rang(self._comm.Isend(buf, dest=dest, tag=tag), dest)
 
     def Iallreduce(self, sendbuf: Any, recvbuf: Any, op: Any) -> Any:  # noqa: N802
         self._collective("allreduce", sendbuf, recvbuf)
-        return self._comm.Iallreduce(sendbuf, recvbuf, op=op)
+        return self._rang(self._comm.Iallreduce(sendbuf, recvbuf, op=op))
 
     def Ialltoall(self, sendbuf: Any, recvbuf: Any) -> Any:  # noqa: N802
         self._collective("alltoall", sendbuf, recvbuf)
-        return self._comm.Ialltoall(sendbuf, recvbuf)
+        return self._rang(self._comm.Ialltoall(sendbuf, recvbuf))
+
+    def Ibarrier(self) -> Any:  # noqa: N802
+        return self._rang(self._comm.Ibarrier())
+
+    def _rang(self, request: Any, dest: int | None = None) -> Any:
+        """Ring ``dest``'s doorbell and keep ``request`` in flight there (without a doorbell: nothing)."""
+        if self.bell is not None:
+            self.bell.sent(request, None if dest is None else self._dest(dest))
+        return request
 
     def _collective(self, kind: str, sendbuf: Any, recvbuf: Any) -> None:
         self.traffic.collective_sent[_KIND_INDEX[kind]] += nbytes(sendbuf)
@@ -163,4 +185,4 @@ class CountingComm:
         if sub == MPI.COMM_NULL:
             return sub
         members = sub.allgather(self._dest(self._comm.Get_rank()))
-        return CountingComm(sub, self.traffic, members)
+        return CountingComm(sub, self.traffic, members, self.bell)

@@ -3,8 +3,10 @@
 Waits poll with ``Test`` and sleep between polls, backing off from :data:`BACKOFF_START` to
 :data:`BACKOFF_CAP`: a blocking ``Recv`` under the MPICH wheel spins a full core while it
 waits (measured: 2.97 s of CPU in 3.0 s of waiting, against 0.08 s for a ``Test`` loop that
-sleeps), which starves the computing ranks when ranks outnumber cores. The messages
-themselves are defined in :mod:`gdcode.runtime.protocol`.
+sleeps), which starves the computing ranks when ranks outnumber cores. When every rank of
+the job is on one host, a rank with nothing of its own in flight sleeps instead until a sender
+rings its doorbell (:mod:`gdcode.runtime.doorbell`, installed by :func:`use_doorbell`). The
+messages themselves are defined in :mod:`gdcode.runtime.protocol`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from gdcode.runtime.doorbell import RUNG_TIMEOUT, Doorbell
+
 BACKOFF_START = 1e-5
 BACKOFF_CAP = 5e-4
 EAGER_CAP = 1e-4
@@ -23,6 +27,20 @@ EAGER_WINDOW = 5e-3
 YIELD_WINDOW = 2e-4
 #: longest sleep of an injected pause's slice (a newer message is noticed within about this long)
 PAUSE_SLICE = 5e-4
+
+
+_doorbell: Doorbell | None = None
+
+
+def use_doorbell(bell: Doorbell | None) -> None:
+    """Make this process's waits sleep on ``bell`` (None: poll, the default)."""
+    global _doorbell
+    _doorbell = bell
+
+
+def doorbell() -> Doorbell | None:
+    """The doorbell this process's waits sleep on, if any."""
+    return _doorbell
 
 
 #: the timer slack a rank asks the kernel for (Linux), in nanoseconds
@@ -61,6 +79,11 @@ class Backoff:
     soon after a rank's own progress (a model right after a reply, a reply right after a model),
     and a 1 ms sleep there would add up to 1 ms to every iteration. Past the window, a long wait
     (a straggler's pause, the coordinator's evaluation) costs about 2000 cheap wake-ups a second.
+
+    With a doorbell (:func:`use_doorbell`) and nothing of the rank's own in flight, it sleeps
+    until rung (at most :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT`) instead; once rung, the
+    rest of the wait backs off as above but still wakes at a ring: what came may be only part
+    of what the rank waits for, and a large message moves on only while the receiver polls.
     """
 
     def __init__(self, start: float = BACKOFF_START, cap: float = BACKOFF_CAP,
@@ -72,8 +95,17 @@ class Backoff:
     def reset(self) -> None:
         self.current = self.start
         self.since = time.perf_counter()
+        self.rung = False
 
     def sleep(self) -> None:
+        bell = _doorbell
+        if bell is not None and not bell.busy():
+            if not self.rung:
+                self.rung = bell.wait(RUNG_TIMEOUT)
+                return
+            bell.wait(self.current)
+            self.current = min(self.current * 2.0, self.cap)
+            return
         waited = time.perf_counter() - self.since
         if waited < YIELD_WINDOW:
             os.sched_yield()
@@ -148,15 +180,23 @@ def barrier(comm, deadline: float | None = None) -> None:
 def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE_SLICE) -> bool:
     """Sleep ``seconds`` in slices of at most ``slice_seconds``, calling ``poll()`` after each.
 
-    Returns True as soon as ``poll()`` does (a newer model, a stop), else False.
+    With a doorbell (:func:`use_doorbell`) the slices end when the rank is rung, and until it is
+    they are up to :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT` long, while nothing of the
+    rank's own is in flight. Returns True as soon as ``poll()`` does (a newer model, a stop),
+    else False.
     """
     if seconds <= 0:
         return False
     end = time.perf_counter() + seconds
+    rung = False
     while True:
         left = end - time.perf_counter()
         if left <= 0:
             return False
-        time.sleep(min(slice_seconds, left))
+        bell = _doorbell
+        if bell is not None and not bell.busy():
+            rung = bell.wait(min(slice_seconds if rung else RUNG_TIMEOUT, left)) or rung
+        else:
+            time.sleep(min(slice_seconds, left))
         if poll():
             return True

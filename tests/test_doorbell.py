@@ -1,0 +1,112 @@
+"""Doorbells (gdcode/runtime/doorbell.py) and the waits that sleep on them, without MPI."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+import pytest
+
+from gdcode.runtime import transport
+from gdcode.runtime.doorbell import Doorbell
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract Unix sockets are Linux's")
+
+
+@pytest.fixture
+def job():
+    return secrets.token_hex(8)
+
+
+@pytest.fixture
+def bells(job):
+    made = [Doorbell(job, r, 3) for r in range(2)]  # rank 2 of the job never binds its socket
+    yield made
+    for b in made:
+        b.close()
+
+
+class Request:
+    """A request that completes after ``tests`` calls of ``Test``."""
+
+    def __init__(self, tests: int) -> None:
+        self.left = tests
+
+    def Test(self) -> bool:  # noqa: N802 - mpi4py's name
+        self.left -= 1
+        return self.left < 0
+
+
+def test_a_ring_wakes_the_waiter_and_is_taken_once(bells):
+    a, b = bells
+    assert not b.wait(0.0)
+    assert a.ring(1)
+    a.ring(1)
+    assert b.wait(5.0)
+    assert not b.wait(0.0)  # both bytes were taken by the first wake-up
+
+
+def test_an_unbound_rank_is_unreachable_and_not_rung_again(bells):
+    a, _ = bells
+    assert not a.ring(2)
+    assert a.reachable == [False, True, False]
+    assert not a.ring(2)
+    assert not a.ring(0)  # not itself
+
+
+def test_a_full_queue_is_not_an_error(bells):
+    a, b = bells
+    for _ in range(100):  # far past the kernel's queue of datagrams
+        assert a.ring(1)
+    assert b.wait(0.0)
+
+
+def test_a_rank_of_a_job_binds_once(job, bells):
+    with pytest.raises(OSError):
+        Doorbell(job, 0, 3)
+
+
+def test_busy_while_a_request_is_in_flight(bells):
+    a, b = bells
+    slow = Request(2)
+    a.sent(slow, 1)
+    a.sent(None, None)  # a collective with no destination to ring adds nothing
+    assert b.wait(0.0)
+    assert a.busy() and a.busy()
+    assert not a.busy()  # completed at the third test, then dropped
+
+
+def test_backoff_sleeps_until_rung_then_backs_off(bells, monkeypatch):
+    a, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    backoff = transport.Backoff()
+    a.ring(1)
+    backoff.sleep()
+    assert backoff.rung  # the rest of the wait backs off, still waking at a ring
+    start = backoff.current
+    backoff.sleep()
+    assert backoff.current == min(2 * start, backoff.cap)
+    backoff.reset()
+    assert not backoff.rung and backoff.current == backoff.start
+
+
+def test_backoff_polls_while_its_own_send_is_in_flight(bells, monkeypatch):
+    a, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    b.sent(Request(10), None)
+    a.ring(1)
+    backoff = transport.Backoff()
+    backoff.sleep()  # busy: the sleep is the polling one, which leaves the ring waiting
+    assert not backoff.rung
+    assert b.wait(0.0)
+
+
+def test_pause_ends_early_only_when_poll_says_so(bells, monkeypatch):
+    a, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    a.ring(1)
+    polls = []
+    assert not transport.pause(0.02, lambda: polls.append(1) and False)
+    assert len(polls) >= 2  # woken by the ring, polled, and slept on to the end
+    a.ring(1)
+    assert transport.pause(10.0, lambda: True)
