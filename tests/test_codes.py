@@ -259,3 +259,19 @@ def test_decoding_weights_are_solved_once_per_set_and_do_not_depend_on_arrival_o
     a[:] = 0.0  # the caller's copy: the cache keeps its own
     np.testing.assert_array_equal(code.decode([0, 3, 4]), b)
     np.testing.assert_allclose(b @ code.B, np.ones(code.n_partitions), atol=1e-10)
+
+
+def test_send_order_puts_one_member_of_every_group_first():
+    frc = codes.build("frc", 6, 2)  # groups {0, 1, 2} and {3, 4, 5}
+    assert frc.send_order().tolist() == [0, 3, 1, 4, 2, 5]
+    assert codes.build("approx", 8, 1).send_order().tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+
+
+@pytest.mark.parametrize("name", codes.names())
+def test_send_order_is_a_permutation_and_keeps_distinct_workers_in_order(name):
+    code = codes.build(name, 6, 1)
+    order = code.send_order()
+    assert sorted(order.tolist()) == list(range(6))
+    support = np.concatenate([m != 0 for m in code.message_matrices], axis=1)
+    if len({row.tobytes() for row in support}) == 6:  # no two workers hold the same partitions
+        assert order.tolist() == list(range(6))

@@ -101,6 +101,25 @@ class GradientCode:
         """Indices of the partitions worker ``worker`` (0-based) holds."""
         return np.flatnonzero(self.B[worker])
 
+    def send_order(self) -> np.ndarray:
+        """The order in which the coordinator sends each iteration's model (0-based workers).
+
+        Workers that hold the same partitions (the same rows of every message matrix, as in
+        a group of ``frc``) stand in for each other, so one of each comes first, then a
+        second of each, and so on; the others keep their order. When the sends, or the
+        ranks' start on them, take time (ranks sharing few cores, one link), every group
+        then has a member starting early instead of one whole group starting last.
+        """
+        support = np.concatenate([m != 0 for m in self.message_matrices], axis=1)
+        _, label = np.unique(support, axis=0, return_inverse=True)
+        label = label.reshape(-1)
+        copy = np.zeros(self.n_workers, dtype=np.int64)  # how many earlier workers share the support
+        seen: dict[int, int] = {}
+        for w, lab in enumerate(label):
+            copy[w] = seen.get(int(lab), 0)
+            seen[int(lab)] = copy[w] + 1
+        return np.lexsort((np.arange(self.n_workers), copy))
+
     def decode(self, responders: Sequence) -> np.ndarray | None:
         """Decoding weights from the workers that replied, in arrival order.
 

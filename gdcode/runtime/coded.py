@@ -1,7 +1,8 @@
 """Coded mode: the synchronous gradient-coding family (uncoded, ignore, exact and approximate codes).
 
 Coordinator (rank 0), per iteration ``t``:
-  1. send the model ``opt.point()`` tagged ``t`` to every worker (``Isend``, numpy buffers);
+  1. send the model ``opt.point()`` tagged ``t`` to every worker (``Isend``, numpy buffers), in
+     the code's :meth:`~gdcode.codes.GradientCode.send_order`;
   2. collect replies until ``code.decode(...)`` returns weights -- never waiting for a worker
      the code does not need; a reply tagged with an older iteration is recorded as ``late``
      and discarded;
@@ -232,7 +233,8 @@ class CodedCoordinator(Coordinator):
         W, M, opts = self.W, self.M, self.options
         sends = tp.SendPool(pr.MODEL.size(self.d))
         self.sends = sends
-        boxes = [self.outbox(i, pr.Tag.CONTROL, pr.MODEL.size(self.d)) for i in range(W)]
+        # in the code's send order: one worker of each group of stand-ins first
+        boxes = [self.outbox(int(i), pr.Tag.CONTROL, pr.MODEL.size(self.d)) for i in self.code.send_order()]
         decoded = np.empty(self.d)
         line = progress.Progress(opts.iterations, progress.wanted(opts.quiet))
         try:
