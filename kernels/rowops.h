@@ -17,7 +17,7 @@
  * best distance depends on the machine (gdcode/kernels/calibrate.py measures it), and it
  * never changes a result.
  *
- * Sparse (CSR) rows: scalar gathers and scatters, a dot product in two partial sums. Every
+ * Sparse (CSR) rows: scalar gathers and scatters, a dot product in four partial sums. Every
  * column index is checked against the parameter length; the dot product counts indices out
  * of range into `bad`, so that the caller can skip the row and report it. Parameters and
  * gradient are read at idx * stride: stride 2 on an interleaved copy (w_j and g_j adjacent)
@@ -522,23 +522,31 @@ GD_INLINE void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahead)
         __builtin_prefetch(c + o, 0, 3);
 }
 
-/* The dot product of a CSR row sums its terms in two partial sums, of the even and of the
- * odd positions in the row (an odd count's last term going to the even one), added once at
- * the end; gd_sdot and gd_sdot_saxpy share that order, so a margin does not depend on
- * which of them computed it. */
-#define GD_SDOT_PAIR(k)                                                                   \
+/* The dot product of a CSR row sums its terms in four partial sums, by their position in the
+ * row modulo 4 (the last nnz mod 4 terms going to the first, in order), added as
+ * (a0 + a1) + (a2 + a3) at the end; gd_sdot and gd_sdot_saxpy share that order, so a margin
+ * does not depend on which of them computed it. Four chains of multiply-adds instead of two:
+ * 4% faster on the benchmark's rows of 30 nonzeros (a standalone C loop, EPYC VM), with the
+ * loops compiled at -O2 (GD_CSR_OPT: -O3's code for them was slower by as much). */
+#define GD_SDOT_TERM(k, acc)                                                              \
     {                                                                                     \
-        const uint64_t c0 = (uint64_t)idx[k], c1 = (uint64_t)idx[(k) + 1];                \
-        if (c0 < (uint64_t)d) a0 += (double)v[k] * w[c0 * stride]; else nbad++;           \
-        if (c1 < (uint64_t)d) a1 += (double)v[(k) + 1] * w[c1 * stride]; else nbad++;    \
+        const uint64_t c = (uint64_t)idx[k];                                              \
+        if (c < (uint64_t)d) acc += (double)v[k] * w[c * stride]; else nbad++;            \
     }
 #define GD_SDOT_REST                                                                      \
-    for (; k + 2 <= nnz; k += 2)                                                          \
-        GD_SDOT_PAIR(k)                                                                   \
-    if (k < nnz) {                                                                        \
-        const uint64_t c = (uint64_t)idx[k];                                              \
-        if (c < (uint64_t)d) a0 += (double)v[k] * w[c * stride]; else nbad++;             \
-    }
+    for (; k + 4 <= nnz; k += 4) {                                                        \
+        GD_SDOT_TERM(k, a0)                                                               \
+        GD_SDOT_TERM((k) + 1, a1)                                                         \
+        GD_SDOT_TERM((k) + 2, a2)                                                         \
+        GD_SDOT_TERM((k) + 3, a3)                                                         \
+    }                                                                                     \
+    for (; k < nnz; k++)                                                                  \
+        GD_SDOT_TERM(k, a0)
+#if defined(__GNUC__) && !defined(__clang__)
+#define GD_CSR_OPT __attribute__((optimize("O2")))
+#else
+#define GD_CSR_OPT
+#endif
 
 #define GD_SPARSE_OPS(SUFFIX, T, I)                                                       \
 /* sum_q v[q] w[idx[q] stride]; indices outside 0..d-1 are skipped and counted into bad */ \
@@ -546,11 +554,11 @@ GD_INLINE double gd_sdot_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,      
                                       const double *w, ptrdiff_t stride, ptrdiff_t d,     \
                                       ptrdiff_t *bad)                                     \
 {                                                                                         \
-    double a0 = 0.0, a1 = 0.0;                                                            \
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;                                        \
     ptrdiff_t k = 0, nbad = 0;                                                            \
     GD_SDOT_REST                                                                          \
     *bad += nbad;                                                                         \
-    return a0 + a1;                                                                       \
+    return (a0 + a1) + (a2 + a3);                                                         \
 }                                                                                         \
                                                                                           \
 /* g[idx * stride] += a * v; the caller has checked the indices with gd_sdot */           \
@@ -562,7 +570,7 @@ GD_INLINE void gd_saxpy_##SUFFIX(double a, const T *v, const I *idx, ptrdiff_t n
 }                                                                                         \
                                                                                           \
 /* gd_sdot of one row zipped with gd_saxpy(a, vo, io, no, g, stride) of an earlier row:   \
- * each step gathers two terms of the dot product and updates two entries of g, so that  \
+ * each step gathers four terms of the dot product and updates four entries of g, so that \
  * the loads of the new row's parameters and the read-modify-writes of the old row's     \
  * gradient (whose lines the old row's dot product left in L1) overlap. The same sums as \
  * gd_sdot and the same writes, in the same order, as gd_saxpy; about 8% faster than the  \
@@ -574,21 +582,24 @@ GD_INLINE double gd_sdot_saxpy_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,
                                             const T *vo, const I *io, ptrdiff_t no,       \
                                             double *g)                                    \
 {                                                                                         \
-    double a0 = 0.0, a1 = 0.0;                                                            \
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;                                        \
     ptrdiff_t k = 0, nbad = 0, u;                                                         \
     const ptrdiff_t m = nnz < no ? nnz : no;                                              \
-    for (; k + 2 <= m; k += 2) {                                                          \
-        const uint64_t c0 = (uint64_t)idx[k], c1 = (uint64_t)idx[k + 1];                  \
-        if (c0 < (uint64_t)d) a0 += (double)v[k] * w[c0 * stride]; else nbad++;           \
+    for (; k + 4 <= m; k += 4) {                                                          \
+        GD_SDOT_TERM(k, a0)                                                               \
         g[(ptrdiff_t)io[k] * stride] += a * (double)vo[k];                                \
-        if (c1 < (uint64_t)d) a1 += (double)v[k + 1] * w[c1 * stride]; else nbad++;       \
+        GD_SDOT_TERM(k + 1, a1)                                                           \
         g[(ptrdiff_t)io[k + 1] * stride] += a * (double)vo[k + 1];                        \
+        GD_SDOT_TERM(k + 2, a2)                                                           \
+        g[(ptrdiff_t)io[k + 2] * stride] += a * (double)vo[k + 2];                        \
+        GD_SDOT_TERM(k + 3, a3)                                                           \
+        g[(ptrdiff_t)io[k + 3] * stride] += a * (double)vo[k + 3];                        \
     }                                                                                     \
     for (u = k; u < no; u++)                                                              \
         g[(ptrdiff_t)io[u] * stride] += a * (double)vo[u];                                \
     GD_SDOT_REST                                                                          \
     *bad += nbad;                                                                         \
-    return a0 + a1;                                                                       \
+    return (a0 + a1) + (a2 + a3);                                                         \
 }
 
 GD_SPARSE_OPS(f64_i32, double, int32_t)
@@ -654,7 +665,7 @@ GD_INLINE double gd_csr_rows_k_##SUFFIX(const int obj, const T *data, const I *i
 }                                                                                         \
                                                                                           \
 /* one specialised loop for each stride and objective (fewer live values per row) */      \
-GD_CLONES static double gd_csr_rows_##SUFFIX(int obj, const T *data, const I *indices,    \
+GD_CLONES GD_CSR_OPT static double gd_csr_rows_##SUFFIX(int obj, const T *data, const I *indices,    \
                                              const I *indptr, ptrdiff_t lo, ptrdiff_t hi, \
                                              const double *y, const double *coef,         \
                                              const double *w, double *g, ptrdiff_t stride, \
@@ -686,7 +697,7 @@ GD_CLONES static double gd_csr_rows_##SUFFIX(int obj, const T *data, const I *in
             gd_saxpy_##SUFFIX(a, data + (start), indices + (start), nnz, g, 1);           \
     }
 #define GD_CSR_LOGISTIC_ROWS(SUFFIX, T, I)                                                \
-GD_CLONES static double gd_csr_logistic_rows_##SUFFIX(const T *data, const I *indices,    \
+GD_CLONES GD_CSR_OPT static double gd_csr_logistic_rows_##SUFFIX(const T *data, const I *indices,    \
         const I *indptr, ptrdiff_t lo, ptrdiff_t hi, const double *y, const double *coef,  \
         const double *w, double *g, ptrdiff_t stride, ptrdiff_t d, ptrdiff_t ahead,        \
         ptrdiff_t *n_bad)                                                                 \
