@@ -149,7 +149,7 @@ def run(as_json: bool = False, workdir: str | None = None, workers: int = 6, ite
                          "worker_max_rss_mb_median": float(np.median(rss)) if rss else None,
                          "worker_max_rss_mb_max": float(np.max(rss)) if rss else None,
                          "coordinator_max_rss_mb": summary.get("coordinator_max_rss_mb"),
-                         "worker_cpu_share": _cpu_share(summary)})
+                         "worker_cpu_share": _cpu_share(summary), "waits": summary.get("waits")})
         base = rows[0]["seconds_per_iteration"]
         for r in rows:
             r["speedup_vs_uncoded"] = base / r["seconds_per_iteration"]
@@ -172,7 +172,7 @@ def run(as_json: bool = False, workdir: str | None = None, workers: int = 6, ite
         print(json.dumps(rows, indent=2))
         return 0
     print(f"engine benchmark (one invocation; W={W}, exp:0.5, {dataset}, {iterations} iterations; "
-          f"{os.cpu_count()} cores)")
+          f"{os.cpu_count()} cores; waits: {rows[0]['waits']})")
     print(f"{'scheme':<26}{'s/iteration':>13}{'ideal s/it':>12}{'real/ideal':>12}{'speedup':>10}"
           f"{'worker RSS MB':>15}")
     for r in rows[:-1]:
