@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import secrets
 import sys
+import threading
+import time
 
 import pytest
 
 from gdcode.runtime import transport
-from gdcode.runtime.doorbell import Doorbell
+from gdcode.runtime.doorbell import RUNG_TIMEOUT, Doorbell
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract Unix sockets are Linux's")
 
@@ -90,23 +92,50 @@ def test_backoff_sleeps_until_rung_then_backs_off(bells, monkeypatch):
     assert not backoff.rung and backoff.current == backoff.start
 
 
+def test_a_wait_starts_by_taking_the_bytes_of_messages_already_taken(bells, monkeypatch):
+    a, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    a.ring(1)  # its message was found by a test before any wait
+    backoff = transport.Backoff()
+    assert not b.wait(0.0)
+    backoff.sleep()  # no byte: the whole first sleep, and the next one twice as long
+    assert not backoff.rung and backoff.rung_timeout == 2 * RUNG_TIMEOUT
+
+
 def test_backoff_polls_while_its_own_send_is_in_flight(bells, monkeypatch):
     a, b = bells
     monkeypatch.setattr(transport, "_doorbell", b)
+    backoff = transport.Backoff()
     b.sent(Request(10), None)
     a.ring(1)
-    backoff = transport.Backoff()
     backoff.sleep()  # busy: the sleep is the polling one, which leaves the ring waiting
     assert not backoff.rung
     assert b.wait(0.0)
 
 
-def test_pause_ends_early_only_when_poll_says_so(bells, monkeypatch):
+def test_a_stale_byte_does_not_hurry_a_pause(bells, monkeypatch):
     a, b = bells
     monkeypatch.setattr(transport, "_doorbell", b)
     a.ring(1)
     polls = []
     assert not transport.pause(0.02, lambda: polls.append(1) and False)
-    assert len(polls) >= 2  # woken by the ring, polled, and slept on to the end
-    a.ring(1)
-    assert transport.pause(10.0, lambda: True)
+    # one test first, then one per sleep of up to RUNG_TIMEOUT: not one per 0.5 ms slice
+    assert 2 <= len(polls) <= 2 + int(0.02 / RUNG_TIMEOUT)  # fewer: the sleeps double
+
+
+def test_a_ring_during_a_pause_ends_it_when_poll_says_so(bells, monkeypatch):
+    a, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    came = threading.Event()
+
+    def newer_model():
+        time.sleep(0.05)
+        came.set()
+        a.ring(1)
+
+    thread = threading.Thread(target=newer_model)
+    thread.start()
+    t0 = time.monotonic()
+    assert transport.pause(30.0, came.is_set)
+    thread.join()
+    assert time.monotonic() - t0 < 10.0  # not the pause's 30 s

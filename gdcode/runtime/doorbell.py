@@ -10,8 +10,10 @@ abstract namespace, named after the job and its rank; after every send the sende
 byte to its receiver's socket, and a waiting rank sleeps in ``select`` on its own socket, which
 that byte ends at once.
 
-The byte is only a hint. A waiter still tests its requests after every wake-up; it still wakes
-at :data:`RUNG_TIMEOUT` if no byte comes; and while something of its own is in flight (a send,
+The byte is only a hint. A wait starts by taking the bytes already there (a message found by a
+test leaves its byte behind, which must not end the next wait early), then tests its requests,
+and tests them again after every wake-up; it still wakes after :data:`RUNG_TIMEOUT` (doubling to
+:data:`RUNG_TIMEOUT_CAP`) if no byte comes; and while something of its own is in flight (a send,
 a collective) or once a byte has come in the current wait, it polls as it would without a
 doorbell, since MPI moves a large message or a collective on only while both sides call it.
 A job whose ranks cannot all reach each other (several hosts, or the network namespaces of
@@ -26,8 +28,10 @@ import socket
 import sys
 from typing import Any
 
-#: longest sleep of a rank that waits for a doorbell (a hint lost costs at most this long)
+#: first sleep of a rank that waits for a doorbell, doubling up to :data:`RUNG_TIMEOUT_CAP` while
+#: no byte comes (a hint lost costs at most that long; a rank asleep wakes up that seldom)
 RUNG_TIMEOUT = 5e-3
+RUNG_TIMEOUT_CAP = 2e-2
 
 
 def _name(job: str, rank: int) -> bytes:
@@ -100,12 +104,16 @@ class Doorbell:
         """Sleep until rung or for ``seconds``; whether rung (every waiting byte is taken)."""
         if not select.select([self.sock], [], [], seconds)[0]:
             return False
+        self.drain()
+        return True
+
+    def drain(self) -> None:
+        """Take every waiting byte: at the start of a wait, bytes of messages already taken."""
         try:
             while True:
                 self.sock.recv(64)
         except BlockingIOError:
             pass
-        return True
 
 
 def connect(comm: Any) -> Doorbell | None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gdcode.runtime.doorbell import RUNG_TIMEOUT, Doorbell
+from gdcode.runtime.doorbell import RUNG_TIMEOUT, RUNG_TIMEOUT_CAP, Doorbell
 
 BACKOFF_START = 1e-5
 BACKOFF_CAP = 5e-4
@@ -81,7 +81,8 @@ class Backoff:
     (a straggler's pause, the coordinator's evaluation) costs about 2000 cheap wake-ups a second.
 
     With a doorbell (:func:`use_doorbell`) and nothing of the rank's own in flight, it sleeps
-    until rung (at most :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT`) instead; once rung, the
+    until rung instead (at most :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT`, doubling to
+    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP` while no byte comes); once rung, the
     rest of the wait backs off as above but still wakes at a ring: what came may be only part
     of what the rank waits for, and a large message moves on only while the receiver polls.
     """
@@ -93,15 +94,20 @@ class Backoff:
         self.reset()
 
     def reset(self) -> None:
+        """Start a wait (call it before the wait's first test)."""
         self.current = self.start
         self.since = time.perf_counter()
         self.rung = False
+        self.rung_timeout = RUNG_TIMEOUT
+        if _doorbell is not None:
+            _doorbell.drain()
 
     def sleep(self) -> None:
         bell = _doorbell
         if bell is not None and not bell.busy():
             if not self.rung:
-                self.rung = bell.wait(RUNG_TIMEOUT)
+                self.rung = bell.wait(self.rung_timeout)
+                self.rung_timeout = min(2.0 * self.rung_timeout, RUNG_TIMEOUT_CAP)
                 return
             bell.wait(self.current)
             self.current = min(self.current * 2.0, self.cap)
@@ -180,22 +186,29 @@ def barrier(comm, deadline: float | None = None) -> None:
 def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE_SLICE) -> bool:
     """Sleep ``seconds`` in slices of at most ``slice_seconds``, calling ``poll()`` after each.
 
-    With a doorbell (:func:`use_doorbell`) the slices end when the rank is rung, and until it is
-    they are up to :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT` long, while nothing of the
-    rank's own is in flight. Returns True as soon as ``poll()`` does (a newer model, a stop),
+    With a doorbell (:func:`use_doorbell`) the bytes already there are taken and ``poll()`` is
+    called first; then the slices end when the rank is rung, and until it is they are up to
+    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT` long, doubling to
+    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP`, while nothing of the rank's own is in
+    flight. Returns True as soon as ``poll()`` does (a newer model, a stop),
     else False.
     """
     if seconds <= 0:
         return False
     end = time.perf_counter() + seconds
-    rung = False
+    rung, timeout = False, RUNG_TIMEOUT
+    if _doorbell is not None:
+        _doorbell.drain()
+        if poll():  # what came before the bytes were taken
+            return True
     while True:
         left = end - time.perf_counter()
         if left <= 0:
             return False
         bell = _doorbell
         if bell is not None and not bell.busy():
-            rung = bell.wait(min(slice_seconds if rung else RUNG_TIMEOUT, left)) or rung
+            rung = bell.wait(min(slice_seconds if rung else timeout, left)) or rung
+            timeout = min(2.0 * timeout, RUNG_TIMEOUT_CAP)
         else:
             time.sleep(min(slice_seconds, left))
         if poll():
