@@ -80,11 +80,12 @@ class Backoff:
     and a 1 ms sleep there would add up to 1 ms to every iteration. Past the window, a long wait
     (a straggler's pause, the coordinator's evaluation) costs about 2000 cheap wake-ups a second.
 
-    With a doorbell (:func:`use_doorbell`) and nothing of the rank's own in flight, it sleeps
-    until rung instead (at most :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT`, doubling to
-    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP` while no byte comes); once rung, the
-    rest of the wait backs off as above but still wakes at a ring: what came may be only part
-    of what the rank waits for, and a large message moves on only while the receiver polls.
+    With a doorbell (:func:`use_doorbell`) every sleep also ends at a ring, and with nothing of
+    the rank's own in flight it sleeps until rung instead (at most
+    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT`, doubling to
+    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP` while no byte comes); once rung, the rest
+    of the wait backs off as above but still wakes at a ring: what came may be only part of
+    what the rank waits for, and a large message moves on only while the receiver polls.
     """
 
     def __init__(self, start: float = BACKOFF_START, cap: float = BACKOFF_CAP,
@@ -117,7 +118,11 @@ class Backoff:
             os.sched_yield()
             return
         eager = waited < self.eager_window
-        time.sleep(min(self.current, self.eager_cap) if eager else self.current)
+        seconds = min(self.current, self.eager_cap) if eager else self.current
+        if bell is not None:  # its own send is in flight: poll, but a ring still ends the sleep
+            bell.wait(seconds)
+        else:
+            time.sleep(seconds)
         self.current = min(self.current * 2.0, self.cap)
 
 
@@ -190,8 +195,8 @@ def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE
     called first; then the slices end when the rank is rung, and until it is they are up to
     :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT` long, doubling to
     :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP`, while nothing of the rank's own is in
-    flight. Returns True as soon as ``poll()`` does (a newer model, a stop),
-    else False.
+    flight (else slices as without one, which a ring still ends). Returns True as soon as
+    ``poll()`` does (a newer model, a stop), else False.
     """
     if seconds <= 0:
         return False
@@ -209,6 +214,8 @@ def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE
         if bell is not None and not bell.busy():
             rung = bell.wait(min(slice_seconds if rung else timeout, left)) or rung
             timeout = min(2.0 * timeout, RUNG_TIMEOUT_CAP)
+        elif bell is not None:  # its own send is in flight: slices, which a ring still ends
+            bell.wait(min(slice_seconds, left))
         else:
             time.sleep(min(slice_seconds, left))
         if poll():
