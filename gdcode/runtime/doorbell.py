@@ -4,7 +4,7 @@ MPI cannot block a rank until a message comes without spinning a core (the MPICH
 shared memory has no blocking wait), so every wait in the runtime polls and sleeps between
 polls (:class:`gdcode.runtime.transport.Backoff`). A sleeping rank then notices a message only
 when its sleep ends, and many ranks sleeping briefly spend the cores on waking up: 49 ranks on
-2 cores (``gdcode bench engine --workers 48``) spent 1.8 cores polling. A doorbell fixes both
+2 cores (``gdcode bench engine --workers 48``) spent 1.65-1.84 cores polling. A doorbell fixes both
 when every rank of a job is on one host: each rank binds a Unix datagram socket in Linux's
 abstract namespace, named after the job and its rank; after every send the sender writes one
 byte to its receiver's socket, and a waiting rank sleeps in ``select`` on its own socket, which
@@ -14,8 +14,9 @@ The byte is only a hint. A wait starts by taking the bytes already there (a mess
 test leaves its byte behind, which must not end the next wait early), then tests its requests,
 and tests them again after every wake-up; it still wakes after :data:`RUNG_TIMEOUT` (doubling to
 :data:`RUNG_TIMEOUT_CAP`) if no byte comes; and while something of its own is in flight (a send,
-a collective) or once a byte has come in the current wait, it polls as it would without a
-doorbell, since MPI moves a large message or a collective on only while both sides call it.
+a collective) or once a byte has come in the current wait, it backs off as it would without a
+doorbell (each sleep still ending at a byte), since MPI moves a large message or a collective
+on only while both sides call it.
 A job whose ranks cannot all reach each other (several hosts, or the network namespaces of
 ``gdcode cluster``) has no doorbell, and every wait polls; so has a job run with
 ``GDCODE_DOORBELL=0`` in its environment.
@@ -142,5 +143,5 @@ def connect(comm: Any) -> Doorbell | None:
             bell.close()
         return None
     assert bell is not None
-    bell.wait(0.0)  # the other ranks' probes
+    bell.drain()  # the other ranks' probes
     return bell

@@ -85,7 +85,7 @@ class Server(Coordinator):
     stop_tag = pr.Tag.CONTROL
 
     def prepare(self) -> None:
-        import scipy.sparse as sp
+        from gdcode.kernels.reference import issparse
 
         ctx, W = self.ctx, self.W
         self.d = ctx.n_params
@@ -98,7 +98,7 @@ class Server(Coordinator):
         self.boxes = [self.outbox(i, pr.Tag.CONTROL, pr.MODEL.size(self.d)) for i in range(W)]
         self.last_apply = 0.0
         self.model_buf = pr.MODEL.new(self.d)
-        size = update_size(self.d, sp.issparse(ctx.source.train_rows(0, 1)[0]))
+        size = update_size(self.d, issparse(ctx.source.train_rows(0, 1)[0]))
         for i in range(W):
             self.listen(i, pr.Tag.UPDATE, np.empty(size), self._on_update)
 

@@ -16,7 +16,6 @@ from gdcode.options import RunOptions
 from gdcode.rundir import Claim
 from gdcode.runtime import doorbell, phases, signals, transport
 from gdcode.runtime.context import Context
-from gdcode.runtime.doorbell import Doorbell
 from gdcode.runtime.traffic import CountingComm, Traffic
 from gdcode.runtime.transport import tune_timers
 
@@ -99,20 +98,20 @@ def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> in
         signals.install()  # SIGTERM/SIGHUP: rank 0 stops the workers and writes the summary
     if options.tolerate_failures:
         return _tolerant(options, run_dir, command, comm)
-    built = problem.build(options)
-    counting = CountingComm(comm, Traffic(comm.Get_size()), bell=_doorbell(comm, built))
-    ctx = Context(problem=built, comm=counting, run_dir=Path(run_dir), command=list(command))
+    ctx = _context(options, run_dir, command, comm)
     phases.mark("built")
     loop = importlib.import_module(ctx.problem.mode.runtime)
     return loop.coordinate(ctx) if comm.Get_rank() == 0 else _work(loop, ctx)
 
 
-def _doorbell(comm: Any, built: problem.Problem) -> Doorbell | None:
-    """Connect the job's doorbells, if its mode may use them, and make this rank's waits sleep
-    on its own (collective)."""
+def _context(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> Context:
+    """This rank's view of the run: its parts built, and the job's communicator counting bytes
+    and, if the mode may use them, ringing doorbells (collective: :func:`doorbell.connect`)."""
+    built = problem.build(options)
     bell = doorbell.connect(comm) if built.mode.doorbell else None
     transport.use_doorbell(bell)
-    return bell
+    counting = CountingComm(comm, Traffic(comm.Get_size()), bell=bell)
+    return Context(problem=built, comm=counting, run_dir=Path(run_dir), command=list(command))
 
 
 def _work(loop: Any, ctx: Context) -> int:
@@ -138,9 +137,7 @@ def _tolerant(options: RunOptions, run_dir: Path, command: list[str], comm: Any)
     import traceback
 
     try:
-        built = problem.build(options)
-        counting = CountingComm(comm, Traffic(comm.Get_size()), bell=_doorbell(comm, built))
-        ctx = Context(problem=built, comm=counting, run_dir=Path(run_dir), command=list(command))
+        ctx = _context(options, run_dir, command, comm)
         loop = importlib.import_module(ctx.problem.mode.runtime)
         return loop.coordinate(ctx) if comm.Get_rank() == 0 else _work(loop, ctx)
     except BaseException:

@@ -66,6 +66,14 @@ def tune_timers() -> bool:
         return False
 
 
+def _nap(bell: Doorbell | None, seconds: float) -> None:
+    """Sleep ``seconds``; with a doorbell, a ring ends the sleep early."""
+    if bell is None:
+        time.sleep(seconds)
+    else:
+        bell.wait(seconds)
+
+
 class Backoff:
     """Sleep between polls, doubling from ``start`` up to ``cap`` seconds.
 
@@ -118,11 +126,7 @@ class Backoff:
             os.sched_yield()
             return
         eager = waited < self.eager_window
-        seconds = min(self.current, self.eager_cap) if eager else self.current
-        if bell is not None:  # its own send is in flight: poll, but a ring still ends the sleep
-            bell.wait(seconds)
-        else:
-            time.sleep(seconds)
+        _nap(bell, min(self.current, self.eager_cap) if eager else self.current)
         self.current = min(self.current * 2.0, self.cap)
 
 
@@ -211,12 +215,10 @@ def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE
         if left <= 0:
             return False
         bell = _doorbell
-        if bell is not None and not bell.busy():
-            rung = bell.wait(min(slice_seconds if rung else timeout, left)) or rung
+        if bell is not None and not rung and not bell.busy():
+            rung = bell.wait(min(timeout, left))
             timeout = min(2.0 * timeout, RUNG_TIMEOUT_CAP)
-        elif bell is not None:  # its own send is in flight: slices, which a ring still ends
-            bell.wait(min(slice_seconds, left))
-        else:
-            time.sleep(min(slice_seconds, left))
+        else:  # rung, its own send in flight, or no doorbell: slices
+            _nap(bell, min(slice_seconds, left))
         if poll():
             return True
