@@ -526,8 +526,11 @@ GD_INLINE void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahead)
  * row modulo 4 (the last nnz mod 4 terms going to the first, in order), added as
  * (a0 + a1) + (a2 + a3) at the end; gd_sdot and gd_sdot_saxpy share that order, so a margin
  * does not depend on which of them computed it. Four chains of multiply-adds instead of two:
- * 4% faster on the benchmark's rows of 30 nonzeros (a standalone C loop, EPYC VM), with the
- * loops compiled at -O2 (GD_CSR_OPT: -O3's code for them was slower by as much). */
+ * 4% faster on the benchmark's rows of 30 nonzeros (a standalone C loop of the least-squares
+ * row loop, EPYC VM) with the loop compiled at -O2, and slower at -O3; so the two CSR row loops
+ * below (gd_csr_rows, gd_csr_logistic_rows) are compiled at -O2 (GD_CSR_OPT, not in a
+ * -Dkernel-debug build). The other callers of gd_sdot (hogwild.pyx, softmax CSR in linear.pyx)
+ * stay at -O3 and were not measured again. */
 #define GD_SDOT_TERM(k, acc)                                                              \
     {                                                                                     \
         const uint64_t c = (uint64_t)idx[k];                                              \
@@ -542,7 +545,7 @@ GD_INLINE void gd_prefetch_stream(const void *p, ptrdiff_t n, ptrdiff_t ahead)
     }                                                                                     \
     for (; k < nnz; k++)                                                                  \
         GD_SDOT_TERM(k, a0)
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__GNUC__) && !defined(__clang__) && !(defined(GDCODE_KERNEL_DEBUG) && GDCODE_KERNEL_DEBUG)
 #define GD_CSR_OPT __attribute__((optimize("O2")))
 #else
 #define GD_CSR_OPT
