@@ -117,9 +117,10 @@ class DelayModel:
 
     # ------------------------------------------------------------------ drawing
 
-    def rng(self, worker: int, iteration: int) -> np.random.Generator:
-        """The stream for one (worker, iteration)."""
-        return np.random.default_rng([self.seed, 0xDE1A, worker, iteration])
+    def rng(self, worker: int, iteration: int, repeat: int = 0) -> np.random.Generator:
+        """The stream for one (worker, iteration), and for a ``kbatch`` worker's later gradients
+        of it (``repeat`` >= 1) one stream each."""
+        return np.random.default_rng([self.seed, 0xDE1A, worker, iteration, *([repeat] if repeat else [])])
 
     def sample(self, rng: np.random.Generator, worker: int, iteration: int, compute: float) -> float:
         """One pause in seconds, before load scaling, drawn from ``rng``."""
@@ -131,8 +132,7 @@ class DelayModel:
         ``compute`` is the worker's measured compute time this iteration (used by models that
         slow a worker down by a factor).
         """
-        pause = self.sample(self.rng(worker, iteration), worker, iteration, compute)
-        return pause * load if self.scale_with_load else pause
+        return self._scaled(self.sample(self.rng(worker, iteration), worker, iteration, compute), load)
 
     def draw_repeat(self, worker: int, iteration: int, repeat: int, load: float = 1.0, compute: float = 0.0) -> float:
         """The pause of a worker's ``repeat``-th gradient of one iteration (``kbatch`` workers send
@@ -140,8 +140,10 @@ class DelayModel:
         (seed, worker, iteration, repeat), the same for the run and the simulator's replay."""
         if repeat == 0:
             return self.draw(worker, iteration, load, compute)
-        rng = np.random.default_rng([self.seed, 0xDE1A, worker, iteration, repeat])
-        pause = float(self.sample(rng, worker, iteration, compute))
+        return self._scaled(float(self.sample(self.rng(worker, iteration, repeat), worker, iteration, compute)),
+                            load)
+
+    def _scaled(self, pause: float, load: float) -> float:
         return pause * load if self.scale_with_load else pause
 
     def sample_bulk(self, rng: np.random.Generator, compute: np.ndarray, first_iteration: int = 1) -> np.ndarray:

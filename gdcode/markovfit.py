@@ -291,20 +291,20 @@ def fit_markov(series: Series) -> dict:
     if measured.size < 5 or np.ptp(measured) <= 0:
         return {"fitted": False, "reason": "too few distinct measured values"}
     low = float(measured.min())
-    best = _fit_shift(series, low if low > SHIFT_FLOOR * float(np.median(measured)) else 0.0)
-    best["aic"] = 2 * best["k"] - 2 * best["loglik"]
-    m, F, pe, pl = best["params"]
-    shift = best["shift"]
+    fit = _fit_shift(series, low if low > SHIFT_FLOOR * float(np.median(measured)) else 0.0)
+    fit["aic"] = 2 * fit["k"] - 2 * fit["loglik"]
+    m, F, pe, pl = fit["params"]
+    shift = fit["shift"]
     pi = pe / (pe + pl)
-    lr = max(2 * (best["loglik"] - best["mixture_loglik"]), 0.0)
-    k_mix = best["k"] - 1
+    lr = max(2 * (fit["loglik"] - fit["mixture_loglik"]), 0.0)
+    k_mix = fit["k"] - 1
     spec = f"markov:{m:.4g},{F:.4g},{pe:.4g},{pl:.4g}" + (f",{shift:.4g}" if shift > 0 else "")
     return {"fitted": True, "spec": spec,
             "params": {"mean": m, "factor": F, "p_enter": pe, "p_leave": pl, "shift": shift},
-            "ci": best["ci"], "confidence": CONFIDENCE, "stationary_fraction": pi,
+            "ci": fit["ci"], "confidence": CONFIDENCE, "stationary_fraction": pi,
             "mean_slow_spell": 1.0 / pl, "state_autocorrelation": 1.0 - pe - pl,
-            "loglik": best["loglik"], "k": best["k"], "aic": best["aic"],
-            "memoryless": {"loglik": best["mixture_loglik"], "k": k_mix, "aic": 2 * k_mix - 2 * best["mixture_loglik"],
+            "loglik": fit["loglik"], "k": fit["k"], "aic": fit["aic"],
+            "memoryless": {"loglik": fit["mixture_loglik"], "k": k_mix, "aic": 2 * k_mix - 2 * fit["mixture_loglik"],
                            "statistic": lr, "p_value": math.erfc(math.sqrt(lr / 2))},  # chi-square, 1 df
             "split": _split(series, _threshold(m, F, pi, shift))}
 

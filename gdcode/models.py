@@ -227,8 +227,8 @@ def kernel_arguments(X, y, coef, w, grad):
 
 
 def as_rows(X):
-    """``X`` as the kernels take it: a C-contiguous float32/float64 ndarray, or CSR (copied only
-    when it is not already so: a row-strided view such as ``X[::2]`` is)."""
+    """``X`` as the kernels take it: a C-contiguous float32/float64 ndarray, or CSR; copied only
+    when it is not already so (a row-strided view such as ``X[::2]`` is copied)."""
     if reference.issparse(X):  # scipy is imported only where something sparse exists
         import scipy.sparse as sp
 

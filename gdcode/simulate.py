@@ -38,7 +38,7 @@ from gdcode import codes, delays, markovfit, traces
 from gdcode.cluster.emulate import parse_rate
 from gdcode.codes.base import decode_time, harmonic
 from gdcode.errors import ConfigError
-from gdcode.waiting import WaitRule
+from gdcode.waiting import AdaptiveDeadline, WaitRule
 
 __all__ = ["QUANTILES", "ComputeModel", "ReplayResult", "Sample", "Simulation", "all_arrivals", "closed_form_mean",
            "decode_time", "decode_times", "fit_run", "fit_sample", "fit_trace", "harmonic", "has_vectorised_rule",
@@ -148,7 +148,7 @@ class Network:
             raise ValueError(f"network {text!r}: write LATENCY,BANDWIDTH, e.g. 0.0005,1gbit (seconds, tc rate)")
         if model_bytes <= 0:
             raise ValueError(f"message bytes must be positive, got {model_bytes}")
-        return cls(latency, parse_rate(rate_text, "bandwidth"), int(model_bytes),
+        return cls(latency, parse_rate(rate_text, "--network bandwidth"), int(model_bytes),
                    int(model_bytes if reply_bytes is None else reply_bytes))
 
     def arrivals(self, code: codes.GradientCode, compute: np.ndarray, pause: np.ndarray) -> np.ndarray:
@@ -357,8 +357,6 @@ def adaptive_times(arrivals: np.ndarray, own: np.ndarray, rule: WaitRule, min_re
         The adaptive ``--wait`` rule.
     min_replies : int
     """
-    from gdcode.waiting import AdaptiveDeadline
-
     first = np.asarray(arrivals, dtype=float).min(axis=2)
     ordered = np.sort(first, axis=1)
     k = min(max(1, int(min_replies)), first.shape[1]) - 1

@@ -39,8 +39,6 @@ def run_cli(args: list[str], cwd: Path, timeout: float = E2E_TIMEOUT) -> subproc
     return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
-
-
 def train_run(out: Path, workers: int, *args: str, name: str = "run", expect_ok: bool = True):
     """``gdcode run --workers W ARGS`` on W+1 ranks under mpiexec into ``out/name``; the run read back."""
     from gdcode.results import load_run

@@ -46,15 +46,16 @@ def frozen_run(out: Path, scheme: str, workers: int, iterations: int, delay: str
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     pid = None
     try:
-        while proc.poll() is None:
+        while pid is None and proc.poll() is None:  # once frozen, nothing more to watch
             try:
                 lines = (run_dir / "metrics.jsonl").read_text().count("\n")
-                if pid is None and lines > FREEZE_AT:  # the initial model's line, then FREEZE_AT iterations
+                if lines > FREEZE_AT:  # the initial model's line, then FREEZE_AT iterations
                     pid = int(json.loads((run_dir / "metadata.json").read_text())["pids"]["2"])
                     os.kill(pid, signal.SIGSTOP)
             except (OSError, ValueError, KeyError):
                 pass
             time.sleep(0.01)
+        proc.wait()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -71,7 +72,7 @@ def frozen_run(out: Path, scheme: str, workers: int, iterations: int, delay: str
     assert run.summary is not None
     elapsed = dict(zip(run.column("iteration").astype(int), run.column("elapsed"), strict=True))
     first = min(r["iteration"] for r in run.workers if r["worker"] == 2 and r["status"] == "cancelled"
-                and r["iteration"] >= FREEZE_AT)
+                and r["iteration"] > FREEZE_AT)
     last = run.summary["iterations"]
     real = (elapsed[last] - elapsed[first - 1]) / (last - first + 1)
     ideal_all = ideal_seconds_per_iteration(run_dir, absent={2: first}, per_iteration=True)

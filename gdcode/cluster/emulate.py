@@ -333,7 +333,8 @@ def shaping_commands(interface: str, rate: float | None, latency: float | None,
     interface : str
         The veth end.
     rate : float, optional
-        Bytes per second: a root ``tbf`` (``burst_bytes(rate)``, ``latency 100ms``).
+        Bytes per second: a ``tbf`` (``burst_bytes(rate)``, ``latency 100ms``), the root qdisc or,
+        with ``latency``, under the netem.
     latency : float, optional
         Seconds of ``netem delay`` (the host's own end only): the root qdisc, with the tbf under it
         (``parent 1:1``) when there is one.

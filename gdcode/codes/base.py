@@ -118,7 +118,7 @@ class GradientCode:
         for w, lab in enumerate(label):
             copy[w] = seen.get(int(lab), 0)
             seen[int(lab)] = copy[w] + 1
-        return np.lexsort((np.arange(self.n_workers), copy))
+        return np.argsort(copy, kind="stable")
 
     def decode(self, responders: Sequence) -> np.ndarray | None:
         """Decoding weights from the workers that replied, in arrival order.

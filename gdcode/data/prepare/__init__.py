@@ -188,10 +188,8 @@ def prepare(kind: str, opts: PrepareOptions, progress=None) -> tuple[Path, dict[
         return mnist.prepare(Path(opts.raw), out=out, fashion=opts.fashion, dtype=opts.dtype,
                              seed=opts.seed, standardize=standardized(kind, opts), force=opts.force)
 
-    from gdcode.data.prepare.common import file_digest
-
     raw = _raw_file(kind, opts)
-    source: dict[str, Any] = {"raw": str(raw), "sha256": file_digest(raw)}
+    source: dict[str, Any] = {"raw": str(raw), "sha256": common.file_digest(raw)}
     if kind in ("amazon", "covtype", "kc_house"):
         from gdcode.data.prepare import download, papers
 
