@@ -312,6 +312,7 @@ class Simulation:
     replay: bool = False
     first_iteration: int = 1
     adaptive: bool = False  # times are adaptive deadlines' cuts (``--wait quantile|mad``)
+    decoded_from: np.ndarray | None = None  # a repeats code's arrivals of successive gradients, if replayed
 
     def summary(self) -> dict:
         """Mean, spread and quantiles of the iteration time."""
@@ -331,6 +332,9 @@ class Simulation:
         """The responders of draw ``d``, in arrival order, up to the decode."""
         multi = self.code.n_messages > 1
         a = self.arrivals[d] if multi else self.arrivals[d, :, 0]
+        if self.code.repeats and not self.adaptive:  # kbatch: the gradients its times were decoded from
+            repeats: Any = self.code  # a code with ``repeats`` (KBatch) has ``responders``
+            return repeats.responders((self.arrivals if self.decoded_from is None else self.decoded_from)[d])
         if self.adaptive:
             first = self.arrivals[d].min(axis=1)
             return [int(w) for w in np.argsort(first, kind="stable") if first[w] <= self.times[d]]
@@ -419,7 +423,8 @@ def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20
     if adaptive:
         times = adaptive_times(arrivals, times, rule, min_replies)
     return Simulation(code=code, times=times, arrivals=arrivals, compute=comp, pauses=pauses, method=method,
-                      replay=replay, first_iteration=first_iteration, adaptive=adaptive)
+                      replay=replay, first_iteration=first_iteration, adaptive=adaptive,
+                      decoded_from=decode_from if decode_from is not arrivals else None)
 
 
 def closed_form_mean(code: codes.GradientCode, delay: delays.DelayModel, compute: ComputeModel | None = None,

@@ -80,6 +80,23 @@ def test_kbatch_replay_gives_each_repeat_its_own_pause():
     assert bulk.times == pytest.approx(np.sort(np.concatenate([first * j for j in (1, 2, 3, 4)], axis=1))[:, 3])
 
 
+def test_kbatch_simulation_responders_are_the_gradients_its_times_decode_from():
+    """k = 4 gradients from W = 3 workers: a draw's responders repeat workers, decode, and the
+    last of them arrives at the draw's time (replayed and bulk alike)."""
+    from gdcode import delays, simulate
+
+    code = codes.build("kbatch", 3, k=4)
+    delay = delays.parse("exp:0.02", seed=5)
+    for replay in (True, False):
+        sim = simulate.simulate(code, delay, draws=5, replay=replay)
+        for d in range(5):
+            responders = sim.responders(d)
+            assert len(responders) == 4 and code.decode(responders) is not None
+            table = code.repeat_table((sim.arrivals if sim.decoded_from is None else sim.decoded_from)[d:d + 1])[0]
+            counts = np.bincount(responders, minlength=3)
+            assert max(table[w, counts[w] - 1] for w in range(3) if counts[w]) == pytest.approx(sim.times[d])
+
+
 @pytest.mark.mpi
 def test_stale_collecting_every_worker_is_uncoded(train):
     common = ("--dataset", "synthetic:1200x20", "--iterations", "8", "--delay", "exp:0.002")

@@ -121,8 +121,8 @@ class KBatch(GradientCode):
             return None
         return np.bincount(np.asarray(responders[:self.k], dtype=int), minlength=self.n_workers).astype(float)
 
-    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
-        """The k-th of every worker's gradients.
+    def repeat_table(self, arrivals: np.ndarray) -> np.ndarray:
+        """Each worker's first ``k`` gradients' arrivals, shape ``(draws, W, k)``.
 
         ``arrivals`` of shape ``(draws, W, m)``: with ``m >= k`` the arrival of each worker's
         successive gradients (the simulator's replay of a run, each repeat with its own pause);
@@ -130,9 +130,18 @@ class KBatch(GradientCode):
         long as the first: the bulk draws' approximation).
         """
         arrivals = np.asarray(arrivals, dtype=float)
-        draws, W, m = arrivals.shape
-        if m >= self.k:
-            return kth_arrival(arrivals[:, :, :self.k].reshape(draws, W * self.k), self.k)
-        first = arrivals[:, :, 0]
-        repeats = np.concatenate([first * j for j in range(1, self.k + 1)], axis=1)
-        return kth_arrival(repeats, self.k)
+        if arrivals.shape[2] >= self.k:
+            return arrivals[:, :, :self.k]
+        return arrivals[:, :, :1] * np.arange(1, self.k + 1)
+
+    def decode_times(self, arrivals: np.ndarray) -> np.ndarray:
+        """The k-th of every worker's gradients (:meth:`repeat_table`)."""
+        table = self.repeat_table(arrivals)
+        return kth_arrival(table.reshape(table.shape[0], -1), self.k)
+
+    def responders(self, arrivals: np.ndarray) -> list[int]:
+        """One draw's first ``k`` gradients in arrival order, as the workers that sent them
+        (repeats included): what :meth:`decode` takes. ``arrivals`` of shape ``(W, m)``."""
+        table = self.repeat_table(np.asarray(arrivals, dtype=float)[None])[0]
+        order = np.argsort(table, axis=None, kind="stable")[:self.k]
+        return [int(i) // self.k for i in order]
