@@ -119,8 +119,25 @@ class DelayModel:
 
     def rng(self, worker: int, iteration: int, repeat: int = 0) -> np.random.Generator:
         """The stream for one (worker, iteration), and for a ``kbatch`` worker's later gradients
-        of it (``repeat`` >= 1) one stream each."""
-        return np.random.default_rng([self.seed, 0xDE1A, worker, iteration, *([repeat] if repeat else [])])
+        of it (``repeat`` >= 1) one stream each: ``numpy.random.default_rng([seed, 0xDE1A,
+        worker, iteration(, repeat)])``.
+
+        :meth:`draw` takes the same numbers from one reused generator
+        (:class:`gdcode.streams.Reseeded`), which is valid only until the next draw.
+        """
+        return np.random.default_rng(self._entropy(worker, iteration, repeat))
+
+    def _entropy(self, worker: int, iteration: int, repeat: int) -> list[int]:
+        return [self.seed, 0xDE1A, worker, iteration, *([repeat] if repeat else [])]
+
+    def _stream(self, worker: int, iteration: int, repeat: int = 0) -> np.random.Generator:
+        """:meth:`rng`'s stream, in this model's reused generator (valid until the next call)."""
+        reseeded = self.__dict__.get("_reseeded")
+        if reseeded is None:
+            from gdcode.streams import Reseeded
+
+            reseeded = self._reseeded = Reseeded()
+        return reseeded(self._entropy(worker, iteration, repeat))
 
     def sample(self, rng: np.random.Generator, worker: int, iteration: int, compute: float) -> float:
         """One pause in seconds, before load scaling, drawn from ``rng``."""
@@ -132,7 +149,7 @@ class DelayModel:
         ``compute`` is the worker's measured compute time this iteration (used by models that
         slow a worker down by a factor).
         """
-        return self._scaled(self.sample(self.rng(worker, iteration), worker, iteration, compute), load)
+        return self._scaled(self.sample(self._stream(worker, iteration), worker, iteration, compute), load)
 
     def draw_repeat(self, worker: int, iteration: int, repeat: int, load: float = 1.0, compute: float = 0.0) -> float:
         """The pause of a worker's ``repeat``-th gradient of one iteration (``kbatch`` workers send
@@ -140,7 +157,7 @@ class DelayModel:
         (seed, worker, iteration, repeat), the same for the run and the simulator's replay."""
         if repeat == 0:
             return self.draw(worker, iteration, load, compute)
-        return self._scaled(float(self.sample(self.rng(worker, iteration, repeat), worker, iteration, compute)),
+        return self._scaled(float(self.sample(self._stream(worker, iteration, repeat), worker, iteration, compute)),
                             load)
 
     def _scaled(self, pause: float, load: float) -> float:

@@ -17,7 +17,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from gdcode.kernels.reference import issparse
 from gdcode.modes import Mode
 from gdcode.modes import get as get_mode
 from gdcode.options import RunOptions, code_options, key_values
+from gdcode.streams import Reseeded
 from gdcode.waiting import WaitRule
 
 
@@ -79,6 +80,7 @@ class Problem:
     delay: delays.DelayModel
     schedule: optim.Schedule
     code: codes.GradientCode | None
+    _batch_stream: Reseeded | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_params(self) -> int:
@@ -118,7 +120,9 @@ class Problem:
         assert sizes is not None, "batch_rows needs coded mode with batch_size"
         n_rows = int(np.diff(self.partition_bounds())[partition])
         key = [self.options.seed, 0xBA7C4, partition, iteration] + ([repeat] if repeat else [])
-        rng = np.random.default_rng(key)
+        if self._batch_stream is None:
+            self._batch_stream = Reseeded()
+        rng = self._batch_stream(key)  # numpy.random.default_rng(key)'s numbers
         return np.sort(rng.choice(n_rows, size=int(sizes[partition]), replace=False))
 
     @property

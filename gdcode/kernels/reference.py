@@ -463,3 +463,10 @@ def mlp_dense(X, y, coef, w, grad, sizes, activation: str = "relu", work=None,
             W = w[ow:ow + d_out * d_in].reshape(d_out, d_in).astype(dtype, copy=False)
             D = (D @ W) * _mlp_act_grad(activation, hs[l])
     return float(coef @ loss)
+
+
+def pcg64_state(entropy) -> tuple[int, int]:
+    """``(state, inc)`` of ``numpy.random.PCG64(numpy.random.SeedSequence(entropy))``: the twin of
+    the compiled ``gdcode.kernels.streams.pcg64_state`` (used by :class:`gdcode.streams.Reseeded`)."""
+    state = np.random.PCG64(np.random.SeedSequence(list(entropy))).state["state"]
+    return int(state["state"]), int(state["inc"])
