@@ -10,7 +10,7 @@ import time
 import pytest
 
 from gdcode.runtime import transport
-from gdcode.runtime.doorbell import RUNG_TIMEOUT, Doorbell
+from gdcode.runtime.doorbell import RUNG_BURST, RUNG_TIMEOUT, Doorbell
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract Unix sockets are Linux's")
 
@@ -63,6 +63,40 @@ def test_a_full_queue_is_not_an_error(bells):
     assert b.wait(0.0)
 
 
+def test_ring_all_wakes_each_rank_past_an_unreachable_one(job):
+    made = [Doorbell(job, r, 5) for r in (0, 1, 3, 4)]  # rank 2 never binds
+    try:
+        a, b1, b3, b4 = made
+        a.ring_all([1, 2, 3, 4])  # the batch stops at rank 2; the rest go one by one
+        assert a.reachable == [False, True, False, True, True]
+        assert b1.wait(5.0) and b3.wait(5.0) and b4.wait(5.0)
+        for _ in range(2):  # again, batched now that rank 2 is known unreachable
+            a.ring_all([4, 1, 3])
+            assert b1.wait(5.0) and b3.wait(5.0) and b4.wait(5.0)
+        assert not (b1.wait(0.0) or b3.wait(0.0) or b4.wait(0.0))
+    finally:
+        for bell in made:
+            bell.close()
+
+
+def test_sends_in_rings_together_ring_at_its_end(bells):
+    from gdcode.runtime.traffic import CountingComm, Traffic
+
+    a, b = bells
+
+    class Comm:
+        def Isend(self, buf, dest, tag=0):  # noqa: N802 - mpi4py's name
+            return Request(0)
+
+    comm = CountingComm(Comm(), Traffic(3), bell=a)
+    with comm.rings_together():
+        comm.Isend(b"x", dest=1)
+        assert not b.wait(0.0)  # not yet
+    assert b.wait(5.0)
+    comm.Isend(b"x", dest=1)  # outside the block: at once
+    assert b.wait(0.0)
+
+
 def test_a_rank_of_a_job_binds_once(job, bells):
     with pytest.raises(OSError):
         Doorbell(job, 0, 3)
@@ -84,12 +118,29 @@ def test_backoff_sleeps_until_rung_then_backs_off(bells, monkeypatch):
     backoff = transport.Backoff()
     a.ring(1)
     backoff.sleep()
-    assert backoff.rung  # the rest of the wait backs off, still waking at a ring
+    assert _rung(backoff)  # for RUNG_BURST the wait backs off, still waking at a ring
     start = backoff.current
     backoff.sleep()
     assert backoff.current == min(2 * start, backoff.cap)
     backoff.reset()
-    assert not backoff.rung and backoff.current == backoff.start
+    assert not _rung(backoff) and backoff.current == backoff.start
+
+
+def _rung(backoff: transport.Backoff) -> bool:
+    return time.perf_counter() - backoff.rung_at <= RUNG_BURST
+
+
+def test_backoff_sleeps_until_rung_again_once_a_burst_found_nothing(bells, monkeypatch):
+    a, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    backoff = transport.Backoff()
+    a.ring(1)  # a byte for a message the rank had found already
+    backoff.sleep()
+    while _rung(backoff):  # the burst: short sleeps
+        backoff.sleep()
+    t0 = time.perf_counter()
+    backoff.sleep()  # then a sleep on the bell, not a 0.5 ms slice
+    assert time.perf_counter() - t0 >= 0.9 * RUNG_TIMEOUT
 
 
 def test_a_wait_starts_by_taking_the_bytes_of_messages_already_taken(bells, monkeypatch):
@@ -99,7 +150,7 @@ def test_a_wait_starts_by_taking_the_bytes_of_messages_already_taken(bells, monk
     backoff = transport.Backoff()
     assert not b.wait(0.0)
     backoff.sleep()  # no byte: the whole first sleep, and the next one twice as long
-    assert not backoff.rung and backoff.rung_timeout == 2 * RUNG_TIMEOUT
+    assert not _rung(backoff) and backoff.rung_timeout == 2 * RUNG_TIMEOUT
 
 
 def test_backoff_polls_while_its_own_send_is_in_flight(bells, monkeypatch):
@@ -109,7 +160,7 @@ def test_backoff_polls_while_its_own_send_is_in_flight(bells, monkeypatch):
     b.sent(Request(10), None)
     a.ring(1)
     backoff.sleep()  # busy: the sleep is the polling one, which leaves the ring waiting
-    assert not backoff.rung
+    assert not _rung(backoff)
     assert b.wait(0.0)
 
 
@@ -121,6 +172,24 @@ def test_a_stale_byte_does_not_hurry_a_pause(bells, monkeypatch):
     assert not transport.pause(0.02, lambda: polls.append(1) and False)
     # one test first, then one per sleep of up to RUNG_TIMEOUT: not one per 0.5 ms slice
     assert 2 <= len(polls) <= 2 + int(0.02 / RUNG_TIMEOUT)  # fewer: the sleeps double
+
+
+def test_a_byte_for_a_message_already_taken_costs_a_pause_one_burst(bells, monkeypatch):
+    a, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    polls = []
+
+    def ring_once():
+        time.sleep(0.005)
+        a.ring(1)  # after the pause's first test: a byte nothing new came with
+
+    thread = threading.Thread(target=ring_once)
+    thread.start()
+    assert not transport.pause(0.06, lambda: polls.append(1) and False)
+    thread.join()
+    # about RUNG_BURST of 0.5 ms slices, then sleeps on the bell again (not 0.5 ms slices to the end)
+    slices = RUNG_BURST / transport.PAUSE_SLICE
+    assert len(polls) <= 2 + slices + 2 + int(0.06 / RUNG_TIMEOUT)
 
 
 def test_a_ring_during_a_pause_ends_it_when_poll_says_so(bells, monkeypatch):

@@ -244,7 +244,8 @@ class CodedCoordinator(Coordinator):
                 pr.MODEL.pack(buf, pr.Kind.MODEL, t)
                 pr.MODEL.vector(buf)[:] = point
                 start = time.perf_counter()
-                sends.sent(buf, [r for box in boxes if (r := box.offer(buf)) is not None])
+                with self.comm.rings_together():
+                    sends.sent(buf, [r for box in boxes if (r := box.offer(buf)) is not None])
                 rec = _Iteration(t, start)
                 self.pending[t] = rec
                 self.current = rec

@@ -13,10 +13,10 @@ that byte ends at once.
 The byte is only a hint. A wait starts by taking the bytes already there (a message found by a
 test leaves its byte behind, which must not end the next wait early), then tests its requests,
 and tests them again after every wake-up; it still wakes after :data:`RUNG_TIMEOUT` (doubling to
-:data:`RUNG_TIMEOUT_CAP`) if no byte comes; and while something of its own is in flight (a send,
-a collective) or once a byte has come in the current wait, it backs off as it would without a
-doorbell (each sleep still ending at a byte), since MPI moves a large message or a collective
-on only while both sides call it.
+:data:`RUNG_TIMEOUT_CAP`) if no byte comes; while something of its own is in flight (a send, a
+collective), and for :data:`RUNG_BURST` after a byte that did not end its wait, it backs off as
+it would without a doorbell (each sleep still ending at a byte), since MPI moves a large message
+or a collective on only while both sides call it.
 A job whose ranks cannot all reach each other (several hosts, or the network namespaces of
 ``gdcode cluster``) has no doorbell, and every wait polls; so has a job run with
 ``GDCODE_DOORBELL=0`` in its environment.
@@ -24,15 +24,22 @@ A job whose ranks cannot all reach each other (several hosts, or the network nam
 
 from __future__ import annotations
 
+import ctypes
 import select
 import socket
+import struct
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 #: first sleep of a rank that waits for a doorbell, doubling up to :data:`RUNG_TIMEOUT_CAP` while
 #: no byte comes (a hint lost costs at most that long; a rank asleep wakes up that seldom)
 RUNG_TIMEOUT = 5e-3
 RUNG_TIMEOUT_CAP = 2e-2
+#: how long a rank polls (in short sleeps a byte still ends) after a byte that did not end its wait,
+#: before it sleeps until rung again: a large message moves on only while the receiver polls
+#: (24 MB took 1.5-2 ms), and a byte may come for a message the rank has already taken
+RUNG_BURST = 5e-3
 
 
 def _name(job: str, rank: int) -> bytes:
@@ -67,6 +74,7 @@ class Doorbell:
         self.reachable = [True] * size
         self.reachable[rank] = False  # a rank does not ring itself
         self._in_flight: list[Any] = []
+        self._batches: dict[tuple[int, ...], _Datagrams | None] = {}
 
     def close(self) -> None:
         self.sock.close()
@@ -87,6 +95,23 @@ class Doorbell:
             self.reachable[rank] = False
             return False
         return True
+
+    def ring_all(self, ranks: Sequence[int]) -> None:
+        """Ring every rank of ``ranks``, in that order, in one system call where Linux has one.
+
+        Each ring may wake a rank, and a rank woken takes the core from its waker: a coordinator
+        ringing 48 workers one after another was preempted between rings, and the last workers
+        heard of their model 3-6 ms after the first (``sendmmsg`` wakes them all before it
+        returns: 2 ms for all 48 sends).
+        """
+        ranks = [r for r in ranks if self.reachable[r]]
+        key = tuple(ranks)
+        batch = self._batches.get(key)
+        if batch is None and len(ranks) > 1:
+            batch = self._batches[key] = _Datagrams.build(self.sock, [self._names[r] for r in ranks])
+        done = batch.send() if batch is not None else 0
+        for r in ranks[done:]:  # what the batch did not send (or no batch): one by one, errors seen
+            self.ring(r)
 
     def sent(self, request: Any, rank: int | None) -> None:
         """A send or collective ``request`` has been started towards ``rank`` (None: to no one)."""
@@ -115,6 +140,61 @@ class Doorbell:
                 self.sock.recv(64)
         except BlockingIOError:
             pass
+
+
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class _MsgHdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(_IoVec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+
+class _MMsgHdr(ctypes.Structure):
+    _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
+
+
+_MSG_DONTWAIT = 0x40
+
+
+class _Datagrams:
+    """One byte to each of several abstract Unix addresses, by one ``sendmmsg`` (Linux)."""
+
+    _sendmmsg: Any = None
+
+    def __init__(self, fd: int, names: list[bytes]) -> None:
+        self.fd = fd
+        self._byte = ctypes.create_string_buffer(b"\0", 1)
+        self._iov = _IoVec(ctypes.cast(self._byte, ctypes.c_void_p), 1)
+        # sockaddr_un: the family, then the name (abstract: a leading NUL, and no terminator)
+        self._addresses = [ctypes.create_string_buffer(struct.pack("H", socket.AF_UNIX) + n, 2 + len(n))
+                           for n in names]
+        self._messages = (_MMsgHdr * len(names))()
+        for m, address in zip(self._messages, self._addresses, strict=True):
+            m.hdr.name = ctypes.cast(address, ctypes.c_void_p)
+            m.hdr.namelen = len(address.raw)
+            m.hdr.iov = ctypes.pointer(self._iov)
+            m.hdr.iovlen = 1
+
+    @classmethod
+    def build(cls, sock: socket.socket, names: list[bytes]) -> _Datagrams | None:
+        """The batch, or None where there is no ``sendmmsg`` (then the caller rings one by one)."""
+        if cls._sendmmsg is None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                fn = libc.sendmmsg
+            except (OSError, AttributeError):
+                return None
+            fn.argtypes = [ctypes.c_int, ctypes.POINTER(_MMsgHdr), ctypes.c_uint, ctypes.c_int]
+            fn.restype = ctypes.c_int
+            cls._sendmmsg = fn
+        return cls(sock.fileno(), names)
+
+    def send(self) -> int:
+        """Send the bytes in order; how many went (the first that failed, and those after it, did not)."""
+        return max(0, int(self._sendmmsg(self.fd, self._messages, len(self._messages), _MSG_DONTWAIT)))
 
 
 def connect(comm: Any) -> Doorbell | None:

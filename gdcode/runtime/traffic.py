@@ -14,6 +14,8 @@ set-up's pickled gathers, are not counted.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -133,6 +135,7 @@ class CountingComm:
         self.traffic = traffic
         self._ranks = ranks  # this communicator's ranks in the job's (None: the job's own)
         self.bell = bell
+        self._deferred: list[int] | None = None  # inside rings_together: the ranks to ring at its end
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._comm, name)
@@ -171,8 +174,26 @@ class CountingComm:
     def _rang(self, request: Any, dest: int | None = None) -> Any:
         """Ring ``dest``'s doorbell and keep ``request`` in flight there (without a doorbell: nothing)."""
         if self.bell is not None:
+            if self._deferred is not None and dest is not None:
+                self._deferred.append(self._dest(dest))
+                dest = None
             self.bell.sent(request, None if dest is None else self._dest(dest))
         return request
+
+    @contextlib.contextmanager
+    def rings_together(self) -> Iterator[None]:
+        """Ring the destinations of the block's sends only at its end, all at once
+        (:meth:`~gdcode.runtime.doorbell.Doorbell.ring_all`): a rank sending to many does not
+        lose its core to each receiver it wakes before it has sent to the next."""
+        if self.bell is None or self._deferred is not None:
+            yield
+            return
+        self._deferred = []
+        try:
+            yield
+        finally:
+            ranks, self._deferred = self._deferred, None
+            self.bell.ring_all(ranks)
 
     def _collective(self, kind: str, sendbuf: Any, recvbuf: Any) -> None:
         self.traffic.collective_sent[_KIND_INDEX[kind]] += nbytes(sendbuf)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from gdcode.runtime.doorbell import RUNG_TIMEOUT, RUNG_TIMEOUT_CAP, Doorbell
+from gdcode.runtime.doorbell import RUNG_BURST, RUNG_TIMEOUT, RUNG_TIMEOUT_CAP, Doorbell
 
 BACKOFF_START = 1e-5
 BACKOFF_CAP = 5e-4
@@ -91,9 +91,11 @@ class Backoff:
     With a doorbell (:func:`use_doorbell`) every sleep also ends at a ring, and with nothing of
     the rank's own in flight it sleeps until rung instead (at most
     :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT`, doubling to
-    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP` while no byte comes); once rung, the rest
-    of the wait backs off as above but still wakes at a ring: what came may be only part of
-    what the rank waits for, and a large message moves on only while the receiver polls.
+    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP` while no byte comes); once rung, it backs
+    off as above for :data:`~gdcode.runtime.doorbell.RUNG_BURST` (still waking at a ring: what
+    came may be only part of what the rank waits for, and a large message moves on only while
+    the receiver polls), then sleeps until rung again: the byte may have been for a message
+    the rank had already found.
     """
 
     def __init__(self, start: float = BACKOFF_START, cap: float = BACKOFF_CAP,
@@ -106,7 +108,7 @@ class Backoff:
         """Start a wait (call it before the wait's first test)."""
         self.current = self.start
         self.since = time.perf_counter()
-        self.rung = False
+        self.rung_at = -RUNG_BURST  # perf_counter of the last byte that did not end the wait
         self.rung_timeout = RUNG_TIMEOUT
         if _doorbell is not None:
             _doorbell.drain()
@@ -114,9 +116,11 @@ class Backoff:
     def sleep(self) -> None:
         bell = _doorbell
         if bell is not None and not bell.busy():
-            if not self.rung:
-                self.rung = bell.wait(self.rung_timeout)
-                self.rung_timeout = min(2.0 * self.rung_timeout, RUNG_TIMEOUT_CAP)
+            if time.perf_counter() - self.rung_at > RUNG_BURST:
+                if bell.wait(self.rung_timeout):
+                    self.rung_at, self.current = time.perf_counter(), self.start
+                else:
+                    self.rung_timeout = min(2.0 * self.rung_timeout, RUNG_TIMEOUT_CAP)
                 return
             bell.wait(self.current)
             self.current = min(self.current * 2.0, self.cap)
@@ -196,29 +200,32 @@ def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE
     """Sleep ``seconds`` in slices of at most ``slice_seconds``, calling ``poll()`` after each.
 
     With a doorbell (:func:`use_doorbell`) the bytes already there are taken and ``poll()`` is
-    called first; then the slices end when the rank is rung, and until it is they are up to
-    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT` long, doubling to
-    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP`, while nothing of the rank's own is in
-    flight (else slices as without one, which a ring still ends). Returns True as soon as
-    ``poll()`` does (a newer model, a stop), else False.
+    called first; then the slices end when the rank is rung, and while nothing of the rank's own
+    is in flight and no byte has come in the last :data:`~gdcode.runtime.doorbell.RUNG_BURST`
+    they are up to :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT` long, doubling to
+    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP` (else slices as without one, which a ring
+    still ends). Returns True as soon as ``poll()`` does (a newer model, a stop), else False.
     """
     if seconds <= 0:
         return False
     end = time.perf_counter() + seconds
-    rung, timeout = False, RUNG_TIMEOUT
+    rung_at, timeout = -RUNG_BURST, RUNG_TIMEOUT
     if _doorbell is not None:
         _doorbell.drain()
         if poll():  # what came before the bytes were taken
             return True
     while True:
-        left = end - time.perf_counter()
+        now = time.perf_counter()
+        left = end - now
         if left <= 0:
             return False
         bell = _doorbell
-        if bell is not None and not rung and not bell.busy():
-            rung = bell.wait(min(timeout, left))
-            timeout = min(2.0 * timeout, RUNG_TIMEOUT_CAP)
-        else:  # rung, its own send in flight, or no doorbell: slices
+        if bell is not None and now - rung_at > RUNG_BURST and not bell.busy():
+            if bell.wait(min(timeout, left)):
+                rung_at = time.perf_counter()
+            else:
+                timeout = min(2.0 * timeout, RUNG_TIMEOUT_CAP)
+        else:  # just rung, its own send in flight, or no doorbell: slices
             _nap(bell, min(slice_seconds, left))
         if poll():
             return True
