@@ -143,6 +143,19 @@ def test_backoff_sleeps_until_rung_again_once_a_burst_found_nothing(bells, monke
     assert time.perf_counter() - t0 >= 0.9 * RUNG_TIMEOUT
 
 
+def test_a_byte_whose_message_came_buys_no_burst(bells, monkeypatch):
+    a, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    backoff = transport.Backoff()
+    a.ring(1)  # one reply of several
+    backoff.sleep()
+    assert _rung(backoff)
+    backoff.came()  # the poll after the wake-up took it
+    t0 = time.perf_counter()
+    backoff.sleep()  # until the next byte: no short sleeps
+    assert time.perf_counter() - t0 >= 0.9 * RUNG_TIMEOUT
+
+
 def test_a_wait_starts_by_taking_the_bytes_of_messages_already_taken(bells, monkeypatch):
     a, b = bells
     monkeypatch.setattr(transport, "_doorbell", b)

@@ -469,7 +469,9 @@ class Coordinator:
             if not self.poll():
                 self.check_deadline()
                 self.backoff.sleep()
-            elif self.deadline is not None:
+                continue
+            self.backoff.came()  # e.g. one reply of several: sleep until the next one rings
+            if self.deadline is not None:
                 self.check_deadline()
 
     def idle(self) -> None:

@@ -113,6 +113,11 @@ class Backoff:
         if _doorbell is not None:
             _doorbell.drain()
 
+    def came(self) -> None:
+        """A message this wait was for has come: the byte that woke the rank was its own, so the
+        next sleep waits for a byte again (no :data:`~gdcode.runtime.doorbell.RUNG_BURST`)."""
+        self.rung_at = -RUNG_BURST
+
     def sleep(self) -> None:
         bell = _doorbell
         if bell is not None and not bell.busy():
