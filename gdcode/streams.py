@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 try:
-    from gdcode.kernels.streams import pcg64_state  # type: ignore[import-not-found]
+    from gdcode.kernels.streams import pcg64_state
 except ImportError:  # extension not built
     from gdcode.kernels.reference import pcg64_state
 
