@@ -26,7 +26,7 @@ class Reseeded:
     """One generator, reseeded per call to what ``numpy.random.default_rng(entropy)`` would give.
 
     The generator returned is valid until the next call on the same object: draw from it at once
-    (two streams wanted at the same time need two objects).
+    (two streams wanted at the same time, or two threads, need two objects).
     """
 
     def __init__(self) -> None:

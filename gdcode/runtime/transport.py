@@ -11,6 +11,7 @@ messages themselves are defined in :mod:`gdcode.runtime.protocol`.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable
@@ -108,7 +109,7 @@ class Backoff:
         """Start a wait (call it before the wait's first test)."""
         self.current = self.start
         self.since = time.perf_counter()
-        self.rung_at = -RUNG_BURST  # perf_counter of the last byte that did not end the wait
+        self.rung_at = -math.inf  # perf_counter of the last byte (came() forgets it)
         self.rung_timeout = RUNG_TIMEOUT
         if _doorbell is not None:
             _doorbell.drain()
@@ -116,7 +117,7 @@ class Backoff:
     def came(self) -> None:
         """A message this wait was for has come: the byte that woke the rank was its own, so the
         next sleep waits for a byte again (no :data:`~gdcode.runtime.doorbell.RUNG_BURST`)."""
-        self.rung_at = -RUNG_BURST
+        self.rung_at = -math.inf
 
     def sleep(self) -> None:
         bell = _doorbell
@@ -214,7 +215,7 @@ def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE
     if seconds <= 0:
         return False
     end = time.perf_counter() + seconds
-    rung_at, timeout = -RUNG_BURST, RUNG_TIMEOUT
+    rung_at, timeout = -math.inf, RUNG_TIMEOUT
     if _doorbell is not None:
         _doorbell.drain()
         if poll():  # what came before the bytes were taken
