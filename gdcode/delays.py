@@ -590,9 +590,15 @@ class Correlated(DelayModel):
         return rng.gamma(1.0 / variance, variance, size)
 
     def group_factor(self, group: int, iteration: int) -> float:
-        """The factor ``G`` of ``group`` at ``iteration``, from the (seed, group, iteration) stream."""
-        rng = np.random.default_rng([self.seed, 0xDE1A, 0xC0AA, group, iteration])
-        return float(self._gamma(rng, self.group_variance))
+        """The factor ``G`` of ``group`` at ``iteration``, from the (seed, group, iteration) stream
+        (``default_rng([seed, 0xDE1A, 0xC0AA, group, iteration])``'s numbers, in a reused generator
+        of its own: :meth:`sample` holds the worker's stream while it asks for this one)."""
+        stream = self.__dict__.get("_group_stream")
+        if stream is None:
+            from gdcode.streams import Reseeded
+
+            stream = self._group_stream = Reseeded()
+        return float(self._gamma(stream([self.seed, 0xDE1A, 0xC0AA, group, iteration]), self.group_variance))
 
     def sample(self, rng, worker, iteration, compute):
         own = float(self._gamma(rng, self.worker_variance))
