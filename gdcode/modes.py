@@ -28,9 +28,10 @@ class Mode:
         Whether the mode trains through a gradient code (``--scheme``); the others give
         worker ``i`` partition ``i`` of W.
     doorbell : bool
-        Whether its ranks may sleep until a sender wakes them (:mod:`gdcode.runtime.doorbell`):
-        not for a mode with collectives in its loop, which MPI moves on only while every rank
-        in them calls it.
+        Whether its ranks may sleep until a sender wakes them (:mod:`gdcode.runtime.doorbell`).
+        Not for a mode with collectives in its loop: a collective moves on only while every rank
+        in it calls MPI, and its steps ring no one (measured: an allreduce run took 1.9 s with
+        doorbells against 1.0 s polling, docs/runtime.md).
     """
 
     name = ""

@@ -79,6 +79,23 @@ def test_ring_all_wakes_each_rank_past_an_unreachable_one(job):
             bell.close()
 
 
+def test_ring_all_goes_on_past_a_full_queue(job):
+    made = [Doorbell(job, r, 4) for r in range(4)]
+    try:
+        a, b1, b2, b3 = made
+        while True:  # fill rank 1's queue
+            try:
+                a.sock.sendto(b"\0", b1._names[1])
+            except BlockingIOError:
+                break
+        a.ring_all([1, 2, 3])  # the batch fails on rank 1 at once; ranks 2 and 3 still rung together
+        assert a.reachable == [False, True, True, True]
+        assert b2.wait(5.0) == 1 and b3.wait(5.0) == 1
+    finally:
+        for bell in made:
+            bell.close()
+
+
 def test_sends_in_rings_together_ring_at_its_end(bells):
     from gdcode.runtime.traffic import CountingComm, Traffic
 
@@ -127,7 +144,7 @@ def test_backoff_sleeps_until_rung_then_backs_off(bells, monkeypatch):
 
 
 def _rung(backoff: transport.Backoff) -> bool:
-    return time.perf_counter() - backoff.rung_at <= RUNG_BURST
+    return backoff.rings.bursting()
 
 
 def test_backoff_sleeps_until_rung_again_once_a_burst_found_nothing(bells, monkeypatch):
@@ -156,6 +173,49 @@ def test_a_byte_whose_message_came_buys_no_burst(bells, monkeypatch):
     assert time.perf_counter() - t0 >= 0.9 * RUNG_TIMEOUT
 
 
+def test_a_byte_whose_message_is_still_to_be_found_keeps_the_burst(bells, monkeypatch):
+    a, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    backoff = transport.Backoff()
+    a.ring(1)
+    a.ring(1)  # two replies announced, both bytes taken by one wake-up
+    backoff.sleep()
+    assert backoff.rings.unmatched == 2
+    backoff.came(1)  # one found; the other (a large one, say) still moving
+    assert _rung(backoff)
+    backoff.came(1)
+    assert not _rung(backoff)
+
+
+def test_a_ring_resets_the_sleep_until_rung(bells, monkeypatch):
+    a, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    backoff = transport.Backoff()
+    backoff.sleep()  # no byte: the next sleep is twice as long
+    assert backoff.rings.timeout == 2 * RUNG_TIMEOUT
+    a.ring(1)
+    backoff.sleep()
+    assert backoff.rings.timeout == RUNG_TIMEOUT  # 5 ms again, doubling while no byte comes
+
+
+def test_wait_and_drain_count_the_bytes(bells):
+    a, b = bells
+    a.ring(1)
+    a.ring(1)
+    a.ring(1)
+    assert b.wait(5.0) == 3
+    a.ring(1)
+    time.sleep(0.01)
+    assert b.drain() == 1 and b.drain() == 0
+
+
+def test_completed_requests_do_not_pile_up_on_a_rank_that_never_waits(bells):
+    a, _ = bells
+    for _ in range(1000):
+        a.sent(Request(0), None)
+    assert len(a._in_flight) <= 65
+
+
 def test_a_wait_starts_by_taking_the_bytes_of_messages_already_taken(bells, monkeypatch):
     a, b = bells
     monkeypatch.setattr(transport, "_doorbell", b)
@@ -163,7 +223,7 @@ def test_a_wait_starts_by_taking_the_bytes_of_messages_already_taken(bells, monk
     backoff = transport.Backoff()
     assert not b.wait(0.0)
     backoff.sleep()  # no byte: the whole first sleep, and the next one twice as long
-    assert not _rung(backoff) and backoff.rung_timeout == 2 * RUNG_TIMEOUT
+    assert not _rung(backoff) and backoff.rings.timeout == 2 * RUNG_TIMEOUT
 
 
 def test_backoff_polls_while_its_own_send_is_in_flight(bells, monkeypatch):

@@ -382,8 +382,8 @@ class Coordinator:
         self._requests[stream] = self._irecv(stream)
         self._streams[stream].active = True
 
-    def poll(self) -> bool:
-        """Handle every message that has come (and every DONE); whether anything came."""
+    def poll(self) -> int:
+        """Handle every message that has come (and every DONE); how many came (0: none)."""
         from mpi4py import MPI
 
         for box in self.outboxes:
@@ -396,7 +396,7 @@ class Coordinator:
             statuses.extend(MPI.Status() for _ in range(len(self._requests) - len(statuses)))
         idx = MPI.Request.Testsome(self._requests, statuses)
         if not idx:
-            return False
+            return 0
         now = time.monotonic()
         for j, i in enumerate(idx):
             s = self._streams[i]
@@ -414,7 +414,7 @@ class Coordinator:
                 self.repost(i)
             elif not s.active:
                 self._requests[i] = MPI.REQUEST_NULL
-        return True
+        return len(idx)
 
     def _watch_deaths(self) -> None:
         """Find workers of this host whose process has gone without finishing (at most every 50 ms)."""
@@ -466,11 +466,12 @@ class Coordinator:
         """
         self.backoff.reset()
         while not ready():
-            if not self.poll():
+            came = self.poll()
+            if not came:
                 self.check_deadline()
                 self.backoff.sleep()
                 continue
-            self.backoff.came()  # e.g. one reply of several: sleep until the next one rings
+            self.backoff.came(came)  # e.g. replies of several: sleep until the next one rings
             if self.deadline is not None:
                 self.check_deadline()
 

@@ -74,7 +74,8 @@ class Doorbell:
         self.reachable = [True] * size
         self.reachable[rank] = False  # a rank does not ring itself
         self._in_flight: list[Any] = []
-        self._batches: dict[tuple[int, ...], _Datagrams | None] = {}
+        self._batch_key: tuple[int, ...] = ()  # the ranks of the last ring_all, and its batch
+        self._batch: _Datagrams | None = None
 
     def close(self) -> None:
         self.sock.close()
@@ -105,18 +106,23 @@ class Doorbell:
         """
         ranks = [r for r in ranks if self.reachable[r]]
         key = tuple(ranks)
-        if key not in self._batches:
-            names = [self._names[r] for r in ranks]
-            self._batches[key] = _Datagrams.build(self.sock, names) if len(ranks) > 1 else None
-        batch = self._batches[key]
-        done = batch.send() if batch is not None else 0
-        for r in ranks[done:]:  # what the batch did not send (or no batch): one by one, errors seen
-            self.ring(r)
+        if key != self._batch_key:  # rank 0 rings the same workers every time, but for held messages
+            self._batch_key = key
+            self._batch = _Datagrams.build(self.sock, [self._names[r] for r in ranks]) if len(ranks) > 1 else None
+        i = 0
+        while i < len(ranks):
+            if self._batch is not None:
+                i += self._batch.send(i)
+            if i < len(ranks):  # a byte the batch could not send (or no batch): alone, its error seen
+                self.ring(ranks[i])
+                i += 1
 
     def sent(self, request: Any, rank: int | None) -> None:
         """A send or collective ``request`` has been started towards ``rank`` (None: to no one)."""
         if request is not None:
             self._in_flight.append(request)
+            if len(self._in_flight) > _PRUNE_AT:  # a rank that sends without ever waiting
+                self._in_flight = [r for r in self._in_flight if not r.Test()]
         if rank is not None:
             self.ring(rank)
 
@@ -126,20 +132,20 @@ class Doorbell:
             self._in_flight = [r for r in self._in_flight if not r.Test()]
         return bool(self._in_flight)
 
-    def wait(self, seconds: float) -> bool:
-        """Sleep until rung or for ``seconds``; whether rung (every waiting byte is taken)."""
+    def wait(self, seconds: float) -> int:
+        """Sleep until rung or for ``seconds``; how many bytes came (0: not rung; all are taken)."""
         if not select.select([self.sock], [], [], seconds)[0]:
-            return False
-        self.drain()
-        return True
+            return 0
+        return self.drain()
 
-    def drain(self) -> None:
-        """Take every waiting byte: at the start of a wait, bytes of messages already taken."""
+    def drain(self) -> int:
+        """Take every waiting byte (at the start of a wait: bytes of messages already taken); how many."""
+        taken = 0
         try:
             while True:
-                self.sock.recv(64)
+                taken += len(self.sock.recv(64))
         except BlockingIOError:
-            pass
+            return taken
 
 
 class _IoVec(ctypes.Structure):
@@ -156,7 +162,8 @@ class _MMsgHdr(ctypes.Structure):
     _fields_ = [("hdr", _MsgHdr), ("len", ctypes.c_uint)]
 
 
-_MSG_DONTWAIT = 0x40
+#: in-flight requests a rank keeps before it drops the completed ones without waiting
+_PRUNE_AT = 64
 
 
 class _Datagrams:
@@ -187,38 +194,48 @@ class _Datagrams:
                 fn = libc.sendmmsg
             except (OSError, AttributeError):
                 return None
-            fn.argtypes = [ctypes.c_int, ctypes.POINTER(_MMsgHdr), ctypes.c_uint, ctypes.c_int]
+            fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
             fn.restype = ctypes.c_int
             cls._sendmmsg = fn
         return cls(sock.fileno(), names)
 
-    def send(self) -> int:
-        """Send the bytes in order; how many went (the first that failed, and those after it, did not)."""
-        return max(0, int(self._sendmmsg(self.fd, self._messages, len(self._messages), _MSG_DONTWAIT)))
+    def send(self, start: int = 0) -> int:
+        """Send the bytes from the ``start``-th on, in order; how many went (the first that failed,
+        and those after it, did not)."""
+        first = ctypes.addressof(self._messages) + start * ctypes.sizeof(_MMsgHdr)
+        return max(0, int(self._sendmmsg(self.fd, first, len(self._messages) - start, socket.MSG_DONTWAIT)))
 
 
 def connect(comm: Any) -> Doorbell | None:
     """The job's doorbell for this rank, or None when not every rank can ring every other.
 
     Collective over ``comm``: rank 0 names the job, every rank binds its socket, rings every
-    other rank once to find whether it is reachable, and the ranks agree.
+    other rank once to find whether it is reachable, and the ranks agree. Its collectives are
+    non-blocking ones the rank polls (:func:`gdcode.runtime.transport.poll_until`): a blocking
+    collective under the MPICH wheel spins a core while it waits for the other ranks.
     """
     import os
     import secrets
 
+    import numpy as np
     from mpi4py import MPI
 
+    from gdcode.runtime.transport import poll_until
+
     rank, size = comm.Get_rank(), comm.Get_size()
-    job = comm.bcast(secrets.token_hex(8) if rank == 0 else None, root=0)
+    token = np.frombuffer(secrets.token_bytes(8), dtype=np.uint8).copy() if rank == 0 else np.empty(8, np.uint8)
+    poll_until(comm.Ibcast(token, root=0).Test)
     bell: Doorbell | None = None
     if sys.platform.startswith("linux") and os.environ.get("GDCODE_DOORBELL", "1") != "0":
         try:
-            bell = Doorbell(job, rank, size)
+            bell = Doorbell(token.tobytes().hex(), rank, size)
         except OSError:
             bell = None
-    comm.Barrier()  # every socket is bound before any rank rings
+    poll_until(comm.Ibarrier().Test)  # every socket is bound before any rank rings
     ok = bell is not None and all(bell.ring(r) for r in range(size) if r != rank)
-    if not comm.allreduce(int(ok), op=MPI.MIN):
+    agreed = np.empty(1, dtype=np.int64)
+    poll_until(comm.Iallreduce(np.array([int(ok)], dtype=np.int64), agreed, op=MPI.MIN).Test)
+    if not agreed[0]:
         if bell is not None:
             bell.close()
         return None

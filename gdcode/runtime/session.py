@@ -17,7 +17,6 @@ from gdcode.rundir import Claim
 from gdcode.runtime import doorbell, phases, signals, transport
 from gdcode.runtime.context import Context
 from gdcode.runtime.traffic import CountingComm, Traffic
-from gdcode.runtime.transport import tune_timers
 
 
 def world_size() -> int:
@@ -93,7 +92,7 @@ def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> in
             print(f"gdcode run: error: {exc.flag_message()}", file=sys.stderr)
         comm.Barrier()
         return 2 if comm.Get_rank() == 0 else 0
-    tune_timers()
+    transport.tune_timers()
     if comm.Get_rank() == 0:
         signals.install()  # SIGTERM/SIGHUP: rank 0 stops the workers and writes the summary
     if options.tolerate_failures:
@@ -105,13 +104,15 @@ def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> in
 
 
 def _context(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> Context:
-    """This rank's view of the run: its parts built, and the job's communicator counting bytes
-    and, if the mode may use them, ringing doorbells (collective: :func:`doorbell.connect`)."""
-    built = problem.build(options)
-    bell = doorbell.connect(comm) if built.mode.doorbell else None
+    """This rank's view of the run: the job's communicator counting bytes and, if the mode may
+    use them, ringing doorbells (collective: :func:`doorbell.connect`, before the parts are built,
+    so that a rank failing to build them does not leave the others in it), and its parts built."""
+    from gdcode.modes import get as get_mode
+
+    bell = doorbell.connect(comm) if get_mode(options.mode).doorbell else None
     transport.use_doorbell(bell)
     counting = CountingComm(comm, Traffic(comm.Get_size()), bell=bell)
-    return Context(problem=built, comm=counting, run_dir=Path(run_dir), command=list(command))
+    return Context(problem=problem.build(options), comm=counting, run_dir=Path(run_dir), command=list(command))
 
 
 def _work(loop: Any, ctx: Context) -> int:

@@ -153,8 +153,8 @@ class CountingComm:
 
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:  # noqa: N802
         self.traffic.count_sent(self._dest(dest), kind_of(buf, tag), nbytes(buf))
+        self._rang(None, dest)  # first: a large Send completes only once the receiver, awake, polls
         self._comm.Send(buf, dest=dest, tag=tag)
-        self._rang(None, dest)
 
     def Isend_uncounted(self, buf: Any, dest: int, tag: int = 0) -> Any:  # noqa: N802
         """``Isend`` without counting it (a worker's table of counts, sent once it is final)."""
@@ -173,11 +173,13 @@ class CountingComm:
 
     def _rang(self, request: Any, dest: int | None = None) -> Any:
         """Ring ``dest``'s doorbell and keep ``request`` in flight there (without a doorbell: nothing)."""
-        if self.bell is not None:
-            if self._deferred is not None and dest is not None:
-                self._deferred.append(self._dest(dest))
-                dest = None
-            self.bell.sent(request, None if dest is None else self._dest(dest))
+        if self.bell is None:
+            return request
+        to = None if dest is None else self._dest(dest)
+        if to is not None and self._deferred is not None:
+            self._deferred.append(to)
+            to = None
+        self.bell.sent(request, to)
         return request
 
     @contextlib.contextmanager

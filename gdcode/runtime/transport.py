@@ -67,12 +67,47 @@ def tune_timers() -> bool:
         return False
 
 
-def _nap(bell: Doorbell | None, seconds: float) -> None:
-    """Sleep ``seconds``; with a doorbell, a ring ends the sleep early."""
+class _Rings:
+    """What one wait knows of its doorbell: the bytes it took whose messages it has not found
+    yet, when the last came, and how long its next sleep until rung may be."""
+
+    def __init__(self) -> None:
+        self.unmatched = 0
+        self.at = -math.inf  # perf_counter of the last bytes taken
+        self.timeout = RUNG_TIMEOUT
+
+    def took(self, n: int) -> None:
+        if n:
+            self.unmatched += n
+            self.at = time.perf_counter()
+            self.timeout = RUNG_TIMEOUT
+
+    def came(self, n: int) -> None:
+        """``n`` messages have been found: once every byte taken is matched, no burst."""
+        self.unmatched = max(0, self.unmatched - n)
+        if not self.unmatched:
+            self.at = -math.inf
+
+    def bursting(self) -> bool:
+        """Whether a byte with no message found yet came in the last :data:`RUNG_BURST` (poll)."""
+        return time.perf_counter() - self.at <= RUNG_BURST
+
+    def sleep_until_rung(self, bell: Doorbell, limit: float = math.inf) -> bool:
+        """Sleep until rung, or for the timeout (doubling while no byte comes); whether rung."""
+        n = bell.wait(min(self.timeout, limit))
+        if n:
+            self.took(n)
+        else:
+            self.timeout = min(2.0 * self.timeout, RUNG_TIMEOUT_CAP)
+        return bool(n)
+
+
+def _nap(bell: Doorbell | None, seconds: float, rings: _Rings) -> None:
+    """Sleep ``seconds``; with a doorbell, a ring ends the sleep early (its bytes go to ``rings``)."""
     if bell is None:
         time.sleep(seconds)
     else:
-        bell.wait(seconds)
+        rings.took(bell.wait(seconds))
 
 
 class Backoff:
@@ -92,11 +127,12 @@ class Backoff:
     With a doorbell (:func:`use_doorbell`) every sleep also ends at a ring, and with nothing of
     the rank's own in flight it sleeps until rung instead (at most
     :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT`, doubling to
-    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP` while no byte comes); once rung, it backs
-    off as above for :data:`~gdcode.runtime.doorbell.RUNG_BURST` (still waking at a ring: what
-    came may be only part of what the rank waits for, and a large message moves on only while
-    the receiver polls), then sleeps until rung again: the byte may have been for a message
-    the rank had already found.
+    :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP` while no byte comes); after bytes whose
+    messages it has not found (:meth:`came` tells it), it sleeps from ``start`` doubling to
+    ``cap`` (no yield window or eager cap; a ring still ends each sleep) for
+    :data:`~gdcode.runtime.doorbell.RUNG_BURST` -- a large message moves on only while its
+    receiver polls -- then sleeps until rung again: the byte may have been for a message the
+    rank had already found.
     """
 
     def __init__(self, start: float = BACKOFF_START, cap: float = BACKOFF_CAP,
@@ -109,26 +145,23 @@ class Backoff:
         """Start a wait (call it before the wait's first test)."""
         self.current = self.start
         self.since = time.perf_counter()
-        self.rung_at = -math.inf  # perf_counter of the last byte (came() forgets it)
-        self.rung_timeout = RUNG_TIMEOUT
+        self.rings = _Rings()
         if _doorbell is not None:
             _doorbell.drain()
 
-    def came(self) -> None:
-        """A message this wait was for has come: the byte that woke the rank was its own, so the
-        next sleep waits for a byte again (no :data:`~gdcode.runtime.doorbell.RUNG_BURST`)."""
-        self.rung_at = -math.inf
+    def came(self, n: int = 1) -> None:
+        """``n`` messages this wait was for have come (e.g. replies of several): bytes that woke
+        the rank for them buy no :data:`~gdcode.runtime.doorbell.RUNG_BURST`."""
+        self.rings.came(n)
 
     def sleep(self) -> None:
         bell = _doorbell
         if bell is not None and not bell.busy():
-            if time.perf_counter() - self.rung_at > RUNG_BURST:
-                if bell.wait(self.rung_timeout):
-                    self.rung_at, self.current = time.perf_counter(), self.start
-                else:
-                    self.rung_timeout = min(2.0 * self.rung_timeout, RUNG_TIMEOUT_CAP)
+            if not self.rings.bursting():
+                if self.rings.sleep_until_rung(bell):
+                    self.current = self.start
                 return
-            bell.wait(self.current)
+            _nap(bell, self.current, self.rings)
             self.current = min(self.current * 2.0, self.cap)
             return
         waited = time.perf_counter() - self.since
@@ -136,7 +169,7 @@ class Backoff:
             os.sched_yield()
             return
         eager = waited < self.eager_window
-        _nap(bell, min(self.current, self.eager_cap) if eager else self.current)
+        _nap(bell, min(self.current, self.eager_cap) if eager else self.current, self.rings)
         self.current = min(self.current * 2.0, self.cap)
 
 
@@ -215,23 +248,19 @@ def pause(seconds: float, poll: Callable[[], bool], slice_seconds: float = PAUSE
     if seconds <= 0:
         return False
     end = time.perf_counter() + seconds
-    rung_at, timeout = -math.inf, RUNG_TIMEOUT
+    rings = _Rings()
     if _doorbell is not None:
         _doorbell.drain()
         if poll():  # what came before the bytes were taken
             return True
     while True:
-        now = time.perf_counter()
-        left = end - now
+        left = end - time.perf_counter()
         if left <= 0:
             return False
         bell = _doorbell
-        if bell is not None and now - rung_at > RUNG_BURST and not bell.busy():
-            if bell.wait(min(timeout, left)):
-                rung_at = time.perf_counter()
-            else:
-                timeout = min(2.0 * timeout, RUNG_TIMEOUT_CAP)
+        if bell is not None and not rings.bursting() and not bell.busy():
+            rings.sleep_until_rung(bell, left)
         else:  # just rung, its own send in flight, or no doorbell: slices
-            _nap(bell, min(slice_seconds, left))
+            _nap(bell, min(slice_seconds, left), rings)
         if poll():
             return True
