@@ -17,6 +17,7 @@ draws many pauses at once, :meth:`DelayModel.sample_bulk`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import typing
@@ -24,6 +25,9 @@ import typing
 import numpy as np
 
 from gdcode.registry import Registry
+
+if typing.TYPE_CHECKING:
+    from gdcode.streams import Reseeded
 
 #: every delay model, by name
 DELAYS: Registry[type] = Registry("delay model", "gdcode.delays", fixed=("seed", "scale_with_load"))
@@ -124,20 +128,24 @@ class DelayModel:
 
         :meth:`draw` takes the same numbers from one reused generator
         (:class:`gdcode.streams.Reseeded`), which is valid only until the next draw.
+        :meth:`draw` no longer goes through this method, so overriding it does not change the
+        pauses :meth:`draw` gives (override :meth:`sample`).
         """
         return np.random.default_rng(self._entropy(worker, iteration, repeat))
 
     def _entropy(self, worker: int, iteration: int, repeat: int) -> list[int]:
         return [self.seed, 0xDE1A, worker, iteration, *([repeat] if repeat else [])]
 
+    @functools.cached_property
+    def _reseeded(self) -> Reseeded:
+        """This model's reused generator of :meth:`rng`'s streams (created at the first draw)."""
+        from gdcode.streams import Reseeded  # lazily: the launcher imports this module
+
+        return Reseeded()
+
     def _stream(self, worker: int, iteration: int, repeat: int = 0) -> np.random.Generator:
         """:meth:`rng`'s stream, in this model's reused generator (valid until the next call)."""
-        reseeded = self.__dict__.get("_reseeded")
-        if reseeded is None:
-            from gdcode.streams import Reseeded
-
-            reseeded = self._reseeded = Reseeded()
-        return reseeded(self._entropy(worker, iteration, repeat))
+        return self._reseeded(self._entropy(worker, iteration, repeat))
 
     def sample(self, rng: np.random.Generator, worker: int, iteration: int, compute: float) -> float:
         """One pause in seconds, before load scaling, drawn from ``rng``."""
@@ -589,16 +597,20 @@ class Correlated(DelayModel):
             return 1.0 if size is None else np.ones(size)
         return rng.gamma(1.0 / variance, variance, size)
 
+    @functools.cached_property
+    def _group_reseeded(self) -> Reseeded:
+        """The reused generator of the group streams (created at the first draw)."""
+        from gdcode.streams import Reseeded  # lazily: the launcher imports this module
+
+        return Reseeded()
+
     def group_factor(self, group: int, iteration: int) -> float:
         """The factor ``G`` of ``group`` at ``iteration``, from the (seed, group, iteration) stream
         (``default_rng([seed, 0xDE1A, 0xC0AA, group, iteration])``'s numbers, in a reused generator
-        of its own: :meth:`sample` holds the worker's stream while it asks for this one)."""
-        stream = self.__dict__.get("_group_stream")
-        if stream is None:
-            from gdcode.streams import Reseeded
-
-            stream = self._group_stream = Reseeded()
-        return float(self._gamma(stream([self.seed, 0xDE1A, 0xC0AA, group, iteration]), self.group_variance))
+        of its own, not the worker streams' one: a :meth:`sample` may ask for this stream while
+        it still holds its worker's stream, and then must not find that stream reseeded)."""
+        stream = self._group_reseeded([self.seed, 0xDE1A, 0xC0AA, group, iteration])
+        return float(self._gamma(stream, self.group_variance))
 
     def sample(self, rng, worker, iteration, compute):
         own = float(self._gamma(rng, self.worker_variance))

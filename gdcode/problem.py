@@ -14,10 +14,11 @@ experiments and the benchmarks all build their parts here.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,6 @@ class Problem:
     delay: delays.DelayModel
     schedule: optim.Schedule
     code: codes.GradientCode | None
-    _batch_stream: Reseeded | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def n_params(self) -> int:
@@ -96,18 +96,43 @@ class Problem:
         return self.code.n_partitions if self.code is not None else self.options.workers
 
     def partition_bounds(self) -> np.ndarray:
-        """Row bounds of the partitions (:func:`gdcode.data.partition_bounds`)."""
-        return partition_bounds(self.n_train, self.n_partitions)
+        """Row bounds of the partitions (:func:`gdcode.data.partition_bounds`; computed once, read-only)."""
+        return self._partition_bounds
 
     def batch_sizes(self) -> np.ndarray | None:
         """Coded mode with ``batch_size``: the rows each partition contributes to an iteration's
         minibatch, the same fraction ``batch_size / n_train`` of every partition (at least one row);
-        None for the whole partitions."""
+        None for the whole partitions. Computed once, read-only."""
+        return self._batch_sizes
+
+    # Computed at the first use and kept: the options are frozen, and nothing replaces the
+    # dataset or the code of a built problem. batch_rows runs once per partition per iteration.
+    @functools.cached_property
+    def _partition_bounds(self) -> np.ndarray:
+        bounds = partition_bounds(self.n_train, self.n_partitions)
+        bounds.setflags(write=False)
+        return bounds
+
+    @functools.cached_property
+    def _partition_rows(self) -> np.ndarray:
+        sizes = np.diff(self._partition_bounds)
+        sizes.setflags(write=False)
+        return sizes
+
+    @functools.cached_property
+    def _batch_sizes(self) -> np.ndarray | None:
         B = self.options.batch_size
         if self.code is None or B == 0 or B >= self.n_train:
             return None
-        sizes = np.diff(self.partition_bounds())
-        return np.clip(np.rint(sizes * (B / self.n_train)).astype(np.int64), 1, sizes)
+        sizes = self._partition_rows
+        batch = np.clip(np.rint(sizes * (B / self.n_train)).astype(np.int64), 1, sizes)
+        batch.setflags(write=False)
+        return batch
+
+    @functools.cached_property
+    def _batch_stream(self) -> Reseeded:
+        """The reused generator of the minibatch streams."""
+        return Reseeded()
 
     def batch_rows(self, partition: int, iteration: int, repeat: int = 0) -> np.ndarray:
         """The rows (indices within ``partition``, sorted) of iteration ``iteration``'s minibatch.
@@ -116,12 +141,10 @@ class Problem:
         the same rows, so an exact code decodes exactly the minibatch gradient. ``repeat`` > 0 gives
         the further minibatches a kbatch worker computes in one iteration.
         """
-        sizes = self.batch_sizes()
+        sizes = self._batch_sizes
         assert sizes is not None, "batch_rows needs coded mode with batch_size"
-        n_rows = int(np.diff(self.partition_bounds())[partition])
+        n_rows = int(self._partition_rows[partition])
         key = [self.options.seed, 0xBA7C4, partition, iteration] + ([repeat] if repeat else [])
-        if self._batch_stream is None:
-            self._batch_stream = Reseeded()
         rng = self._batch_stream(key)  # numpy.random.default_rng(key)'s numbers
         return np.sort(rng.choice(n_rows, size=int(sizes[partition]), replace=False))
 

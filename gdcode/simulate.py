@@ -37,6 +37,7 @@ import numpy as np
 from gdcode import codes, delays, markovfit, traces
 from gdcode.cluster.emulate import parse_rate
 from gdcode.codes.base import decode_time, harmonic
+from gdcode.codes.baselines import KBatch
 from gdcode.errors import ConfigError
 from gdcode.waiting import AdaptiveDeadline, WaitRule
 
@@ -301,6 +302,10 @@ class Simulation:
         Each worker's compute and pause per draw, shape ``(draws, W)``.
     method : str
         ``vectorised`` or ``generic`` (see :func:`decode_times`).
+    decoded_from : numpy.ndarray
+        The arrivals the times were decoded from: ``arrivals`` itself, or for a replayed
+        ``repeats`` code (kbatch) the arrivals of each worker's successive gradients,
+        shape ``(draws, W, k)``.
     """
 
     code: codes.GradientCode
@@ -309,10 +314,10 @@ class Simulation:
     compute: np.ndarray
     pauses: np.ndarray
     method: str
+    decoded_from: np.ndarray
     replay: bool = False
     first_iteration: int = 1
     adaptive: bool = False  # times are adaptive deadlines' cuts (``--wait quantile|mad``)
-    decoded_from: np.ndarray | None = None  # a repeats code's arrivals of successive gradients, if replayed
 
     def summary(self) -> dict:
         """Mean, spread and quantiles of the iteration time."""
@@ -330,14 +335,14 @@ class Simulation:
 
     def responders(self, d: int) -> list:
         """The responders of draw ``d``, in arrival order, up to the decode."""
-        multi = self.code.n_messages > 1
-        a = self.arrivals[d] if multi else self.arrivals[d, :, 0]
-        if self.code.repeats and not self.adaptive:  # kbatch: the gradients its times were decoded from
-            repeats: Any = self.code  # a code with ``repeats`` (KBatch) has ``responders``
-            return repeats.responders((self.arrivals if self.decoded_from is None else self.decoded_from)[d])
         if self.adaptive:
             first = self.arrivals[d].min(axis=1)
             return [int(w) for w in np.argsort(first, kind="stable") if first[w] <= self.times[d]]
+        if isinstance(self.code, KBatch) and self.method == "vectorised":
+            # kbatch's own rule: the k gradients (repeats included) its times were decoded from;
+            # with the generic decode its times come from decode_time below, like any code's
+            return self.code.responders(self.decoded_from[d])
+        a = self.arrivals[d] if self.code.n_messages > 1 else self.arrivals[d, :, 0]
         return decode_time(self.code, a)[1]
 
 
@@ -423,8 +428,7 @@ def simulate(code: codes.GradientCode, delay: delays.DelayModel, draws: int = 20
     if adaptive:
         times = adaptive_times(arrivals, times, rule, min_replies)
     return Simulation(code=code, times=times, arrivals=arrivals, compute=comp, pauses=pauses, method=method,
-                      replay=replay, first_iteration=first_iteration, adaptive=adaptive,
-                      decoded_from=decode_from if decode_from is not arrivals else None)
+                      decoded_from=decode_from, replay=replay, first_iteration=first_iteration, adaptive=adaptive)
 
 
 def closed_form_mean(code: codes.GradientCode, delay: delays.DelayModel, compute: ComputeModel | None = None,

@@ -10,12 +10,16 @@ on one reused generator: the same numbers as numpy's, for a fraction of the work
 
     pcg64_state(entropy) -> (state, inc)
 
-``entropy`` is a sequence of non-negative integers below 2**64 (at most 8 of them); the result
+``entropy`` is a sequence of non-negative integers below 2**64 (at most 8 of them; anything but
+an integer raises ``TypeError``, as numpy does); the result
 is ``PCG64(SeedSequence(entropy)).state["state"]``'s ``state`` and ``inc``. Larger or more
 integers raise ``OverflowError`` (the numpy twin, :func:`gdcode.kernels.reference.pcg64_state`,
-takes any). numpy documents SeedSequence and PCG64's seeding as stable across its versions; a
-test compares the two on many inputs.
+takes any). It needs a C compiler with ``unsigned __int128`` (GCC, Clang). numpy documents
+SeedSequence and PCG64's seeding as stable across its versions; a test compares the two on many
+inputs.
 """
+
+from operator import index
 
 from libc.stdint cimport uint32_t, uint64_t
 
@@ -104,7 +108,7 @@ def pcg64_state(entropy):
     if len(entropy) > MAX_WORDS // 2:
         raise OverflowError("at most 8 integers")
     for x in entropy:
-        v = x  # OverflowError when negative or too large
+        v = index(x)  # an integer (TypeError for a float, as numpy's); OverflowError when negative or too large
         words[n] = <uint32_t>v  # numpy's words: each integer's 32-bit words, low first; 0 is one word
         n += 1
         v >>= 32

@@ -22,6 +22,19 @@ def test_batches_are_the_same_fraction_of_every_partition_and_pure_functions_of_
     assert built.code.partition_sizes.tolist() == sizes.tolist()  # ignore's weights follow the batch
 
 
+def test_bounds_and_batch_sizes_are_computed_once_and_read_only():
+    built = problem.build(RunOptions(scheme="frc", workers=4, stragglers=1, dataset="synthetic:1003x5",
+                                     test_fraction=0.0, batch_size=100))
+    assert built.partition_bounds() is built.partition_bounds() and built.batch_sizes() is built.batch_sizes()
+    for arr in (built.partition_bounds(), built.batch_sizes()):
+        with pytest.raises(ValueError):
+            arr[0] = 1
+    key = [built.options.seed, 0xBA7C4, 2, 5, 3]  # batch_rows' documented stream
+    expected = np.sort(np.random.default_rng(key).choice(int(np.diff(built.partition_bounds())[2]),
+                                                         size=int(built.batch_sizes()[2]), replace=False))
+    assert np.array_equal(built.batch_rows(2, 5, 3), expected)
+
+
 def test_no_batch_means_every_row():
     built = problem.build(RunOptions(dataset="synthetic:400x5", batch_size=0))
     assert built.batch_sizes() is None and built.rows_per_iteration == built.n_train

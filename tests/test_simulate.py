@@ -370,6 +370,23 @@ def test_a_code_without_its_own_rule_is_decoded_generically():
     assert simulate.closed_form_mean(code, delays.parse("exp:1")) is None
 
 
+@pytest.mark.parametrize("replay", [False, True])
+def test_generic_kbatch_responders_decode_at_the_draws_time(replay):
+    """With generic=True kbatch's times come from its own decode of the first arrivals, and so do
+    its responders: they decode, at the draw's time (decode_time), not at the vectorised rule's."""
+    code = codes.build("kbatch", 3, k=2)
+    sim = simulate.simulate(code, delays.parse("exp:0.02", seed=5), draws=40, replay=replay, generic=True)
+    assert sim.method == "generic"
+    vectorised_differs = False
+    for d in range(40):
+        time, expected = simulate.decode_time(code, sim.arrivals[d, :, 0])
+        responders = sim.responders(d)
+        assert responders == expected and code.decode(responders) is not None
+        assert time == sim.times[d] == max(sim.arrivals[d, w, 0] for w in responders)
+        vectorised_differs |= code.responders(sim.arrivals[d]) != responders
+    assert vectorised_differs  # the draws tell the two rules apart
+
+
 def test_every_code_chooses_its_own_closed_form():
     expected = {"uncoded": True, "ignore": True, "cyclic": True, "cyclic-mds": True, "frc": True, "approx": False,
                 "sgc": False, "expander": False, "bcc": False}

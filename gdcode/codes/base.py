@@ -104,11 +104,12 @@ class GradientCode:
     def send_order(self) -> np.ndarray:
         """The order in which the coordinator sends each iteration's model (0-based workers).
 
-        Workers that hold the same partitions (the same rows of every message matrix, as in
-        a group of ``frc``) stand in for each other, so one of each comes first, then a
-        second of each, and so on; the others keep their order. When the sends, or the
-        ranks' start on them, take time (ranks sharing few cores, one link), every group
-        then has a member starting early instead of one whole group starting last.
+        Workers that hold the same partitions (the same nonzero pattern in their rows of every
+        message matrix, whatever the coefficients, as in a group of ``frc``) are taken to stand
+        in for each other, so one of each comes first, then a second of each, and so on; the
+        others keep their order. When the sends, or the ranks' start on them, take time (ranks
+        sharing few cores, one link), every group then has a member starting early instead of
+        one whole group starting last.
         """
         support = np.concatenate([m != 0 for m in self.message_matrices], axis=1)
         _, label = np.unique(support, axis=0, return_inverse=True)

@@ -142,6 +142,6 @@ class KBatch(GradientCode):
     def responders(self, arrivals: np.ndarray) -> list[int]:
         """One draw's first ``k`` gradients in arrival order, as the workers that sent them
         (repeats included): what :meth:`decode` takes. ``arrivals`` of shape ``(W, m)``."""
-        table = self.repeat_table(np.asarray(arrivals, dtype=float)[None])[0]
+        table = self.repeat_table(np.expand_dims(arrivals, 0))[0]
         order = np.argsort(table, axis=None, kind="stable")[:self.k]
         return [int(i) // self.k for i in order]
