@@ -211,7 +211,7 @@ def connect(comm: Any) -> Doorbell | None:
 
     Collective over ``comm``: rank 0 names the job, every rank binds its socket, rings every
     other rank once to find whether it is reachable, and the ranks agree. Its collectives are
-    non-blocking ones the rank polls (:func:`gdcode.runtime.transport.poll_until`): a blocking
+    non-blocking ones the rank tests between short sleeps (:func:`_await`): a blocking
     collective under the MPICH wheel spins a core while it waits for the other ranks.
     """
     import os
@@ -220,21 +220,19 @@ def connect(comm: Any) -> Doorbell | None:
     import numpy as np
     from mpi4py import MPI
 
-    from gdcode.runtime.transport import poll_until
-
     rank, size = comm.Get_rank(), comm.Get_size()
     token = np.frombuffer(secrets.token_bytes(8), dtype=np.uint8).copy() if rank == 0 else np.empty(8, np.uint8)
-    poll_until(comm.Ibcast(token, root=0).Test)
+    _await(comm.Ibcast(token, root=0))
     bell: Doorbell | None = None
     if sys.platform.startswith("linux") and os.environ.get("GDCODE_DOORBELL", "1") != "0":
         try:
             bell = Doorbell(token.tobytes().hex(), rank, size)
         except OSError:
             bell = None
-    poll_until(comm.Ibarrier().Test)  # every socket is bound before any rank rings
+    _await(comm.Ibarrier())  # every socket is bound before any rank rings
     ok = bell is not None and all(bell.ring(r) for r in range(size) if r != rank)
     agreed = np.empty(1, dtype=np.int64)
-    poll_until(comm.Iallreduce(np.array([int(ok)], dtype=np.int64), agreed, op=MPI.MIN).Test)
+    _await(comm.Iallreduce(np.array([int(ok)], dtype=np.int64), agreed, op=MPI.MIN))
     if not agreed[0]:
         if bell is not None:
             bell.close()
@@ -242,3 +240,13 @@ def connect(comm: Any) -> Doorbell | None:
     assert bell is not None
     bell.drain()  # the other ranks' probes
     return bell
+
+
+def _await(request: Any) -> None:
+    """Test ``request`` until it completes, sleeping 0.1 ms between tests: the set-up's collectives,
+    before there is a doorbell (:mod:`gdcode.runtime.transport`'s waits, which use one, import this
+    module)."""
+    import time
+
+    while not request.Test():
+        time.sleep(1e-4)
