@@ -56,10 +56,15 @@ class DelayModel:
     spec : str
         The SPEC that rebuilds the model (recorded in ``metadata.json``); :func:`parse` sets
         it to the SPEC it was given when the model does not set its own.
+    uses_compute : bool
+        Whether :meth:`sample` reads ``compute``, the worker's measured compute time (True by
+        default: a plug-in may). When it does not, a coded worker serves its pause *before* it
+        computes, drawing it with ``compute`` 0 (:mod:`gdcode.runtime.coded`).
     """
 
     name: str = ""
     spec: str = ""
+    uses_compute: bool = True
 
     def __init__(self, *, seed: int = 0, scale_with_load: bool = False) -> None:
         self.seed = int(seed)
@@ -216,6 +221,8 @@ class DelayModel:
 class NoDelay(DelayModel):
     """``none``: no injected pause."""
 
+    uses_compute = False
+
     spec = "none"
 
     def sample(self, rng, worker, iteration, compute):
@@ -231,6 +238,8 @@ class NoDelay(DelayModel):
 @DELAYS.register("exp")
 class Exponential(DelayModel):
     """``exp:MEAN``: an exponential pause with mean MEAN seconds (ErasureHead's model)."""
+
+    uses_compute = False
 
     def __init__(self, mean: float, *, seed: int = 0, scale_with_load: bool = False) -> None:
         super().__init__(seed=seed, scale_with_load=scale_with_load)
@@ -255,6 +264,8 @@ class ShiftedExponential(DelayModel):
     With ``scale_with_load``, a worker with load l pauses ``l (SHIFT + Exp(MEAN))``.
     """
 
+    uses_compute = False
+
     def __init__(self, shift: float, mean: float, *, seed: int = 0, scale_with_load: bool = False) -> None:
         super().__init__(seed=seed, scale_with_load=scale_with_load)
         _require(_finite(shift) and shift >= 0, f"shifted-exp delay: SHIFT must be >= 0 seconds, got {shift:g}")
@@ -275,6 +286,8 @@ class ShiftedExponential(DelayModel):
 @DELAYS.register("pareto")
 class Pareto(DelayModel):
     """``pareto:SCALE,SHAPE``: a heavy-tailed pause with ``P(T > t) = (SCALE/t)^SHAPE`` for t >= SCALE."""
+
+    uses_compute = False
 
     def __init__(self, scale: float, shape: float, *, seed: int = 0, scale_with_load: bool = False) -> None:
         super().__init__(seed=seed, scale_with_load=scale_with_load)
@@ -353,6 +366,8 @@ class Trace(DelayModel):
     such a file from a run's measured compute times.
     """
 
+    uses_compute = False
+
     def __init__(self, file: str, *, seed: int = 0, scale_with_load: bool = False) -> None:
         super().__init__(seed=seed, scale_with_load=scale_with_load)
         _require(bool(file), "trace delay: write trace:FILE (a CSV of worker,iteration,seconds)")
@@ -415,6 +430,8 @@ class Markov(DelayModel):
     are asked in, whichever a scheme skips, and after a resume. The exponential part comes
     from the usual (seed, worker, iteration) stream.
     """
+
+    uses_compute = False
 
     #: iterations of a worker's state sequence drawn at a time (from one stream per block)
     BLOCK = 4096
@@ -553,6 +570,8 @@ class Correlated(DelayModel):
     ``exp:MEAN``. The group factor is drawn from a (seed, group, iteration) stream, ``L``
     from the worker's (seed, worker, iteration) stream.
     """
+
+    uses_compute = False
 
     def __init__(self, mean: float, cv: float, rho: float, group: int = 0, *, seed: int = 0,
                  scale_with_load: bool = False) -> None:

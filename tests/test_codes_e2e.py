@@ -48,3 +48,47 @@ def test_every_code_runs_in_the_engine(train, scheme):
     if run.metadata["code"]["exact"]:
         assert np.all(errors < 1e-8)
     assert np.all(np.isfinite(run.column("train_loss")))
+
+
+PROBE = '''
+from gdcode.delays import DelayModel
+
+
+class Probe(DelayModel):
+    """A 1 ms pause; each draw appends the compute time it was given to WHERE/w<worker>."""
+
+    def __init__(self, where: str, *, seed=0, scale_with_load=False):
+        super().__init__(seed=seed, scale_with_load=scale_with_load)
+        self.where = where
+
+    def sample(self, rng, worker, iteration, compute):
+        with open(f"{self.where}/w{worker}", "a") as fh:
+            fh.write(f"{float(compute)!r}\\n")
+        return 1e-3
+
+
+class Before(Probe):
+    uses_compute = False
+
+
+class After(Probe):
+    uses_compute = True
+'''
+
+
+@pytest.mark.parametrize("model", ["Before", "After"])
+def test_a_pause_that_does_not_read_the_compute_time_comes_before_it(train, tmp_path, monkeypatch, model):
+    """A coded worker draws (and serves) a pause whose model does not read the compute time before it
+    computes, so it is given no compute time; one that reads it comes after, given the time measured."""
+    import os
+
+    (tmp_path / "pauseprobe.py").write_text(PROBE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    run = train(2, "--iterations", "3", *DATA, "--delay", f"pauseprobe:{model}:{seen}", name=model)
+    assert run.summary["status"] == "ok"
+    for w in range(2):
+        given = [float(x) for x in (seen / f"w{w}").read_text().split()]
+        assert len(given) == 3  # one pause per iteration: uncoded waits for every worker
+        assert all(c == 0.0 for c in given) if model == "Before" else all(c > 0.0 for c in given), given

@@ -138,6 +138,20 @@ def test_the_spec_rebuilds_the_model(spec):
     assert [again.draw(w, 3, compute=0.01) for w in range(5)] == [model.draw(w, 3, compute=0.01) for w in range(5)]
 
 
+@pytest.mark.parametrize("spec", ["none", "exp:0.5", "shifted-exp:0.1,0.5", "pareto:0.1,2.5", "persistent:2,5,0.02",
+                                  "markov:0.1,5,0.05,0.2,0.01", "correlated:0.2,1.5,0.4,2"])
+def test_uses_compute_says_whether_the_pause_depends_on_the_compute_time(spec):
+    """A coded worker pauses before it computes when the model says its pause does not read the
+    compute time: it must then be the same whatever compute time is given."""
+    model = delays.parse(spec, seed=2, n_workers=5)
+    given = [[model.draw(w, t, compute=c) for w in range(5) for t in (1, 7)] for c in (0.0, 0.01, 0.3)]
+    assert model.uses_compute == (given[0] != given[1] or given[0] != given[2])
+
+
+def test_a_plugin_model_is_taken_to_read_the_compute_time():
+    assert delays.DelayModel.uses_compute is True
+
+
 # ----------------------------------------------------------------------------- markov and correlated
 
 

@@ -12,9 +12,13 @@ The clock stops there; losses (and the gradient error, checkpoints) are computed
 clock stopped, before the next model goes out, so they never inflate ``elapsed``.
 
 Worker (rank ``i + 1``): for each message ``k`` of its code (one, or two for the partial
-schemes), compute ``y_ik = sum_j M_k[i, j] g_j`` over its rows in blocks, then serve its share
-of the injected pause in short slices, polling for a newer model between blocks and slices; a
-newer model cancels the old work at once.
+schemes), compute ``y_ik = sum_j M_k[i, j] g_j`` over its rows in blocks and serve its share of
+the injected pause in short slices, polling for a newer model between blocks and slices; a
+newer model cancels the old work at once. The pause comes first unless the delay model reads the
+compute time (:attr:`gdcode.delays.DelayModel.uses_compute`): the reply is due at the same time
+either way, but a worker cancelled in its pause has not computed for nothing, and when a model
+wakes many workers sharing few cores, each one's turn on a core before its pause is shorter
+(docs/runtime.md gives the measurements).
 """
 
 from __future__ import annotations
@@ -404,6 +408,7 @@ def work(ctx: Context) -> int:
     share = np.array([np.count_nonzero(m[me]) for m in mats], dtype=float)
     share = share / share.sum() if share.sum() else np.full(len(mats), 1.0 / len(mats))
     kernel = ctx.model.loss_grad_sum
+    pause_first = not ctx.delay.uses_compute
 
     ctrl = pr.MODEL.new(d)
     ctrl_req = comm.Irecv(ctrl, source=0, tag=pr.Tag.CONTROL)
@@ -433,6 +438,8 @@ def work(ctx: Context) -> int:
         repeat = 0
         while True:  # once, or (kbatch) one minibatch after another until a newer model comes
             for k, blocks, held in messages:
+                if pause_first and tp.pause(share[k] * ctx.delay.draw_repeat(me, t, repeat, load), ctrl_req.Test):
+                    break  # a newer model came in the pause: nothing was computed for this one
                 out = sends.get()
                 g = pr.GRADIENT.vector(out)
                 g[:] = 0.0
@@ -446,7 +453,7 @@ def work(ctx: Context) -> int:
                         cancelled = True
                         break
                 compute = time.perf_counter() - t0
-                if not cancelled:
+                if not cancelled and not pause_first:
                     # this message's share of the iteration's pause (all of it for one message)
                     c = compute / share[k] if share[k] else 0.0
                     pause = share[k] * ctx.delay.draw_repeat(me, t, repeat, load, c)
