@@ -221,9 +221,8 @@ class DelayModel:
 class NoDelay(DelayModel):
     """``none``: no injected pause."""
 
-    uses_compute = False
-
     spec = "none"
+    uses_compute = False
 
     def sample(self, rng, worker, iteration, compute):
         return 0.0
