@@ -179,7 +179,7 @@ class CodedCoordinator(Coordinator):
             self.recorded_delays.append((w + 1, h.iteration, h.seconds))
         for it in [it for it in self.pending if it < h.iteration]:
             self.pending[it].closed.add((w, k))
-        self._flush_finished(current)
+        # closed iterations are written out once the clock has stopped (loop), not here
         if self.code.keeps_stale and (current is None or h.iteration < current.t) \
                 and h.iteration > self.memory_iteration[w]:  # a late reply is still the newest for its partition
             self.memory[w] = pr.GRADIENT.vector(buf)
@@ -221,10 +221,12 @@ class CodedCoordinator(Coordinator):
         self.decode_seconds = time.perf_counter() - t0
         return self.weights is not None
 
-    def _flush_finished(self, current: _Iteration | None) -> None:
+    def _flush_finished(self) -> None:
+        """Write the worker rows of every iteration whose streams have all closed (with the clock
+        stopped: ``workers.csv`` is not written during an iteration)."""
         for it in sorted(self.pending):
             rec = self.pending[it]
-            if rec is current or len(rec.closed) < self.W * self.M:
+            if len(rec.closed) < self.W * self.M:
                 continue
             self.writer.append_workers(rec.status_rows(self.W, self.M, self.dead_from))
             if self.deadlines is not None:
@@ -295,7 +297,7 @@ class CodedCoordinator(Coordinator):
                 self.elapsed += end - start
                 self.current = None
                 # --- clock stopped: evaluation, checkpoint ---
-                self._flush_finished(None)
+                self._flush_finished()
                 extra.update({"responders": len(self.responders),
                               "decode_seconds": self.decode_seconds + end - t_combine})
                 if self.deadlines is not None:
