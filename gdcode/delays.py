@@ -57,14 +57,21 @@ class DelayModel:
         The SPEC that rebuilds the model (recorded in ``metadata.json``); :func:`parse` sets
         it to the SPEC it was given when the model does not set its own.
     uses_compute : bool
-        Whether :meth:`sample` reads ``compute``, the worker's measured compute time (True by
-        default: a plug-in may). When it does not, a coded worker serves its pause *before* it
-        computes, drawing it with ``compute`` 0 (:mod:`gdcode.runtime.coded`).
+        Whether :meth:`sample` reads ``compute``, the worker's measured compute time. True unless
+        the class that defines :meth:`sample` sets it False (a subclass that overrides
+        :meth:`sample` is taken to read it again unless it says otherwise). When it does not, a
+        coded worker serves its pause *before* it computes, drawing it with ``compute`` 0
+        (:mod:`gdcode.runtime.coded`).
     """
 
     name: str = ""
     spec: str = ""
     uses_compute: bool = True
+
+    def __init_subclass__(cls, **kwargs: typing.Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "sample" in vars(cls) and "uses_compute" not in vars(cls):
+            cls.uses_compute = True
 
     def __init__(self, *, seed: int = 0, scale_with_load: bool = False) -> None:
         self.seed = int(seed)
@@ -132,9 +139,8 @@ class DelayModel:
         worker, iteration(, repeat)])``.
 
         :meth:`draw` takes the same numbers from one reused generator
-        (:class:`gdcode.streams.Reseeded`), which is valid only until the next draw.
-        :meth:`draw` no longer goes through this method, so overriding it does not change the
-        pauses :meth:`draw` gives (override :meth:`sample`).
+        (:class:`gdcode.streams.Reseeded`), which is valid only until the next draw, without
+        calling this method: to change the pauses, override :meth:`sample`, not this.
         """
         return np.random.default_rng(self._entropy(worker, iteration, repeat))
 
@@ -160,7 +166,8 @@ class DelayModel:
         """The pause, in seconds, of worker ``worker`` (0-based) at ``iteration`` (1-based).
 
         ``compute`` is the worker's measured compute time this iteration (used by models that
-        slow a worker down by a factor).
+        slow a worker down by a factor). The model's one reused generator serves every draw: do
+        not draw from two threads at once.
         """
         return self._scaled(self.sample(self._stream(worker, iteration), worker, iteration, compute), load)
 
@@ -625,8 +632,8 @@ class Correlated(DelayModel):
     def group_factor(self, group: int, iteration: int) -> float:
         """The factor ``G`` of ``group`` at ``iteration``, from the (seed, group, iteration) stream
         (``default_rng([seed, 0xDE1A, 0xC0AA, group, iteration])``'s numbers, in a reused generator
-        of its own, not the worker streams' one: a :meth:`sample` may ask for this stream while
-        it still holds its worker's stream, and then must not find that stream reseeded)."""
+        of its own, not the worker streams' one, so that a :meth:`sample` -- a subclass's, say --
+        may still draw from its worker's stream after asking for this one)."""
         stream = self._group_reseeded([self.seed, 0xDE1A, 0xC0AA, group, iteration])
         return float(self._gamma(stream, self.group_variance))
 

@@ -139,7 +139,8 @@ class Problem:
 
         A pure function of (seed, partition, iteration): every worker holding the partition takes
         the same rows, so an exact code decodes exactly the minibatch gradient. ``repeat`` > 0 gives
-        the further minibatches a kbatch worker computes in one iteration.
+        the further minibatches a kbatch worker computes in one iteration. The problem's one
+        reused generator serves every call: do not call it from two threads at once.
         """
         sizes = self._batch_sizes
         assert sizes is not None, "batch_rows needs coded mode with batch_size"

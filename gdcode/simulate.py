@@ -37,7 +37,6 @@ import numpy as np
 from gdcode import codes, delays, markovfit, traces
 from gdcode.cluster.emulate import parse_rate
 from gdcode.codes.base import decode_time, harmonic
-from gdcode.codes.baselines import KBatch
 from gdcode.errors import ConfigError
 from gdcode.waiting import AdaptiveDeadline, WaitRule
 
@@ -304,8 +303,8 @@ class Simulation:
         ``vectorised`` or ``generic`` (see :func:`decode_times`).
     decoded_from : numpy.ndarray
         The arrivals the times were decoded from: ``arrivals`` itself, or for a replayed
-        ``repeats`` code (kbatch) the arrivals of each worker's successive gradients,
-        shape ``(draws, W, k)``.
+        ``repeats`` code (kbatch) without a network and with its vectorised decode, the arrivals
+        of each worker's successive gradients, shape ``(draws, W, k)``.
     """
 
     code: codes.GradientCode
@@ -338,10 +337,11 @@ class Simulation:
         if self.adaptive:
             first = self.arrivals[d].min(axis=1)
             return [int(w) for w in np.argsort(first, kind="stable") if first[w] <= self.times[d]]
-        if isinstance(self.code, KBatch) and self.method == "vectorised":
-            # kbatch's own rule: the k gradients (repeats included) its times were decoded from;
-            # with the generic decode its times come from decode_time below, like any code's
-            return self.code.responders(self.decoded_from[d])
+        if self.code.repeats and self.method == "vectorised":
+            # a repeats code's own rule (kbatch: the k gradients, repeats included, its times were
+            # decoded from); with the generic decode its times come from decode_time below
+            repeats: Any = self.code  # a repeats code has ``responders`` (KBatch.responders)
+            return repeats.responders(self.decoded_from[d])
         a = self.arrivals[d] if self.code.n_messages > 1 else self.arrivals[d, :, 0]
         return decode_time(self.code, a)[1]
 

@@ -92,7 +92,7 @@ def test_kbatch_simulation_responders_are_the_gradients_its_times_decode_from():
         for d in range(5):
             responders = sim.responders(d)
             assert len(responders) == 4 and code.decode(responders) is not None
-            table = code.repeat_table((sim.arrivals if sim.decoded_from is None else sim.decoded_from)[d:d + 1])[0]
+            table = code.repeat_table(sim.decoded_from[d:d + 1])[0]
             counts = np.bincount(responders, minlength=3)
             assert max(table[w, counts[w] - 1] for w in range(3) if counts[w]) == pytest.approx(sim.times[d])
 

@@ -151,6 +151,21 @@ def test_uses_compute_says_whether_the_pause_depends_on_the_compute_time(spec):
 def test_a_plugin_model_is_taken_to_read_the_compute_time():
     assert delays.DelayModel.uses_compute is True
 
+    class Slower(delays.Exponential):  # a built-in's subclass with a sample of its own
+        def sample(self, rng, worker, iteration, compute):
+            return 2.0 * compute
+
+    class Scaled(delays.Exponential):  # one that only changes something else keeps the built-in's
+        spec = "scaled"
+
+    class Declared(delays.Exponential):
+        uses_compute = False
+
+        def sample(self, rng, worker, iteration, compute):
+            return 2.0 * super().sample(rng, worker, iteration, compute)
+
+    assert Slower.uses_compute and not Scaled.uses_compute and not Declared.uses_compute
+
 
 # ----------------------------------------------------------------------------- markov and correlated
 

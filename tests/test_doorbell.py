@@ -79,6 +79,35 @@ def test_ring_all_wakes_each_rank_past_an_unreachable_one(job):
             bell.close()
 
 
+def test_ring_all_rings_just_the_ranks_of_each_call(job):
+    made = [Doorbell(job, r, 5) for r in range(5)]
+    try:
+        a, *rest = made
+        for ranks in ([1, 2, 3, 4], [3, 1], [2, 4, 1], [4, 3]):  # held messages change the set
+            a.ring_all(ranks)
+            assert [b.wait(0.5 if r in ranks else 0.0) for r, b in enumerate(rest, 1)] == \
+                [int(r in ranks) for r in range(1, 5)]
+    finally:
+        for bell in made:
+            bell.close()
+
+
+def test_a_blocking_send_rings_first_even_in_rings_together(bells):
+    from gdcode.runtime.traffic import CountingComm, Traffic
+
+    a, b = bells
+    rung = []
+
+    class Comm:
+        def Send(self, buf, dest, tag=0):  # noqa: N802 - mpi4py's name
+            rung.append(b.wait(0.5))  # a large Send completes only once its receiver polls
+
+    comm = CountingComm(Comm(), Traffic(3), bell=a)
+    with comm.rings_together():
+        comm.Send(b"x", dest=1)
+    assert rung == [1]
+
+
 def test_ring_all_goes_on_past_a_full_queue(job):
     made = [Doorbell(job, r, 4) for r in range(4)]
     try:
@@ -214,6 +243,21 @@ def test_completed_requests_do_not_pile_up_on_a_rank_that_never_waits(bells):
     for _ in range(1000):
         a.sent(Request(0), None)
     assert len(a._in_flight) <= 65
+
+
+def test_requests_really_in_flight_are_not_all_tested_at_every_send(bells):
+    a, _ = bells
+    tests = 0
+
+    class Pending:
+        def Test(self) -> bool:  # noqa: N802 - mpi4py's name
+            nonlocal tests
+            tests += 1
+            return False
+
+    for _ in range(1000):
+        a.sent(Pending(), None)
+    assert len(a._in_flight) == 1000 and tests < 2000  # about 1000 sends x 500 tests without a margin
 
 
 def test_a_wait_starts_by_taking_the_bytes_of_messages_already_taken(bells, monkeypatch):

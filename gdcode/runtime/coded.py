@@ -179,7 +179,6 @@ class CodedCoordinator(Coordinator):
             self.recorded_delays.append((w + 1, h.iteration, h.seconds))
         for it in [it for it in self.pending if it < h.iteration]:
             self.pending[it].closed.add((w, k))
-        # closed iterations are written out once the clock has stopped (loop), not here
         if self.code.keeps_stale and (current is None or h.iteration < current.t) \
                 and h.iteration > self.memory_iteration[w]:  # a late reply is still the newest for its partition
             self.memory[w] = pr.GRADIENT.vector(buf)

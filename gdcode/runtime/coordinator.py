@@ -498,9 +498,10 @@ class Coordinator:
             self._stop_requests.append(self.comm.Isend(self._stop_msg, dest=worker + 1, tag=self.stop_tag))
 
     def stop_workers(self) -> None:
-        """Send STOP to every worker not yet stopped."""
-        for i in range(self.W):
-            self.stop(i)
+        """Send STOP to every worker not yet stopped (woken together once all are sent)."""
+        with self.comm.rings_together():
+            for i in range(self.W):
+                self.stop(i)
 
     def finished(self, worker: int) -> bool:
         """Whether ``worker`` has sent DONE and rank 0 has every message it sent before."""

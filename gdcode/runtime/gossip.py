@@ -359,12 +359,13 @@ class GossipCoordinator(Coordinator):
         return True
 
     def _ask_all(self, kind: int, tag: int, workers: list[int] | None = None) -> None:
-        for i in range(self.W) if workers is None else workers:
-            buf = self.asks.get()
-            pr.pack_header(buf, kind, tag)
-            pr.ASK.set(buf, weight=0.0)
-            self.asks.sent(buf, [self.comm.Isend(buf, dest=i + 1, tag=pr.Tag.ASK)])
-            self.sent_asks[i + 1] += 1
+        with self.comm.rings_together():  # woken workers would take rank 0's core between sends
+            for i in range(self.W) if workers is None else workers:
+                buf = self.asks.get()
+                pr.pack_header(buf, kind, tag)
+                pr.ASK.set(buf, weight=0.0)
+                self.asks.sent(buf, [self.comm.Isend(buf, dest=i + 1, tag=pr.Tag.ASK)])
+                self.sent_asks[i + 1] += 1
 
     def _responsive(self) -> list[int]:
         return [i for i in range(self.W) if i + 1 not in self.unresponsive]

@@ -12,6 +12,7 @@ import numpy as np
 
 from gdcode import problem
 from gdcode.errors import ConfigError, OptionError
+from gdcode.modes import get as get_mode
 from gdcode.options import RunOptions
 from gdcode.rundir import Claim
 from gdcode.runtime import doorbell, phases, signals, transport
@@ -105,10 +106,8 @@ def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> in
 
 def _context(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> Context:
     """This rank's view of the run: the job's communicator counting bytes and, if the mode may
-    use them, ringing doorbells (collective: :func:`doorbell.connect`, before the parts are built,
-    so that a rank failing to build them does not leave the others in it), and its parts built."""
-    from gdcode.modes import get as get_mode
-
+    use them, ringing doorbells (collective: :func:`doorbell.connect`, run before the parts are
+    built, whose failure on one rank then comes after it), and its parts built."""
     bell = doorbell.connect(comm) if get_mode(options.mode).doorbell else None
     transport.use_doorbell(bell)
     counting = CountingComm(comm, Traffic(comm.Get_size()), bell=bell)

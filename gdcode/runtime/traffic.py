@@ -153,7 +153,8 @@ class CountingComm:
 
     def Send(self, buf: Any, dest: int, tag: int = 0) -> None:  # noqa: N802
         self.traffic.count_sent(self._dest(dest), kind_of(buf, tag), nbytes(buf))
-        self._rang(None, dest)  # first: a large Send completes only once the receiver, awake, polls
+        if self.bell is not None:  # first, and at once even in rings_together: a large Send
+            self.bell.sent(None, self._dest(dest))  # completes only once the receiver, awake, polls
         self._comm.Send(buf, dest=dest, tag=tag)
 
     def Isend_uncounted(self, buf: Any, dest: int, tag: int = 0) -> Any:  # noqa: N802
@@ -184,7 +185,8 @@ class CountingComm:
 
     @contextlib.contextmanager
     def rings_together(self) -> Iterator[None]:
-        """Ring the destinations of the block's sends only at its end, all at once
+        """Ring the destinations of the block's non-blocking sends on this communicator only at
+        its end, all at once
         (:meth:`~gdcode.runtime.doorbell.Doorbell.ring_all`): a rank sending to many does not
         lose its core to each receiver it wakes before it has sent to the next."""
         if self.bell is None or self._deferred is not None:

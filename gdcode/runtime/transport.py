@@ -95,9 +95,8 @@ class _Rings:
     def sleep_until_rung(self, bell: Doorbell, limit: float = math.inf) -> bool:
         """Sleep until rung, or for the timeout (doubling while no byte comes); whether rung."""
         n = bell.wait(min(self.timeout, limit))
-        if n:
-            self.took(n)
-        else:
+        self.took(n)
+        if not n:
             self.timeout = min(2.0 * self.timeout, RUNG_TIMEOUT_CAP)
         return bool(n)
 
@@ -113,7 +112,8 @@ def _nap(bell: Doorbell | None, seconds: float, rings: _Rings) -> None:
 class Backoff:
     """Sleep between polls, doubling from ``start`` up to ``cap`` seconds.
 
-    For the first :data:`YIELD_WINDOW` seconds after :meth:`reset` it does not sleep at all but
+    While it polls (no doorbell, or the rank's own send in flight: see below), for the first
+    :data:`YIELD_WINDOW` seconds after :meth:`reset` it does not sleep at all but
     yields its core (``sched_yield``): a reply or the next model often comes within that time,
     and waking from even a 10 µs sleep costs about as much again (measured with ``gdcode bench
     engine``'s overhead run: 0.23 -> 0.14 ms per iteration at W = 1, 0.58-0.62 -> 0.46-0.51 ms
@@ -128,11 +128,12 @@ class Backoff:
     the rank's own in flight it sleeps until rung instead (at most
     :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT`, doubling to
     :data:`~gdcode.runtime.doorbell.RUNG_TIMEOUT_CAP` while no byte comes); after bytes whose
-    messages it has not found (:meth:`came` tells it), it sleeps from ``start`` doubling to
-    ``cap`` (no yield window or eager cap; a ring still ends each sleep) for
-    :data:`~gdcode.runtime.doorbell.RUNG_BURST` -- a large message moves on only while its
-    receiver polls -- then sleeps until rung again: the byte may have been for a message the
-    rank had already found.
+    messages it has not found (:meth:`came` tells it), it goes on with its back-off's sleeps
+    (from ``start`` when the byte ended a sleep until rung, doubling to ``cap``; no yield window
+    or eager cap; a ring still ends each sleep) until :data:`~gdcode.runtime.doorbell.RUNG_BURST`
+    has passed since the last such byte -- a large message moves on only while its receiver
+    polls -- then sleeps until rung again: the byte may have been for a message the rank had
+    already found.
     """
 
     def __init__(self, start: float = BACKOFF_START, cap: float = BACKOFF_CAP,
@@ -156,20 +157,20 @@ class Backoff:
 
     def sleep(self) -> None:
         bell = _doorbell
-        if bell is not None and not bell.busy():
-            if not self.rings.bursting():
-                if self.rings.sleep_until_rung(bell):
-                    self.current = self.start
+        polling = bell is None or bell.busy()
+        if bell is not None and not polling and not self.rings.bursting():
+            if self.rings.sleep_until_rung(bell):
+                self.current = self.start
+            return
+        seconds = self.current
+        if polling:  # the yield window and the eager cap; a burst after a byte has neither
+            waited = time.perf_counter() - self.since
+            if waited < YIELD_WINDOW:
+                os.sched_yield()
                 return
-            _nap(bell, self.current, self.rings)
-            self.current = min(self.current * 2.0, self.cap)
-            return
-        waited = time.perf_counter() - self.since
-        if waited < YIELD_WINDOW:
-            os.sched_yield()
-            return
-        eager = waited < self.eager_window
-        _nap(bell, min(self.current, self.eager_cap) if eager else self.current, self.rings)
+            if waited < self.eager_window:
+                seconds = min(seconds, self.eager_cap)
+        _nap(bell, seconds, self.rings)
         self.current = min(self.current * 2.0, self.cap)
 
 
