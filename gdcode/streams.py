@@ -2,7 +2,7 @@
 
 gdcode gives each per-iteration draw a stream of its own, ``default_rng([seed, tag, worker,
 iteration])`` (a worker's pause, a partition's minibatch), so that a run, a resumed run and the
-simulator draw the same numbers in any order. numpy takes about 13 µs to build such a generator,
+simulator draw the same numbers in any order. numpy takes about 12 µs to build such a generator,
 and several times that on a rank whose caches other ranks have just used: with 48 workers on 2
 cores that was a third of what each worker did between taking a model and starting its pause.
 :class:`Reseeded` keeps one PCG64 generator and sets on it the state numpy's seed sequence gives

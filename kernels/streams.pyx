@@ -2,8 +2,8 @@
 
 gdcode draws a delay (and a minibatch) from its own stream per (seed, worker, iteration):
 ``numpy.random.default_rng([seed, tag, worker, iteration])``. numpy builds such a generator in
-about 13 us, and several times that in a rank whose caches 48 other ranks have just used,
-which on 2 cores delays every worker's start of an iteration. Here the same seed sequence
+about 12 us (warm, in a loop), and several times that in a rank whose caches 48 other ranks
+have just used, which on 2 cores delays every worker's start of an iteration. Here the same seed sequence
 (numpy's SeedSequence: hash the words into a pool of four, then draw the state from the
 pool) and PCG64's seeding run in C, and :class:`gdcode.streams.Reseeded` sets the result
 on one reused generator: the same numbers as numpy's, for a fraction of the work.
