@@ -26,9 +26,12 @@ class Job:
     """``gdcode run`` started in the background; knows the pids of its ranks once they are up."""
 
     def __init__(self, tmp_path: Path, name: str, *args: str, env: dict | None = None) -> None:
-        self.run_dir = tmp_path / name
-        self.proc = subprocess.Popen([sys.executable, "-u", "-m", "gdcode", "run", "--out", str(tmp_path),
-                                      "--name", name, "--quiet", *args], cwd=tmp_path,
+        """``name`` may be ``--resume``: then the first of ``args`` is the run directory to resume."""
+        self.run_dir = Path(args[0]) if name == "--resume" else tmp_path / name
+        where = ["--resume", *args[:1]] if name == "--resume" else ["--out", str(tmp_path), "--name", name]
+        args = args[1:] if name == "--resume" else args
+        self.proc = subprocess.Popen([sys.executable, "-u", "-m", "gdcode", "run", *where, "--quiet", *args],
+                                     cwd=tmp_path,
                                      env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         self.pids: dict[int, int] = {}
@@ -40,7 +43,8 @@ class Job:
             assert self.proc.poll() is None, self.proc.communicate()
             try:
                 meta = json.loads((self.run_dir / "metadata.json").read_text())
-                self.pids = {int(r): int(p) for r, p in meta["pids"].items()}
+                pids = (meta.get("resumed") or [meta])[-1]["pids"]  # a resumed run's are its own
+                self.pids = {int(r): int(p) for r, p in pids.items()}
                 if (self.run_dir / "metrics.jsonl").read_text().count("\n") >= lines:
                     return
             except (OSError, ValueError, KeyError):
@@ -55,9 +59,14 @@ class Job:
         out, err = self.proc.communicate(timeout=timeout)
         return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
 
+    def processes(self) -> list[int]:
+        """The pids of this job's ranks still alive, known or not (their command names the run
+        directory; ``metadata.json`` may never have been written)."""
+        return [pid for pid in _naming(str(self.run_dir)) if _alive(pid)]
+
     def cleanup(self) -> list[int]:
         """Kill the launcher and every rank still alive; the pids that were."""
-        left = [p for p in [self.proc.pid, *self.pids.values()] if _alive(p)]
+        left = [p for p in {self.proc.pid, *self.pids.values(), *self.processes()} if _alive(p)]
         for pid in left:
             for sig in (signal.SIGCONT, signal.SIGKILL):
                 try:
@@ -75,6 +84,18 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def _naming(text: str) -> list[int]:
+    """Pids of the processes whose command line holds ``text`` (Linux ``/proc``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and text.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
 
 
 @pytest.fixture
@@ -174,6 +195,34 @@ def test_a_worker_that_raises_is_a_permanent_straggler(tmp_path, jobs):
     run = load_run(job.run_dir)
     assert run.summary["status"] == "ok" and run.summary["dead_workers"] == [2]
     np.testing.assert_array_less(run.column("train_loss")[-1], run.column("train_loss")[0])
+
+
+def test_a_worker_dead_in_set_up_ends_the_job_at_once(tmp_path, jobs):
+    # before the first iteration the ranks are in collectives a dead rank never joins: rank 0
+    # finds it by its pid (its roll call) and ends the job, where it used to wait for ever
+    job = jobs(tmp_path, "setup", *DEAD_RUN, "--scheme", "ignore", env={"GDCODE_FAIL_WORKER": "3:0"})
+    t0 = time.monotonic()
+    res = job.finish(timeout=60)
+    assert res.returncode == EXIT_FAILED, res.stderr
+    assert time.monotonic() - t0 < 30
+    assert "failure injected during set-up" in res.stderr
+    assert "worker 3 died during set-up, before the first iteration" in res.stderr
+    summary = json.loads((job.run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "worker 3 died during set-up" in summary["error"]
+    assert job.processes() == []
+
+
+def test_a_resumed_run_still_finds_its_dead_workers(tmp_path, jobs):
+    first = jobs(tmp_path, "again", *DEAD_RUN, "--scheme", "ignore", "--iterations", "20", "--checkpoint-every", "5")
+    assert first.finish().returncode == 0
+    job = jobs(tmp_path, "--resume", str(first.run_dir), "--iterations", "100000")
+    job.wait_for(25)
+    job.signal(2, signal.SIGKILL)  # this job's worker 2: the pids of the first run's are gone
+    job.wait_for(60)
+    job.proc.send_signal(signal.SIGTERM)
+    job.finish()
+    summary = json.loads((first.run_dir / "summary.json").read_text())
+    assert summary["dead_workers"] == [2]
 
 
 def test_more_deaths_than_the_code_tolerates_fail_the_run(tmp_path, jobs):

@@ -164,3 +164,12 @@ def test_mode_options_rejected(tmp_path, changes, option):
     with pytest.raises(OptionError) as info:
         problem.check(RunOptions(out=str(tmp_path)).replace(**changes))
     assert info.value.option == option
+
+
+def test_fault_injection_takes_an_iteration_or_0_for_the_set_up():
+    from gdcode.runtime.worker import parse_failure
+
+    assert parse_failure("2:0", 4) == (2, 0) and parse_failure("3", 4) == (3, 1)
+    for bad in ("2:-1", "0:1", "5:1", "two"):
+        with pytest.raises(ValueError, match="W:T"):
+            parse_failure(bad, 4)

@@ -34,7 +34,7 @@ import numpy as np
 
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
-from gdcode.runtime.context import Context, gather_hosts_on_workers
+from gdcode.runtime.context import Context
 from gdcode.runtime.coordinator import Coordinator
 from gdcode.runtime.worker import BLOCK_ROWS, LocalRows, WorkerClock, send_done
 
@@ -143,7 +143,6 @@ class _Worker:
     def __init__(self, ctx: Context) -> None:
         self.ctx, self.cfg, self.comm = ctx, ctx.options, ctx.comm
         self.sub = _sub_communicator(ctx.comm)
-        gather_hosts_on_workers(ctx)
         self.me, self.d = ctx.worker, ctx.n_params
         self.rows = LocalRows(ctx, self.cfg.batch_size)
         self.opt = ctx.problem.optimizer()

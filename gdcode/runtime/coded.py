@@ -35,7 +35,7 @@ from gdcode.results import RunWriter, read_metrics, read_workers
 from gdcode.runtime import progress
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
-from gdcode.runtime.context import Context, gather_hosts_on_workers, metadata
+from gdcode.runtime.context import Context, metadata
 from gdcode.runtime.coordinator import Coordinator, WorkersFailed
 from gdcode.runtime.worker import WorkerClock, injected_failure, send_done
 from gdcode.waiting import AdaptiveDeadline, WaitRule
@@ -144,9 +144,12 @@ class CodedCoordinator(Coordinator):
         self.last = state["iteration"]
         _truncate_run(ctx.run_dir, state["iteration"])
         self.writer = RunWriter(ctx.run_dir, append=True)
+        now = metadata(ctx)
+        self.note_ranks(now)  # this job's workers, not the first run's
         meta = checkpoint.read_metadata(ctx.run_dir)
         meta.setdefault("resumed", []).append({"from_iteration": state["iteration"], "command": ctx.command,
-                                               "start_time": metadata(ctx)["start_time"]})
+                                               "start_time": now["start_time"], "hosts": now["hosts"],
+                                               "pids": now["pids"]})
         meta["options"]["iterations"] = self.options.iterations
         self.writer.write_metadata(meta)
 
@@ -382,7 +385,6 @@ def work(ctx: Context) -> int:
     comm = ctx.comm
     me = ctx.worker
     code = ctx.code
-    gather_hosts_on_workers(ctx)
     d = ctx.n_params
     bounds = ctx.problem.partition_bounds()
     mats = code.message_matrices

@@ -7,9 +7,7 @@ path; ``elapsed`` starts with the first iteration.
 from __future__ import annotations
 
 import datetime
-import os
 import platform
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from gdcode.data import DataSource
 from gdcode.options import RunOptions
 from gdcode.problem import Problem
 from gdcode.provenance import provenance
+from gdcode.runtime.roll import Roll
 
 
 @dataclass
@@ -40,12 +39,15 @@ class Context:
         The run directory (written by rank 0 only).
     command : list of str
         The command line that started the run (for ``metadata.json``).
+    roll : gdcode.runtime.roll.Roll or None
+        Rank 0's record of the workers' hosts and pids (None on the workers).
     """
 
     problem: Problem
     comm: Any
     run_dir: Path
     command: list[str] = field(default_factory=list)
+    roll: Roll | None = None
 
     @property
     def options(self) -> RunOptions:
@@ -101,12 +103,19 @@ class Context:
 def metadata(ctx: Context, extra: dict | None = None) -> dict:
     """``metadata.json``: options, command line, versions, MPI library, each rank's host and pid, start time, seed.
 
-    Collective: every rank calls it (the workers through :func:`gather_hosts_on_workers`).
+    Rank 0 only: the hosts and pids are the workers' roll calls (:mod:`gdcode.runtime.roll`),
+    waited for here.
+
+    Raises
+    ------
+    gdcode.runtime.roll.SetupFailed
+        When a worker on rank 0's host dies before it has reported.
     """
     import mpi4py
     from mpi4py import MPI
 
-    ranks = ctx.comm.gather((socket.gethostname(), os.getpid()), root=0) or []
+    assert ctx.roll is not None, "metadata is rank 0's"
+    ranks = ctx.roll.wait()
     meta = {
         "gdcode_version": gdcode.__version__,
         "python_version": platform.python_version(),
@@ -124,14 +133,10 @@ def metadata(ctx: Context, extra: dict | None = None) -> dict:
         "n_params": ctx.n_params,
         "dataset": ctx.source.metadata(),
         "world_size": ctx.comm.Get_size(),
-        "hosts": {str(rank): host for rank, (host, _) in enumerate(ranks)},
-        "pids": {str(rank): pid for rank, (_, pid) in enumerate(ranks)},
+        "hosts": {str(rank): host for rank, (host, _) in ranks.items()},
+        "pids": {str(rank): pid for rank, (_, pid) in ranks.items()},
     }
     meta["provenance"] = provenance()
     meta.update(extra or {})
     return meta
 
-
-def gather_hosts_on_workers(ctx: Context) -> None:
-    """Workers' half of the host and pid gather in :func:`metadata`."""
-    ctx.comm.gather((socket.gethostname(), os.getpid()), root=0)

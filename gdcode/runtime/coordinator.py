@@ -19,7 +19,6 @@ wall seconds). Evaluation goes through one :class:`Evaluator`.
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
 import time
@@ -27,7 +26,6 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,14 +36,13 @@ from gdcode.runtime import phases, signals
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, metadata
+from gdcode.runtime.roll import DEATH_CHECK_EVERY, process_alive
 from gdcode.runtime.traffic import Traffic, kind_of, summarize
 
 #: seconds to wait for the workers once the run is over before aborting the job
 SHUTDOWN_GRACE = 10.0
 #: a worker that has not taken a message for this long when the run ends is not waited for
 FROZEN_AFTER = 2.0
-#: seconds between two checks that the workers' processes are alive (``--tolerate-failures``)
-DEATH_CHECK_EVERY = 0.05
 
 
 class WorkersFailed(Exception):
@@ -58,21 +55,6 @@ class Diverged(Exception):
 
 #: a training loss this many times the first one (or not finite) stops the run as diverged
 DIVERGED_FACTOR = 1e4
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host is alive (a zombie is not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return state not in ("Z", "X")
 
 
 class Evaluator:
@@ -614,7 +596,8 @@ class Coordinator:
         for i in range(self.W):
             self.listen(i, pr.Tag.DONE, pr.DONE.new(), self._on_done, counted=False)
         self.prepare()
-        tp.barrier(self.comm)  # every worker has its rows: set-up stays off the clock
+        # every worker has its rows: set-up stays off the clock (a worker that dies first ends the job)
+        tp.barrier(self.comm, watch=self.ctx.roll.check if self.ctx.roll is not None else None)
         self._cpu0, self._wall0 = time.process_time(), time.perf_counter()
         self.last_heard[:] = time.monotonic()
         if self.options.timeout is not None:

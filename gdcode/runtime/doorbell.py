@@ -30,7 +30,7 @@ import select
 import socket
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 #: first sleep of a rank that waits for a doorbell, doubling up to :data:`RUNG_TIMEOUT_CAP` while
@@ -229,13 +229,14 @@ class _Datagrams:
         return max(0, int(self._sendmmsg(self.fd, first, self._count - start, socket.MSG_DONTWAIT)))
 
 
-def connect(comm: Any) -> Doorbell | None:
+def connect(comm: Any, watch: Callable[[], None] | None = None) -> Doorbell | None:
     """The job's doorbell for this rank, or None when not every rank can ring every other.
 
     Collective over ``comm``: rank 0 names the job, every rank binds its socket, rings every
     other rank once to find whether it is reachable, and the ranks agree. Its collectives are
     non-blocking ones the rank tests between short sleeps (:func:`_await`): a blocking
-    collective under the MPICH wheel spins a core while it waits for the other ranks.
+    collective under the MPICH wheel spins a core while it waits for the other ranks. ``watch()``
+    is called at every test (it may raise: a rank that died will never join).
     """
     import os
     import secrets
@@ -245,17 +246,17 @@ def connect(comm: Any) -> Doorbell | None:
 
     rank, size = comm.Get_rank(), comm.Get_size()
     token = np.frombuffer(secrets.token_bytes(8), dtype=np.uint8).copy() if rank == 0 else np.empty(8, np.uint8)
-    _await(comm.Ibcast(token, root=0))
+    _await(comm.Ibcast(token, root=0), watch)
     bell: Doorbell | None = None
     if sys.platform.startswith("linux") and os.environ.get("GDCODE_DOORBELL", "1") != "0":
         try:
             bell = Doorbell(token.tobytes().hex(), rank, size)
         except OSError:
             bell = None
-    _await(comm.Ibarrier())  # every socket is bound before any rank rings
+    _await(comm.Ibarrier(), watch)  # every socket is bound before any rank rings
     ok = bell is not None and all(bell.ring(r) for r in range(size) if r != rank)
     agreed = np.empty(1, dtype=np.int64)
-    _await(comm.Iallreduce(np.array([int(ok)], dtype=np.int64), agreed, op=MPI.MIN))
+    _await(comm.Iallreduce(np.array([int(ok)], dtype=np.int64), agreed, op=MPI.MIN), watch)
     if not agreed[0]:
         if bell is not None:
             bell.close()
@@ -265,11 +266,13 @@ def connect(comm: Any) -> Doorbell | None:
     return bell
 
 
-def _await(request: Any) -> None:
-    """Test ``request`` until it completes, sleeping 0.1 ms between tests: the set-up's collectives,
-    before there is a doorbell (:mod:`gdcode.runtime.transport`'s waits, which use one, import this
-    module)."""
+def _await(request: Any, watch: Callable[[], None] | None = None) -> None:
+    """Test ``request`` until it completes, sleeping 0.1 ms between tests and calling ``watch()``
+    (if any) at each: the set-up's collectives, before there is a doorbell
+    (:mod:`gdcode.runtime.transport`'s waits, which use one, import this module)."""
     import time
 
     while not request.Test():
+        if watch is not None:
+            watch()
         time.sleep(1e-4)

@@ -50,7 +50,7 @@ import numpy as np
 from gdcode import mixing as mix
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
-from gdcode.runtime.context import Context, gather_hosts_on_workers
+from gdcode.runtime.context import Context
 from gdcode.runtime.coordinator import FROZEN_AFTER, Coordinator
 from gdcode.runtime.worker import BLOCK_ROWS, LocalRows, WorkerClock, send_done
 
@@ -317,7 +317,6 @@ def _gradient(ctx: Context, Xb, yb: np.ndarray, point: np.ndarray, grad: np.ndar
 
 def work(ctx: Context) -> int:
     """Run one gossip worker; return the process exit code."""
-    gather_hosts_on_workers(ctx)
     return Worker(ctx).run()
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
-from gdcode.runtime.context import Context, gather_hosts_on_workers
+from gdcode.runtime.context import Context
 from gdcode.runtime.coordinator import Coordinator
 from gdcode.runtime.worker import BLOCK_ROWS, LocalRows, WorkerClock, send_done
 from gdcode.sgd import Staleness, dense_gradient, sparse_step
@@ -192,7 +192,6 @@ class _Inbox:
 def work(ctx: Context) -> int:
     """Run one hogwild worker; return the process exit code."""
     cfg, comm, me, d = ctx.options, ctx.comm, ctx.worker, ctx.n_params
-    gather_hosts_on_workers(ctx)
     rows = LocalRows(ctx, cfg.batch_size)
     schedule = ctx.problem.schedule
     threads = cfg.threads

@@ -235,7 +235,7 @@ def _rank0_pid(run_dir: Path | None) -> int | None:
         return None
     try:
         meta = json.loads((run_dir / "metadata.json").read_text())
-        return int(meta["pids"]["0"])
+        return int((meta.get("resumed") or [meta])[-1]["pids"]["0"])  # this job's: a resume's own
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

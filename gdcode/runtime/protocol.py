@@ -49,6 +49,7 @@ class Tag(IntEnum):
     ROOT = 45
     RECORDS = 46
     TRAFFIC = 47
+    ROLL = 48
     REPLY = 100
 
 

@@ -6,18 +6,20 @@ import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from gdcode import problem
-from gdcode.errors import ConfigError, OptionError
+from gdcode.errors import EXIT_FAILED, ConfigError, OptionError
 from gdcode.modes import get as get_mode
 from gdcode.options import RunOptions
 from gdcode.rundir import Claim
 from gdcode.runtime import doorbell, phases, signals, transport
 from gdcode.runtime.context import Context
+from gdcode.runtime.roll import Roll, SetupFailed, answer
 from gdcode.runtime.traffic import CountingComm, Traffic
+from gdcode.runtime.worker import fail_in_setup
 
 
 def world_size() -> int:
@@ -98,20 +100,50 @@ def run(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> in
         signals.install()  # SIGTERM/SIGHUP: rank 0 stops the workers and writes the summary
     if options.tolerate_failures:
         return _tolerant(options, run_dir, command, comm)
-    ctx = _context(options, run_dir, command, comm)
-    phases.mark("built")
-    loop = importlib.import_module(ctx.problem.mode.runtime)
-    return loop.coordinate(ctx) if comm.Get_rank() == 0 else _work(loop, ctx)
+    try:
+        ctx = _context(options, run_dir, command, comm)
+        phases.mark("built")
+        loop = importlib.import_module(ctx.problem.mode.runtime)
+        return loop.coordinate(ctx) if comm.Get_rank() == 0 else _work(loop, ctx)
+    except SetupFailed as exc:
+        _setup_failed(exc, options, comm)
+
+
+def _setup_failed(exc: SetupFailed, options: RunOptions, comm: Any) -> NoReturn:
+    """Rank 0 found a worker dead before the first iteration: one line, and the job ends (the
+    set-up's collectives cannot complete without it)."""
+    hint = "; --tolerate-failures goes on without a worker only once training has begun" \
+        if options.tolerate_failures else ""
+    print(f"gdcode run: error: {exc} (its error, if it raised one, is above); ending the job{hint}",
+          file=sys.stderr, flush=True)
+    comm.Abort(EXIT_FAILED)
+    raise SystemExit(EXIT_FAILED)  # not reached: Abort ends this process too
 
 
 def _context(options: RunOptions, run_dir: Path, command: list[str], comm: Any) -> Context:
-    """This rank's view of the run: the job's communicator counting bytes and, if the mode may
-    use them, ringing doorbells (collective: :func:`doorbell.connect`, run before the parts are
-    built, whose failure on one rank then comes after it), and its parts built."""
-    bell = doorbell.connect(comm) if get_mode(options.mode).doorbell else None
+    """This rank's view of the run: the workers' roll call (:mod:`gdcode.runtime.roll`, first,
+    so that rank 0 can tell a worker dead in what follows), the job's communicator counting bytes
+    and, if the mode may use them, ringing doorbells (collective: :func:`doorbell.connect`, run
+    before the parts are built, whose failure on one rank then comes after it), and its parts built.
+
+    Raises
+    ------
+    SetupFailed
+        On rank 0, when a worker on its host dies in the doorbell's collectives.
+    """
+    rank = comm.Get_rank()
+    roll = Roll(comm, options.workers) if rank == 0 else None
+    call = answer(comm) if rank > 0 else None
+    bell = doorbell.connect(comm, roll.check if roll is not None else None) if get_mode(options.mode).doorbell \
+        else None
     transport.use_doorbell(bell)
     counting = CountingComm(comm, Traffic(comm.Get_size()), bell=bell)
-    return Context(problem=problem.build(options), comm=counting, run_dir=Path(run_dir), command=list(command))
+    ctx = Context(problem=problem.build(options), comm=counting, run_dir=Path(run_dir), command=list(command),
+                  roll=roll)
+    if call is not None:
+        fail_in_setup(rank - 1, options.workers)
+        transport.poll_until(call.Test)
+    return ctx
 
 
 def _work(loop: Any, ctx: Context) -> int:
@@ -140,6 +172,8 @@ def _tolerant(options: RunOptions, run_dir: Path, command: list[str], comm: Any)
         ctx = _context(options, run_dir, command, comm)
         loop = importlib.import_module(ctx.problem.mode.runtime)
         return loop.coordinate(ctx) if comm.Get_rank() == 0 else _work(loop, ctx)
+    except SetupFailed as exc:
+        _setup_failed(exc, options, comm)
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()

@@ -227,12 +227,19 @@ class SendPool:
         self._busy = []
 
 
-def barrier(comm, deadline: float | None = None) -> None:
-    """A barrier that sleeps while it waits (``Ibarrier`` + polling), unlike a blocking ``Barrier``."""
+def barrier(comm, deadline: float | None = None, watch: Callable[[], None] | None = None) -> None:
+    """A barrier that sleeps while it waits (``Ibarrier`` + polling), unlike a blocking ``Barrier``;
+    ``watch()`` is called at every test (it may raise to end the wait)."""
     from gdcode.runtime import phases
 
     req = comm.Ibarrier()
-    poll_until(req.Test, deadline)
+
+    def ready() -> bool:
+        if watch is not None:
+            watch()
+        return bool(req.Test())
+
+    poll_until(ready, deadline)
     phases.mark("ready")  # the first barrier of a run is the one that ends its set-up
 
 

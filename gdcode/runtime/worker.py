@@ -56,7 +56,7 @@ def send_done(comm: Any, steps: int, usage: WorkerClock | np.ndarray, sent: int,
 
 
 def parse_failure(text: str, workers: int) -> tuple[int, int]:
-    """``W[:T]`` as (worker 1..W, iteration >= 1; 1 when omitted).
+    """``W[:T]`` as (worker 1..W, iteration >= 0; 1 when omitted; 0: while it sets up).
 
     Raises
     ------
@@ -67,19 +67,26 @@ def parse_failure(text: str, workers: int) -> tuple[int, int]:
     try:
         w, t = int(target), int(iteration) if sep else 1
     except ValueError:
-        raise ValueError("write W:T, a worker 1..W and an iteration >= 1") from None
-    if not 1 <= w <= workers or t < 1:
-        raise ValueError(f"write W:T with a worker 1..{workers} and an iteration >= 1")
+        raise ValueError("write W:T, a worker 1..W and an iteration >= 0 (0: during set-up)") from None
+    if not 1 <= w <= workers or t < 0:
+        raise ValueError(f"write W:T with a worker 1..{workers} and an iteration >= 0 (0: during set-up)")
     return w, t
 
 
 def injected_failure(worker: int, workers: int) -> int | None:
-    """``GDCODE_FAIL_WORKER=W:T`` makes worker W (1-based) raise at iteration T (fault injection for tests)."""
+    """``GDCODE_FAIL_WORKER=W:T`` makes worker W (1-based) raise at iteration T (fault injection for
+    tests; coded mode), or while it sets up when T is 0 (every mode: :func:`fail_in_setup`)."""
     spec = os.environ.get("GDCODE_FAIL_WORKER")
     if not spec:
         return None
     target, iteration = parse_failure(spec, workers)
     return iteration if target == worker + 1 else None
+
+
+def fail_in_setup(worker: int, workers: int) -> None:
+    """Raise if ``GDCODE_FAIL_WORKER`` asks worker ``worker`` (0-based) to fail while it sets up (T = 0)."""
+    if injected_failure(worker, workers) == 0:
+        raise RuntimeError(f"worker {worker + 1}: failure injected during set-up by GDCODE_FAIL_WORKER")
 
 
 class LocalRows:
