@@ -271,6 +271,17 @@ def test_a_signal_to_the_launcher_ends_the_whole_job(tmp_path, jobs, sig):
     assert not any(_alive(p) for p in job.pids.values())
 
 
+def test_a_rank_that_outlives_the_signal_is_killed_with_a_tolerant_job(tmp_path, jobs):
+    # a tolerant job's hydra leaves its ranks running when it is killed, in sessions of their own
+    job = jobs(tmp_path, "stopped", *DEAD_RUN, "--scheme", "ignore", "--iterations", "100000")
+    job.wait_for(3)
+    job.signal(0, signal.SIGSTOP)  # rank 0 cannot stop the run: the launcher kills the job
+    job.proc.send_signal(signal.SIGTERM)
+    res = job.finish(timeout=30)
+    assert res.returncode == 128 + signal.SIGTERM
+    assert not any(_alive(p) for p in job.pids.values()) and job.processes() == []
+
+
 def test_timeout_with_a_stuck_worker_writes_the_summary_and_the_model(tmp_path, jobs):
     job = jobs(tmp_path, "stuck", "--workers", "2", "--dataset", "synthetic:600x20", "--iterations", "100000",
                "--timeout", "3")

@@ -216,18 +216,44 @@ def _stop_rank0(proc: subprocess.Popen, run_dir: Path | None) -> None:
         pass
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command's name (state, parent, ...), or None."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _descends_from(pid: int, ancestor: int, depth: int = 4) -> bool:
     """Whether ``ancestor`` is among the first ``depth`` ancestors of ``pid`` (hydra starts each
     rank under its proxy, in a session of its own; a tolerant launch adds a shell)."""
     for _ in range(depth):
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        fields = _stat(pid)
+        if fields is None:
             return False
         pid = int(fields[1])
         if pid == ancestor:
             return True
     return False
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Every process below ``root`` (Linux ``/proc``; elsewhere none), with its start time: the
+    ranks run in sessions of their own, out of reach of a signal to mpiexec's process group."""
+    children: dict[int, list[int]] = {}
+    started: dict[int, str] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        fields = _stat(entry.name) if entry.name.isdigit() else None
+        if fields is not None and len(fields) > 19:
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+            started[int(entry.name)] = fields[19]
+    found: dict[int, str] = {}
+    todo = list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found[pid] = started[pid]
+        todo += children.get(pid, [])
+    return found
 
 
 def _rank0_pid(run_dir: Path | None) -> int | None:
@@ -258,6 +284,11 @@ def _outcome(code: int, run_dir: Path | None, started: float, signalled: list[in
 
 
 def _kill(proc: subprocess.Popen) -> int:
+    """End the job: SIGTERM to mpiexec's process group, SIGKILL a second later, then SIGKILL to
+    every process that was below mpiexec and still is the same process (a tolerant launch's
+    hydra leaves its ranks running when it goes, and a rank stopped or stuck in MPI outlives
+    SIGTERM)."""
+    job = _descendants(proc.pid)  # before mpiexec goes: its ranks then lose their parent
     try:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=1)
@@ -267,4 +298,11 @@ def _kill(proc: subprocess.Popen) -> int:
         except ProcessLookupError:
             pass
         proc.wait()
+    for pid, start in job.items():
+        fields = _stat(pid)
+        if fields is not None and len(fields) > 19 and fields[19] == start:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     return 124
