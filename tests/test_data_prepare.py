@@ -247,6 +247,52 @@ def test_bundled_sets_in_process_equal_their_prepared_directories(tmp_path):
         open_dataset("sklearn:diabetes", task="binary")
 
 
+@pytest.mark.parametrize("name", ["iris", "diabetes", "digits"])
+def test_a_bundled_set_from_the_cache_is_the_one_scikit_learn_loads(tmp_path, monkeypatch, name):
+    import subprocess
+    import sys
+
+    import sklearn.datasets
+
+    from gdcode.data import bundled
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    first, _ = bundled.load_table(name)
+    path = bundled.cache_path(name)
+    assert path is not None and path.parent == tmp_path / "gdcode" and path.exists()
+    again, task = bundled.load_table(name)
+    bunch = getattr(sklearn.datasets, bundled.BUNDLED[name][0])()
+    for table in (first, again):
+        np.testing.assert_array_equal(table.X, bunch.data)
+        np.testing.assert_array_equal(table.labels, bunch.target)
+        assert table.feature_names == [str(f) for f in bunch.feature_names]
+    assert task == bundled.BUNDLED[name][1]
+    # what the ranks gain: a process that finds the cache never imports scikit-learn
+    probe = ("import sys; from gdcode.data import open_dataset; "
+             f"open_dataset('sklearn:{name}', seed=1); print('sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_broken_or_unwritable_bundled_cache_is_passed_over(tmp_path, monkeypatch):
+    from gdcode.data import bundled
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    reference, _ = bundled.load_table("wine")
+    path = bundled.cache_path("wine")
+    path.write_bytes(b"not an npz")
+    table, _ = bundled.load_table("wine")  # loaded through scikit-learn, and the cache rewritten
+    np.testing.assert_array_equal(table.X, reference.X)
+    assert np.load(path)["X"].shape == reference.X.shape
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))  # its gdcode/ cannot be made
+    table, _ = bundled.load_table("wine")
+    np.testing.assert_array_equal(table.X, reference.X)
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
 # ----------------------------------------------------------------------------- malformed input
 
 

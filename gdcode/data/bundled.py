@@ -15,6 +15,14 @@ features standardised with the training rows' mean and standard deviation (their
 differ by orders of magnitude). ``gdcode prepare sklearn --name NAME`` writes the same rows,
 standardised the same way, to a directory (``--no-standardize`` keeps the raw features).
 
+Importing scikit-learn costs a process a second or more (scipy.stats comes with it), and every
+rank of a run loads the set. So the first load on a machine keeps the raw table in the cache
+directory (:func:`gdcode.cachedir.cache_dir`, ``bundled-<NAME>-<digest>.npz``), keyed by the
+installed scikit-learn (its path, and the size and modification time of its ``__init__.py``,
+found without importing it); later loads, the ranks' after the launcher's, read that file with
+numpy alone. A cache that cannot be written or read is passed over: the set is then loaded
+through scikit-learn, as it always can be.
+
 Binary rule: when a binary model asks for a multiclass set, the lower half of the classes
 (labels ``0 .. K//2 - 1``) is +1 and the rest -1: digits 0-4 against 5-9, iris setosa against
 the other two, wine cultivar 0 against 1 and 2.
@@ -22,8 +30,15 @@ the other two, wine cultivar 0 against 1 and 2.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
+from gdcode.cachedir import cache_dir
 from gdcode.data.prepare.common import Labels, Table, map_labels, split_table
 from gdcode.data.source import DataSource
 from gdcode.errors import ConfigError
@@ -52,16 +67,68 @@ def check_name(name: str) -> str:
 
 
 def load_table(name: str) -> tuple[Table, str]:
-    """The raw dataset ``name`` as a :class:`Table`, and its natural task."""
+    """The raw dataset ``name`` as a :class:`Table`, and its natural task (from the cache when
+    this scikit-learn's copy is there, module docstring)."""
+    loader, task = BUNDLED[check_name(name)]
+    path = cache_path(name)
+    arrays = _read_cached(path) if path is not None else None
+    if arrays is None:
+        arrays = _from_sklearn(loader)
+        if path is not None:
+            _write_cached(path, arrays)
+    X, labels, features = arrays
+    table = Table(X=X, labels=labels, origin=f"sklearn:{name}", feature_names=[str(f) for f in features])
+    return table, task
+
+
+def cache_path(name: str) -> Path | None:
+    """The cache file of set ``name`` for the installed scikit-learn, or None without one."""
+    try:
+        spec = importlib.util.find_spec("sklearn")
+        origin = spec.origin if spec is not None else None
+        st = os.stat(origin) if origin else None
+    except (ImportError, ValueError, OSError):
+        return None
+    if st is None:
+        return None
+    key = f"{origin}\0{st.st_size}\0{st.st_mtime_ns}".encode()
+    return cache_dir() / f"bundled-{name}-{hashlib.sha256(key).hexdigest()[:16]}.npz"
+
+
+def _from_sklearn(loader: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import sklearn.datasets
 
-    loader, task = BUNDLED[check_name(name)]
     bunch = getattr(sklearn.datasets, loader)()
     X = np.asarray(bunch.data, dtype=np.float64)
-    table = Table(X=X, labels=np.asarray(bunch.target), origin=f"sklearn:{name}",
-                  feature_names=[str(f) for f in getattr(bunch, "feature_names",
-                                                          [f"f{j}" for j in range(X.shape[1])])])
-    return table, task
+    features = getattr(bunch, "feature_names", None)
+    if features is None:
+        features = [f"f{j}" for j in range(X.shape[1])]
+    return X, np.asarray(bunch.target), np.asarray([str(f) for f in features])
+
+
+def _read_cached(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return f["X"], f["labels"], f["features"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_cached(path: Path, arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """Write to a temporary name and rename into place: ranks loading at once see a whole file."""
+    X, labels, features = arrays
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                np.savez(out, X=X, labels=labels, features=features)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass
 
 
 def labels_for(table: Table, natural: str, task: str | None, positive: str | None = None) -> Labels:

@@ -38,6 +38,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from gdcode.cachedir import cache_dir
+
 #: version of the cache file layout
 FORMAT = 1
 #: environment variable that turns calibration and the cache off when set to a non-empty value
@@ -53,12 +55,6 @@ detail: str = "not applied yet"
 def disabled() -> bool:
     """True when ``GDCODE_NO_CALIBRATION`` asks for the built-in defaults."""
     return os.environ.get(ENV_DISABLE, "") not in ("", "0")
-
-
-def cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/gdcode``, or ``~/.cache/gdcode``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "gdcode"
 
 
 def cpu_description() -> dict[str, str]:
