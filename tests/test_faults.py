@@ -145,8 +145,10 @@ def test_a_frozen_worker_costs_a_tolerant_code_nothing(tmp_path, jobs, scheme):
     assert later and set(later) == {"cancelled"}
     per_iteration = run.summary["elapsed"] / run.summary["iterations"]
     # a loose bound: a run that stalls on the frozen worker takes many times longer (the benchmark
-    # `gdcode bench faults` measures the ratio to the ideal, about 1.0)
-    assert per_iteration < 1.5 * _ideal(job.run_dir, 2, frozen_at)
+    # `gdcode bench faults` measures the ratio to the ideal, about 1.0); plus 3 ms for the
+    # coordinator's own overhead an iteration, which the ideal leaves out (1.5-2.2 ms on a 2 GHz
+    # Zen 1 VM, gdcode bench engine, where this bound alone once failed at 1.62x)
+    assert per_iteration < 1.5 * _ideal(job.run_dir, 2, frozen_at) + 0.003
 
 
 @pytest.mark.parametrize("mode", ["hogwild", "gossip"])
