@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent / "gdcode"
 CORE = ("gdcode.codes", "gdcode.models", "gdcode.optim", "gdcode.delays", "gdcode.data", "gdcode.kernels",
         "gdcode.results", "gdcode.problem", "gdcode.options", "gdcode.modes", "gdcode.registry",
         "gdcode.rundir", "gdcode.checkpoint", "gdcode.simulate", "gdcode.mixing", "gdcode.sgd", "gdcode.errors",
-        "gdcode.traces", "gdcode.markovfit", "gdcode.cachedir")
+        "gdcode.traces", "gdcode.markovfit", "gdcode.cachedir", "gdcode.procfs")
 FORBIDDEN_IN_CORE = ("gdcode.runtime", "gdcode.cli", "gdcode.commands", "mpi4py")
 #: the only places that may import mpi4py
 MPI_ALLOWED = ("gdcode.runtime", "gdcode.commands.info")

@@ -72,6 +72,7 @@ from typing import Any
 
 from gdcode.cluster import ClusterError
 from gdcode.errors import ConfigError
+from gdcode.procfs import process_alive
 
 #: the variable naming the directory of the clusters' state files
 STATE_ENV = "GDCODE_CLUSTER_DIR"
@@ -881,17 +882,6 @@ def counters(cluster: Cluster) -> list[dict[str, int | None]]:
                 row["tun_from_host"] = row["tun_to_host"] = None
         out.append(row)
     return out
-
-
-def process_alive(pid: int | None) -> bool:
-    """Whether ``pid`` runs (and is not a zombie)."""
-    if not pid:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def status(name: str) -> dict[str, Any]:

@@ -31,12 +31,13 @@ from typing import Any
 import numpy as np
 
 from gdcode.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_TIMEOUT, EXIT_WRITE_FAILED
+from gdcode.procfs import process_alive
 from gdcode.results import RunDirError, RunWriter
 from gdcode.runtime import phases, signals
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, metadata
-from gdcode.runtime.roll import DEATH_CHECK_EVERY, process_alive
+from gdcode.runtime.roll import DEATH_CHECK_EVERY
 from gdcode.runtime.traffic import Traffic, kind_of, summarize
 
 #: seconds to wait for the workers once the run is over before aborting the job

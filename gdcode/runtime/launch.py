@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gdcode.errors import EXIT_DIVERGED, EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, ConfigError, OptionError
+from gdcode.procfs import start_time, stat_fields
 
 # Environment variables that MPICH (Hydra), Open MPI, PMIx and Slurm set in every rank.
 _MPI_ENV = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
@@ -216,19 +217,11 @@ def _stop_rank0(proc: subprocess.Popen, run_dir: Path | None) -> None:
         pass
 
 
-def _stat(pid: int | str) -> list[str] | None:
-    """The fields of ``/proc/PID/stat`` after the command's name (state, parent, ...), or None."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
 def _descends_from(pid: int, ancestor: int, depth: int = 4) -> bool:
     """Whether ``ancestor`` is among the first ``depth`` ancestors of ``pid`` (hydra starts each
     rank under its proxy, in a session of its own; a tolerant launch adds a shell)."""
     for _ in range(depth):
-        fields = _stat(pid)
+        fields = stat_fields(pid)
         if fields is None:
             return False
         pid = int(fields[1])
@@ -243,7 +236,7 @@ def _descendants(root: int) -> dict[int, str]:
     children: dict[int, list[int]] = {}
     started: dict[int, str] = {}
     for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
-        fields = _stat(entry.name) if entry.name.isdigit() else None
+        fields = stat_fields(entry.name) if entry.name.isdigit() else None
         if fields is not None and len(fields) > 19:
             children.setdefault(int(fields[1]), []).append(int(entry.name))
             started[int(entry.name)] = fields[19]
@@ -298,9 +291,8 @@ def _kill(proc: subprocess.Popen) -> int:
         except ProcessLookupError:
             pass
         proc.wait()
-    for pid, start in job.items():
-        fields = _stat(pid)
-        if fields is not None and len(fields) > 19 and fields[19] == start:
+    for pid, started in job.items():
+        if start_time(pid) == started:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

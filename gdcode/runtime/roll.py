@@ -13,29 +13,14 @@ from __future__ import annotations
 import os
 import socket
 import time
-from pathlib import Path
 from typing import Any
 
+from gdcode.procfs import process_alive
 from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
 
 #: seconds between two checks of the workers' processes (in the set-up, and by rank 0 in the loop)
 DEATH_CHECK_EVERY = 0.05
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host is alive (a zombie is not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return state not in ("Z", "X")
 
 
 def me() -> tuple[str, int]:
