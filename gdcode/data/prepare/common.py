@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from gdcode.errors import ConfigError
+from gdcode.kernels.reference import issparse
 
 #: what --task accepts
 TASKS = ("binary", "multiclass", "regression")
@@ -213,9 +214,9 @@ def standardize(X_train, X_test) -> tuple[Any, Any, str]:
     -------
     X_train, X_test, how : the scaled copies and ``"center-scale"`` or ``"scale"``
     """
-    import scipy.sparse as sp
+    if issparse(X_train):
+        import scipy.sparse as sp
 
-    if sp.issparse(X_train):
         n = max(X_train.shape[0], 1)
         mean = np.asarray(X_train.sum(axis=0)).ravel() / n
         sq = np.asarray(X_train.multiply(X_train).sum(axis=0)).ravel() / n
@@ -303,9 +304,7 @@ def finish(table: Table, *, kind: str, out: str | os.PathLike, task: str, positi
 def split_table(table: Table, lab: Labels, test_fraction: float, seed: int,
                 standardize_features: bool) -> tuple[dict[str, tuple], dict[str, Any]]:
     """The seeded split of ``table`` (standardised if asked) and the meta entries describing it."""
-    import scipy.sparse as sp
-
-    X = table.X.tocsr() if sp.issparse(table.X) else np.asarray(table.X, dtype=np.float64)
+    X = table.X.tocsr() if issparse(table.X) else np.asarray(table.X, dtype=np.float64)
     if X.shape[0] != lab.y.shape[0]:
         raise ValueError(f"{X.shape[0]} rows but {lab.y.shape[0]} labels")
     check_finite(X, table.origin)
@@ -324,12 +323,11 @@ def split_table(table: Table, lab: Labels, test_fraction: float, seed: int,
 
 def check_finite(X, origin: str) -> None:
     """ConfigError naming the first row with a NaN or infinite feature."""
-    import scipy.sparse as sp
-
-    vals = X.data if sp.issparse(X) else X
+    sparse = issparse(X)
+    vals = X.data if sparse else X
     if np.all(np.isfinite(vals)):
         return
-    if sp.issparse(X):
+    if sparse:
         pos = int(np.flatnonzero(~np.isfinite(X.data))[0])
         row = int(np.searchsorted(X.indptr, pos, side="right") - 1)
     else:
