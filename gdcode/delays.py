@@ -738,7 +738,7 @@ def parse(spec: str, seed: int = 0, scale_with_load: bool = False, n_workers: in
     """
     spec = str(spec)
     head, _, rest = spec.partition(":")
-    if head in DELAYS.names():
+    if DELAYS.knows(head):
         name, args = head, rest
     else:
         parts = spec.split(":", 2)

@@ -27,10 +27,12 @@ Errors are ``ValueError`` in library terms (the command layer names its flags).
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import inspect
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import importlib.metadata
 
 T = TypeVar("T")
 
@@ -97,8 +99,14 @@ class Registry(Generic[T]):
     # ------------------------------------------------------------------ plug-ins
 
     def _eps(self) -> dict[str, importlib.metadata.EntryPoint]:
-        """The group's entry points by name (read once; a built-in name shadows a plug-in's)."""
+        """The group's entry points by name (read once; a built-in name shadows a plug-in's).
+
+        Reading them scans every installed distribution (tens of milliseconds, and the import
+        of :mod:`importlib.metadata`), so a lookup of a built-in never calls this.
+        """
         if self._entry_points is None:
+            import importlib.metadata
+
             found: dict[str, importlib.metadata.EntryPoint] = {}
             for ep in importlib.metadata.entry_points(group=self.group):
                 if ep.name not in self._builtin and ep.name not in found and ":" not in ep.name:
@@ -128,6 +136,10 @@ class Registry(Generic[T]):
         return sorted(out)
 
     # ------------------------------------------------------------------ lookup
+
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a built-in or an entry-point name (import paths are not checked)."""
+        return name in self._builtin or (":" not in name and name in self._eps())
 
     def names(self) -> list[str]:
         """Built-in and entry-point names, sorted (import paths are not listed)."""
@@ -228,6 +240,9 @@ class Registry(Generic[T]):
 
 def _parameters(factory: Any) -> dict[str, inspect.Parameter]:
     """The parameters of a callable (of its ``__init__`` without ``self`` for a class)."""
+    if isinstance(factory, type) and not any("__init__" in vars(c) or "__new__" in vars(c)
+                                             for c in factory.__mro__ if c is not object):
+        return {}  # what inspect finds too, after parsing object's text signature (tens of ms)
     try:
         return dict(inspect.signature(factory).parameters)
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature

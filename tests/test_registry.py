@@ -119,6 +119,39 @@ def test_entry_points_are_read_lazily_and_a_failing_one_is_named(monkeypatch, tm
     assert "'broken'" in text and "shape-dist" in text and "ModuleNotFoundError" in text and "shape_eps_missing" in text
 
 
+def test_a_built_in_is_found_without_reading_the_entry_points(monkeypatch, tmp_path):
+    """Reading the entry points scans every installed distribution: every rank of a run looks up
+    its delay model, code and mode, and a built-in must not pay for that scan."""
+    import importlib.metadata
+
+    def refuse(**kwargs):
+        raise AssertionError("the entry points were read")
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", refuse)
+    reg = shapes()
+    assert reg.knows("square") and reg.get("square").__name__ == "Square"
+    delays.DELAYS.clear_plugin_cache()
+    try:
+        assert delays.parse("exp:0.5").spec == "exp:0.5"
+        with pytest.raises(AssertionError, match="entry points were read"):
+            reg.knows("triangle")  # not a built-in: only then are they read
+    finally:
+        delays.DELAYS.clear_plugin_cache()
+
+
+def test_a_class_without_a_constructor_of_its_own_takes_no_options():
+    reg: Registry = Registry("thing", "gdcode_tests.things")
+
+    @reg.register("plain")
+    class Plain:
+        """Nothing to set."""
+
+    assert reg.options("plain") == {} and inspect.signature(Plain).parameters == {}
+    assert isinstance(reg.build("plain"), Plain)
+    with pytest.raises(ValueError, match="takes no option colour"):
+        reg.build("plain", colour="red")
+
+
 def test_the_registry_module_needs_neither_numpy_nor_mpi():
     import subprocess
 
