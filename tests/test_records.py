@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 import pytest
-from e2e import run_cli
+from e2e import assert_clean_ending, run_cli
 
 from gdcode import problem
 from gdcode.errors import EXIT_DIVERGED, EXIT_FAILED, OptionError
@@ -22,6 +22,7 @@ SMALL = ["--workers", "2", "--dataset", "synthetic:400x10", "--iterations", "4"]
 def test_a_run_says_how_it_ended_unless_quiet(tmp_path):
     res = run_cli(["run", *SMALL, "--out", str(tmp_path), "--name", "said"], cwd=tmp_path)
     assert res.returncode == 0
+    assert_clean_ending(res)  # every rank left through MPI_Finalize and the C library's exit
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith(f"gdcode run: {tmp_path / 'said'}: ok") and "4 iterations" in last
     res = run_cli(["run", *SMALL, "--out", str(tmp_path), "--name", "quiet", "--quiet"], cwd=tmp_path)
@@ -53,6 +54,35 @@ def test_metadata_records_where_the_run_came_from(tmp_path):
     here = provenance()
     assert prov["git"] == here["git"]  # a checkout's commit and whether it was dirty, or None
     assert (tmp_path / "prov" / "ranks.log").exists()
+
+
+def test_library_versions_are_those_importlib_metadata_finds(monkeypatch, tmp_path):
+    import importlib.metadata
+    import sys
+
+    from gdcode.provenance import LIBRARIES, library_versions
+
+    def reference() -> dict:
+        out = {}
+        for name in LIBRARIES:
+            try:
+                out[name] = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                out[name] = None
+        return out
+
+    assert library_versions() == reference()
+    # the first on the path wins, under its normalised name; a legacy egg-info goes to importlib
+    (tmp_path / "scikit_learn-0.0.1.dist-info").mkdir()
+    (tmp_path / "scikit_learn-0.0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: scikit-learn\nVersion: 0.0.1\n")
+    (tmp_path / "pandas.egg-info").mkdir()
+    (tmp_path / "pandas.egg-info" / "PKG-INFO").write_text("Metadata-Version: 1.0\nName: pandas\nVersion: 0.0.2\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    versions = library_versions()
+    assert versions["scikit-learn"] == "0.0.1" == reference()["scikit-learn"]
+    assert versions["pandas"] == "0.0.2" == reference()["pandas"]
+    assert versions["numpy"] == np.__version__
 
 
 def test_divergence_is_not_ok(tmp_path):
