@@ -25,11 +25,6 @@ from typing import Any
 
 from gdcode.errors import ConfigError, OptionError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 #: the largest seed (numpy's seed sequences take any non-negative integer; JSON and C take this)
 MAX_SEED = 2**63 - 1
 
@@ -352,6 +347,10 @@ def read_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
     ConfigError
         Naming ``what`` and the file when it is missing, unreadable or not valid TOML.
     """
+    if sys.version_info >= (3, 11):  # imported here: a rank reads no TOML
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
     try:
         with Path(path).open("rb") as fh:
             return tomllib.load(fh)

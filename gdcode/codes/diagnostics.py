@@ -15,7 +15,6 @@ plus seeded random patterns, :data:`MAX_PATTERNS` in all.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import math
 from typing import Any
@@ -254,6 +253,8 @@ def check_usable(code: GradientCode) -> None:
     """
     if not code.exact or code.exact_by_construction:
         return
+    import hashlib
+
     h = hashlib.sha256(f"{code.name}|{code.n_workers}|{code.n_stragglers}".encode())
     for m in code.message_matrices:
         h.update(np.ascontiguousarray(m).tobytes())

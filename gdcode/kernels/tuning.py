@@ -73,7 +73,8 @@ def cpu_description() -> dict[str, str]:
                     out[fields[name]] = value.strip()
     except OSError:
         pass
-    out.setdefault("model", platform.processor() or platform.machine() or "unknown")
+    if "model" not in out:  # platform.processor() runs `uname -p` in a subprocess
+        out["model"] = platform.processor() or platform.machine() or "unknown"
     return out
 
 

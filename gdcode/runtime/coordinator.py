@@ -24,9 +24,8 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +38,9 @@ from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, metadata
 from gdcode.runtime.roll import DEATH_CHECK_EVERY
 from gdcode.runtime.traffic import Traffic, kind_of, summarize
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 #: seconds to wait for the workers once the run is over before aborting the job
 SHUTDOWN_GRACE = 10.0
@@ -73,7 +75,12 @@ class Evaluator:
         self.traffic = traffic
         self.Xtr, self.ytr = ctx.problem.train_set()
         self.Xte, self.yte = ctx.test_set()
-        self.pool = ThreadPoolExecutor(max_workers=1) if threaded else None
+        if threaded:  # imported here: a worker never evaluates
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1)
+        else:
+            self.pool = None
         self.pending: deque[tuple[dict, Future | dict]] = deque()
         self.last: dict | None = None
         self.first_loss: float | None = None
@@ -110,7 +117,7 @@ class Evaluator:
         written = []
         while self.pending:
             head, result = self.pending[0]
-            if isinstance(result, Future):
+            if not isinstance(result, dict):  # a Future
                 if not (wait or result.done()):
                     break
                 result = result.result()
