@@ -46,4 +46,10 @@ def train_run(out: Path, workers: int, *args: str, name: str = "run", expect_ok:
     res = run_mpi(workers + 1, ["run", "--workers", str(workers), "--out", str(out), "--name", name, *args], cwd=out)
     if expect_ok:
         assert res.returncode == 0, f"exit {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+        assert_clean_ending(res)
     return load_run(out / name)
+
+
+def assert_clean_ending(res: subprocess.CompletedProcess) -> None:
+    """No rank of a job that succeeded looked to hydra like a crash (its banner names one that did)."""
+    assert "BAD TERMINATION" not in res.stdout + res.stderr, res.stdout + res.stderr
