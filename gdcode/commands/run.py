@@ -217,10 +217,10 @@ def prepare_resolved(options: RunOptions) -> tuple[RunOptions, rundir.Claim]:
 
 def check_fault_injection(workers: int) -> None:
     """Refuse a malformed ``GDCODE_FAIL_WORKER`` (the tests' fault injection) before launch."""
-    from gdcode.runtime.worker import parse_failure
-
     text = os.environ.get("GDCODE_FAIL_WORKER")
     if text:
+        from gdcode.runtime.worker import parse_failure  # with the transport: not for every launch
+
         try:
             parse_failure(text, workers)
         except ValueError as exc:
