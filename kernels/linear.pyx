@@ -366,14 +366,46 @@ cdef class _Scratch:
         free(self.bad)
 
 
+cdef extern from *:
+    """
+    #include <stdlib.h>
+    #include <string.h>
+    #ifdef __linux__
+    #include <sys/mman.h>
+    #endif
+    /* n zeroed doubles, to be freed with free(). From 2 MiB up: 2 MiB aligned and, where
+     * Linux has transparent huge pages, advised onto them. */
+    static double *gd_alloc_doubles(size_t n)
+    {
+        const size_t huge = (size_t)2 << 20, bytes = n * sizeof(double);
+        void *p = NULL;
+        if (bytes < huge)
+            return (double *)calloc(n, sizeof(double));
+        if (posix_memalign(&p, huge, bytes) != 0)
+            return NULL;
+    #if defined(__linux__) && defined(MADV_HUGEPAGE)
+        madvise(p, bytes / huge * huge, MADV_HUGEPAGE);  /* advice only: failure is harmless */
+    #endif
+        memset(p, 0, bytes);
+        return (double *)p;
+    }
+    """
+    double *gd_alloc_doubles(size_t n) nogil
+
+
 cdef class _Doubles:
-    """A buffer of doubles (zeroed when new), freed with its owner."""
+    """A buffer of doubles (zeroed when new), freed with its owner.
+
+    From 2 MiB up it lies on transparent huge pages where Linux has them (``madvise``, as
+    numpy does for its large arrays): a copy of the parameters that rows read at random
+    columns then costs few TLB misses.
+    """
 
     cdef double *data
     cdef ptrdiff_t size
 
     def __cinit__(self, ptrdiff_t size):
-        self.data = <double *> calloc(max(size, 1), sizeof(double))
+        self.data = gd_alloc_doubles(max(size, 1))
         if self.data == NULL:
             raise MemoryError(f"cannot allocate {size} doubles of kernel scratch")
         self.size = size
