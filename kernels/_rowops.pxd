@@ -122,6 +122,30 @@ cdef extern from "rowops.h" nogil:
                                      const double *coef, double *wg, ptrdiff_t K, ptrdiff_t d,
                                      ptrdiff_t ahead, double *s, ptrdiff_t *n_bad_index,
                                      ptrdiff_t *n_bad_label)
+    double gd_csr_softmax_passes_f64_i32(const double *data, const int32_t *indices, const int32_t *indptr,
+                                       ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                       const double *coef, const double *w, double *g,
+                                       ptrdiff_t K, ptrdiff_t d, ptrdiff_t ahead, double *a,
+                                       ptrdiff_t *rows, ptrdiff_t chunk, ptrdiff_t *n_bad_index,
+                                       ptrdiff_t *n_bad_label)
+    double gd_csr_softmax_passes_f64_i64(const double *data, const int64_t *indices, const int64_t *indptr,
+                                       ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                       const double *coef, const double *w, double *g,
+                                       ptrdiff_t K, ptrdiff_t d, ptrdiff_t ahead, double *a,
+                                       ptrdiff_t *rows, ptrdiff_t chunk, ptrdiff_t *n_bad_index,
+                                       ptrdiff_t *n_bad_label)
+    double gd_csr_softmax_passes_f32_i32(const float *data, const int32_t *indices, const int32_t *indptr,
+                                       ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                       const double *coef, const double *w, double *g,
+                                       ptrdiff_t K, ptrdiff_t d, ptrdiff_t ahead, double *a,
+                                       ptrdiff_t *rows, ptrdiff_t chunk, ptrdiff_t *n_bad_index,
+                                       ptrdiff_t *n_bad_label)
+    double gd_csr_softmax_passes_f32_i64(const float *data, const int64_t *indices, const int64_t *indptr,
+                                       ptrdiff_t lo, ptrdiff_t hi, const double *y,
+                                       const double *coef, const double *w, double *g,
+                                       ptrdiff_t K, ptrdiff_t d, ptrdiff_t ahead, double *a,
+                                       ptrdiff_t *rows, ptrdiff_t chunk, ptrdiff_t *n_bad_index,
+                                       ptrdiff_t *n_bad_label)
     double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
 
 cdef extern from *:
@@ -324,6 +348,35 @@ cdef inline double csr_softmax_rows(const floating *data, const index_t *indices
         else:
             return gd_csr_softmax_rows_f32_i64(data, indices, indptr, lo, hi, y, coef, wg, K, d,
                                                ahead, s, n_bad_index, n_bad_label)
+
+
+cdef inline double csr_softmax_passes(const floating *data, const index_t *indices,
+                                      const index_t *indptr, ptrdiff_t lo, ptrdiff_t hi,
+                                      const double *y, const double *coef, const double *w,
+                                      double *g, ptrdiff_t K, ptrdiff_t d, ptrdiff_t ahead,
+                                      double *a, ptrdiff_t *rows, ptrdiff_t chunk,
+                                      ptrdiff_t *n_bad_index, ptrdiff_t *n_bad_label) noexcept nogil:
+    """The softmax CSR row loop in two passes over chunks of rows, on copies of W alone and
+    of G alone (rowops.h gd_csr_softmax_passes); ``a`` is scratch of ``chunk`` Kp doubles,
+    ``rows`` of ``chunk`` row numbers. The same results as :func:`csr_softmax_rows`."""
+    if floating is double:
+        if index_t is int32_t:
+            return gd_csr_softmax_passes_f64_i32(data, indices, indptr, lo, hi, y, coef, w, g, K,
+                                                 d, ahead, a, rows, chunk, n_bad_index,
+                                                 n_bad_label)
+        else:
+            return gd_csr_softmax_passes_f64_i64(data, indices, indptr, lo, hi, y, coef, w, g, K,
+                                                 d, ahead, a, rows, chunk, n_bad_index,
+                                                 n_bad_label)
+    else:
+        if index_t is int32_t:
+            return gd_csr_softmax_passes_f32_i32(data, indices, indptr, lo, hi, y, coef, w, g, K,
+                                                 d, ahead, a, rows, chunk, n_bad_index,
+                                                 n_bad_label)
+        else:
+            return gd_csr_softmax_passes_f32_i64(data, indices, indptr, lo, hi, y, coef, w, g, K,
+                                                 d, ahead, a, rows, chunk, n_bad_index,
+                                                 n_bad_label)
 
 
 cdef inline double binary_loss(int obj, double m, double y, double *dloss) noexcept nogil:

@@ -43,11 +43,13 @@ dot product (or its K scores) gathered in one loop with the previous row's updat
 column index checked. A CSR block with enough nonzeros for its columns works on a copy laid
 out for it: ``w`` and ``grad`` interleaved (binary objectives), or ``W`` and ``G`` column-major
 and interleaved by four classes (softmax), so that an update hits the lines its row's dot
-product gathered.
+product gathered. Softmax rows whose interleaved copy would crowd the last-level cache go in
+two passes over chunks of rows instead, the scores on a copy of ``W`` alone and the updates on
+one of ``G`` alone (half the size each), with the same results.
 
-Machine-dependent parameters (prefetch distances) are set at run time (:func:`set_tuning`),
-from this machine's calibration when one is cached (``gdcode.kernels.tuning``); they change
-the speed, never the results.
+Machine-dependent parameters (prefetch distances; the size of copy from which softmax CSR rows
+go in two passes) are set at run time (:func:`set_tuning`), from this machine's calibration
+when one is cached (``gdcode.kernels.tuning``); they change the speed, never the results.
 
 Errors: shapes that disagree, a CSR ``indptr`` that decreases or overruns ``data``, a column
 index outside ``0..n_cols-1`` and (softmax) a label outside ``0..K-1`` raise ValueError; after
@@ -62,8 +64,8 @@ from libc.stdlib cimport calloc, free
 from _rowops cimport (
     GD_AHEAD2_f32, GD_AHEAD2_f64, GD_CSR_AHEAD, GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE,
     LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy2, axpy_dot2, bad_label, binary_loss,
-    binary_losses, csr_logistic_rows, csr_rows, csr_softmax_rows, dot, floating, index_t,
-    ptrdiff_t, saxpy, sdot, smaxpy, smdot2, softmax_scores,
+    binary_losses, csr_logistic_rows, csr_rows, csr_softmax_passes, csr_softmax_rows, dot,
+    floating, index_t, ptrdiff_t, saxpy, sdot, smaxpy, smdot2, softmax_scores,
 )
 
 #: True when compiled with OpenMP (``n_threads > 1`` runs in parallel)
@@ -80,32 +82,51 @@ cdef struct Tuning:
     ptrdiff_t dense_ahead[2]
     # CSR entries prefetched ahead of the row being read (data and indices; 0: none)
     ptrdiff_t csr_ahead
+    # KiB: the largest interleaved copy of W and G (all threads) on which softmax CSR rows
+    # go in one fused pass; larger: two passes (see _run_csr)
+    ptrdiff_t softmax_fused_kib
+    # KiB of one thread's chunk of softmax scores in the two-pass loop
+    ptrdiff_t softmax_chunk_kib
+
+cdef enum:
+    # built-in defaults of the softmax CSR parameters (KiB); calibrate.py sets the first from
+    # this machine's last-level cache
+    SOFTMAX_FUSED_KIB = 4096
+    SOFTMAX_CHUNK_KIB = 4096
 
 # the built-in defaults (rowops.h), until set_tuning replaces them
 cdef Tuning _tuning
 _tuning.dense_ahead[0] = GD_AHEAD2_f64
 _tuning.dense_ahead[1] = GD_AHEAD2_f32
 _tuning.csr_ahead = GD_CSR_AHEAD
+_tuning.softmax_fused_kib = SOFTMAX_FUSED_KIB
+_tuning.softmax_chunk_kib = SOFTMAX_CHUNK_KIB
 
-#: the tunable parameters: bytes (dense rows) or entries (CSR) prefetched ahead
-TUNABLE = ("dense_ahead_f64", "dense_ahead_f32", "csr_ahead")
+#: the tunable parameters: bytes (dense rows) or entries (CSR) prefetched ahead; KiB of the
+#: largest copy on which softmax CSR rows go in one fused pass, and of a chunk of the other
+TUNABLE = ("dense_ahead_f64", "dense_ahead_f32", "csr_ahead", "softmax_fused_kib",
+           "softmax_chunk_kib")
 #: the largest value set_tuning accepts
 TUNING_MAX = 65536
 DEFAULT_TUNING = {"dense_ahead_f64": GD_AHEAD2_f64, "dense_ahead_f32": GD_AHEAD2_f32,
-                  "csr_ahead": GD_CSR_AHEAD}
+                  "csr_ahead": GD_CSR_AHEAD, "softmax_fused_kib": SOFTMAX_FUSED_KIB,
+                  "softmax_chunk_kib": SOFTMAX_CHUNK_KIB}
 
 
 def tuning():
-    """The prefetch distances in use, a dict keyed by :data:`TUNABLE`."""
+    """The machine-dependent parameters in use, a dict keyed by :data:`TUNABLE`."""
     return {"dense_ahead_f64": _tuning.dense_ahead[0], "dense_ahead_f32": _tuning.dense_ahead[1],
-            "csr_ahead": _tuning.csr_ahead}
+            "csr_ahead": _tuning.csr_ahead, "softmax_fused_kib": _tuning.softmax_fused_kib,
+            "softmax_chunk_kib": _tuning.softmax_chunk_kib}
 
 
 def set_tuning(**params):
-    """Set some of the prefetch distances (names of :data:`TUNABLE`, integers 0 to
-    :data:`TUNING_MAX`; 0 turns that software prefetch off). They change only the speed of
-    the kernels, never their results. Unknown names or bad values raise ValueError and set
-    nothing."""
+    """Set some of the machine-dependent parameters (names of :data:`TUNABLE`, integers 0 to
+    :data:`TUNING_MAX`): the prefetch distances (0 turns that software prefetch off), the
+    largest interleaved copy (KiB) on which softmax CSR rows go in one fused pass rather than
+    two (0: always two), and the KiB of a chunk of the two passes (0: one row). They change
+    only the speed of the kernels, never their results. Unknown names or bad values raise
+    ValueError and set nothing."""
     for name, value in params.items():
         if name not in TUNABLE:
             raise ValueError(f"unknown tuning parameter {name!r}; known: {', '.join(TUNABLE)}")
@@ -116,8 +137,12 @@ def set_tuning(**params):
             _tuning.dense_ahead[0] = value
         elif name == "dense_ahead_f32":
             _tuning.dense_ahead[1] = value
-        else:
+        elif name == "csr_ahead":
             _tuning.csr_ahead = value
+        elif name == "softmax_fused_kib":
+            _tuning.softmax_fused_kib = value
+        else:
+            _tuning.softmax_chunk_kib = value
 
 
 # ---------------------------------------------------------------------------- row loops
@@ -260,15 +285,19 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
 cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] indices,
                          const index_t[::1] indptr, const double[::1] y, const double[::1] coef,
                          const double *W, double *G, ptrdiff_t n_classes, ptrdiff_t p,
-                         ptrdiff_t stride, bint transposed, ptrdiff_t lo, ptrdiff_t hi, double *s,
-                         double *loss_out, ptrdiff_t *n_bad_index, ptrdiff_t ahead) noexcept nogil:
+                         ptrdiff_t stride, bint transposed, ptrdiff_t chunk, ptrdiff_t lo,
+                         ptrdiff_t hi, double *s, double *loss_out, ptrdiff_t *n_bad_index,
+                         ptrdiff_t ahead) noexcept nogil:
     """Rows lo:hi into G; returns the number of bad labels, counts bad indices.
 
     ``stride`` (binary objectives): ``w_j`` at ``W[j stride]``, ``g_j`` at ``G[j stride]``.
-    ``transposed`` (softmax): W and G are one copy, column-major and interleaved by column
-    and by four classes (rowops.h, softmax rows): ``W[k, j]`` at ``W[2 Kp j + 8 (k // 4) +
-    k % 4]``, ``G[k, j]`` 4 doubles further, ``G`` pointing at the same 64-byte aligned copy;
-    ``s`` has room for ``2 Kp`` doubles.
+    ``transposed`` (softmax), ``chunk`` 0: W and G are one copy, column-major and interleaved
+    by column and by four classes (rowops.h, softmax rows): ``W[k, j]`` at ``W[2 Kp j + 8 (k
+    // 4) + k % 4]``, ``G[k, j]`` 4 doubles further, ``G`` pointing at the same 64-byte
+    aligned copy; ``s`` has room for ``2 Kp`` doubles. ``transposed``, ``chunk`` > 0: the two
+    passes over chunks of that many rows on separate copies, ``W[k, j]`` at ``W[Kp j + k]``
+    and ``G[k, j]`` at ``G[Kp j + k]``; ``s`` has room for ``chunk`` Kp doubles and then
+    ``chunk`` row numbers.
     """
     cdef ptrdiff_t i, k, cls, start, nnz, bad, n_bad = 0
     cdef double c, loss = 0.0
@@ -295,6 +324,14 @@ cdef ptrdiff_t _csr_rows(int obj, const floating[::1] data, const index_t[::1] i
         loss_out[0] = csr_rows(obj, vbase, ibase, &indptr[0], lo, hi, &y[0], &coef[0], W, G,
                                stride, p, ahead, n_bad_index)
         return 0
+    if transposed and chunk > 0:
+        # every row's scores of a chunk on W's copy, then every row's update on G's
+        # (rowops.h gd_csr_softmax_passes)
+        loss_out[0] = csr_softmax_passes(vbase, ibase, &indptr[0], lo, hi, &y[0], &coef[0], W, G,
+                                         n_classes, p, ahead, s,
+                                         <ptrdiff_t *> (s + chunk * ((n_classes + 3) // 4 * 4)),
+                                         chunk, n_bad_index, &n_bad)
+        return n_bad
     if transposed:
         # each row's scores in one loop with the previous row's update (rowops.h
         # gd_csr_softmax_rows)
@@ -491,6 +528,11 @@ cdef double _run_dense(int obj, const floating[:, ::1] X, const double[::1] y,
     return _finish(sc, nt, G, n_classes * p, p, nt)
 
 
+cdef inline ptrdiff_t _round8(ptrdiff_t n) noexcept nogil:
+    """``n`` rounded up to a multiple of 8 (doubles: a 64-byte line)."""
+    return (n + 7) // 8 * 8
+
+
 cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indices,
                      const index_t[::1] indptr, const double[::1] y, const double[::1] coef,
                      const double *W, double *G, ptrdiff_t n_classes, ptrdiff_t p,
@@ -516,19 +558,47 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
     cdef bint interleaved = obj != SOFTMAX and nnz >= p and 2 * p * nt <= INTERLEAVE_MAX
     cdef bint copied = transposed or interleaved
     cdef ptrdiff_t stride = 2 if interleaved else 1
-    cdef ptrdiff_t block = 2 * Kp * p if transposed else 2 * p  # doubles of one thread's copy
+    # Softmax rows whose interleaved copies (all threads) would be larger than
+    # softmax_fused_kib go in two passes over chunks of rows instead, on a copy of W alone
+    # (shared by the threads) and one of G alone a thread, each half the size: for the
+    # benchmark block (10 classes padded to 12, 50000 columns) 9.6 MB against 4.8 MB, on a
+    # Zen 1 VM with 8 MB of L3. Both return the same bits (rowops.h), so the choice may
+    # depend on the machine: calibrate.py sets softmax_fused_kib from its last-level cache.
+    cdef bint passes = transposed and nt * 2 * Kp * p > _tuning.softmax_fused_kib * 128
+    # rows a chunk: softmax_chunk_kib of scores and row numbers
+    cdef ptrdiff_t chunk = (max(1, min(_tuning.softmax_chunk_kib * 128 // (Kp + 1),
+                                       (n + nt - 1) // nt)) if passes else 0)
+    cdef ptrdiff_t wsize = _round8(Kp * p)  # doubles of a copy of W or G alone
+    cdef ptrdiff_t block  # doubles of one thread's part of the copy
+    cdef ptrdiff_t shared = wsize if passes else 0  # doubles before the threads' parts
+    if passes:
+        block = wsize + _round8(chunk * Kp) + _round8(chunk)
+    elif transposed:
+        block = 2 * Kp * p
+    else:
+        block = 2 * p
     cdef _Scratch sc = _Scratch(nt, 2 * Kp, 0 if copied else P)
     cdef _Doubles copy = None
     cdef double *cbase = NULL
     cdef double *c
+    cdef const double *wt
+    cdef double *gt
+    cdef double *st
     cdef ptrdiff_t ahead = _tuning.csr_ahead
     if copied:
-        copy = _take(nt * block + 8)
+        copy = _take(shared + nt * block + 8)
         cbase = _align64(copy.data)
         with nogil:
+            if passes:
+                for j in range(p):
+                    for k in range(Kp):
+                        cbase[Kp * j + k] = W[k * p + j] if k < n_classes else 0.0
             for t in range(nt):
-                c = cbase + t * block
-                if transposed:
+                c = cbase + shared + t * block
+                if passes:
+                    for j in range(wsize):
+                        c[j] = 0.0
+                elif transposed:
                     for j in range(p):
                         for k in range(2 * Kp):
                             c[2 * Kp * j + k] = 0.0
@@ -542,27 +612,39 @@ cdef double _run_csr(int obj, const floating[::1] data, const index_t[::1] indic
         if nt == 1:
             sc.bad[0] = _csr_rows(obj, data, indices, indptr, y, coef,
                                   <const double *> cbase if copied else W,
-                                  cbase + (0 if transposed else 1) if copied else G,
-                                  n_classes, p, stride, transposed, 0, n, sc.scores, sc.loss,
+                                  (cbase + shared if passes else cbase + (0 if transposed else 1))
+                                  if copied else G, n_classes, p, stride, transposed, chunk, 0, n,
+                                  cbase + shared + wsize if passes else sc.scores, sc.loss,
                                   sc.bad + 1, ahead)
         else:
             for t in prange(nt, num_threads=nt, schedule="static", chunksize=1):
                 lo = t * n // nt
                 hi = (t + 1) * n // nt
-                sc.bad[t] = _csr_rows(obj, data, indices, indptr, y, coef,
-                                      <const double *> (cbase + t * block) if copied else W,
-                                      cbase + t * block + (0 if transposed else 1) if copied
-                                      else (G if t == 0 else sc.grads + (t - 1) * P),
-                                      n_classes, p, stride, transposed, lo, hi,
-                                      sc.scores + t * 2 * Kp, sc.loss + t, sc.bad + nt + t,
-                                      ahead)
+                st = sc.scores + t * 2 * Kp
+                if passes:
+                    wt = cbase
+                    gt = cbase + shared + t * block
+                    st = gt + wsize
+                elif copied:
+                    wt = cbase + t * block
+                    gt = cbase + t * block + (0 if transposed else 1)
+                else:
+                    wt = W
+                    gt = G if t == 0 else sc.grads + (t - 1) * P
+                sc.bad[t] = _csr_rows(obj, data, indices, indptr, y, coef, wt, gt, n_classes, p,
+                                      stride, transposed, chunk, lo, hi, st, sc.loss + t,
+                                      sc.bad + nt + t, ahead)
         # the threads' gradients added into G in thread order
         if transposed:
             for t in range(nt):
-                c = cbase + t * block + 4
+                c = cbase + shared + t * block
                 for k in range(n_classes):
-                    for j in range(p):
-                        G[k * p + j] += c[2 * Kp * j + 8 * (k // 4) + k % 4]
+                    if passes:
+                        for j in range(p):
+                            G[k * p + j] += c[Kp * j + k]
+                    else:
+                        for j in range(p):
+                            G[k * p + j] += c[2 * Kp * j + 8 * (k // 4) + k % 4 + 4]
         elif interleaved:
             for t in range(nt):
                 c = cbase + t * block + 1

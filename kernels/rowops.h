@@ -22,8 +22,9 @@
  * of range into `bad`, so that the caller can skip the row and report it. Parameters and
  * gradient are read at idx * stride: stride 2 on an interleaved copy (w_j and g_j adjacent)
  * makes the update of a row hit the cache lines its dot product has just brought into L1.
- * The row loops (gd_csr_rows, gd_csr_logistic_rows, gd_csr_softmax_rows) are here rather
- * than in Cython so that they are compiled for the CPU with their primitives inlined.
+ * The row loops (gd_csr_rows, gd_csr_logistic_rows, gd_csr_softmax_rows and its two-pass
+ * twin gd_csr_softmax_passes) are here rather than in Cython so that they are compiled for
+ * the CPU with their primitives inlined.
  */
 #ifndef GDCODE_ROWOPS_H
 #define GDCODE_ROWOPS_H
@@ -800,25 +801,26 @@ GD_CSR_LOGISTIC_ROWS(f32_i64, float, int64_t)
  * vectors); within a group, even and odd nonzeros sum into two sets of partial sums, so
  * that the dependency chains are half as long. The block base must be 64-byte aligned. */
 #if defined(__GNUC__)
-/* acc_n += vq * W vector n of the block group at r, n < NV */
-#define GD_KACC(acc, r, vq, NV)                                                           \
+/* acc_n += vq * W vector n of the group at r, n < NV; the group's vectors are VS doubles
+ * apart (8 in the interleaved copy, 4 in the copies of W alone of the two-pass loop) */
+#define GD_KACC(acc, r, vq, NV, VS)                                                       \
     {                                                                                     \
         const double *r_ = (r);                                                           \
         const gd_v4d v_ = GD_V4(vq);                                                      \
         acc##0 += v_ * gd_load_f64(r_);                                                   \
-        if ((NV) > 1) acc##1 += v_ * gd_load_f64(r_ + 8);                                 \
-        if ((NV) > 2) acc##2 += v_ * gd_load_f64(r_ + 16);                                \
-        if ((NV) > 3) acc##3 += v_ * gd_load_f64(r_ + 24);                                \
+        if ((NV) > 1) acc##1 += v_ * gd_load_f64(r_ + (VS));                              \
+        if ((NV) > 2) acc##2 += v_ * gd_load_f64(r_ + 2 * (VS));                          \
+        if ((NV) > 3) acc##3 += v_ * gd_load_f64(r_ + 3 * (VS));                          \
     }
-/* G vector n of the block group at r += d_n vq, n < NV */
-#define GD_KUPD(r, vq, NV)                                                                \
+/* G vector n of the group at r += d_n vq, n < NV, the vectors VS doubles apart */
+#define GD_KUPD(r, vq, NV, VS)                                                            \
     {                                                                                     \
-        double *r_ = (r) + 4;                                                             \
+        double *r_ = (r);                                                                 \
         const gd_v4d v_ = GD_V4(vq);                                                      \
         gd_store_f64(r_, gd_load_f64(r_) + d0 * v_);                                      \
-        if ((NV) > 1) gd_store_f64(r_ + 8, gd_load_f64(r_ + 8) + d1 * v_);                \
-        if ((NV) > 2) gd_store_f64(r_ + 16, gd_load_f64(r_ + 16) + d2 * v_);              \
-        if ((NV) > 3) gd_store_f64(r_ + 24, gd_load_f64(r_ + 24) + d3 * v_);              \
+        if ((NV) > 1) gd_store_f64(r_ + (VS), gd_load_f64(r_ + (VS)) + d1 * v_);          \
+        if ((NV) > 2) gd_store_f64(r_ + 2 * (VS), gd_load_f64(r_ + 2 * (VS)) + d2 * v_);  \
+        if ((NV) > 3) gd_store_f64(r_ + 3 * (VS), gd_load_f64(r_ + 3 * (VS)) + d3 * v_);  \
     }
 /* the new row's scores of classes k0..k0+4NV-1 into s + k0, in one loop with the old row's
  * update of those classes (derivatives ao + k0); the first group counts bad indices */
@@ -835,27 +837,27 @@ GD_CSR_LOGISTIC_ROWS(f32_i64, float, int64_t)
             const uint64_t c0 = (uint64_t)idx[q], c1 = (uint64_t)idx[q + 1];              \
             const ptrdiff_t o0 = (ptrdiff_t)io[q], o1 = (ptrdiff_t)io[q + 1];             \
             if (c0 < ud && c1 < ud) {                                                     \
-                GD_KACC(a, wk + c0 * B, (double)v[q], NV)                                 \
-                GD_KUPD(wk + o0 * B, (double)vo[q], NV)                                   \
-                GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV)                             \
-                GD_KUPD(wk + o1 * B, (double)vo[q + 1], NV)                               \
+                GD_KACC(a, wk + c0 * B, (double)v[q], NV, 8)                              \
+                GD_KUPD(wk + o0 * B + 4, (double)vo[q], NV, 8)                            \
+                GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV, 8)                          \
+                GD_KUPD(wk + o1 * B + 4, (double)vo[q + 1], NV, 8)                        \
                 continue;                                                                 \
             }                                                                             \
-            if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV) else nbad += first;    \
-            GD_KUPD(wk + o0 * B, (double)vo[q], NV)                                       \
-            if (c1 < ud) GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV) else nbad += first; \
-            GD_KUPD(wk + o1 * B, (double)vo[q + 1], NV)                                   \
+            if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV, 8) else nbad += first; \
+            GD_KUPD(wk + o0 * B + 4, (double)vo[q], NV, 8)                                \
+            if (c1 < ud) GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV, 8) else nbad += first; \
+            GD_KUPD(wk + o1 * B + 4, (double)vo[q + 1], NV, 8)                            \
         }                                                                                 \
         for (u = q; u < no; u++)                                                          \
-            GD_KUPD(wk + (ptrdiff_t)io[u] * B, (double)vo[u], NV)                         \
+            GD_KUPD(wk + (ptrdiff_t)io[u] * B + 4, (double)vo[u], NV, 8)                  \
         for (; q + 2 <= nnz; q += 2) {                                                    \
             const uint64_t c0 = (uint64_t)idx[q], c1 = (uint64_t)idx[q + 1];              \
-            if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV) else nbad += first;    \
-            if (c1 < ud) GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV) else nbad += first; \
+            if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV, 8) else nbad += first; \
+            if (c1 < ud) GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV, 8) else nbad += first; \
         }                                                                                 \
         if (q < nnz) {                                                                    \
             const uint64_t c0 = (uint64_t)idx[q];                                         \
-            if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV) else nbad += first;    \
+            if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV, 8) else nbad += first; \
         }                                                                                 \
         gd_store_f64(s + k0, a0 + b0);                                                    \
         if ((NV) > 1) gd_store_f64(s + k0 + 4, a1 + b1);                                  \
@@ -925,6 +927,74 @@ GD_INLINE void gd_kzip_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, double 
     }                                                                                     \
     *bad += nbad;                                                                         \
 }
+/* Two passes instead (gd_csr_softmax_passes below): copies of W alone and of G alone,
+ * column-major, column j's Kp classes at w + Kp j (classes 4c..4c+3 in the vector at 4c).
+ * The scores of a row sum its nonzeros as GD_KZIP_GROUP does (even positions into a, odd
+ * ones into b, s = a + b), and each G entry gets the same products added in the same order
+ * (row by row, each row's nonzeros in order), so the two loops return the same bits. */
+/* the scores of classes k0..k0+4NV-1 into s + k0; the first group counts bad indices */
+#define GD_KSCORE_GROUP(NV)                                                               \
+    {                                                                                     \
+        gd_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}; \
+        const double *wk = w + k0;                                                        \
+        ptrdiff_t q = 0;                                                                  \
+        for (; q + 2 <= nnz; q += 2) {                                                    \
+            const uint64_t c0 = (uint64_t)idx[q], c1 = (uint64_t)idx[q + 1];              \
+            if (c0 < ud) GD_KACC(a, wk + c0 * Kp, (double)v[q], NV, 4) else nbad += first; \
+            if (c1 < ud) GD_KACC(b, wk + c1 * Kp, (double)v[q + 1], NV, 4) else nbad += first; \
+        }                                                                                 \
+        if (q < nnz) {                                                                    \
+            const uint64_t c0 = (uint64_t)idx[q];                                         \
+            if (c0 < ud) GD_KACC(a, wk + c0 * Kp, (double)v[q], NV, 4) else nbad += first; \
+        }                                                                                 \
+        gd_store_f64(s + k0, a0 + b0);                                                    \
+        if ((NV) > 1) gd_store_f64(s + k0 + 4, a1 + b1);                                  \
+        if ((NV) > 2) gd_store_f64(s + k0 + 8, a2 + b2);                                  \
+        if ((NV) > 3) gd_store_f64(s + k0 + 12, a3 + b3);                                 \
+    }
+/* G of classes k0..k0+4NV-1 += the row times the derivatives ao + k0 */
+#define GD_KUPDATE_GROUP(NV)                                                              \
+    {                                                                                     \
+        gd_v4d d0 = gd_load_f64(ao + k0), d1 = d0, d2 = d0, d3 = d0;                      \
+        if ((NV) > 1) d1 = gd_load_f64(ao + k0 + 4);                                      \
+        if ((NV) > 2) d2 = gd_load_f64(ao + k0 + 8);                                      \
+        if ((NV) > 3) d3 = gd_load_f64(ao + k0 + 12);                                     \
+        double *gk = g + k0;                                                              \
+        for (ptrdiff_t q = 0; q < nnz; q++)                                               \
+            GD_KUPD(gk + (ptrdiff_t)idx[q] * Kp, (double)v[q], NV, 4)                     \
+    }
+#define GD_KGROUPS(GROUP)                                                                 \
+    for (ptrdiff_t k0 = 0; k0 < Kp; k0 += 16) {                                           \
+        const ptrdiff_t first = k0 == 0;                                                  \
+        (void)first;                                                                      \
+        switch (Kp - k0 >= 16 ? 4 : (Kp - k0) / 4) {                                      \
+        case 4: GROUP(4) break;                                                           \
+        case 3: GROUP(3) break;                                                           \
+        case 2: GROUP(2) break;                                                           \
+        default: GROUP(1) break;                                                          \
+        }                                                                                 \
+    }
+#define GD_KPASSES(SUFFIX, T, I)                                                          \
+/* s[0..Kp-1] = the scores of the row (v, idx, nnz) on the copy w of W alone (column      \
+ * indices outside 0..d-1 skipped and counted into bad); inlined, as gd_kzip */           \
+GD_INLINE void gd_kscores_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz,               \
+                                   const double *w, ptrdiff_t Kp, ptrdiff_t d, double *s, \
+                                   ptrdiff_t *bad)                                        \
+{                                                                                         \
+    const uint64_t ud = (uint64_t)d;                                                      \
+    ptrdiff_t nbad = 0;                                                                   \
+    GD_KGROUPS(GD_KSCORE_GROUP)                                                           \
+    *bad += nbad;                                                                         \
+}                                                                                         \
+                                                                                          \
+/* the copy g of G alone += the row (v, idx, nnz) times the derivatives ao[0..Kp-1] (its  \
+ * indices checked by gd_kscores) */                                                      \
+GD_INLINE void gd_kupdate_##SUFFIX(const double *ao, const T *v, const I *idx,            \
+                                   ptrdiff_t nnz, double *g, ptrdiff_t Kp)                \
+{                                                                                         \
+    GD_KGROUPS(GD_KUPDATE_GROUP)                                                          \
+}
+
 #else  /* plain C: the same layout and sums, lane by lane */
 #define GD_KZIP(SUFFIX, T, I)                                                             \
 static void gd_kzip_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, double *wg,          \
@@ -970,6 +1040,37 @@ static double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
         s[k] = s[k] / total;
     return smax + log(total) - s_label;
 }
+#define GD_KPASSES(SUFFIX, T, I)                                                          \
+static void gd_kscores_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, const double *w, \
+                                ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad)     \
+{                                                                                         \
+    ptrdiff_t q, k;                                                                       \
+    for (k = 0; k < Kp; k++) {                                                            \
+        double a = 0.0, b = 0.0;                                                          \
+        for (q = 0; q < nnz; q++) {                                                       \
+            const uint64_t c = (uint64_t)idx[q];                                          \
+            if (c >= (uint64_t)d) {                                                       \
+                if (k == 0)                                                               \
+                    (*bad)++;                                                             \
+                continue;                                                                 \
+            }                                                                             \
+            if (q % 2)                                                                    \
+                b += (double)v[q] * w[c * Kp + k];                                        \
+            else                                                                          \
+                a += (double)v[q] * w[c * Kp + k];                                        \
+        }                                                                                 \
+        s[k] = a + b;                                                                     \
+    }                                                                                     \
+}                                                                                         \
+                                                                                          \
+static void gd_kupdate_##SUFFIX(const double *ao, const T *v, const I *idx, ptrdiff_t nnz, \
+                                double *g, ptrdiff_t Kp)                                  \
+{                                                                                         \
+    for (ptrdiff_t q = 0; q < nnz; q++)                                                   \
+        for (ptrdiff_t k = 0; k < Kp; k++)                                                \
+            g[(ptrdiff_t)idx[q] * Kp + k] += ao[k] * (double)v[q];                        \
+}
+
 #endif
 
 /* The softmax CSR row loop of linear.pyx's _csr_rows on the copy above: rows lo..hi-1 with
@@ -1036,5 +1137,79 @@ GD_CSR_SOFTMAX_ROWS(f64_i32, double, int32_t)
 GD_CSR_SOFTMAX_ROWS(f64_i64, double, int64_t)
 GD_CSR_SOFTMAX_ROWS(f32_i32, float, int32_t)
 GD_CSR_SOFTMAX_ROWS(f32_i64, float, int64_t)
+
+/* The softmax CSR row loop of linear.pyx's _csr_rows in two passes, on the copies w of W
+ * alone and g of G alone (see GD_KPASSES): rows lo..hi-1 with nonzero coefficients, in
+ * chunks of up to `chunk` rows; for each chunk, every row's scores, loss and derivatives
+ * (into a: chunk x Kp doubles, row numbers in rows: chunk entries), then every row's update.
+ * One pass reads W's copy and the other G's, each half the size of the interleaved copy:
+ * when that one outgrows the last-level cache, the halves may still fit. Returns what
+ * gd_csr_softmax_rows returns, the same bits; skips and counts as it does. */
+#define GD_CSR_SOFTMAX_PASSES(SUFFIX, T, I)                                               \
+GD_KPASSES(SUFFIX, T, I)                                                                  \
+                                                                                          \
+GD_CLONES static double gd_csr_softmax_passes_##SUFFIX(const T *data, const I *indices,   \
+        const I *indptr, ptrdiff_t lo, ptrdiff_t hi, const double *y, const double *coef, \
+        const double *w, double *g, ptrdiff_t K, ptrdiff_t d, ptrdiff_t ahead, double *a, \
+        ptrdiff_t *rows, ptrdiff_t chunk, ptrdiff_t *n_bad_index, ptrdiff_t *n_bad_label) \
+{                                                                                         \
+    const ptrdiff_t Kp = (K + 3) / 4 * 4;                                                 \
+    double loss = 0.0;                                                                    \
+    ptrdiff_t i = lo, n, m, r, k;                                                         \
+    while (i < hi) {                                                                      \
+        for (n = 0; i < hi && n < chunk; i++) {                                           \
+            const double c = coef[i], label = y[i];                                       \
+            if (c == 0.0)                                                                 \
+                continue;                                                                 \
+            if (!(label >= 0.0 && label < (double)K) || (double)(ptrdiff_t)label != label) { \
+                (*n_bad_label)++;                                                         \
+                continue;                                                                 \
+            }                                                                             \
+            rows[n++] = i;                                                                \
+        }                                                                                 \
+        for (m = r = 0; r < n; r++) {                                                     \
+            const ptrdiff_t row = rows[r], start = (ptrdiff_t)indptr[row];                \
+            const ptrdiff_t nnz = (ptrdiff_t)indptr[row + 1] - start;                     \
+            double *s = a + m * Kp;                                                       \
+            ptrdiff_t bad = 0;                                                            \
+            if (ahead > 0 && nnz > 0) {                                                   \
+                gd_prefetch_stream(data + start, nnz * (ptrdiff_t)sizeof(T),              \
+                                   ahead * (ptrdiff_t)sizeof(T));                         \
+                gd_prefetch_stream(indices + start, nnz * (ptrdiff_t)sizeof(I),           \
+                                   ahead * (ptrdiff_t)sizeof(I));                         \
+            }                                                                             \
+            gd_kscores_##SUFFIX(data + start, indices + start, nnz, w, Kp, d, s, &bad);   \
+            if (bad) {                                                                    \
+                *n_bad_index += bad;                                                      \
+                continue;                                                                 \
+            }                                                                             \
+            const ptrdiff_t cls = (ptrdiff_t)y[row];                                      \
+            const double c = coef[row];                                                   \
+            loss = loss + c * gd_softmax(s, K, cls);                                      \
+            for (k = 0; k < K; k++)                                                       \
+                s[k] = k == cls ? c * (s[k] - 1.0) : c * s[k];                            \
+            for (; k < Kp; k++)                                                           \
+                s[k] = 0.0;                                                               \
+            rows[m++] = row;                                                              \
+        }                                                                                 \
+        for (r = 0; r < m; r++) {                                                         \
+            const ptrdiff_t start = (ptrdiff_t)indptr[rows[r]];                           \
+            const ptrdiff_t nnz = (ptrdiff_t)indptr[rows[r] + 1] - start;                 \
+            if (ahead > 0 && nnz > 0) {                                                   \
+                gd_prefetch_stream(data + start, nnz * (ptrdiff_t)sizeof(T),              \
+                                   ahead * (ptrdiff_t)sizeof(T));                         \
+                gd_prefetch_stream(indices + start, nnz * (ptrdiff_t)sizeof(I),           \
+                                   ahead * (ptrdiff_t)sizeof(I));                         \
+            }                                                                             \
+            gd_kupdate_##SUFFIX(a + r * Kp, data + start, indices + start, nnz, g, Kp);   \
+        }                                                                                 \
+    }                                                                                     \
+    return loss;                                                                          \
+}
+
+GD_CSR_SOFTMAX_PASSES(f64_i32, double, int32_t)
+GD_CSR_SOFTMAX_PASSES(f64_i64, double, int64_t)
+GD_CSR_SOFTMAX_PASSES(f32_i32, float, int32_t)
+GD_CSR_SOFTMAX_PASSES(f32_i64, float, int64_t)
 
 #endif /* GDCODE_ROWOPS_H */

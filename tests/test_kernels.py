@@ -168,6 +168,133 @@ def test_softmax_csr_bad_index_on_the_interleaved_copy():
                 X.data, indices, X.indptr, y, np.ones(200), np.zeros((20, 30)), np.zeros((20, 30)))
 
 
+@pytest.fixture
+def softmax_loop():
+    """Force the loop of softmax CSR rows on the column-major copies: ``"fused"`` (each row's
+    scores in one loop with the previous row's update, on the interleaved copy) or
+    ``"passes"`` (two passes over chunks of ``chunk_kib`` KiB of scores; 0: one row a chunk).
+    The tuning is restored afterwards."""
+    linear = kernels._linear
+    saved = linear.tuning()
+
+    def force(loop: str, chunk_kib: int = 1) -> None:
+        if loop == "fused":
+            linear.set_tuning(softmax_fused_kib=linear.TUNING_MAX)
+        else:
+            linear.set_tuning(softmax_fused_kib=0, softmax_chunk_kib=chunk_kib)
+
+    yield force
+    linear.set_tuning(**saved)
+
+
+def softmax_csr_case(rng, n, p, n_classes, dtype=np.float64, index_dtype=np.int32):
+    """A CSR block with empty rows (every 9th), labels 0..K-1, coefficients with zeros
+    (every 7th) and parameters W (K, p)."""
+    X = csr_block(n, p, rng, density=0.25, dtype=dtype)
+    X = (sp.diags((np.arange(n) % 9 != 4).astype(dtype)) @ X).tocsr()
+    X.eliminate_zeros()
+    X.indices = X.indices.astype(index_dtype)
+    X.indptr = X.indptr.astype(index_dtype)
+    y = rng.integers(0, n_classes, size=n).astype(np.float64)
+    coef = rng.standard_normal(n)
+    coef[3::7] = 0.0
+    W = rng.standard_normal((n_classes, p)) / np.sqrt(p)
+    return X, y, coef, W
+
+
+def softmax_csr(X, y, coef, W, compiled=True, n_threads=1, indices=None):
+    G = np.full_like(W, 0.25)
+    fn = kernels.get("softmax_csr", compiled=compiled)
+    loss = fn(X.data, X.indices if indices is None else indices, X.indptr, y, coef, W, G,
+              n_threads=n_threads)
+    return loss, G
+
+
+@compiled_only
+@pytest.mark.parametrize("loop", ["fused", "passes"])
+@pytest.mark.parametrize("n_classes", [1, 2, 3, 4, 5, 10, 17])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_softmax_csr_loops_agree_with_twin(softmax_loop, loop, n_classes, index_dtype, dtype):
+    """Both loops of softmax CSR rows on the column-major copies, the two passes in chunks of
+    a few rows, against the twin: empty rows, zero coefficients, K not a multiple of 4 (K = 1
+    takes the row-major path whatever the setting)."""
+    rng = np.random.default_rng([14, n_classes])
+    X, y, coef, W = softmax_csr_case(rng, 150, 40, n_classes, dtype, index_dtype)
+    softmax_loop(loop)
+    loss_c, grad_c = softmax_csr(X, y, coef, W)
+    loss_t, grad_t = softmax_csr(X, y, coef, W, compiled=False)
+    assert loss_c == pytest.approx(loss_t, rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(grad_c, grad_t, rtol=0, atol=1e-10 * np.abs(grad_t).max())
+
+
+@compiled_only
+@pytest.mark.parametrize("loop", ["fused", "passes"])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+def test_softmax_csr_loops_count_bad_labels_and_indices_as_the_twin(softmax_loop, loop,
+                                                                   index_dtype):
+    """Labels that are not class numbers and column indices out of range, in rows that count
+    (a bad label on a row with coefficient 0 does not), raise with the twin's counts."""
+    rng = np.random.default_rng(15)
+    X, y, coef, W = softmax_csr_case(rng, 120, 30, 5, index_dtype=index_dtype)
+    softmax_loop(loop)
+    bad_y = y.copy()
+    bad_y[[1, 18, 33]] = [5.0, -1.0, 2.5]
+    bad_y[3] = 9.0  # coefficient 0: skipped by both
+    for compiled in (True, False):
+        with pytest.raises(ValueError, match="^3 labels are not class numbers"):
+            softmax_csr(X, bad_y, coef, W, compiled=compiled)
+    indices = X.indices.copy()
+    rows = [r for r in range(20, 120) if coef[r] != 0 and X.indptr[r + 1] - X.indptr[r] >= 2]
+    indices[X.indptr[rows[0]]] = 30
+    indices[X.indptr[rows[1]] + 1] = -1
+    for compiled in (True, False):
+        with pytest.raises(ValueError, match="^2 column indices are outside"):
+            softmax_csr(X, y, coef, W, compiled=compiled, indices=indices)
+
+
+@compiled_only
+@pytest.mark.parametrize("n_classes", [2, 3, 4, 5, 10, 17, 33])
+@pytest.mark.parametrize("index_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_softmax_csr_two_passes_give_the_fused_bits(softmax_loop, n_classes, index_dtype, dtype,
+                                                     n_threads):
+    """The two-pass loop returns the fused loop's loss and gradient bit for bit, in chunks of
+    one row, of a few rows or of the whole block (so which of them runs may depend on the
+    machine); the same counts of bad labels and indices, a bad label hiding its row's bad
+    index in both."""
+    rng = np.random.default_rng([16, n_classes, n_threads])
+    X, y, coef, W = softmax_csr_case(rng, 211, 60, n_classes, dtype, index_dtype)
+    softmax_loop("fused")
+    want = softmax_csr(X, y, coef, W, n_threads=n_threads)
+    bad_y = y.copy()
+    bad_y[[0, 11, 12]] = [n_classes, -2.0, 0.5]
+    indices = X.indices.copy()
+    assert X.indptr[13] > X.indptr[12] and X.indptr[101] > X.indptr[100] and coef[100] != 0
+    indices[X.indptr[12]] = 60  # hidden by the bad label of row 12
+    indices[X.indptr[100]] = 61
+    errors = []
+    for args in ((bad_y, X.indices), (y, indices), (bad_y, indices)):
+        with pytest.raises(ValueError) as err:
+            softmax_csr(X, args[0], coef, W, n_threads=n_threads, indices=args[1])
+        errors.append(str(err.value))
+    for chunk_kib in (0, 1, linear_max()):
+        softmax_loop("passes", chunk_kib)
+        loss, grad = softmax_csr(X, y, coef, W, n_threads=n_threads)
+        assert loss == want[0]
+        np.testing.assert_array_equal(grad, want[1])
+        for args, message in zip(((bad_y, X.indices), (y, indices), (bad_y, indices)), errors,
+                                 strict=True):
+            with pytest.raises(ValueError) as err:
+                softmax_csr(X, args[0], coef, W, n_threads=n_threads, indices=args[1])
+            assert str(err.value) == message
+
+
+def linear_max() -> int:
+    return kernels._linear.TUNING_MAX
+
+
 @compiled_only
 @pytest.mark.parametrize("stem", STEMS)
 def test_csr_row_slice_without_copy(stem):

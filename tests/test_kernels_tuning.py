@@ -49,14 +49,17 @@ def test_set_tuning_refuses_bad_values_and_sets_nothing(bad):
 
 @compiled_only
 def test_set_tuning_round_trip():
-    linear.set_tuning(dense_ahead_f64=0, dense_ahead_f32=12288, csr_ahead=64)
-    assert linear.tuning() == {"dense_ahead_f64": 0, "dense_ahead_f32": 12288, "csr_ahead": 64}
+    setting = {"dense_ahead_f64": 0, "dense_ahead_f32": 12288, "csr_ahead": 64,
+               "softmax_fused_kib": 5120, "softmax_chunk_kib": 0}
+    linear.set_tuning(**setting)
+    assert linear.tuning() == setting
     assert set(linear.DEFAULT_TUNING) == set(linear.TUNABLE)
 
 
 def _all_outputs():
     """(loss, grad) of every loss-and-gradient kernel on dense float64, float32 and CSR
-    blocks big enough for every code path (pipelines, interleaved copies)."""
+    blocks big enough for every code path (pipelines, interleaved copies; softmax CSR rows
+    fused or in two passes, as the tuning says)."""
     rng = np.random.default_rng(20)
     import scipy.sparse as sp
 
@@ -79,11 +82,16 @@ def _all_outputs():
 
 @compiled_only
 def test_results_do_not_depend_on_the_distances():
-    """Bit for bit: prefetching changes when data arrives, never the arithmetic."""
-    linear.set_tuning(**linear.DEFAULT_TUNING)
+    """Bit for bit: prefetching changes when data arrives, never the arithmetic; softmax CSR
+    rows in one fused pass or in two, in chunks of any size, add the same numbers in the same
+    order."""
+    linear.set_tuning(**{**linear.DEFAULT_TUNING, "softmax_fused_kib": linear.TUNING_MAX})
     want = _all_outputs()
-    for setting in ({"dense_ahead_f64": 0, "dense_ahead_f32": 0, "csr_ahead": 0},
-                    {"dense_ahead_f64": 16384, "dense_ahead_f32": 64, "csr_ahead": 1024}):
+    for setting in ({"dense_ahead_f64": 0, "dense_ahead_f32": 0, "csr_ahead": 0,
+                     "softmax_fused_kib": 0, "softmax_chunk_kib": 0},
+                    {"dense_ahead_f64": 16384, "dense_ahead_f32": 64, "csr_ahead": 1024,
+                     "softmax_fused_kib": 0, "softmax_chunk_kib": 1},
+                    {"softmax_chunk_kib": linear.TUNING_MAX}):
         linear.set_tuning(**setting)
         for (loss, g), (loss0, g0) in zip(_all_outputs(), want, strict=True):
             assert loss == loss0
@@ -178,9 +186,11 @@ def test_concurrent_writers_and_readers_see_whole_files(tmp_path):
 @compiled_only
 def test_apply_cached_uses_this_machines_entry():
     key = tuning.machine_key(linear)
-    tuning.write(key, {"dense_ahead_f64": 8192, "dense_ahead_f32": 12288, "csr_ahead": 64})
+    params = {"dense_ahead_f64": 8192, "dense_ahead_f32": 12288, "csr_ahead": 64,
+              "softmax_fused_kib": 6144}
+    tuning.write(key, params)
     assert tuning.apply_cached(linear) == "cache"
-    assert linear.tuning() == {"dense_ahead_f64": 8192, "dense_ahead_f32": 12288, "csr_ahead": 64}
+    assert linear.tuning() == {**linear.DEFAULT_TUNING, **params}
     assert "dense_ahead_f64=8192" in tuning.describe(linear)
 
 
@@ -220,7 +230,7 @@ def test_calibrate_picks_candidates_and_measures_each():
     assert params["dense_ahead_f64"] in calibrate.DENSE_CANDIDATES
     assert params["dense_ahead_f32"] in calibrate.DENSE_CANDIDATES
     assert params["csr_ahead"] in calibrate.CSR_CANDIDATES
-    assert linear.tuning() == params
+    assert {name: linear.tuning()[name] for name in params} == params
     for name, candidates in (("dense_ahead_f64", calibrate.DENSE_CANDIDATES),
                              ("csr_ahead", calibrate.CSR_CANDIDATES)):
         assert sorted(int(c) for c in measured[name]) == sorted(candidates)
