@@ -823,7 +823,11 @@ GD_CSR_LOGISTIC_ROWS(f32_i64, float, int64_t)
         if ((NV) > 3) gd_store_f64(r_ + 3 * (VS), gd_load_f64(r_ + 3 * (VS)) + d3 * v_);  \
     }
 /* the new row's scores of classes k0..k0+4NV-1 into s + k0, in one loop with the old row's
- * update of those classes (derivatives ao + k0); the first group counts bad indices */
+ * update of those classes (derivatives ao + k0); the first group counts bad indices. Each
+ * term and update is written once: when a second way for rows without bad indices repeated
+ * them, GCC (AVX2 everywhere, without target_clones) shared a product between the two ways
+ * and did not fuse it into a multiply-add, so that this loop's gradient differed in the last
+ * bit from gd_csr_softmax_passes', whose terms and updates it must equal. */
 #define GD_KZIP_GROUP(NV)                                                                 \
     {                                                                                     \
         gd_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}; \
@@ -835,18 +839,10 @@ GD_CSR_LOGISTIC_ROWS(f32_i64, float, int64_t)
         ptrdiff_t q = 0, u;                                                               \
         for (; q + 2 <= m; q += 2) {                                                      \
             const uint64_t c0 = (uint64_t)idx[q], c1 = (uint64_t)idx[q + 1];              \
-            const ptrdiff_t o0 = (ptrdiff_t)io[q], o1 = (ptrdiff_t)io[q + 1];             \
-            if (c0 < ud && c1 < ud) {                                                     \
-                GD_KACC(a, wk + c0 * B, (double)v[q], NV, 8)                              \
-                GD_KUPD(wk + o0 * B + 4, (double)vo[q], NV, 8)                            \
-                GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV, 8)                          \
-                GD_KUPD(wk + o1 * B + 4, (double)vo[q + 1], NV, 8)                        \
-                continue;                                                                 \
-            }                                                                             \
             if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV, 8) else nbad += first; \
-            GD_KUPD(wk + o0 * B + 4, (double)vo[q], NV, 8)                                \
+            GD_KUPD(wk + (ptrdiff_t)io[q] * B + 4, (double)vo[q], NV, 8)                  \
             if (c1 < ud) GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV, 8) else nbad += first; \
-            GD_KUPD(wk + o1 * B + 4, (double)vo[q + 1], NV, 8)                            \
+            GD_KUPD(wk + (ptrdiff_t)io[q + 1] * B + 4, (double)vo[q + 1], NV, 8)          \
         }                                                                                 \
         for (u = q; u < no; u++)                                                          \
             GD_KUPD(wk + (ptrdiff_t)io[u] * B + 4, (double)vo[u], NV, 8)                  \

@@ -188,11 +188,16 @@ def softmax_loop():
 
 
 def softmax_csr_case(rng, n, p, n_classes, dtype=np.float64, index_dtype=np.int32):
-    """A CSR block with empty rows (every 9th), labels 0..K-1, coefficients with zeros
-    (every 7th) and parameters W (K, p)."""
+    """A CSR block with empty rows (every 9th), rows that name a column twice (in entries 0
+    and 1 or 1 and 2, every 5th), labels 0..K-1, coefficients with zeros (every 7th) and
+    parameters W (K, p)."""
     X = csr_block(n, p, rng, density=0.25, dtype=dtype)
     X = (sp.diags((np.arange(n) % 9 != 4).astype(dtype)) @ X).tocsr()
     X.eliminate_zeros()
+    for r in range(n):
+        start = X.indptr[r]
+        if X.indptr[r + 1] - start >= 3 and r % 5 < 2:
+            X.indices[start + 1 + r % 5] = X.indices[start + r % 5]
     X.indices = X.indices.astype(index_dtype)
     X.indptr = X.indptr.astype(index_dtype)
     y = rng.integers(0, n_classes, size=n).astype(np.float64)
