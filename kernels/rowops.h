@@ -970,6 +970,49 @@ GD_INLINE void gd_kzip_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, double 
         default: GROUP(1) break;                                                          \
         }                                                                                 \
     }
+/* gd_softmax and the derivatives of the softmax row loops for four rows at once, one row a
+ * lane: a row's K scores at a + b Kp (b = 0..3, row numbers rows[b]) become its derivatives
+ * coef (p_k - [k == label]), 0 for the padding classes up to Kp; returns loss plus the
+ * rows' coefficient-weighted losses, added in row order. Each number goes through the
+ * operations that gd_softmax gives it, so the bits are the same; the four rows' exps,
+ * sums and divisions go side by side instead of one row's dependency chain at a time. */
+#define GD_ROWS4(k) ((gd_v4d){a[(k)], a[Kp + (k)], a[2 * Kp + (k)], a[3 * Kp + (k)]})
+#define GD_SET_ROWS4(k, x)                                                                \
+    {                                                                                     \
+        const gd_v4d x_ = (x);                                                            \
+        a[(k)] = x_[0];                                                                   \
+        a[Kp + (k)] = x_[1];                                                              \
+        a[2 * Kp + (k)] = x_[2];                                                          \
+        a[3 * Kp + (k)] = x_[3];                                                          \
+    }
+GD_INLINE double gd_softmax_rows4(double *a, ptrdiff_t Kp, ptrdiff_t K, const ptrdiff_t *rows,
+                                  const double *y, const double *coef, double loss)
+{
+    const gd_v4d cls = {y[rows[0]], y[rows[1]], y[rows[2]], y[rows[3]]};
+    const gd_v4d c = {coef[rows[0]], coef[rows[1]], coef[rows[2]], coef[rows[3]]};
+    const gd_v4d s_label = {a[(ptrdiff_t)cls[0]], a[Kp + (ptrdiff_t)cls[1]],
+                            a[2 * Kp + (ptrdiff_t)cls[2]], a[3 * Kp + (ptrdiff_t)cls[3]]};
+    gd_v4d smax = GD_ROWS4(0), total = GD_V4(0.0), x;
+    ptrdiff_t k;
+    for (k = 1; k < K; k++) {
+        x = GD_ROWS4(k);
+        smax = GD_SELECT(x > smax, x, smax);
+    }
+    for (k = 0; k < K; k++) {
+        GD_EXP_NONPOS(x, GD_ROWS4(k) - smax);
+        total += x;
+        GD_SET_ROWS4(k, x)
+    }
+    for (k = 0; k < K; k++) {
+        x = GD_ROWS4(k) / total;
+        GD_SET_ROWS4(k, c * GD_SELECT(cls == GD_V4((double)k), x - GD_V4(1.0), x))
+    }
+    for (; k < Kp; k++)
+        GD_SET_ROWS4(k, GD_V4(0.0))
+    for (int b = 0; b < 4; b++)
+        loss = loss + c[b] * (smax[b] + log(total[b]) - s_label[b]);
+    return loss;
+}
 #define GD_KPASSES(SUFFIX, T, I)                                                          \
 /* s[0..Kp-1] = the scores of the row (v, idx, nnz) on the copy w of W alone (column      \
  * indices outside 0..d-1 skipped and counted into bad); inlined, as gd_kzip */           \
@@ -1035,6 +1078,22 @@ static double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
     for (k = 0; k < K; k++)
         s[k] = s[k] / total;
     return smax + log(total) - s_label;
+}
+static double gd_softmax_rows4(double *a, ptrdiff_t Kp, ptrdiff_t K, const ptrdiff_t *rows,
+                               const double *y, const double *coef, double loss)
+{
+    for (int b = 0; b < 4; b++) {
+        double *s = a + b * Kp;
+        const ptrdiff_t cls = (ptrdiff_t)y[rows[b]];
+        const double c = coef[rows[b]];
+        ptrdiff_t k;
+        loss = loss + c * gd_softmax(s, K, cls);
+        for (k = 0; k < K; k++)
+            s[k] = k == cls ? c * (s[k] - 1.0) : c * s[k];
+        for (; k < Kp; k++)
+            s[k] = 0.0;
+    }
+    return loss;
 }
 #define GD_KPASSES(SUFFIX, T, I)                                                          \
 static void gd_kscores_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, const double *w, \
@@ -1137,7 +1196,8 @@ GD_CSR_SOFTMAX_ROWS(f32_i64, float, int64_t)
 /* The softmax CSR row loop of linear.pyx's _csr_rows in two passes, on the copies w of W
  * alone and g of G alone (see GD_KPASSES): rows lo..hi-1 with nonzero coefficients, in
  * chunks of up to `chunk` rows; for each chunk, every row's scores, loss and derivatives
- * (into a: chunk x Kp doubles, row numbers in rows: chunk entries), then every row's update.
+ * (into a: chunk x Kp doubles, row numbers in rows: chunk entries; the losses and
+ * derivatives four rows at a time, gd_softmax_rows4), then every row's update.
  * One pass reads W's copy and the other G's, each half the size of the interleaved copy:
  * when that one outgrows the last-level cache, the halves may still fit. Returns what
  * gd_csr_softmax_rows returns, the same bits; skips and counts as it does. */
@@ -1166,7 +1226,6 @@ GD_CLONES static double gd_csr_softmax_passes_##SUFFIX(const T *data, const I *i
         for (m = r = 0; r < n; r++) {                                                     \
             const ptrdiff_t row = rows[r], start = (ptrdiff_t)indptr[row];                \
             const ptrdiff_t nnz = (ptrdiff_t)indptr[row + 1] - start;                     \
-            double *s = a + m * Kp;                                                       \
             ptrdiff_t bad = 0;                                                            \
             if (ahead > 0 && nnz > 0) {                                                   \
                 gd_prefetch_stream(data + start, nnz * (ptrdiff_t)sizeof(T),              \
@@ -1174,19 +1233,24 @@ GD_CLONES static double gd_csr_softmax_passes_##SUFFIX(const T *data, const I *i
                 gd_prefetch_stream(indices + start, nnz * (ptrdiff_t)sizeof(I),           \
                                    ahead * (ptrdiff_t)sizeof(I));                         \
             }                                                                             \
-            gd_kscores_##SUFFIX(data + start, indices + start, nnz, w, Kp, d, s, &bad);   \
-            if (bad) {                                                                    \
+            gd_kscores_##SUFFIX(data + start, indices + start, nnz, w, Kp, d, a + m * Kp, \
+                                &bad);                                                    \
+            if (bad)                                                                      \
                 *n_bad_index += bad;                                                      \
-                continue;                                                                 \
-            }                                                                             \
-            const ptrdiff_t cls = (ptrdiff_t)y[row];                                      \
-            const double c = coef[row];                                                   \
+            else                                                                          \
+                rows[m++] = row;                                                          \
+        }                                                                                 \
+        for (r = 0; r + 4 <= m; r += 4)                                                   \
+            loss = gd_softmax_rows4(a + r * Kp, Kp, K, rows + r, y, coef, loss);          \
+        for (; r < m; r++) {                                                              \
+            double *s = a + r * Kp;                                                       \
+            const ptrdiff_t cls = (ptrdiff_t)y[rows[r]];                                  \
+            const double c = coef[rows[r]];                                               \
             loss = loss + c * gd_softmax(s, K, cls);                                      \
             for (k = 0; k < K; k++)                                                       \
                 s[k] = k == cls ? c * (s[k] - 1.0) : c * s[k];                            \
             for (; k < Kp; k++)                                                           \
                 s[k] = 0.0;                                                               \
-            rows[m++] = row;                                                              \
         }                                                                                 \
         for (r = 0; r < m; r++) {                                                         \
             const ptrdiff_t start = (ptrdiff_t)indptr[rows[r]];                           \
