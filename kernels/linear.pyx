@@ -90,8 +90,8 @@ cdef struct Tuning:
 
 cdef enum:
     # built-in defaults of the softmax CSR parameters (KiB); calibrate.py sets the first from
-    # this machine's last-level cache
-    SOFTMAX_FUSED_KIB = 4096
+    # this machine's last-level cache (a quarter of it: this default for 8 MiB)
+    SOFTMAX_FUSED_KIB = 2048
     SOFTMAX_CHUNK_KIB = 4096
 
 # the built-in defaults (rowops.h), until set_tuning replaces them

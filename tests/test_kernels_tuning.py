@@ -230,12 +230,21 @@ def test_calibrate_picks_candidates_and_measures_each():
     assert params["dense_ahead_f64"] in calibrate.DENSE_CANDIDATES
     assert params["dense_ahead_f32"] in calibrate.DENSE_CANDIDATES
     assert params["csr_ahead"] in calibrate.CSR_CANDIDATES
-    assert {name: linear.tuning()[name] for name in params} == params
+    assert params["softmax_fused_kib"] == calibrate.softmax_fused_kib()
+    assert linear.tuning() == {**linear.DEFAULT_TUNING, **params}
     for name, candidates in (("dense_ahead_f64", calibrate.DENSE_CANDIDATES),
                              ("csr_ahead", calibrate.CSR_CANDIDATES)):
         assert sorted(int(c) for c in measured[name]) == sorted(candidates)
         assert all(t > 0 for t in measured[name].values())
         assert params[name] == calibrate.choose({int(c): t for c, t in measured[name].items()})
+
+
+def test_softmax_fused_kib_is_a_quarter_of_the_cache(monkeypatch):
+    assert calibrate.softmax_fused_kib(8 << 20) == 2048
+    assert calibrate.softmax_fused_kib(32 << 20) == 8192
+    assert calibrate.softmax_fused_kib(1 << 40, limit=65536) == 65536
+    monkeypatch.setattr(calibrate, "last_level_cache_bytes", lambda: 12 << 20)
+    assert calibrate.softmax_fused_kib() == 3072
 
 
 def test_choose_prefers_a_plateau_to_the_edge_of_a_cliff():

@@ -2,9 +2,11 @@
 
 The compiled kernels take a few parameters whose best value depends on the machine, not on
 the data: how far ahead each dense row stream is prefetched (bytes, for float64 and float32
-rows) and how far ahead a CSR block's entries are (entries). They change only how fast a
+rows), how far ahead a CSR block's entries are (entries), and up to which size of copy
+(KiB) softmax CSR rows go in one fused pass rather than two. They change only how fast a
 kernel runs, never what it returns (:func:`gdcode.kernels.linear.set_tuning`).
-:mod:`gdcode.kernels.calibrate` measures them (well under a second) and stores them here.
+:mod:`gdcode.kernels.calibrate` measures the distances (well under a second), reads the
+copy size off the last-level cache, and stores them here.
 
 Where: one JSON file per machine and kernel build in ``$XDG_CACHE_HOME/gdcode/`` (default
 ``~/.cache/gdcode/``), named ``kernel-tuning-<digest>.json``, where the digest is that of
