@@ -168,6 +168,29 @@ def test_softmax_csr_bad_index_on_the_interleaved_copy():
                 X.data, indices, X.indptr, y, np.ones(200), np.zeros((20, 30)), np.zeros((20, 30)))
 
 
+@compiled_only
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_softmax_csr_copy_of_several_mib_agrees_with_twin(n_threads):
+    """A copy of the parameters from 2 MiB up is allocated apart (2 MiB aligned, advised onto
+    huge pages): 10 classes of 12000 columns, against the twin, twice (the second call
+    reuses the kept buffer)."""
+    rng = np.random.default_rng(17)
+    n, p, K = 2000, 12000, 10
+    X = csr_block(n, p, rng, density=8 / p)
+    y = rng.integers(0, K, size=n).astype(np.float64)
+    coef = rng.standard_normal(n)
+    W = rng.standard_normal((K, p)) / np.sqrt(8)
+    G_t = np.zeros_like(W)
+    loss_t = kernels.get("softmax_csr", compiled=False)(X.data, X.indices, X.indptr, y, coef,
+                                                        W, G_t)
+    for _ in range(2):
+        G = np.zeros_like(W)
+        loss = kernels.get("softmax_csr", compiled=True)(X.data, X.indices, X.indptr, y, coef, W,
+                                                         G, n_threads=n_threads)
+        assert loss == pytest.approx(loss_t, rel=1e-10)
+        np.testing.assert_allclose(G, G_t, rtol=0, atol=1e-10 * np.abs(G_t).max())
+
+
 @pytest.fixture
 def softmax_loop():
     """Force the loop of softmax CSR rows on the column-major copies: ``"fused"`` (each row's
