@@ -33,12 +33,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from gdcode.cachedir import cache_dir
+from gdcode.cachedir import cache_dir, write_atomic
 from gdcode.data.prepare.common import Labels, Table, map_labels, split_table
 from gdcode.data.source import DataSource
 from gdcode.errors import ConfigError
@@ -115,18 +114,11 @@ def _read_cached(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
 
 def _write_cached(path: Path, arrays: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-    """Write to a temporary name and rename into place: ranks loading at once see a whole file."""
+    """Keep the raw table (atomically: ranks loading at once see a whole file); a cache that
+    cannot be written is passed over."""
     X, labels, features = arrays
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                np.savez(out, X=X, labels=labels, features=features)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_atomic(path, lambda out: np.savez(out, X=X, labels=labels, features=features))
     except OSError:
         pass
 

@@ -35,12 +35,11 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from gdcode.cachedir import cache_dir
+from gdcode.cachedir import cache_dir, write_atomic
 
 #: version of the cache file layout
 FORMAT = 1
@@ -131,22 +130,11 @@ def write(key: dict[str, Any], params: dict[str, int], measured: dict[str, Any] 
     renamed over the entry (atomic on POSIX), so that concurrent writers and readers each see
     a whole file. Returns the entry's path; OSError when the directory is not writable."""
     path = cache_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
     entry = {"format": FORMAT, "key": key, "params": params, "measured": measured or {},
              "seconds": seconds,
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(entry, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    text = json.dumps(entry, indent=1, sort_keys=True) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))
     return path
 
 
