@@ -822,6 +822,24 @@ GD_CSR_LOGISTIC_ROWS(f32_i64, float, int64_t)
         if ((NV) > 2) gd_store_f64(r_ + 2 * (VS), gd_load_f64(r_ + 2 * (VS)) + d2 * v_);  \
         if ((NV) > 3) gd_store_f64(r_ + 3 * (VS), gd_load_f64(r_ + 3 * (VS)) + d3 * v_);  \
     }
+/* the scores of the row's nonzeros q..nnz-1 into the partial sums (even positions into a,
+ * odd ones into b; column c's group at R + c ST, its vectors VS doubles apart), then
+ * s + k0 = a + b: the end of both softmax CSR loops' score groups, so that they sum alike */
+#define GD_KSCORE_REST(R, ST, NV, VS)                                                     \
+        for (; q + 2 <= nnz; q += 2) {                                                    \
+            const uint64_t c0 = (uint64_t)idx[q], c1 = (uint64_t)idx[q + 1];              \
+            if (c0 < ud) GD_KACC(a, (R) + c0 * (ST), (double)v[q], NV, VS) else nbad += first; \
+            if (c1 < ud) GD_KACC(b, (R) + c1 * (ST), (double)v[q + 1], NV, VS) else nbad += first; \
+        }                                                                                 \
+        if (q < nnz) {                                                                    \
+            const uint64_t c0 = (uint64_t)idx[q];                                         \
+            if (c0 < ud) GD_KACC(a, (R) + c0 * (ST), (double)v[q], NV, VS) else nbad += first; \
+        }                                                                                 \
+        gd_store_f64(s + k0, a0 + b0);                                                    \
+        if ((NV) > 1) gd_store_f64(s + k0 + 4, a1 + b1);                                  \
+        if ((NV) > 2) gd_store_f64(s + k0 + 8, a2 + b2);                                  \
+        if ((NV) > 3) gd_store_f64(s + k0 + 12, a3 + b3);
+
 /* the new row's scores of classes k0..k0+4NV-1 into s + k0, in one loop with the old row's
  * update of those classes (derivatives ao + k0); the first group counts bad indices. Each
  * term and update is written once: when a second way for rows without bad indices repeated
@@ -846,19 +864,7 @@ GD_CSR_LOGISTIC_ROWS(f32_i64, float, int64_t)
         }                                                                                 \
         for (u = q; u < no; u++)                                                          \
             GD_KUPD(wk + (ptrdiff_t)io[u] * B + 4, (double)vo[u], NV, 8)                  \
-        for (; q + 2 <= nnz; q += 2) {                                                    \
-            const uint64_t c0 = (uint64_t)idx[q], c1 = (uint64_t)idx[q + 1];              \
-            if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV, 8) else nbad += first; \
-            if (c1 < ud) GD_KACC(b, wk + c1 * B, (double)v[q + 1], NV, 8) else nbad += first; \
-        }                                                                                 \
-        if (q < nnz) {                                                                    \
-            const uint64_t c0 = (uint64_t)idx[q];                                         \
-            if (c0 < ud) GD_KACC(a, wk + c0 * B, (double)v[q], NV, 8) else nbad += first; \
-        }                                                                                 \
-        gd_store_f64(s + k0, a0 + b0);                                                    \
-        if ((NV) > 1) gd_store_f64(s + k0 + 4, a1 + b1);                                  \
-        if ((NV) > 2) gd_store_f64(s + k0 + 8, a2 + b2);                                  \
-        if ((NV) > 3) gd_store_f64(s + k0 + 12, a3 + b3);                                 \
+        GD_KSCORE_REST(wk, B, NV, 8)                                                      \
     }
 
 /* Turn the K scores s into probabilities in place; return -log softmax(s)[label]. The
@@ -901,10 +907,10 @@ GD_CLONES static double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
 
 #define GD_KZIP(SUFFIX, T, I)                                                             \
 /* s[0..Kp-1] = the scores of the row (v, idx, nnz) (column indices outside 0..d-1 skipped \
- * and counted into bad), in the loops that add the old row (vo, io, no) times the       \
- * derivatives ao[0..Kp-1] into G (its indices checked when it was the new row); always  \
- * inlined, so that it is compiled for the CPU of the gd_csr_softmax_rows clone calling  \
- * it (not inlined, it ran at the baseline's SSE2, 3.5 times slower) */                  \
+ * and counted into bad), in the loops that add the old row (vo, io, no) times the        \
+ * derivatives ao[0..Kp-1] into G (its indices checked when it was the new row); always   \
+ * inlined, so that it is compiled for the CPU of the gd_csr_softmax_rows clone calling   \
+ * it (not inlined, it ran at the baseline's SSE2, 3.5 times slower) */                   \
 GD_INLINE void gd_kzip_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, double *wg,      \
                                 ptrdiff_t Kp, ptrdiff_t d, double *s, ptrdiff_t *bad,      \
                                 const double *ao, const T *vo, const I *io, ptrdiff_t no)  \
@@ -925,8 +931,8 @@ GD_INLINE void gd_kzip_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, double 
 }
 /* Two passes instead (gd_csr_softmax_passes below): copies of W alone and of G alone,
  * column-major, column j's Kp classes at w + Kp j (classes 4c..4c+3 in the vector at 4c).
- * The scores of a row sum its nonzeros as GD_KZIP_GROUP does (even positions into a, odd
- * ones into b, s = a + b), and each G entry gets the same products added in the same order
+ * The scores of a row sum its nonzeros as GD_KZIP_GROUP does (the same GD_KSCORE_REST: even
+ * positions into a, odd ones into b, s = a + b), and each G entry gets the same products added in the same order
  * (row by row, each row's nonzeros in order), so the two loops return the same bits. */
 /* the scores of classes k0..k0+4NV-1 into s + k0; the first group counts bad indices */
 #define GD_KSCORE_GROUP(NV)                                                               \
@@ -934,19 +940,7 @@ GD_INLINE void gd_kzip_##SUFFIX(const T *v, const I *idx, ptrdiff_t nnz, double 
         gd_v4d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0}; \
         const double *wk = w + k0;                                                        \
         ptrdiff_t q = 0;                                                                  \
-        for (; q + 2 <= nnz; q += 2) {                                                    \
-            const uint64_t c0 = (uint64_t)idx[q], c1 = (uint64_t)idx[q + 1];              \
-            if (c0 < ud) GD_KACC(a, wk + c0 * Kp, (double)v[q], NV, 4) else nbad += first; \
-            if (c1 < ud) GD_KACC(b, wk + c1 * Kp, (double)v[q + 1], NV, 4) else nbad += first; \
-        }                                                                                 \
-        if (q < nnz) {                                                                    \
-            const uint64_t c0 = (uint64_t)idx[q];                                         \
-            if (c0 < ud) GD_KACC(a, wk + c0 * Kp, (double)v[q], NV, 4) else nbad += first; \
-        }                                                                                 \
-        gd_store_f64(s + k0, a0 + b0);                                                    \
-        if ((NV) > 1) gd_store_f64(s + k0 + 4, a1 + b1);                                  \
-        if ((NV) > 2) gd_store_f64(s + k0 + 8, a2 + b2);                                  \
-        if ((NV) > 3) gd_store_f64(s + k0 + 12, a3 + b3);                                 \
+        GD_KSCORE_REST(wk, Kp, NV, 4)                                                     \
     }
 /* G of classes k0..k0+4NV-1 += the row times the derivatives ao + k0 */
 #define GD_KUPDATE_GROUP(NV)                                                              \
