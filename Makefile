@@ -14,7 +14,7 @@ export PATH := $(VENV_BIN):$(PATH)
 
 # Bytecode for gdcode's modules, brought up to date on every make: with PYTHONDONTWRITEBYTECODE set
 # (as on some CI machines) Python never writes it, and every rank of every run compiled gdcode's
-# sources again (gdcode bench startup, a one-iteration run on a 2 GHz 2-core VM: 3.3 s, 2.3 s with it).
+# sources again (gdcode bench startup, a one-iteration run on a 2 GHz 2-core VM: 3.3 s, 2.0-2.1 s with it).
 install: $(STAMP)
 	@$(PY) -m compileall -q gdcode
 
