@@ -2,7 +2,11 @@
 
 import sys
 
-from gdcode.cli import main
+from gdcode.runtime.launch import one_blas_thread_per_rank
+
+one_blas_thread_per_rank()  # before anything loads numpy
+
+from gdcode.cli import main  # noqa: E402
 
 
 def _exit(code: int) -> None:
