@@ -147,6 +147,7 @@ cdef extern from "rowops.h" nogil:
                                        ptrdiff_t *rows, ptrdiff_t chunk, ptrdiff_t *n_bad_index,
                                        ptrdiff_t *n_bad_label)
     double gd_softmax(double *s, ptrdiff_t K, ptrdiff_t label)
+    double gd_softmax4(double *s, ptrdiff_t K, const double *y, const double *coef, double loss)
 
 cdef extern from *:
     """
@@ -440,3 +441,11 @@ cdef inline double softmax_scores(double *s, ptrdiff_t n_classes, ptrdiff_t labe
     ulp of libm), so large scores neither overflow nor lose the loss.
     """
     return gd_softmax(s, n_classes, label)
+
+
+cdef inline double softmax_derivatives4(double *s, ptrdiff_t n_classes, const double *y,
+                                        const double *coef, double loss) noexcept nogil:
+    """Four rows' scores ``s[b n_classes:(b+1) n_classes]`` into their derivatives
+    ``coef[b] (p_k - [k == y[b]])``; return ``loss`` plus ``coef[b]`` times each row's loss, in
+    row order (rowops.h gd_softmax4: the four rows' exps side by side, one a vector lane)."""
+    return gd_softmax4(s, n_classes, y, coef, loss)

@@ -65,7 +65,7 @@ from _rowops cimport (
     GD_AHEAD2_f32, GD_AHEAD2_f64, GD_CSR_AHEAD, GDCODE_HAVE_OPENMP, GDCODE_KERNEL_DEBUG, HINGE,
     LEAST_SQUARES, LOGISTIC, SOFTMAX, axpy, axpy2, axpy_dot2, bad_label, binary_loss,
     binary_losses, csr_logistic_rows, csr_rows, csr_softmax_passes, csr_softmax_rows, dot,
-    floating, index_t, ptrdiff_t, saxpy, sdot, smaxpy, smdot2, softmax_scores,
+    floating, index_t, ptrdiff_t, saxpy, sdot, smaxpy, smdot2, softmax_derivatives4, softmax_scores,
 )
 
 #: True when compiled with OpenMP (``n_threads > 1`` runs in parallel)
@@ -268,13 +268,16 @@ cdef ptrdiff_t _dense_rows(int obj, const floating[:, ::1] X, const double[::1] 
             if nb > 2:
                 smdot2(W + k * p, p, nc, x_new[2], x_new[3], &s[2 * n_classes + k],
                        &s[3 * n_classes + k])
-        for b in range(nb):
-            cls = <ptrdiff_t> yb[b]
-            c = cb[b]
-            loss = loss + c * softmax_scores(&s[b * n_classes], n_classes, cls)
-            for k in range(n_classes):
-                d = s[b * n_classes + k]
-                s[b * n_classes + k] = c * (d - 1.0) if k == cls else c * d
+        if nb == 4:
+            loss = softmax_derivatives4(s, n_classes, yb, cb, loss)
+        else:
+            for b in range(nb):
+                cls = <ptrdiff_t> yb[b]
+                c = cb[b]
+                loss = loss + c * softmax_scores(&s[b * n_classes], n_classes, cls)
+                for k in range(n_classes):
+                    d = s[b * n_classes + k]
+                    s[b * n_classes + k] = c * (d - 1.0) if k == cls else c * d
         if p > 0:
             for k in range(0, n_classes, 4):
                 smaxpy(&s[k], n_classes, nb, x_new, G + k * p, p, min(4, n_classes - k))

@@ -1122,6 +1122,16 @@ static void gd_kupdate_##SUFFIX(const double *ao, const T *v, const I *idx, ptrd
 
 #endif
 
+/* The dense softmax loop's (linear.pyx _dense_rows) full group of four rows: their K scores
+ * at s + b K become the derivatives coef[b] (p_k - [k == y[b]]); returns loss plus the rows'
+ * coefficient-weighted losses (gd_softmax_rows4, compiled for the CPU it runs on). */
+GD_CLONES static double gd_softmax4(double *s, ptrdiff_t K, const double *y,
+                                    const double *coef, double loss)
+{
+    static const ptrdiff_t rows[4] = {0, 1, 2, 3};
+    return gd_softmax_rows4(s, K, K, rows, y, coef, loss);
+}
+
 /* The softmax CSR row loop of linear.pyx's _csr_rows on the copy above: rows lo..hi-1 with
  * nonzero coefficients, each row's scores in one loop with the previous row's update.
  * s: scratch of 2 Kp doubles. Returns the coefficient-weighted loss sum; rows with a label
