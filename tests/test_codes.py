@@ -275,3 +275,25 @@ def test_send_order_is_a_permutation_and_keeps_distinct_workers_in_order(name):
     support = np.concatenate([m != 0 for m in code.message_matrices], axis=1)
     if len({row.tobytes() for row in support}) == 6:  # no two workers hold the same partitions
         assert order.tolist() == list(range(6))
+
+
+@pytest.mark.parametrize("chunk_bytes", [8, 200, 1 << 22])
+def test_the_vectorised_decode_rules_agree_with_the_whole_table_in_any_chunks(monkeypatch, chunk_bytes):
+    """kth_arrival and coverage_time work on chunks of rows; the answer is the whole table's."""
+    from gdcode.codes import base
+
+    monkeypatch.setattr(base, "CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(7)
+    arrivals = rng.exponential(1.0, size=(37, 9))
+    arrivals[3, 4] = np.inf  # a worker that never replies in one draw
+    for k in (1, 5, 9):
+        assert np.array_equal(codes.kth_arrival(arrivals, k), np.sort(arrivals, axis=1)[:, k - 1])
+    # holder sets of different sizes, repeated partitions and one held by a single worker
+    B = np.zeros((9, 6))
+    for col, holders in enumerate([[0, 1, 2], [3], [4, 5, 6, 7, 8], [0, 1, 2], [2, 7], [3]]):
+        B[holders, col] = rng.uniform(0.5, 2.0, size=len(holders))
+    expected = np.max([arrivals[:, np.flatnonzero(B[:, c])].min(axis=1) for c in range(6)], axis=0)
+    assert np.array_equal(codes.coverage_time(arrivals, B), expected)
+    B[:, 5] = 0.0  # a partition nobody holds never arrives
+    assert np.all(codes.coverage_time(arrivals, B) == np.inf)
+    assert np.all(codes.coverage_time(arrivals, np.zeros((9, 0))) == -np.inf)

@@ -16,7 +16,7 @@ k-th reply) and :func:`coverage_time` (every partition received from one of its 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -328,7 +328,11 @@ def kth_arrival(arrivals: np.ndarray, k: int) -> np.ndarray:
     numpy.ndarray
         Shape ``(draws,)``: when a code that decodes from any k replies decodes.
     """
-    return np.partition(arrivals, k - 1, axis=1)[:, k - 1]
+    arrivals = np.asarray(arrivals, dtype=float)
+    out = np.empty(arrivals.shape[0])
+    for rows in _row_chunks(arrivals.shape):
+        out[rows] = np.partition(arrivals[rows], k - 1, axis=1)[:, k - 1]
+    return out
 
 
 def coverage_time(arrivals: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -351,13 +355,52 @@ def coverage_time(arrivals: np.ndarray, B: np.ndarray) -> np.ndarray:
         Shape ``(draws,)``; ``inf`` for a draw in which some partition never arrives.
     """
     arrivals = np.asarray(arrivals, dtype=float)
-    holder_sets = np.unique(np.asarray(B) != 0, axis=1).T  # one row per distinct set of holders
-    out = np.full(arrivals.shape[0], -np.inf)
-    for holders in holder_sets:
-        cols = np.flatnonzero(holders)
-        first = arrivals[:, cols].min(axis=1) if cols.size else np.full(arrivals.shape[0], np.inf)
-        np.maximum(out, first, out=out)
+    n = arrivals.shape[0]
+    holder_sets = _distinct_columns(np.asarray(B) != 0).T  # one row per distinct set of holders
+    if holder_sets.shape[0] == 0:
+        return np.full(n, -np.inf)
+    sizes = holder_sets.sum(axis=1)
+    if np.any(sizes == 0):  # a partition nobody holds never arrives
+        return np.full(n, np.inf)
+    # holders[m, s]: the m-th holder of set s, a smaller set's first holder repeated (which
+    # leaves its minimum alone), so that each set's minimum is an elementwise one over rows
+    holders = np.empty((int(sizes.max()), holder_sets.shape[0]), dtype=np.intp)
+    for s, members in enumerate(holder_sets):
+        cols = np.flatnonzero(members)
+        holders[:, s] = cols[0]
+        holders[:cols.size, s] = cols
+    out = np.empty(n)
+    for rows in _row_chunks((n, holders.size)):
+        chunk = arrivals[rows][:, holders.ravel()].reshape(-1, *holders.shape)
+        out[rows] = chunk.min(axis=1).max(axis=1)
     return out
+
+
+def _distinct_columns(mask: np.ndarray) -> np.ndarray:
+    """The distinct columns of a boolean matrix, in the order of their first appearance.
+
+    Compared as packed bits: ``numpy.unique(mask, axis=1)`` takes 0.13 s on frc's 1000 x 1000
+    matrix, this 5 ms.
+    """
+    if mask.shape[1] == 0 or mask.shape[0] == 0:
+        return mask[:, :0] if mask.shape[1] == 0 else mask[:, :1]
+    packed = np.ascontiguousarray(np.packbits(mask, axis=0).T)  # a row of bytes per column
+    _, first = np.unique(packed.view(np.dtype((np.void, packed.shape[1]))).ravel(), return_index=True)
+    return mask[:, np.sort(first)]
+
+
+#: bytes of the arrival table that kth_arrival and coverage_time copy at a time: a chunk of
+#: rows stays in the cache, and the whole table (160 MB at W = 1000 and 20 000 draws) is
+#: never copied
+CHUNK_BYTES = 4 << 20
+
+
+def _row_chunks(shape: tuple[int, ...]) -> Iterator[slice]:
+    """Slices of the rows of a float64 table of ``shape`` (draws, columns), ``CHUNK_BYTES`` each."""
+    n, cols = shape[0], max(1, int(shape[1]))
+    step = max(1, CHUNK_BYTES // (8 * cols))
+    for lo in range(0, n, step):
+        yield slice(lo, min(lo + step, n))
 
 
 def decode_time(code: GradientCode, arrivals: np.ndarray) -> tuple[float, list]:
