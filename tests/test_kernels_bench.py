@@ -123,3 +123,25 @@ def test_bench_registry_lists_every_target():
     for module_name in command.TARGETS.values():
         module = importlib.import_module(module_name)
         assert hasattr(module, "main") or hasattr(module, "run")
+
+
+@pytest.mark.skipif(not kernels.COMPILED, reason="compiled kernels not built")
+def test_bench_only_times_the_rows_it_names(capsys):
+    assert cli.main(["bench", "kernels", "--json", "--rows", "200", "--rounds", "1", "--repeat", "1",
+                     "--only", "logistic:csr,softmax:float32,mlp:float32", *TINY_MLP]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    got = [(r["kernel"], r.get("layout"), r["dtype"]) for r in rows]
+    assert got == [("logistic", "csr", "float64"), ("softmax", "dense", "float32")] + (
+        [("mlp", "dense", "float32")] if kernels.MLP_COMPILED else [])
+    assert cli.main(["bench", "kernels", "--rows", "200", "--rounds", "1", "--repeat", "1",
+                     "--only", "csr:hinge", *TINY_MLP]) == 0
+    out = capsys.readouterr().out
+    assert "hinge          csr" in out and "logistic" not in out and "mlp" not in out
+
+
+def test_bench_only_refuses_an_unknown_word(capsys):
+    assert cli.main(["bench", "kernels", "--only", "logistic:sparse"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown word 'sparse'" in err and "logistic:csr" in err and err.count("\n") == 1
+    assert cli.main(["bench", "kernels", "--only", "csr,,"]) == 2
+    assert "empty selection" in capsys.readouterr().err

@@ -22,6 +22,9 @@ CSR logistic and least-squares at least 1.8x.
 
 Then the MLP rows (:mod:`gdcode.bench.mlp`): one forward and backward pass of the compiled MLP
 kernel against its numpy twin and the machine's numpy matmul GFLOP/s, best of ``--rounds``.
+
+``--only`` keeps some rows: ``--only logistic:csr,softmax`` times CSR logistic and every
+softmax row, ``--only mlp:float32`` the float32 MLP row alone (see :func:`parse_only`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ SPARSE_NNZ = 30
 SOFTMAX_CLASSES = 10
 OBJECTIVES = ("logistic", "least-squares", "hinge", "softmax")
 CASES = (("dense", "float64"), ("dense", "float32"), ("csr", "float64"))
+#: the words of ``--only``: objectives (and the MLP), layouts, dtypes
+SELECT_WORDS = (*OBJECTIVES, "mlp", "dense", "csr", "float64", "float32")
 
 #: every kernel's minimum speedup over its reference on one thread
 MIN_SPEEDUP = 1.2
@@ -86,7 +91,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recalibrate", action="store_true",
                         help="measure the kernels' prefetch distances again first, even when "
                              "this machine has them cached")
+    parser.add_argument("--only", metavar="SELECT[,SELECT...]",
+                        help="time only the rows that match one SELECT: words joined by ':' "
+                             f"out of {', '.join(SELECT_WORDS)} (e.g. logistic:csr,softmax or "
+                             "mlp:float32); default: every row")
     bench_mlp.add_arguments(parser)
+
+
+def parse_only(spec: str | None) -> list[frozenset[str]] | None:
+    """``--only`` as sets of words (None: every row); ConfigError on an unknown word.
+
+    A row is kept when every word of one set names it: its objective (or ``mlp``), layout or
+    dtype.
+    """
+    if spec is None:
+        return None
+    selects = []
+    for part in spec.split(","):
+        words = frozenset(w.strip() for w in part.split(":") if w.strip())
+        unknown = sorted(words - set(SELECT_WORDS))
+        if not words or unknown:
+            what = f"unknown word {unknown[0]!r}" if unknown else "an empty selection"
+            raise ConfigError(f"--only {spec!r}: {what}; use words out of {', '.join(SELECT_WORDS)} "
+                              "joined by ':', selections by ',' (e.g. logistic:csr,softmax)")
+        selects.append(words)
+    return selects
+
+
+def selected(only: list[frozenset[str]] | None, *labels: str) -> bool:
+    """Whether the row named by ``labels`` (objective, layout, dtype) is kept by ``--only``."""
+    return only is None or any(words <= set(labels) for words in only)
 
 
 @dataclass
@@ -236,26 +270,32 @@ def measure(case: Case, X64: np.ndarray, rounds: int, threads: int, clock: str =
 
 
 def run(rows: int = 200_000, rounds: int = 7, threads: int = 1, seed: int = 0,
-        repeat: int = 1, clock: str = "wall") -> list[dict]:
-    """Measure every objective on every layout, ``repeat`` times over; the rows of
-    ``gdcode bench kernels`` (each with its ``repeat``, from 1)."""
+        repeat: int = 1, clock: str = "wall", only: list[frozenset[str]] | None = None) -> list[dict]:
+    """Measure every objective on every layout (those ``only`` keeps: :func:`parse_only`),
+    ``repeat`` times over; the rows of ``gdcode bench kernels`` (each with its ``repeat``,
+    from 1)."""
     from gdcode import kernels
 
     if not kernels.COMPILED:
         raise ConfigError("the compiled kernels are not built, so there is nothing to "
                           "benchmark; run `make install`")
-    X64 = dense_data(rows, seed)
-    X32 = X64.astype(np.float32)
-    Xcsr = csr_data(rows, seed)
-    blocks = {("dense", "float64"): X64, ("dense", "float32"): X32, ("csr", "float64"): Xcsr}
+    wanted = [(objective, layout, dtype) for objective in OBJECTIVES for layout, dtype in CASES
+              if selected(only, objective, layout, dtype)]
+    if not wanted:
+        return []
+    X64 = dense_data(rows, seed)  # the read bandwidth's reference, whatever is timed
+    blocks: dict[tuple[str, str], Any] = {("dense", "float64"): X64}
+    if any(case[1:] == ("dense", "float32") for case in wanted):
+        blocks["dense", "float32"] = X64.astype(np.float32)
+    if any(case[1] == "csr" for case in wanted):
+        blocks["csr", "float64"] = csr_data(rows, seed)
     cases = []
-    for objective in OBJECTIVES:
-        for layout, dtype in CASES:
-            X = blocks[layout, dtype]
-            n_cols = X.shape[1]
-            scale = 1.0 / np.sqrt(SPARSE_NNZ if layout == "csr" else n_cols)
-            cases.append(Case(objective, layout, dtype, X, labels(objective, X, seed),
-                              parameters(objective, n_cols, scale, seed), x_bytes(X)))
+    for objective, layout, dtype in wanted:
+        X = blocks[layout, dtype]
+        n_cols = X.shape[1]
+        scale = 1.0 / np.sqrt(SPARSE_NNZ if layout == "csr" else n_cols)
+        cases.append(Case(objective, layout, dtype, X, labels(objective, X, seed),
+                          parameters(objective, n_cols, scale, seed), x_bytes(X)))
     results = []
     for r in range(1, repeat + 1):
         for case in cases:
@@ -348,14 +388,16 @@ def main(args: argparse.Namespace) -> int:
         sizes = bench_mlp.parse_sizes(args.mlp_sizes)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    only = parse_only(args.only)
     from gdcode import kernels
     from gdcode.kernels import calibrate, tuning
 
     if kernels.COMPILED:
         calibrate.ensure(force=args.recalibrate)
     load_before = _load()
-    results = run(args.rows, args.rounds, args.threads, args.seed, args.repeat, args.clock)
-    mlp_rows = bench_mlp.run(sizes, args.mlp_batch, args.rounds, args.threads, args.seed)
+    results = run(args.rows, args.rounds, args.threads, args.seed, args.repeat, args.clock, only)
+    mlp_rows = bench_mlp.run(sizes, args.mlp_batch, args.rounds, args.threads, args.seed,
+                             dtypes=[dtype for dtype in bench_mlp.DTYPES if selected(only, "mlp", "dense", dtype)])
     if args.json:
         print(json.dumps([{k: r[k] for k in JSON_KEYS} for r in results]
                          + [{k: r[k] for k in bench_mlp.JSON_KEYS} for r in mlp_rows], indent=1))
@@ -363,8 +405,12 @@ def main(args: argparse.Namespace) -> int:
         notes = [f"machine: {tuning.cpu_description().get('model', '?')}, "
                  f"{os.cpu_count()} logical CPUs; {load_before} before, {_load()} after",
                  f"prefetch distances: {tuning.describe(kernels._linear)}"]
-        print(format_table(results, args.rows, args.rounds, args.threads, notes, args.clock))
-        print("\n" + "\n".join(bench_mlp.format_rows(mlp_rows)))
+        if results:
+            print(format_table(results, args.rows, args.rounds, args.threads, notes, args.clock))
+        else:
+            print("\n".join(notes))
+        if mlp_rows or any(selected(only, "mlp", "dense", dtype) for dtype in bench_mlp.DTYPES):
+            print("\n" + "\n".join(bench_mlp.format_rows(mlp_rows)))
         lines = bench_mlp.target_lines(mlp_rows, args.threads)
         if lines:
             print("\nmlp targets:\n" + "\n".join(lines))

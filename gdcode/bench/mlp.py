@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -112,13 +112,14 @@ def measure(sizes: tuple[int, ...], batch: int, dtype: str, repeats: int, thread
 
 
 def run(sizes: tuple[int, ...] = DEFAULT_SIZES, batch: int = DEFAULT_BATCH, repeats: int = 11, threads: int = 1,
-        seed: int = 0) -> list[dict]:
-    """The MLP rows, float64 then float32 (an empty list when the MLP kernel is not built)."""
+        seed: int = 0, dtypes: Sequence[str] = DTYPES) -> list[dict]:
+    """The MLP rows of ``dtypes`` (default float64 then float32; an empty list when the MLP
+    kernel is not built)."""
     from gdcode import kernels
 
     if not kernels.MLP_COMPILED:
         return []
-    return [measure(sizes, batch, dtype, repeats, threads, seed) for dtype in DTYPES]
+    return [measure(sizes, batch, dtype, repeats, threads, seed) for dtype in dtypes]
 
 
 def target_lines(results: list[dict], threads: int) -> list[str]:
