@@ -284,10 +284,11 @@ def run(rows: int = 200_000, rounds: int = 7, threads: int = 1, seed: int = 0,
     if not wanted:
         return []
     X64 = dense_data(rows, seed)  # the read bandwidth's reference, whatever is timed
+    needed = {case[1:] for case in wanted}  # (layout, dtype): only the blocks some row times
     blocks: dict[tuple[str, str], Any] = {("dense", "float64"): X64}
-    if any(case[1:] == ("dense", "float32") for case in wanted):
+    if ("dense", "float32") in needed:
         blocks["dense", "float32"] = X64.astype(np.float32)
-    if any(case[1] == "csr" for case in wanted):
+    if ("csr", "float64") in needed:
         blocks["csr", "float64"] = csr_data(rows, seed)
     cases = []
     for objective, layout, dtype in wanted:
@@ -395,9 +396,9 @@ def main(args: argparse.Namespace) -> int:
     if kernels.COMPILED:
         calibrate.ensure(force=args.recalibrate)
     load_before = _load()
+    mlp_dtypes = [dtype for dtype in bench_mlp.DTYPES if selected(only, "mlp", "dense", dtype)]
     results = run(args.rows, args.rounds, args.threads, args.seed, args.repeat, args.clock, only)
-    mlp_rows = bench_mlp.run(sizes, args.mlp_batch, args.rounds, args.threads, args.seed,
-                             dtypes=[dtype for dtype in bench_mlp.DTYPES if selected(only, "mlp", "dense", dtype)])
+    mlp_rows = bench_mlp.run(sizes, args.mlp_batch, args.rounds, args.threads, args.seed, mlp_dtypes)
     if args.json:
         print(json.dumps([{k: r[k] for k in JSON_KEYS} for r in results]
                          + [{k: r[k] for k in bench_mlp.JSON_KEYS} for r in mlp_rows], indent=1))
@@ -409,7 +410,7 @@ def main(args: argparse.Namespace) -> int:
             print(format_table(results, args.rows, args.rounds, args.threads, notes, args.clock))
         else:
             print("\n".join(notes))
-        if mlp_rows or any(selected(only, "mlp", "dense", dtype) for dtype in bench_mlp.DTYPES):
+        if mlp_dtypes:  # the rows, or the note that the MLP kernel is not built
             print("\n" + "\n".join(bench_mlp.format_rows(mlp_rows)))
         lines = bench_mlp.target_lines(mlp_rows, args.threads)
         if lines:
