@@ -12,7 +12,10 @@ Everything is measured in one invocation, on the same data and the same delays:
    (nearly all of it spent waiting: waiting ranks must not spin). Targets: within 5% of the
    ideal, at most 80 MB, below 5% of a core.
 2. ``--delay none``, 4000x100, W=4, uncoded: the coordinator's overhead per iteration, the
-   elapsed time minus the slowest worker's measured compute. Target: 0.2 ms.
+   elapsed time minus the slowest worker's measured compute. Target: 0.2 ms. Beside it, what the
+   machine allows, measured in the same invocation: a round trip between two sleeping
+   processes across two cores and on one (:mod:`gdcode.bench.wakeup`; an iteration holds at
+   least one wake-up each way), and the four workers' compute shared by the cores.
 
 ``gdcode bench engine --workers 48`` starts 49 ranks: on 2 cores they share the cores while
 they sleep, which is what the scale test shows.
@@ -30,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from gdcode.bench import wakeup
 
 
 def _run(out: Path, name: str, args: list[str]) -> Path:
@@ -164,9 +169,14 @@ def run(as_json: bool = False, workdir: str | None = None, workers: int = 6, ite
         compute = _compute_table(out / "overhead.compute.csv", 4, overhead_its)
         per_it = summary["elapsed"] / overhead_its
         overhead = per_it - float(np.mean(compute.max(axis=0)))
+        n_cores = len(wakeup.cores())
         rows.append({"scheme": "uncoded (delay none, W=4, 4000x100)", "workers": 4, "seconds_per_iteration": per_it,
                      "speedup_vs_uncoded": None, "ideal_seconds_per_iteration": float(np.mean(compute.max(axis=0))),
-                     "overhead_seconds_per_iteration": overhead})
+                     "overhead_seconds_per_iteration": overhead,
+                     "compute_on_cores_seconds_per_iteration": float(np.mean(compute.sum(axis=0))) / min(n_cores, 4),
+                     "cores": n_cores,
+                     "wakeup_round_trip_seconds": {"across_cores": wakeup.describe(wakeup.round_trips()),
+                                                   "same_core": wakeup.describe(wakeup.round_trips(same_core=True))}})
 
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -194,7 +204,22 @@ def run(as_json: bool = False, workdir: str | None = None, workers: int = 6, ite
           f"slowest worker's compute {o['ideal_seconds_per_iteration'] * 1e3:.3f} ms, "
           f"overhead {o['overhead_seconds_per_iteration'] * 1e3:.3f} ms "
           f"(target 0.2 ms: {'met' if o['overhead_seconds_per_iteration'] <= 2e-4 else 'MISSED'})")
+    trips = o["wakeup_round_trip_seconds"]
+    across, same = (_trip(trips[k]) for k in ("across_cores", "same_core"))
+    print(f"what this machine allows, measured now: a round trip between two sleeping processes {across} "
+          f"across two cores, {same} on one; the 4 workers' compute shared by {_cores(o['cores'])} "
+          f"{o['compute_on_cores_seconds_per_iteration'] * 1e3:.3f} ms an iteration")
     return 0
+
+
+def _cores(n: int) -> str:
+    return "1 core" if n == 1 else f"{min(n, 4)} cores"
+
+
+def _trip(stats: dict | None) -> str:
+    if stats is None:
+        return "(not measurable here)"
+    return f"{stats['median'] * 1e3:.3f} ms (p10-p90 {stats['p10'] * 1e3:.3f}-{stats['p90'] * 1e3:.3f})"
 
 
 def _cpu_share(summary: dict) -> float:
