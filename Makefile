@@ -10,7 +10,7 @@ STAMP    := $(VENV)/.installed
 # the editable build re-runs meson/ninja/cython on import; they must be found from any shell
 export PATH := $(VENV_BIN):$(PATH)
 
-.PHONY: install demo test bench lint clean experiment
+.PHONY: install demo test bench lint clean experiment overhead-floor
 
 # Bytecode for gdcode's modules, brought up to date on every make: with PYTHONDONTWRITEBYTECODE set
 # (as on some CI machines) Python never writes it, and every rank of every run compiled gdcode's
@@ -45,6 +45,15 @@ experiment: install
 bench: install
 	$(VENV_BIN)/gdcode bench kernels
 	$(VENV_BIN)/gdcode bench engine
+
+# the leanest synchronous loop, in Python and in C, at gdcode bench engine's W = 4 without delays:
+# the coordinator overhead this machine allows (README, "Coordinator overhead")
+overhead-floor: install
+	mkdir -p build
+	$(VENV_BIN)/mpicc -O2 -o build/overhead_floor tools/overhead_floor.c -lm
+	for wait in sleep yield; do \
+		$(VENV_BIN)/mpiexec -n 5 $(PY) tools/overhead_floor.py --wait $$wait && \
+		$(VENV_BIN)/mpiexec -n 5 build/overhead_floor --wait $$wait || exit 1; done
 
 lint: install
 	$(VENV_BIN)/ruff check gdcode tests experiments data_prepare tools

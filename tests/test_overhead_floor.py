@@ -1,0 +1,62 @@
+"""tools/overhead_floor.{py,c}: the leanest synchronous loop, behind the README's overhead floor."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from e2e import E2E_TIMEOUT, mpiexec
+
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+LINE = re.compile(r"^(python|c) W=(\d+) wait=(sleep|yield): ([\d.]+) ms per iteration, slowest worker's compute "
+                  r"([\d.]+) ms, overhead (-?[\d.]+) ms$")
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="doorbells are Linux's")
+
+
+def _check(stdout: str, language: str, wait: str) -> None:
+    lines = [ln for ln in stdout.splitlines() if LINE.match(ln)]
+    assert len(lines) == 1, stdout
+    lang, workers, mode, per_it, compute, overhead = LINE.match(lines[0]).groups()
+    assert (lang, int(workers), mode) == (language, 2, wait)
+    assert float(per_it) > float(compute) > 0
+    assert float(overhead) == pytest.approx(float(per_it) - float(compute), abs=2e-3)
+
+
+@pytest.mark.parametrize("wait", ["sleep", "yield"])
+def test_python_floor_runs_its_loop(wait):
+    res = subprocess.run([mpiexec(), "-n", "3", sys.executable, str(TOOLS / "overhead_floor.py"),
+                          "--iterations", "30", "--wait", wait],
+                         capture_output=True, text=True, timeout=E2E_TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    _check(res.stdout, "python", wait)
+
+
+@pytest.fixture(scope="module")
+def floor_binary(tmp_path_factory):
+    mpicc = Path(sys.executable).parent / "mpicc"
+    if not mpicc.exists() or shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no mpicc beside this Python, or no C compiler")
+    out = tmp_path_factory.mktemp("floor") / "overhead_floor"
+    res = subprocess.run([str(mpicc), "-O2", "-o", str(out), str(TOOLS / "overhead_floor.c"), "-lm"],
+                         capture_output=True, text=True, timeout=E2E_TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+@pytest.mark.parametrize("wait", ["sleep", "yield"])
+def test_c_floor_runs_its_loop(floor_binary, wait):
+    res = subprocess.run([mpiexec(), "-n", "3", str(floor_binary), "--iterations", "30", "--wait", wait],
+                         capture_output=True, text=True, timeout=E2E_TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    _check(res.stdout, "c", wait)
+
+
+def test_c_floor_refuses_a_bad_option(floor_binary):
+    res = subprocess.run([str(floor_binary), "--wait", "spin"], capture_output=True, text=True, timeout=E2E_TIMEOUT)
+    assert res.returncode == 2 and "usage" in res.stderr

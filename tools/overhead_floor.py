@@ -1,0 +1,103 @@
+"""The coordinator overhead of the leanest synchronous loop in Python: a floor for gdcode's own.
+
+Run under MPI with W + 1 ranks (``mpiexec -n 5 python tools/overhead_floor.py``, the W = 4 of
+``gdcode bench engine``'s overhead run). Rank 0 sends a 100-value model to every worker and
+rings its doorbell, waits for every reply (asleep on its own doorbell, or yielding its core
+with ``--wait yield``) and takes a step; each worker holds 1000 dense rows (4000x100 over 4
+workers), computes the logistic gradient with numpy and replies. Nothing else: no
+run directory, no codes, no delays, no records. It prints the elapsed time per iteration, the
+slowest worker's mean compute, and their difference, the overhead as the bench defines it.
+
+``tools/overhead_floor.c`` is the same loop in C (``make overhead-floor`` builds and runs
+both): what compiled per-message code would reach on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import time
+
+from gdcode.runtime.launch import one_blas_thread_per_rank
+
+one_blas_thread_per_rank()  # as gdcode's ranks do, before numpy loads
+
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+from gdcode.runtime.doorbell import connect  # noqa: E402
+
+D, ROWS = 100, 1000
+#: a test of a request (or a probe) may progress MPI without completing it: tests in a row before sleeping
+TESTS = 3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--wait", choices=["sleep", "yield"], default="sleep",
+                        help="sleep on the doorbell (gdcode's way), or yield the core and test again (spins)")
+    args = parser.parse_args()
+    comm = MPI.COMM_WORLD
+    rank, W = comm.Get_rank(), comm.Get_size() - 1
+    bell = connect(comm)
+    if bell is None:
+        raise SystemExit("overhead_floor: every rank must be on this host (no doorbell)")
+
+    def wait() -> None:
+        if args.wait == "yield":
+            os.sched_yield()
+        else:
+            select.select([bell.sock], [], [], 0.02)
+        bell.drain()
+
+    if rank == 0:
+        w = np.zeros(D)
+        replies = [np.empty(D) for _ in range(W)]
+        comm.Barrier()
+        t0 = time.perf_counter()
+        for _ in range(args.iterations):
+            recvs = [comm.Irecv(replies[i], source=i + 1, tag=1) for i in range(W)]
+            sends = [comm.Isend(w, dest=i + 1, tag=0) for i in range(W)]
+            bell.ring_all(range(1, W + 1))
+            done = 0
+            while done < W:
+                bell.drain()
+                came = sum(len(MPI.Request.Testsome(recvs) or ()) for _ in range(TESTS))
+                done += came
+                if not came and done < W:
+                    wait()
+            MPI.Request.Waitall(sends)
+            w -= 1e-6 * np.sum(replies, axis=0)
+        elapsed = (time.perf_counter() - t0) / args.iterations
+        for i in range(W):
+            comm.Send(np.full(D, np.nan), dest=i + 1, tag=0)
+            bell.ring(i + 1)
+        compute = max(comm.gather(0.0, root=0)[1:])
+        print(f"python W={W} wait={args.wait}: {elapsed * 1e3:.3f} ms per iteration, slowest worker's compute "
+              f"{compute * 1e3:.3f} ms, overhead {(elapsed - compute) * 1e3:.3f} ms")
+    else:
+        rng = np.random.default_rng(rank)
+        X, y = rng.standard_normal((ROWS, D)), (rng.random(ROWS) < 0.5).astype(float)
+        w, grad = np.empty(D), np.empty(D)
+        comm.Barrier()
+        spent, n = 0.0, 0
+        while True:
+            bell.drain()
+            while not any(comm.Iprobe(source=0, tag=0) for _ in range(TESTS)):
+                wait()
+            comm.Recv(w, source=0, tag=0)
+            if np.isnan(w[0]):
+                break
+            c0 = time.perf_counter()
+            np.dot(X.T, 1.0 / (1.0 + np.exp(-(X @ w))) - y, out=grad)
+            spent, n = spent + time.perf_counter() - c0, n + 1
+            comm.Send(grad, dest=0, tag=1)  # 800 bytes go eagerly: the send does not wait for rank 0
+            bell.ring(0)
+        comm.gather(spent / max(n, 1), root=0)
+    bell.close()
+
+
+if __name__ == "__main__":
+    main()
