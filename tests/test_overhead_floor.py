@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from e2e import E2E_TIMEOUT, mpiexec
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
@@ -43,7 +42,7 @@ def floor_binary(tmp_path_factory):
     if not mpicc.exists() or shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no mpicc beside this Python, or no C compiler")
     out = tmp_path_factory.mktemp("floor") / "overhead_floor"
-    res = subprocess.run([str(mpicc), "-O2", "-o", str(out), str(TOOLS / "overhead_floor.c"), "-lm"],
+    res = subprocess.run([str(mpicc), "-O3", "-ffast-math", "-o", str(out), str(TOOLS / "overhead_floor.c"), "-lm"],
                          capture_output=True, text=True, timeout=E2E_TIMEOUT)
     assert res.returncode == 0, res.stderr
     return out

@@ -6,7 +6,7 @@
  * gradient of 1000 dense rows and replies.
  *
  * Build and run (make overhead-floor does both, with the mpicc of the venv's MPI wheel):
- *     mpicc -O2 -o overhead_floor tools/overhead_floor.c -lm
+ *     mpicc -O3 -march=native -ffast-math -o overhead_floor tools/overhead_floor.c -lm
  *     mpiexec -n 5 ./overhead_floor [--iterations N] [--wait sleep|yield]
  */
 #include <math.h>
@@ -22,7 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { D = 100, ROWS = 1000, TESTS = 3, MAX_RANKS = 256 };
+enum { D = 100, ROWS = 1000, TESTS = 3, MAX_RANKS = 256, MODEL = 0, REPLY = 1, STOP = 2 };
 
 static int bell;
 static int yield_core;
@@ -70,8 +70,8 @@ static void coordinator(int W, int iterations) {
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = now();
     for (int t = 0; t < iterations; t++) {
-        for (int i = 0; i < W; i++) MPI_Irecv(replies[i], D, MPI_DOUBLE, i + 1, 1, MPI_COMM_WORLD, &recvs[i]);
-        for (int i = 0; i < W; i++) MPI_Isend(w, D, MPI_DOUBLE, i + 1, 0, MPI_COMM_WORLD, &sends[i]);
+        for (int i = 0; i < W; i++) MPI_Irecv(replies[i], D, MPI_DOUBLE, i + 1, REPLY, MPI_COMM_WORLD, &recvs[i]);
+        for (int i = 0; i < W; i++) MPI_Isend(w, D, MPI_DOUBLE, i + 1, MODEL, MPI_COMM_WORLD, &sends[i]);
         for (int i = 0; i < W; i++) ring(i + 1);
         for (int done = 0; done < W;) {
             drain();
@@ -89,10 +89,9 @@ static void coordinator(int W, int iterations) {
         for (int i = 0; i < W; i++)
             for (int j = 0; j < D; j++) w[j] -= 1e-6 * replies[i][j];
     }
-    double elapsed = (now() - t0) / iterations, stop[D];
-    for (int j = 0; j < D; j++) stop[j] = NAN;
+    double elapsed = (now() - t0) / iterations;
     for (int i = 0; i < W; i++) {
-        MPI_Send(stop, D, MPI_DOUBLE, i + 1, 0, MPI_COMM_WORLD);
+        MPI_Send(w, D, MPI_DOUBLE, i + 1, STOP, MPI_COMM_WORLD);
         ring(i + 1);
     }
     double mine = 0.0, *compute = malloc(sizeof(double) * (size_t)(W + 1)), slowest = 0.0;
@@ -114,13 +113,14 @@ static void worker(int rank) {
     int n = 0;
     for (;;) {
         drain();
+        MPI_Status status;
         for (int flag = 0;;) {
-            for (int k = 0; k < TESTS && !flag; k++) MPI_Iprobe(0, 0, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+            for (int k = 0; k < TESTS && !flag; k++) MPI_Iprobe(0, MPI_ANY_TAG, MPI_COMM_WORLD, &flag, &status);
             if (flag) break;
             wait_once();
         }
-        MPI_Recv(w, D, MPI_DOUBLE, 0, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-        if (isnan(w[0])) break;
+        MPI_Recv(w, D, MPI_DOUBLE, 0, status.MPI_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        if (status.MPI_TAG == STOP) break;
         double c0 = now();
         memset(grad, 0, sizeof grad);
         for (int i = 0; i < ROWS; i++) {
@@ -132,7 +132,7 @@ static void worker(int rank) {
         }
         spent += now() - c0;
         n++;
-        MPI_Send(grad, D, MPI_DOUBLE, 0, 1, MPI_COMM_WORLD); /* 800 bytes go eagerly */
+        MPI_Send(grad, D, MPI_DOUBLE, 0, REPLY, MPI_COMM_WORLD); /* 800 bytes go eagerly */
         ring(0);
     }
     double mean = spent / (n ? n : 1);

@@ -29,6 +29,7 @@ from mpi4py import MPI  # noqa: E402
 from gdcode.runtime.doorbell import connect  # noqa: E402
 
 D, ROWS = 100, 1000
+MODEL, REPLY, STOP = 0, 1, 2
 #: a test of a request (or a probe) may progress MPI without completing it: tests in a row before sleeping
 TESTS = 3
 
@@ -58,8 +59,8 @@ def main() -> None:
         comm.Barrier()
         t0 = time.perf_counter()
         for _ in range(args.iterations):
-            recvs = [comm.Irecv(replies[i], source=i + 1, tag=1) for i in range(W)]
-            sends = [comm.Isend(w, dest=i + 1, tag=0) for i in range(W)]
+            recvs = [comm.Irecv(replies[i], source=i + 1, tag=REPLY) for i in range(W)]
+            sends = [comm.Isend(w, dest=i + 1, tag=MODEL) for i in range(W)]
             bell.ring_all(range(1, W + 1))
             done = 0
             while done < W:
@@ -72,7 +73,7 @@ def main() -> None:
             w -= 1e-6 * np.sum(replies, axis=0)
         elapsed = (time.perf_counter() - t0) / args.iterations
         for i in range(W):
-            comm.Send(np.full(D, np.nan), dest=i + 1, tag=0)
+            comm.Send(w, dest=i + 1, tag=STOP)
             bell.ring(i + 1)
         compute = max(comm.gather(0.0, root=0)[1:])
         print(f"python W={W} wait={args.wait}: {elapsed * 1e3:.3f} ms per iteration, slowest worker's compute "
@@ -83,17 +84,18 @@ def main() -> None:
         w, grad = np.empty(D), np.empty(D)
         comm.Barrier()
         spent, n = 0.0, 0
+        status = MPI.Status()
         while True:
             bell.drain()
-            while not any(comm.Iprobe(source=0, tag=0) for _ in range(TESTS)):
+            while not any(comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status) for _ in range(TESTS)):
                 wait()
-            comm.Recv(w, source=0, tag=0)
-            if np.isnan(w[0]):
+            comm.Recv(w, source=0, tag=status.Get_tag())
+            if status.Get_tag() == STOP:
                 break
             c0 = time.perf_counter()
             np.dot(X.T, 1.0 / (1.0 + np.exp(-(X @ w))) - y, out=grad)
             spent, n = spent + time.perf_counter() - c0, n + 1
-            comm.Send(grad, dest=0, tag=1)  # 800 bytes go eagerly: the send does not wait for rank 0
+            comm.Send(grad, dest=0, tag=REPLY)  # 800 bytes go eagerly: the send does not wait for rank 0
             bell.ring(0)
         comm.gather(spent / max(n, 1), root=0)
     bell.close()
