@@ -12,28 +12,28 @@ import pytest
 from e2e import E2E_TIMEOUT, mpiexec
 
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
-LINE = re.compile(r"^(python|c) W=(\d+) wait=(sleep|yield): ([\d.]+) ms per iteration, slowest worker's compute "
-                  r"([\d.]+) ms, overhead (-?[\d.]+) ms$")
+LINE = re.compile(r"^(python|c) W=(\d+) wait=(sleep|yield) yield-us=(\d+): ([\d.]+) ms per iteration, "
+                  r"slowest worker's compute ([\d.]+) ms, overhead (-?[\d.]+) ms$")
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="doorbells are Linux's")
 
 
-def _check(stdout: str, language: str, wait: str) -> None:
+def _check(stdout: str, language: str, wait: str, window_us: int = 0) -> None:
     lines = [ln for ln in stdout.splitlines() if LINE.match(ln)]
     assert len(lines) == 1, stdout
-    lang, workers, mode, per_it, compute, overhead = LINE.match(lines[0]).groups()
-    assert (lang, int(workers), mode) == (language, 2, wait)
+    lang, workers, mode, window, per_it, compute, overhead = LINE.match(lines[0]).groups()
+    assert (lang, int(workers), mode, int(window)) == (language, 2, wait, window_us)
     assert float(per_it) > float(compute) > 0
     assert float(overhead) == pytest.approx(float(per_it) - float(compute), abs=2e-3)
 
 
-@pytest.mark.parametrize("wait", ["sleep", "yield"])
-def test_python_floor_runs_its_loop(wait):
+@pytest.mark.parametrize(("wait", "window_us"), [("sleep", 0), ("yield", 0), ("sleep", 300)])
+def test_python_floor_runs_its_loop(wait, window_us):
     res = subprocess.run([mpiexec(), "-n", "3", sys.executable, str(TOOLS / "overhead_floor.py"),
-                          "--iterations", "30", "--wait", wait],
+                          "--iterations", "30", "--wait", wait, "--yield-us", str(window_us)],
                          capture_output=True, text=True, timeout=E2E_TIMEOUT)
     assert res.returncode == 0, res.stderr
-    _check(res.stdout, "python", wait)
+    _check(res.stdout, "python", wait, window_us)
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +48,12 @@ def floor_binary(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("wait", ["sleep", "yield"])
-def test_c_floor_runs_its_loop(floor_binary, wait):
-    res = subprocess.run([mpiexec(), "-n", "3", str(floor_binary), "--iterations", "30", "--wait", wait],
-                         capture_output=True, text=True, timeout=E2E_TIMEOUT)
+@pytest.mark.parametrize(("wait", "window_us"), [("sleep", 0), ("yield", 0), ("sleep", 300)])
+def test_c_floor_runs_its_loop(floor_binary, wait, window_us):
+    res = subprocess.run([mpiexec(), "-n", "3", str(floor_binary), "--iterations", "30", "--wait", wait,
+                          "--yield-us", str(window_us)], capture_output=True, text=True, timeout=E2E_TIMEOUT)
     assert res.returncode == 0, res.stderr
-    _check(res.stdout, "c", wait)
+    _check(res.stdout, "c", wait, window_us)
 
 
 def test_c_floor_refuses_a_bad_option(floor_binary):

@@ -2,12 +2,13 @@
  * would reach on this machine. The same loop as tools/overhead_floor.py (read its docstring):
  * rank 0 sends a 100-value model to W workers and rings their doorbells (one byte to an abstract
  * Unix datagram socket, as gdcode's doorbells do), waits for every reply asleep on its own
- * doorbell (or yielding its core with --wait yield), and steps; each worker computes the logistic
+ * doorbell (or yielding its core with --wait yield, or for the first US microseconds of each wait
+ * with --yield-us US), and steps; each worker computes the logistic
  * gradient of 1000 dense rows and replies.
  *
  * Build and run (make overhead-floor does both, with the mpicc of the venv's MPI wheel):
  *     mpicc -O3 -march=native -ffast-math -o overhead_floor tools/overhead_floor.c -lm
- *     mpiexec -n 5 ./overhead_floor [--iterations N] [--wait sleep|yield]
+ *     mpiexec -n 5 ./overhead_floor [--iterations N] [--wait sleep|yield] [--yield-us US]
  */
 #include <math.h>
 #include <mpi.h>
@@ -26,6 +27,7 @@ enum { D = 100, ROWS = 1000, TESTS = 3, MAX_RANKS = 256, MODEL = 0, REPLY = 1, S
 
 static int bell;
 static int yield_core;
+static double yield_window, wait_from; /* --yield-us: seconds of a wait spent yielding before it sleeps */
 static struct sockaddr_un names[MAX_RANKS];
 static socklen_t name_lengths[MAX_RANKS];
 
@@ -54,7 +56,7 @@ static void drain(void) {
 }
 
 static void wait_once(void) {
-    if (yield_core) {
+    if (yield_core || now() - wait_from < yield_window) {
         sched_yield();
     } else {
         struct pollfd p = {bell, POLLIN, 0};
@@ -73,6 +75,7 @@ static void coordinator(int W, int iterations) {
         for (int i = 0; i < W; i++) MPI_Irecv(replies[i], D, MPI_DOUBLE, i + 1, REPLY, MPI_COMM_WORLD, &recvs[i]);
         for (int i = 0; i < W; i++) MPI_Isend(w, D, MPI_DOUBLE, i + 1, MODEL, MPI_COMM_WORLD, &sends[i]);
         for (int i = 0; i < W; i++) ring(i + 1);
+        wait_from = now();
         for (int done = 0; done < W;) {
             drain();
             int any = 0;
@@ -97,8 +100,8 @@ static void coordinator(int W, int iterations) {
     double mine = 0.0, *compute = malloc(sizeof(double) * (size_t)(W + 1)), slowest = 0.0;
     MPI_Gather(&mine, 1, MPI_DOUBLE, compute, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     for (int i = 1; i <= W; i++) slowest = compute[i] > slowest ? compute[i] : slowest;
-    printf("c W=%d wait=%s: %.3f ms per iteration, slowest worker's compute %.3f ms, overhead %.3f ms\n", W,
-           yield_core ? "yield" : "sleep", elapsed * 1e3, slowest * 1e3, (elapsed - slowest) * 1e3);
+    printf("c W=%d wait=%s yield-us=%.0f: %.3f ms per iteration, slowest worker's compute %.3f ms, overhead %.3f ms\n", W,
+           yield_core ? "yield" : "sleep", yield_window * 1e6, elapsed * 1e3, slowest * 1e3, (elapsed - slowest) * 1e3);
     free(replies);
     free(compute);
 }
@@ -134,6 +137,7 @@ static void worker(int rank) {
         n++;
         MPI_Send(grad, D, MPI_DOUBLE, 0, REPLY, MPI_COMM_WORLD); /* 800 bytes go eagerly */
         ring(0);
+        wait_from = now();
     }
     double mean = spent / (n ? n : 1);
     MPI_Gather(&mean, 1, MPI_DOUBLE, NULL, 0, MPI_DOUBLE, 0, MPI_COMM_WORLD);
@@ -147,8 +151,10 @@ int main(int argc, char **argv) {
             iterations = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "--wait") && i + 1 < argc && (!strcmp(argv[i + 1], "sleep") || !strcmp(argv[i + 1], "yield"))) {
             yield_core = !strcmp(argv[++i], "yield");
+        } else if (!strcmp(argv[i], "--yield-us") && i + 1 < argc) {
+            yield_window = 1e-6 * atof(argv[++i]);
         } else {
-            fprintf(stderr, "overhead_floor: usage: [--iterations N] [--wait sleep|yield]\n");
+            fprintf(stderr, "overhead_floor: usage: [--iterations N] [--wait sleep|yield] [--yield-us US]\n");
             return 2;
         }
     }

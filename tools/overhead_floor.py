@@ -3,7 +3,8 @@
 Run under MPI with W + 1 ranks (``mpiexec -n 5 python tools/overhead_floor.py``, the W = 4 of
 ``gdcode bench engine``'s overhead run). Rank 0 sends a 100-value model to every worker and
 rings its doorbell, waits for every reply (asleep on its own doorbell, or yielding its core
-with ``--wait yield``) and takes a step; each worker holds 1000 dense rows (4000x100 over 4
+with ``--wait yield``; ``--yield-us US`` yields for the first US microseconds of each wait, then
+sleeps) and takes a step; each worker holds 1000 dense rows (4000x100 over 4
 workers), computes the logistic gradient with numpy and replies. Nothing else: no
 run directory, no codes, no delays, no records. It prints the elapsed time per iteration, the
 slowest worker's mean compute, and their difference, the overhead as the bench defines it.
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--wait", choices=["sleep", "yield"], default="sleep",
                         help="sleep on the doorbell (gdcode's way), or yield the core and test again (spins)")
+    parser.add_argument("--yield-us", type=float, default=0.0,
+                        help="with --wait sleep: yield the core for the first US microseconds of each wait first")
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     rank, W = comm.Get_rank(), comm.Get_size() - 1
@@ -46,8 +49,10 @@ def main() -> None:
     if bell is None:
         raise SystemExit("overhead_floor: every rank must be on this host (no doorbell)")
 
+    window, wait_from = args.yield_us * 1e-6, [0.0]
+
     def wait() -> None:
-        if args.wait == "yield":
+        if args.wait == "yield" or time.perf_counter() - wait_from[0] < window:
             os.sched_yield()
         else:
             select.select([bell.sock], [], [], 0.02)
@@ -62,6 +67,7 @@ def main() -> None:
             recvs = [comm.Irecv(replies[i], source=i + 1, tag=REPLY) for i in range(W)]
             sends = [comm.Isend(w, dest=i + 1, tag=MODEL) for i in range(W)]
             bell.ring_all(range(1, W + 1))
+            wait_from[0] = time.perf_counter()
             done = 0
             while done < W:
                 bell.drain()
@@ -76,8 +82,8 @@ def main() -> None:
             comm.Send(w, dest=i + 1, tag=STOP)
             bell.ring(i + 1)
         compute = max(comm.gather(0.0, root=0)[1:])
-        print(f"python W={W} wait={args.wait}: {elapsed * 1e3:.3f} ms per iteration, slowest worker's compute "
-              f"{compute * 1e3:.3f} ms, overhead {(elapsed - compute) * 1e3:.3f} ms")
+        print(f"python W={W} wait={args.wait} yield-us={args.yield_us:.0f}: {elapsed * 1e3:.3f} ms per iteration, "
+              f"slowest worker's compute {compute * 1e3:.3f} ms, overhead {(elapsed - compute) * 1e3:.3f} ms")
     else:
         rng = np.random.default_rng(rank)
         X, y = rng.standard_normal((ROWS, D)), (rng.random(ROWS) < 0.5).astype(float)
@@ -97,6 +103,7 @@ def main() -> None:
             spent, n = spent + time.perf_counter() - c0, n + 1
             comm.Send(grad, dest=0, tag=REPLY)  # 800 bytes go eagerly: the send does not wait for rank 0
             bell.ring(0)
+            wait_from[0] = time.perf_counter()
         comm.gather(spent / max(n, 1), root=0)
     bell.close()
 
