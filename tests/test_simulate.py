@@ -200,6 +200,31 @@ def test_trace_compute_replays_measured_times(tmp_path):
         comp.table(codes.build("uncoded", 3), 2)
 
 
+def test_one_message_without_compute_arrives_at_its_pause_without_a_copy():
+    code = codes.build("uncoded", 4)
+    pause = np.random.default_rng(1).random((6, 4))
+    A = simulate.all_arrivals(code, None, pause)
+    assert A.shape == (6, 4, 1) and np.shares_memory(A, pause) and not A.flags.writeable
+    np.testing.assert_array_equal(A[:, :, 0], pause)
+    with pytest.raises(ValueError, match="read-only"):
+        A += 1.0
+    assert pause.flags.writeable  # the caller's array is left as it was
+    shifted = simulate.all_arrivals(code, None, pause, comm=0.25)
+    assert shifted.flags.writeable and not np.shares_memory(shifted, pause)
+    np.testing.assert_array_equal(shifted[:, :, 0], pause + 0.25)
+
+
+@pytest.mark.parametrize(("name", "stragglers"), [("uncoded", 0), ("frc", 1), ("cyclic-mds", 2)])
+def test_no_compute_decodes_as_zero_compute_does(name, stragglers):
+    code = codes.build(name, 6, stragglers)
+    delay = delays.parse("exp:0.1", seed=3, scale_with_load=True)
+    none = simulate.simulate(code, delay, draws=500)
+    zero = simulate.simulate(code, delay, draws=500, compute=simulate.parse_compute("0.0,0,0,0,0,0", 6))
+    assert not none.arrivals.flags.writeable and zero.arrivals.flags.writeable
+    np.testing.assert_array_equal(none.times, zero.times)
+    np.testing.assert_array_equal(none.arrivals, zero.arrivals)
+
+
 def test_multi_message_arrivals_match_the_engine_rule():
     needs("partial-frc")
     code = codes.build("partial-frc", 4, 1)
