@@ -52,7 +52,7 @@ overhead-floor: install
 	mkdir -p build
 	$(VENV_BIN)/mpicc -O3 -march=native -ffast-math -o build/overhead_floor tools/overhead_floor.c -lm
 	for wait in "sleep" "sleep --yield-us 300" "yield"; do \
-		$(VENV_BIN)/mpiexec -n 5 $(PY) tools/overhead_floor.py --wait $$wait && \
+		$(VENV_BIN)/mpiexec -n 5 $(PY) -m gdcode.runtime.floor --wait $$wait && \
 		$(VENV_BIN)/mpiexec -n 5 build/overhead_floor --wait $$wait || exit 1; done
 
 lint: install

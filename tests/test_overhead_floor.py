@@ -1,4 +1,5 @@
-"""tools/overhead_floor.{py,c}: the leanest synchronous loop, behind the README's overhead floor."""
+"""gdcode.runtime.floor and tools/overhead_floor.c: the leanest synchronous loop, behind the README's
+overhead floor and the lean-loop line of ``gdcode bench engine``."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def _check(stdout: str, language: str, wait: str, window_us: int = 0) -> None:
 
 @pytest.mark.parametrize(("wait", "window_us"), [("sleep", 0), ("yield", 0), ("sleep", 300)])
 def test_python_floor_runs_its_loop(wait, window_us):
-    res = subprocess.run([mpiexec(), "-n", "3", sys.executable, str(TOOLS / "overhead_floor.py"),
+    res = subprocess.run([mpiexec(), "-n", "3", sys.executable, "-m", "gdcode.runtime.floor",
                           "--iterations", "30", "--wait", wait, "--yield-us", str(window_us)],
                          capture_output=True, text=True, timeout=E2E_TIMEOUT)
     assert res.returncode == 0, res.stderr
@@ -59,3 +60,30 @@ def test_c_floor_runs_its_loop(floor_binary, wait, window_us):
 def test_c_floor_refuses_a_bad_option(floor_binary):
     res = subprocess.run([str(floor_binary), "--wait", "spin"], capture_output=True, text=True, timeout=E2E_TIMEOUT)
     assert res.returncode == 2 and "usage" in res.stderr
+
+
+def test_bench_engine_runs_the_python_floor():
+    from gdcode.bench import engine
+
+    overhead = engine._floor(30)
+    assert overhead is not None and 0 < overhead < 1.0
+
+
+def test_a_floor_that_outlives_its_timeout_is_ended_with_all_its_ranks(monkeypatch):
+    import os
+
+    from gdcode.bench import engine
+
+    started = []
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(engine.subprocess, "Popen", popen)
+    monkeypatch.setattr(engine, "FLOOR_TIMEOUT", 0.5)  # far less than the ranks take to start
+    assert engine._floor(100000) is None
+    assert len(started) == 1 and started[0].returncode is not None
+    with pytest.raises(ProcessLookupError):  # mpiexec's session: nothing of the job is left
+        os.killpg(started[0].pid, 0)

@@ -1,5 +1,5 @@
 /* The coordinator overhead of the leanest synchronous loop in C: what compiled per-message code
- * would reach on this machine. The same loop as tools/overhead_floor.py (read its docstring):
+ * would reach on this machine. The same loop as gdcode/runtime/floor.py (read its docstring):
  * rank 0 sends a 100-value model to W workers and rings their doorbells (one byte to an abstract
  * Unix datagram socket, as gdcode's doorbells do), waits for every reply asleep on its own
  * doorbell (or yielding its core with --wait yield, or for the first US microseconds of each wait

@@ -15,7 +15,9 @@ Everything is measured in one invocation, on the same data and the same delays:
    elapsed time minus the slowest worker's measured compute. Target: 0.2 ms. Beside it, what the
    machine allows, measured in the same invocation: a round trip between two sleeping
    processes across two cores and on one (:mod:`gdcode.bench.wakeup`; an iteration holds at
-   least one wake-up each way), and the four workers' compute shared by the cores.
+   least one wake-up each way), the four workers' compute shared by the cores, and the
+   overhead of the leanest loop in Python that does the same (:mod:`gdcode.runtime.floor`),
+   sleeping on doorbells as gdcode's ranks do and yielding the core for 300 us of each wait first.
 
 ``gdcode bench engine --workers 48`` starts 49 ranks: on 2 cores they share the cores while
 they sleep, which is what the scale test shows.
@@ -176,7 +178,9 @@ def run(as_json: bool = False, workdir: str | None = None, workers: int = 6, ite
                      "compute_on_cores_seconds_per_iteration": float(np.mean(compute.sum(axis=0))) / min(n_cores, 4),
                      "cores": n_cores,
                      "wakeup_round_trip_seconds": {"across_cores": wakeup.describe(wakeup.round_trips()),
-                                                   "same_core": wakeup.describe(wakeup.round_trips(same_core=True))}})
+                                                   "same_core": wakeup.describe(wakeup.round_trips(same_core=True))},
+                     "lean_python_overhead_seconds_per_iteration": {
+                         "sleeping": _floor(overhead_its), "yielding_300us_first": _floor(overhead_its, 300)}})
 
     if as_json:
         print(json.dumps(rows, indent=2))
@@ -209,7 +213,37 @@ def run(as_json: bool = False, workdir: str | None = None, workers: int = 6, ite
     print(f"what this machine allows, measured now: a round trip between two sleeping processes {across} "
           f"across two cores, {same} on one; the 4 workers' compute shared by {_cores(o['cores'])} "
           f"{o['compute_on_cores_seconds_per_iteration'] * 1e3:.3f} ms an iteration")
+    lean = o["lean_python_overhead_seconds_per_iteration"]
+    print("the leanest loop in Python that does the same (gdcode.runtime.floor), measured now: overhead "
+          f"{_ms(lean['sleeping'])} sleeping on doorbells, {_ms(lean['yielding_300us_first'])} yielding the core "
+          "for 300 us of each wait first (the same in C: make overhead-floor)")
     return 0
+
+
+#: seconds the lean loop may take before it is ended and reported as not run
+FLOOR_TIMEOUT = 120.0
+
+
+def _floor(iterations: int, yield_us: int = 0) -> float | None:
+    """The overhead per iteration of :mod:`gdcode.runtime.floor` on 5 ranks (None: it could not run)."""
+    from gdcode.runtime.launch import end_job, find_mpiexec
+
+    cmd = [find_mpiexec(), "-n", "5", sys.executable, "-m", "gdcode.runtime.floor", "--json",
+           "--iterations", str(iterations), "--yield-us", str(yield_us)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=FLOOR_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        end_job(proc)
+        return None
+    if proc.returncode != 0 or not out.strip():
+        return None
+    return float(json.loads(out.strip().splitlines()[-1])["overhead_seconds_per_iteration"])
+
+
+def _ms(seconds: float | None) -> str:
+    return "(could not run)" if seconds is None else f"{seconds * 1e3:.3f} ms"
 
 
 def _cores(n: int) -> str:

@@ -156,12 +156,12 @@ def launch(n_ranks: int, argv: list[str], timeout: float | None = None, run_dir:
                 code = proc.returncode
                 break
             if signalled and time.monotonic() - first_signal > STOP_GRACE:
-                code = _kill(proc)
+                code = end_job(proc)
                 break
             if limit is not None and time.monotonic() > limit:
                 print(f"gdcode: error: the MPI job outlived --timeout {timeout:g} s by 30 s; killing it",
                       file=sys.stderr)
-                return _kill(proc)
+                return end_job(proc)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -299,11 +299,12 @@ def _outcome(code: int, run_dir: Path | None, started: float, signalled: list[in
     return code
 
 
-def _kill(proc: subprocess.Popen) -> int:
-    """End the job: SIGTERM to mpiexec's process group, SIGKILL a second later, then SIGKILL to
-    every process that was below mpiexec and still is the same process (a tolerant launch's
-    hydra leaves its ranks running when it goes, and a rank stopped or stuck in MPI outlives
-    SIGTERM)."""
+def end_job(proc: subprocess.Popen) -> int:
+    """End the job of ``proc``, an mpiexec started in its own session: SIGTERM to its process
+    group, SIGKILL a second later, then SIGKILL to every process that was below mpiexec and
+    still is the same process (a tolerant launch's hydra leaves its ranks running when it goes,
+    and a rank stopped or stuck in MPI outlives SIGTERM). Returns 124, the exit code of a job
+    timed out."""
     job = _descendants(proc.pid)  # before mpiexec goes: its ranks then lose their parent
     try:
         os.killpg(proc.pid, signal.SIGTERM)

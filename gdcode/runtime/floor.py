@@ -1,13 +1,14 @@
 """The coordinator overhead of the leanest synchronous loop in Python: a floor for gdcode's own.
 
-Run under MPI with W + 1 ranks (``mpiexec -n 5 python tools/overhead_floor.py``, the W = 4 of
-``gdcode bench engine``'s overhead run). Rank 0 sends a 100-value model to every worker and
+Run under MPI with W + 1 ranks (``mpiexec -n 5 python -m gdcode.runtime.floor``, the W = 4 of
+``gdcode bench engine``'s overhead run, which runs it too). Rank 0 sends a 100-value model to every worker and
 rings its doorbell, waits for every reply (asleep on its own doorbell, or yielding its core
 with ``--wait yield``; ``--yield-us US`` yields for the first US microseconds of each wait, then
 sleeps) and takes a step; each worker holds 1000 dense rows (4000x100 over 4
 workers), computes the logistic gradient with numpy and replies. Nothing else: no
 run directory, no codes, no delays, no records. It prints the elapsed time per iteration, the
-slowest worker's mean compute, and their difference, the overhead as the bench defines it.
+slowest worker's mean compute, and their difference, the overhead as the bench defines it
+(``--json``: the three in seconds, as one JSON object).
 
 ``tools/overhead_floor.c`` is the same loop in C (``make overhead-floor`` builds and runs
 both): what compiled per-message code would reach on the machine.
@@ -16,18 +17,12 @@ both): what compiled per-message code would reach on the machine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import select
 import time
 
 from gdcode.runtime.launch import one_blas_thread_per_rank
-
-one_blas_thread_per_rank()  # as gdcode's ranks do, before numpy loads
-
-import numpy as np  # noqa: E402
-from mpi4py import MPI  # noqa: E402
-
-from gdcode.runtime.doorbell import connect  # noqa: E402
 
 D, ROWS = 100, 1000
 MODEL, REPLY, STOP = 0, 1, 2
@@ -35,19 +30,35 @@ MODEL, REPLY, STOP = 0, 1, 2
 TESTS = 3
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Run this rank's part of the loop (rank 0 coordinates, the others are workers).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The options (default: the command line's).
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=1000)
     parser.add_argument("--wait", choices=["sleep", "yield"], default="sleep",
                         help="sleep on the doorbell (gdcode's way), or yield the core and test again (spins)")
     parser.add_argument("--yield-us", type=float, default=0.0,
                         help="with --wait sleep: yield the core for the first US microseconds of each wait first")
-    args = parser.parse_args()
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a line")
+    args = parser.parse_args(argv)
+    if args.iterations < 1 or args.yield_us < 0:
+        parser.error("give --iterations >= 1 and --yield-us >= 0")
+    one_blas_thread_per_rank()  # as gdcode's ranks do, before numpy loads
+    import numpy as np
+    from mpi4py import MPI
+
+    from gdcode.runtime.doorbell import connect
+
     comm = MPI.COMM_WORLD
     rank, W = comm.Get_rank(), comm.Get_size() - 1
     bell = connect(comm)
     if bell is None:
-        raise SystemExit("overhead_floor: every rank must be on this host (no doorbell)")
+        raise SystemExit("gdcode.runtime.floor: every rank must be on this host (no doorbell)")
 
     window, wait_from = args.yield_us * 1e-6, [0.0]
 
@@ -81,9 +92,16 @@ def main() -> None:
         for i in range(W):
             comm.Send(w, dest=i + 1, tag=STOP)
             bell.ring(i + 1)
-        compute = max(comm.gather(0.0, root=0)[1:])
-        print(f"python W={W} wait={args.wait} yield-us={args.yield_us:.0f}: {elapsed * 1e3:.3f} ms per iteration, "
-              f"slowest worker's compute {compute * 1e3:.3f} ms, overhead {(elapsed - compute) * 1e3:.3f} ms")
+        gathered = comm.gather(0.0, root=0)  # each worker's mean compute
+        assert gathered is not None
+        compute = max(gathered[1:])
+        if args.json:
+            print(json.dumps({"workers": W, "wait": args.wait, "yield_us": args.yield_us,
+                              "seconds_per_iteration": elapsed, "compute_seconds": compute,
+                              "overhead_seconds_per_iteration": elapsed - compute}))
+        else:
+            print(f"python W={W} wait={args.wait} yield-us={args.yield_us:.0f}: {elapsed * 1e3:.3f} ms per iteration, "
+                  f"slowest worker's compute {compute * 1e3:.3f} ms, overhead {(elapsed - compute) * 1e3:.3f} ms")
     else:
         rng = np.random.default_rng(rank)
         X, y = rng.standard_normal((ROWS, D)), (rng.random(ROWS) < 0.5).astype(float)
