@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from e2e import train_run
 
@@ -16,3 +18,17 @@ def train(tmp_path):
         return train_run(tmp_path, workers, *args, name=name, expect_ok=expect_ok)
 
     return _train
+
+
+@pytest.fixture
+def popens(monkeypatch):
+    """Every ``subprocess.Popen`` the test starts, in order (to check each has ended)."""
+    started: list[subprocess.Popen] = []
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    return started

@@ -69,21 +69,13 @@ def test_bench_engine_runs_the_python_floor():
     assert overhead is not None and 0 < overhead < 1.0
 
 
-def test_a_floor_that_outlives_its_timeout_is_ended_with_all_its_ranks(monkeypatch):
+def test_a_floor_that_outlives_its_timeout_is_ended_with_all_its_ranks(monkeypatch, popens):
     import os
 
     from gdcode.bench import engine
 
-    started = []
-    real = subprocess.Popen
-
-    def popen(*args, **kwargs):
-        started.append(real(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(engine.subprocess, "Popen", popen)
     monkeypatch.setattr(engine, "FLOOR_TIMEOUT", 0.5)  # far less than the ranks take to start
     assert engine._floor(100000) is None
-    assert len(started) == 1 and started[0].returncode is not None
+    assert len(popens) == 1 and popens[0].returncode is not None
     with pytest.raises(ProcessLookupError):  # mpiexec's session: nothing of the job is left
-        os.killpg(started[0].pid, 0)
+        os.killpg(popens[0].pid, 0)
