@@ -79,3 +79,35 @@ def test_a_floor_that_outlives_its_timeout_is_ended_with_all_its_ranks(monkeypat
     assert len(popens) == 1 and popens[0].returncode is not None
     with pytest.raises(ProcessLookupError):  # mpiexec's session: nothing of the job is left
         os.killpg(popens[0].pid, 0)
+
+
+def _overhead_row(**changes):
+    row = {"scheme": "uncoded (delay none, W=4, 4000x100)", "seconds_per_iteration": 9e-4,
+           "ideal_seconds_per_iteration": 1e-4, "overhead_seconds_per_iteration": 8e-4,
+           "compute_on_cores_seconds_per_iteration": 2e-4, "cores": 2,
+           "wakeup_round_trip_seconds": {"across_cores": {"median": 7e-5, "p10": 5e-5, "p90": 9e-5, "n": 1000},
+                                         "same_core": {"median": 1.1e-5, "p10": 1e-5, "p90": 1.3e-5, "n": 1000}},
+           "lean_python_overhead_seconds_per_iteration": {"sleeping": 4e-4, "yielding_300us_first": 3e-4}}
+    row.update(changes)
+    return row
+
+
+def test_bench_engine_reports_the_overhead_beside_its_floors():
+    from gdcode.bench.engine import overhead_lines
+
+    target, machine, lean = overhead_lines(_overhead_row())
+    assert "overhead 0.800 ms (target 0.2 ms: MISSED)" in target
+    assert "0.070 ms (p10-p90 0.050-0.090) across two cores, 0.011 ms" in machine and "0.200 ms an iteration" in machine
+    assert "0.400 ms sleeping" in lean and "0.300 ms yielding" in lean and "2.00x the sleeping loop's" in lean
+    met, _, _ = overhead_lines(_overhead_row(overhead_seconds_per_iteration=1.5e-4))
+    assert "target 0.2 ms: met" in met
+
+
+def test_bench_engine_says_which_floor_it_could_not_measure():
+    from gdcode.bench.engine import overhead_lines
+
+    row = _overhead_row(cores=1, wakeup_round_trip_seconds={"across_cores": None, "same_core": None},
+                        lean_python_overhead_seconds_per_iteration={"sleeping": None, "yielding_300us_first": None})
+    _, machine, lean = overhead_lines(row)
+    assert "(not measurable here) across two cores" in machine and "shared by 1 core " in machine
+    assert lean.count("(could not run)") == 2 and "x the sleeping loop's" not in lean
