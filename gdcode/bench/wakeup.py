@@ -7,8 +7,8 @@ doorbells' kind of socket, :mod:`gdcode.runtime.doorbell`), each asleep in ``rec
 comes, on two different cores or on one. ``gdcode bench engine`` prints it beside the
 coordinator's overhead, measured in the same invocation.
 
-On a KVM guest the round trip across cores depends on the host more than on the guest: the
-VMs of the README's figures took 58-207 us across their two vCPUs and 10 us on one.
+On a KVM guest the round trip across cores depends on the host more than on the guest, and
+changes with it: the README ("Coordinator overhead") gives the range one VM showed in a morning.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def round_trips(n: int = 1000, same_core: bool = False, warm_up: int = 100,
         Untimed round trips first (the echo process's first ones run cold).
     timeout : float
         Seconds any one datagram may take before :class:`TimeoutError` (the echo process has
-        died or not started); the echo process is ended either way.
+        died or not started), and the echo process to end after the last before
+        :class:`subprocess.TimeoutExpired`; the echo process is ended either way.
 
     Returns
     -------

@@ -1,12 +1,12 @@
 """The coordinator overhead of the leanest synchronous loop in Python: a floor for gdcode's own.
 
 Run under MPI with W + 1 ranks (``mpiexec -n 5 python -m gdcode.runtime.floor``, the W = 4 of
-``gdcode bench engine``'s overhead run, which runs it too). Rank 0 sends a 100-value model to every worker and
-rings its doorbell, waits for every reply (asleep on its own doorbell, or yielding its core
-with ``--wait yield``; ``--yield-us US`` yields for the first US microseconds of each wait, then
-sleeps) and takes a step; each worker holds 1000 dense rows (4000x100 over 4
-workers), computes the logistic gradient with numpy and replies. Nothing else: no
-run directory, no codes, no delays, no records. It prints the elapsed time per iteration, the
+``gdcode bench engine``'s overhead run, which runs it too). Rank 0 sends a 100-value model to
+every worker and rings its doorbell, waits for every reply (asleep on its own doorbell, or
+yielding its core with ``--wait yield``; ``--yield-us US`` yields for the first US microseconds
+of each wait, then sleeps) and takes a step; each worker holds 1000 dense rows (4000x100 over 4
+workers), computes the logistic gradient with numpy and replies. Nothing else: no run
+directory, no codes, no delays, no records. It prints the elapsed time per iteration, the
 slowest worker's mean compute, and their difference, the overhead as the bench defines it
 (``--json``: the three in seconds, as one JSON object).
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import time
 
 from gdcode.runtime.launch import one_blas_thread_per_rank
@@ -65,9 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     def wait() -> None:
         if args.wait == "yield" or time.perf_counter() - wait_from[0] < window:
             os.sched_yield()
+            bell.drain()
         else:
-            select.select([bell.sock], [], [], 0.02)
-        bell.drain()
+            bell.wait(0.02)  # until rung, taking the bytes that came
 
     if rank == 0:
         w = np.zeros(D)
