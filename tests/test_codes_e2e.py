@@ -92,3 +92,46 @@ def test_a_pause_that_does_not_read_the_compute_time_comes_before_it(train, tmp_
         given = [float(x) for x in (seen / f"w{w}").read_text().split()]
         assert len(given) == 3  # one pause per iteration: uncoded waits for every worker
         assert all(c == 0.0 for c in given) if model == "Before" else all(c > 0.0 for c in given), given
+
+
+HOLD_UP = '''
+import time
+
+from gdcode.delays import DelayModel
+
+
+class HoldUp(DelayModel):
+    """Worker 3 is held up for HOLD s in its first draw (without polling), so it takes model 2
+    late; at iteration 2 it pauses PAUSE s and the others 1 s; every other pause is 0."""
+
+    uses_compute = False
+
+    def __init__(self, hold: str, pause: str, *, seed=0, scale_with_load=False):
+        super().__init__(seed=seed, scale_with_load=scale_with_load)
+        self.hold, self.pause = float(hold), float(pause)
+
+    def sample(self, rng, worker, iteration, compute):
+        if worker == 2 and iteration == 1:
+            time.sleep(self.hold)
+        if iteration == 2:
+            return self.pause if worker == 2 else 1.0
+        return 0.0
+'''
+
+
+def test_a_pause_counts_from_the_send_of_the_model_on_one_host(train, tmp_path, monkeypatch):
+    """Ranks sharing a host take a model in turns, which the emulated cluster would not: the time a
+    model waited before its worker took it comes off the worker's pause, so that the reply is due
+    at the pause after the send -- and never sooner."""
+    import os
+
+    (tmp_path / "holdup.py").write_text(HOLD_UP)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    hold, pause = 0.3, 0.5
+    # ignore S=1: iteration 1 decodes without worker 3, which takes model 2 about `hold` after its send
+    run = train(3, "--scheme", "ignore", "--stragglers", "1", "--iterations", "3", *DATA,
+                "--delay", f"holdup:HoldUp:{hold},{pause}", name="holdup")
+    assert run.summary["status"] == "ok" and run.summary["waits"] == "doorbell"
+    arrival = next(r["arrival"] for r in run.workers if r["iteration"] == 2 and r["worker"] == 3)
+    # from the send: `pause`; had the pause started when the worker took the model: `hold + pause`
+    assert pause <= arrival < pause + hold / 2, arrival

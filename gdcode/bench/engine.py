@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -186,7 +185,7 @@ def run(as_json: bool = False, workdir: str | None = None, workers: int = 6, ite
         print(json.dumps(rows, indent=2))
         return 0
     print(f"engine benchmark (one invocation; W={W}, exp:0.5, {dataset}, {iterations} iterations; "
-          f"{os.cpu_count()} cores; waits: {rows[0]['waits']})")
+          f"{len(wakeup.cores())} cores; waits: {rows[0]['waits']})")
     print(f"{'scheme':<26}{'s/iteration':>13}{'ideal s/it':>12}{'real/ideal':>12}{'speedup':>10}"
           f"{'worker RSS MB':>15}")
     for r in rows[:-1]:

@@ -18,7 +18,9 @@ newer model cancels the old work at once. The pause comes first unless the delay
 compute time (:attr:`gdcode.delays.DelayModel.uses_compute`): the reply is due at the same time
 either way, but a worker cancelled in its pause has not computed for nothing, and when a model
 wakes many workers sharing few cores, each one's turn on a core before its pause is shorter
-(docs/runtime.md gives the measurements).
+(docs/runtime.md gives the measurements). When the ranks share a host (the job has doorbells),
+the pause counts from the model's send, whose time the model's header carries, not from when
+the worker took it (:class:`~gdcode.runtime.worker.QueueWait`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from gdcode.runtime import protocol as pr
 from gdcode.runtime import transport as tp
 from gdcode.runtime.context import Context, metadata
 from gdcode.runtime.coordinator import Coordinator, WorkersFailed
-from gdcode.runtime.worker import WorkerClock, injected_failure, send_done
+from gdcode.runtime.worker import QueueWait, WorkerClock, injected_failure, send_done
 from gdcode.waiting import AdaptiveDeadline, WaitRule
 
 #: rows a worker processes between two polls for a newer model
@@ -249,9 +251,9 @@ class CodedCoordinator(Coordinator):
             for t in range(self.first, opts.iterations + 1):
                 point = self.opt.point().copy()  # the step may update params in place
                 buf = sends.get()
-                pr.MODEL.pack(buf, pr.Kind.MODEL, t)
                 pr.MODEL.vector(buf)[:] = point
                 start = time.perf_counter()
+                pr.MODEL.pack(buf, pr.Kind.MODEL, t, seconds=start)  # the send time (QueueWait)
                 with self.comm.rings_together():
                     sends.sent(buf, [r for box in boxes if (r := box.offer(buf)) is not None])
                 rec = _Iteration(t, start)
@@ -417,6 +419,7 @@ def work(ctx: Context) -> int:
     ctrl_req = comm.Irecv(ctrl, source=0, tag=pr.Tag.CONTROL)
     sends = tp.SendPool(pr.GRADIENT.size(d))
     backoff = tp.Backoff()
+    queued = QueueWait(enabled=tp.doorbell() is not None)
     tp.barrier(comm)
     clock = WorkerClock()
     fail_at = injected_failure(me, ctx.options.workers)
@@ -427,12 +430,13 @@ def work(ctx: Context) -> int:
         backoff.reset()
         while not ctrl_req.Test():
             backoff.sleep()
-        kind, t, _, _ = pr.header(ctrl)
+        kind, t, sent_at, _ = pr.header(ctrl)
         while kind != pr.Kind.STOP and comm.Iprobe(source=0, tag=pr.Tag.CONTROL):
             comm.Recv(ctrl, source=0, tag=pr.Tag.CONTROL)
-            kind, t, _, _ = pr.header(ctrl)
+            kind, t, sent_at, _ = pr.header(ctrl)
         if kind == pr.Kind.STOP:
             break
+        queued.took(sent_at)
         w = pr.MODEL.vector(ctrl).copy()
         ctrl_req = comm.Irecv(ctrl, source=0, tag=pr.Tag.CONTROL)
         if t == fail_at:
@@ -441,7 +445,8 @@ def work(ctx: Context) -> int:
         repeat = 0
         while True:  # once, or (kbatch) one minibatch after another until a newer model comes
             for k, blocks, held in messages:
-                if pause_first and tp.pause(share[k] * ctx.delay.draw_repeat(me, t, repeat, load), ctrl_req.Test):
+                if pause_first and tp.pause(queued.serve(share[k] * ctx.delay.draw_repeat(me, t, repeat, load)),
+                                            ctrl_req.Test):
                     break  # a newer model came in the pause: nothing was computed for this one
                 out = sends.get()
                 g = pr.GRADIENT.vector(out)
@@ -460,7 +465,7 @@ def work(ctx: Context) -> int:
                     # this message's share of the iteration's pause (all of it for one message)
                     c = compute / share[k] if share[k] else 0.0
                     pause = share[k] * ctx.delay.draw_repeat(me, t, repeat, load, c)
-                    cancelled = tp.pause(pause, ctrl_req.Test)
+                    cancelled = tp.pause(queued.serve(pause), ctrl_req.Test)
                 if cancelled:  # ctrl_req has completed (Test stays True): the newer model is in ctrl
                     sends.sent(out, [])
                     break

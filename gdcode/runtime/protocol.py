@@ -159,8 +159,8 @@ class Layout:
 
 
 #: rank 0 -> worker (coded, hogwild): the point to compute at; header iteration t (hogwild: the
-#: server model's version). Also worker 1 -> rank 0 (allreduce, local): a model to evaluate,
-#: seconds = elapsed, part = 0.
+#: server model's version), seconds (coded) rank 0's ``perf_counter`` when it sent the model. Also
+#: worker 1 -> rank 0 (allreduce, local): a model to evaluate, seconds = elapsed, part = 0.
 MODEL = Layout("model", vector_name="params")
 #: rank 0 -> worker: stop; no payload.
 STOP = Layout("stop")

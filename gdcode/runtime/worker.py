@@ -1,4 +1,5 @@
-"""What the workers of every mode share: their clock, the DONE report, a partition's rows, fault injection.
+"""What the workers of every mode share: their clock, the DONE report, a partition's rows, fault injection
+(and the wait of a model before a coded worker takes it).
 
 Every worker (rank ``i + 1``) of the modes other than coded holds partition ``i`` of W
 contiguous partitions (:func:`gdcode.data.partition_bounds`, the uncoded layout), so all
@@ -33,6 +34,37 @@ class WorkerClock:
     def usage(self) -> np.ndarray:
         """``(CPU seconds, wall seconds)`` since the start."""
         return np.array([time.process_time() - self.cpu0, time.perf_counter() - self.wall0])
+
+
+class QueueWait:
+    """How long a model waited between rank 0 sending it and the worker taking it, taken off the
+    injected pauses the worker serves for that model.
+
+    In the cluster a run emulates each worker has a core of its own and takes a model as it comes,
+    so its pause counts from the send. Ranks sharing the cores of one host take it in turns
+    instead (48 workers on 2 cores took a model up to 12 ms after it went out), which put frc and
+    approx at 1.039-1.069 of their ideal at W = 48, against 1.008-1.011 with the wait taken off
+    (``gdcode bench engine --workers 48``'s settings, three runs each, alternating). That wait is
+    the emulation's, so it is taken off the pauses (a pause shorter than the wait is served as
+    none, and the rest comes off the model's next pauses). It is measured only when ``enabled``:
+    when the job's ranks share a host and no emulated link is between them (the job has
+    doorbells), so that a model's send time, rank 0's ``perf_counter`` in its header, is on the
+    worker's clock, and the wait is not a link's delay the run studies.
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.left = 0.0
+
+    def took(self, sent_at: float) -> None:
+        """The worker has taken a model rank 0 sent at ``sent_at`` (its ``perf_counter``)."""
+        self.left = max(0.0, time.perf_counter() - sent_at) if self.enabled else 0.0
+
+    def serve(self, pause: float) -> float:
+        """The part of ``pause`` (seconds) the worker still has to serve."""
+        taken = min(self.left, max(pause, 0.0))
+        self.left -= taken
+        return pause - taken
 
 
 def send_done(comm: Any, steps: int, usage: WorkerClock | np.ndarray, sent: int, not_sent: int = 0,
