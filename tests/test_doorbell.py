@@ -325,3 +325,28 @@ def test_a_ring_during_a_pause_ends_it_when_poll_says_so(bells, monkeypatch):
     assert transport.pause(30.0, came.is_set)
     thread.join()
     assert time.monotonic() - t0 < 10.0  # not the pause's 30 s
+
+
+def test_a_sleep_until_rung_ends_at_the_callers_limit(bells, monkeypatch):
+    # rank 0's --wait deadline: no message marks it, so its sleep must not outlast it
+    _, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    waits: list[float] = []
+    real = b.wait
+    monkeypatch.setattr(b, "wait", lambda seconds: waits.append(seconds) or real(seconds))
+    backoff = transport.Backoff()
+    backoff.sleep(1e-3)
+    backoff.sleep()
+    assert waits[0] == 1e-3 and waits[1] > 1e-3
+
+
+def test_a_polling_sleep_ends_at_the_callers_limit(bells, monkeypatch):
+    _, b = bells
+    monkeypatch.setattr(transport, "_doorbell", b)
+    b.sent(Request(10**6), None)  # its own send in flight: it polls
+    naps: list[float] = []
+    monkeypatch.setattr(transport, "_nap", lambda bell, seconds, rings: naps.append(seconds))
+    backoff = transport.Backoff(start=1e-3, cap=1e-3, eager_cap=1e-3)
+    backoff.since -= 1.0  # past the yield window
+    backoff.sleep(2e-4)
+    assert naps == [2e-4]

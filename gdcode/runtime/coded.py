@@ -25,6 +25,7 @@ the worker took it (:class:`~gdcode.runtime.worker.QueueWait`).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,6 +226,15 @@ class CodedCoordinator(Coordinator):
         self.decode_seconds = time.perf_counter() - t0
         return self.weights is not None
 
+    def _until_deadline(self) -> float:
+        """Seconds until the iteration's ``--wait`` deadline, which rank 0 must wake for: no message
+        marks it (inf: no deadline, or it has passed without enough replies, which then wake it)."""
+        rec = self.current
+        if self.wait_deadline is None or rec is None:
+            return math.inf
+        left = rec.start + self.wait_deadline - time.perf_counter()
+        return left if left > 0 else math.inf
+
     def _flush_finished(self) -> None:
         """Write the worker rows of every iteration whose streams have all closed (with the clock
         stopped: ``workers.csv`` is not written during an iteration)."""
@@ -264,7 +274,7 @@ class CodedCoordinator(Coordinator):
                 self.weights = None
                 self.decode_seconds = 0.0
                 self.wait_deadline = self.deadlines.deadline() if self.deadlines is not None else None
-                self.wait_until(lambda: self.weights is not None or self._deadline_passed())
+                self.wait_until(lambda: self.weights is not None or self._deadline_passed(), self._until_deadline)
                 t_combine = time.perf_counter()
                 rec.cut = t_combine - start
                 weights = np.asarray(self.weights, dtype=float).reshape(M, W)

@@ -19,6 +19,7 @@ wall seconds). Evaluation goes through one :class:`Evaluator`.
 
 from __future__ import annotations
 
+import math
 import socket
 import sys
 import time
@@ -446,8 +447,9 @@ class Coordinator:
         if self.evaluator.diverged is not None:
             raise Diverged
 
-    def wait_until(self, ready: Callable[[], bool]) -> None:
-        """Poll until ``ready()``, sleeping with back-off while nothing comes.
+    def wait_until(self, ready: Callable[[], bool], wake_in: Callable[[], float] | None = None) -> None:
+        """Poll until ``ready()``, sleeping with back-off while nothing comes (each sleep at most
+        ``wake_in()`` seconds, when given: a deadline that no message marks).
 
         Raises
         ------
@@ -459,7 +461,7 @@ class Coordinator:
             came = self.poll()
             if not came:
                 self.check_deadline()
-                self.backoff.sleep()
+                self.backoff.sleep(math.inf if wake_in is None else wake_in())
                 continue
             self.backoff.came(came)  # e.g. replies of several: sleep until the next one rings
             if self.deadline is not None:

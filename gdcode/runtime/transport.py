@@ -155,11 +155,12 @@ class Backoff:
         the rank for them buy no :data:`~gdcode.runtime.doorbell.RUNG_BURST`."""
         self.rings.came(n)
 
-    def sleep(self) -> None:
+    def sleep(self, limit: float = math.inf) -> None:
+        """Sleep once, as above, but for at most ``limit`` seconds (the caller's own deadline)."""
         bell = _doorbell
         polling = bell is None or bell.busy()
         if bell is not None and not polling and not self.rings.bursting():
-            if self.rings.sleep_until_rung(bell):
+            if self.rings.sleep_until_rung(bell, limit):
                 self.current = self.start
             return
         seconds = self.current
@@ -170,7 +171,7 @@ class Backoff:
                 return
             if waited < self.eager_window:
                 seconds = min(seconds, self.eager_cap)
-        _nap(bell, seconds, self.rings)
+        _nap(bell, min(seconds, limit), self.rings)
         self.current = min(self.current * 2.0, self.cap)
 
 
