@@ -50,6 +50,11 @@ class QueueWait:
     when the job's ranks share a host and no emulated link is between them (the job has
     doorbells), so that a model's send time, rank 0's ``perf_counter`` in its header, is on the
     worker's clock, and the wait is not a link's delay the run studies.
+
+    Parameters
+    ----------
+    enabled : bool
+        Whether to take the wait off (False: every pause is served whole).
     """
 
     def __init__(self, enabled: bool) -> None:
