@@ -216,24 +216,27 @@ class CodedCoordinator(Coordinator):
     def _deadline_passed(self) -> bool:
         """Under ``--wait quantile|mad``: at the deadline, with at least ``--min-replies`` replies,
         decode with what has come."""
-        rec = self.current
-        if self.wait_deadline is None or rec is None or len(self.responders) < self.options.min_replies:
-            return False
-        if time.perf_counter() - rec.start < self.wait_deadline:
+        left = self._deadline_left()
+        if left is None or left > 0 or len(self.responders) < self.options.min_replies:
             return False
         t0 = time.perf_counter()
         self.weights = self.code.decode_now(self.responders)
         self.decode_seconds = time.perf_counter() - t0
         return self.weights is not None
 
-    def _until_deadline(self) -> float:
-        """Seconds until the iteration's ``--wait`` deadline, which rank 0 must wake for: no message
-        marks it (inf: no deadline, or it has passed without enough replies, which then wake it)."""
+    def _deadline_left(self) -> float | None:
+        """Seconds from now to the iteration's ``--wait`` deadline (negative once it has passed;
+        None: no deadline)."""
         rec = self.current
         if self.wait_deadline is None or rec is None:
-            return math.inf
-        left = rec.start + self.wait_deadline - time.perf_counter()
-        return left if left > 0 else math.inf
+            return None
+        return rec.start + self.wait_deadline - time.perf_counter()
+
+    def _until_deadline(self) -> float:
+        """How long rank 0 may sleep before its ``--wait`` deadline, which no message marks (inf: no
+        deadline, or it has passed without enough replies, which then wake it)."""
+        left = self._deadline_left()
+        return left if left is not None and left > 0 else math.inf
 
     def _flush_finished(self) -> None:
         """Write the worker rows of every iteration whose streams have all closed (with the clock

@@ -42,7 +42,8 @@ class QueueWait:
 
     In the cluster a run emulates each worker has a core of its own and takes a model as it comes,
     so its pause counts from the send. Ranks sharing the cores of one host take it in turns
-    instead (48 workers on 2 cores took a model up to 12 ms after it went out), which put frc and
+    instead (48 workers on 2 cores took a model up to 12 ms after it went out, traced on an earlier
+    VM of the same model), which put frc and
     approx at 1.039-1.069 of their ideal at W = 48, against 1.008-1.011 with the wait taken off
     (``gdcode bench engine --workers 48``'s settings, three runs each, alternating). That wait is
     the emulation's, so it is taken off the pauses (a pause shorter than the wait is served as
